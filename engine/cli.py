@@ -1,0 +1,192 @@
+"""The headless command line: ``python main.py <command>``.
+
+Every number the window shows can be printed from here. Commands print a table for a person or
+``--json`` for a script; a user's mistake is one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Sequence
+
+from engine.models.registry import PROFILES
+
+
+class CliError(Exception):
+    """A one-line message for the terminal; the command exits with status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python main.py",
+        description="CNN Arena: LeNet-5, AlexNet, VGG and ENet side by side. "
+                    "With no command, opens the window.")
+    window = parser.add_argument_group("window options (no command)")
+    window.add_argument("--source", dest="window_source", metavar="PATH",
+                        help="start on this image, folder, video, camera index or stream URL")
+    window.add_argument("--profile", dest="window_profile", choices=PROFILES, default="cifar10")
+    window.add_argument("--device", dest="window_device", default="cpu", help="cpu, cuda or auto")
+    window.add_argument("--quit-after", type=float, metavar="SECONDS", help="close the window after this long")
+    window.add_argument("--report", metavar="FILE.json", help="on closing, write a JSON run report")
+    window.add_argument("--screenshot", metavar="FILE.png", help="on closing, save a screenshot of the window")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    info = sub.add_parser("info", help="the comparison table: parameters, MACs, size, memory, accuracy")
+    info.add_argument("--profile", choices=PROFILES, help="one profile (default: both)")
+    info.add_argument("--json", action="store_true", help="machine-readable output")
+
+    predict = sub.add_parser("predict", help="top-k predictions of every network on image files")
+    predict.add_argument("images", nargs="+", metavar="IMAGE")
+    predict.add_argument("--profile", choices=PROFILES, default="cifar10")
+    predict.add_argument("--top", type=int, default=5, metavar="K")
+    predict.add_argument("--weights", action="append", default=[], metavar="MODEL=PATH",
+                         help="a custom checkpoint for one network (repeatable)")
+    predict.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    predict.add_argument("--json", action="store_true")
+
+    evaluate = sub.add_parser("eval", help="top-1/top-5 accuracy and speed on a labelled set")
+    evaluate.add_argument("--data", required=True, metavar="PATH",
+                          help="CIFAR-10 archive (.tar.gz) or ImageFolder directory; its test split is used")
+    evaluate.add_argument("--profile", choices=["cifar10"], default="cifar10")
+    evaluate.add_argument("--models", nargs="+", metavar="MODEL", help="default: the four of the comparison")
+    evaluate.add_argument("--limit", type=int, metavar="N", help="only the first N images")
+    evaluate.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    evaluate.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
+    evaluate.add_argument("--json", action="store_true")
+
+    bench = sub.add_parser("bench", help="latency, engine overhead, throughput and memory")
+    bench.add_argument("--profile", choices=PROFILES, default="cifar10")
+    bench.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    bench.add_argument("--source", metavar="PATH", help="also run this source through the whole engine")
+    bench.add_argument("--frames", type=int, default=300, metavar="N")
+    bench.add_argument("--runs", type=int, default=200, metavar="N", help="timed runs per model")
+    bench.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's)")
+    bench.add_argument("--json", action="store_true")
+
+    train = sub.add_parser("train", help="train one cifar10 network and write its weights")
+    train.add_argument("--model", required=True)
+    train.add_argument("--data", required=True, metavar="PATH",
+                       help="CIFAR-10 archive, ImageFolder directory, or 'download' (torchvision)")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    train.add_argument("--out", default="assets/weights", metavar="DIR")
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--lr", type=float)
+    train.add_argument("--val", type=int, default=5000, metavar="N", help="training images held out")
+    train.add_argument("--limit", type=int, metavar="N", help="train on the first N images only")
+    train.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run a parsed headless command; returns the exit status."""
+    handlers = {"info": cmd_info, "predict": _lazy("engine.predict", "cmd_predict"),
+                "eval": _lazy("engine.evaluation", "cmd_eval"), "bench": _lazy("engine.bench", "cmd_bench"),
+                "train": _lazy("engine.training", "cmd_train")}
+    try:
+        return handlers[args.command](args)
+    except CliError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _lazy(module: str, function: str):
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+        return getattr(importlib.import_module(module), function)(args)
+    return run
+
+
+def print_json(obj: Any) -> None:
+    json.dump(obj, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: set[int] | None = None) -> str:
+    """An aligned plain-text table; columns in ``right`` are right-aligned (numbers)."""
+    right = right or set()
+    cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = []
+    for n, row in enumerate(cells):
+        lines.append("  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def human_count(n: float) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(int(n))
+
+
+def info_rows(profile: str | None) -> list[dict[str, Any]]:
+    from engine.complexity import complexity
+    from engine.models.registry import list_specs
+    from engine.weights import resolve
+
+    rows = []
+    for spec in list_specs(profile):
+        c = complexity(spec.name, spec.profile)
+        w = resolve(spec)
+        metrics = w.metrics or {}
+        rows.append({
+            "name": spec.name, "family": spec.family, "year": spec.year, "profile": spec.profile,
+            "params": c.params, "macs": c.macs, "size_mb": round(c.size_mb, 3),
+            "activation_mb": round(c.activation_mb, 3), "input_size": list(spec.input_size),
+            "weights": str(w.path) if w.path else None, "weights_status": w.status,
+            "weights_source": w.source, "top1": metrics.get("test_top1"), "top5": metrics.get("test_top5"),
+            "comparison": spec in _comparison(spec.profile),
+        })
+    return rows
+
+
+def _comparison(profile: str):
+    from engine.models.registry import comparison_specs
+    return comparison_specs(profile)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    rows = info_rows(args.profile)
+    if args.json:
+        print_json(rows)
+        return 0
+    for profile in [args.profile] if args.profile else PROFILES:
+        mine = [r for r in rows if r["profile"] == profile]
+        table = [[r["name"], r["family"], r["year"], human_count(r["params"]), human_count(r["macs"]),
+                  f"{r['size_mb']:.1f}", f"{r['activation_mb']:.2f}", "x".join(map(str, r["input_size"])),
+                  f"{100 * r['top1']:.1f}%" if r["top1"] is not None else "-", _weights_label(r)]
+                 for r in mine]
+        print(f"profile {profile}  (MACs: multiply-accumulates for one image, 1 MAC = 2 FLOPs; "
+              "size: fp32 MB; memory: activations MB)")
+        print(format_table(["model", "family", "year", "params", "MACs", "size", "memory", "input",
+                            "top-1", "weights"], table, right={2, 3, 4, 5, 6, 8}))
+        for note in dict.fromkeys(_weights_note(r) for r in mine):
+            if note:
+                print(f"  {note}")
+        print()
+    return 0
+
+
+def _weights_label(row: dict[str, Any]) -> str:
+    if row["weights_status"] != "untrained":
+        return row["weights_status"]
+    return "not downloaded" if "download on request" in row["weights_source"] else "UNTRAINED"
+
+
+def _weights_note(row: dict[str, Any]) -> str:
+    label = _weights_label(row)
+    if label == "not downloaded":
+        return "not downloaded: torchvision's ImageNet weights are fetched only when you ask (predict --download)"
+    if label == "UNTRAINED":
+        if "no ImageNet weights" in row["weights_source"]:
+            return f"UNTRAINED: {row['weights_source']}"
+        return "UNTRAINED: random weights; python main.py train --model NAME --data PATH trains them"
+    return ""

@@ -1,0 +1,208 @@
+"""Where a network's weights come from, and loading them safely.
+
+Three kinds of weights:
+
+- our own, trained by ``python main.py train``: ``assets/weights/<name>_<profile>.safetensors`` (fp16
+  or fp32) with a metrics JSON of the same stem beside it;
+- torchvision's ImageNet weights for AlexNet and VGG, named by their weights enum; they come from
+  torchvision's cache (``TORCH_HOME``) and are downloaded only when the caller allows it;
+- a user's checkpoint: safetensors, or a ``.pth``/``.pt`` read with ``torch.load(weights_only=True)``
+  so that a malicious pickle is refused, never executed.
+
+A network without weights is built with random ones and reported as untrained, never silently.
+Every failure is a :class:`WeightsError` whose text is one line a person can act on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import torch.nn as nn
+import torchvision
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from engine.models.registry import ModelSpec
+
+ROOT = Path(__file__).resolve().parent.parent
+WEIGHTS_DIR = ROOT / "assets" / "weights"
+
+TRAINED = "trained"  # the project's own weights, with measured accuracy
+PRETRAINED = "pretrained"  # torchvision's ImageNet weights
+CUSTOM = "custom"  # a user's checkpoint
+UNTRAINED = "untrained"  # random weights
+
+
+class WeightsError(Exception):
+    """Weights that cannot be used; ``str(e)`` is one line."""
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """Where a spec's weights are, before anything is loaded."""
+
+    status: str  # TRAINED, PRETRAINED, or UNTRAINED when no usable file is there
+    path: Path | None  # the file, when it is on this machine
+    source: str  # one line: where they come from or why there are none
+    metrics: Mapping[str, Any] | None = None  # the metrics JSON beside our own weights
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    spec: ModelSpec
+    model: nn.Module
+    status: str  # TRAINED, PRETRAINED, CUSTOM or UNTRAINED
+    source: str  # one line for the status bar / CLI
+    metrics: Mapping[str, Any] | None = None
+
+
+def _hub_weights(spec: ModelSpec):
+    enum_name, _, member = (spec.weights or "").partition(".")
+    enum = getattr(torchvision.models, enum_name, None)
+    return getattr(enum, member, None) if enum is not None else None
+
+
+def hub_cache_path(spec: ModelSpec) -> Path | None:
+    """Where torchvision keeps (or would keep) this spec's hub weights."""
+    hub = _hub_weights(spec)
+    if hub is None:
+        return None
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(hub.url)
+
+
+def read_metrics(weights_path: Path) -> dict[str, Any] | None:
+    path = weights_path.with_suffix(".json")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def resolve(spec: ModelSpec, weights_dir: Path | None = None) -> WeightsInfo:
+    if spec.weights is None:
+        return WeightsInfo(UNTRAINED, None, spec.note or "no trained weights exist for this network")
+    if spec.weights.endswith(".safetensors"):
+        path = (weights_dir or WEIGHTS_DIR) / spec.weights
+        if path.is_file():
+            return WeightsInfo(TRAINED, path, f"assets/weights/{path.name}", read_metrics(path))
+        return WeightsInfo(UNTRAINED, None, f"not trained yet: {path.name} is missing (python main.py train)")
+    cached = hub_cache_path(spec)
+    if cached is None:
+        return WeightsInfo(UNTRAINED, None, f"unknown weights {spec.weights!r}")
+    if cached.is_file():
+        return WeightsInfo(PRETRAINED, cached, f"torchvision {spec.weights}")
+    return WeightsInfo(UNTRAINED, None, f"torchvision {spec.weights} not downloaded (download on request)")
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A state dict from safetensors or a ``.pth``/``.pt`` file, without running any pickled code."""
+    path = Path(path)
+    name = path.name
+    if not path.is_file():
+        raise WeightsError(f"{name}: no such file")
+    if path.stat().st_size == 0:
+        raise WeightsError(f"{name}: empty file (0 bytes)")
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+            raise WeightsError(f"{name}: corrupt or truncated safetensors file ({_first_line(e)})") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise WeightsError(f"{name}: refused, the checkpoint holds code or objects that are not plain "
+                           f"tensors ({_first_line(e)})") from None
+    except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
+        raise WeightsError(f"{name}: not a readable PyTorch checkpoint ({_first_line(e)})") from None
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):  # a training checkpoint
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"{name}: holds no state dict of tensors")
+    return obj
+
+
+def apply_state_dict(spec: ModelSpec, model: nn.Module, state: Mapping[str, torch.Tensor], name: str) -> None:
+    """Load ``state`` into ``model`` (fp32), or explain in one line why it does not fit."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        hint = f"{len(missing)} missing, {len(unexpected)} unexpected keys"
+        example = (missing or unexpected)[0]
+        raise WeightsError(f"{name}: not weights for {spec.name} ({spec.profile}): {hint}, e.g. {example!r}")
+    for key, value in state.items():
+        if tuple(value.shape) != tuple(own[key].shape):
+            hint = ""
+            if key.endswith(("fc.weight", "fc8.weight", "head.weight", "output.weight")):
+                hint = f" (a {value.shape[0]}-class head: weights for another profile?)"
+            raise WeightsError(f"{name}: {key} has shape {tuple(value.shape)}, {spec.name} ({spec.profile}) "
+                               f"needs {tuple(own[key].shape)}{hint}")
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+
+
+def load_model(spec: ModelSpec, weights_path: str | os.PathLike | None = None, *,
+               allow_download: bool = False, weights_dir: Path | None = None) -> LoadedModel:
+    """The network of ``spec`` in eval mode on the CPU, with the best weights available.
+
+    With ``weights_path`` the user's file is loaded and any problem raises :class:`WeightsError`.
+    Without it, missing default weights give an untrained model (status says so), never an error.
+    """
+    if weights_path is not None:
+        model = spec.build()
+        apply_state_dict(spec, model, read_state_dict(weights_path), Path(weights_path).name)
+        return LoadedModel(spec, model, CUSTOM, f"custom weights {Path(weights_path).name}")
+    info = resolve(spec, weights_dir)
+    hub = _hub_weights(spec)
+    if hub is not None and (info.status == PRETRAINED or allow_download):
+        try:
+            model = spec.builder(weights=hub, progress=allow_download).eval()
+        except (OSError, RuntimeError, ValueError) as e:  # network down, corrupt cache file
+            raise WeightsError(f"{spec.weights}: could not load torchvision weights ({_first_line(e)})") from None
+        return LoadedModel(spec, model, PRETRAINED, f"torchvision {spec.weights}")
+    model = spec.build()
+    if info.status == TRAINED and info.path is not None:
+        apply_state_dict(spec, model, read_state_dict(info.path), info.path.name)
+        return LoadedModel(spec, model, TRAINED, info.source, info.metrics)
+    return LoadedModel(spec, model, UNTRAINED, info.source)
+
+
+def save_weights(model: nn.Module, path: str | os.PathLike, metrics: Mapping[str, Any] | None = None,
+                 *, half: bool = True) -> Path:
+    """Write safetensors (fp16 floats when ``half``) and the metrics JSON beside it, atomically."""
+    path = Path(path)
+    tensors = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
+               for k, v in model.state_dict().items()}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
+    if metrics is not None:
+        text = json.dumps(metrics, indent=2, sort_keys=True) + "\n"
+        atomic_write(path.with_suffix(".json"), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return path
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place.
+
+    A full disk or a crash leaves the old file (or none), never a partial one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:160]

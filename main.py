@@ -1,0 +1,26 @@
+"""CNN Arena: ``python main.py`` opens the window; ``python main.py COMMAND`` runs headless.
+
+See ``python main.py --help``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    from engine.cli import build_parser, run_command
+
+    args = build_parser().parse_args(argv)
+    if args.command is not None:
+        return run_command(args)
+    try:
+        from gui.app import run_window
+    except ImportError as e:  # e.g. Qt's platform libraries missing: see the README's troubleshooting
+        print(f"error: the window cannot start: {e}", file=sys.stderr)
+        return 2
+    return run_window(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
