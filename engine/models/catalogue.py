@@ -65,8 +65,10 @@ def _register_imagenet() -> None:
             register(ModelSpec(name=f"vgg{depth}{suffix}", builder=partial(vgg_imagenet, depth, bn),
                                weights=f"VGG{depth}{suffix.upper()}_Weights.IMAGENET1K_V1", **_VGG, **_IMAGENET))
         if depth == 16:  # ENet sits right after the comparison's VGG so display order stays by year
+            # Untrained, a 1000-class per-pixel map would cost 200 MB and seconds per frame and
+            # mean nothing: at this size ENet runs as a classifier only.
             register(ModelSpec(name="enet", builder=enet, weights=None, note=_NO_IMAGENET_WEIGHTS,
-                               **_ENET, **_IMAGENET))
+                               **{**_ENET, "has_class_map": False}, **_IMAGENET))
 
 
 _register_cifar10()

@@ -1,0 +1,308 @@
+"""All networks of a profile on one frame, in lockstep.
+
+An :class:`InferenceSession` owns the loaded networks and runs every one of them on the same frame,
+each through its own preprocessing, and returns one immutable :class:`FrameResult`: per network the
+top-k answer, the full probability vector, the latency split into preprocessing and forward, the
+activations of the layers the caller asked for, and ENet's per-pixel class map. It is plain,
+single-threaded code: :mod:`engine.worker` runs it on a background thread, the CLI calls it directly.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Iterable, Mapping
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from engine.models.registry import ModelSpec, comparison_specs, get_spec
+from engine.preprocess import Preprocess
+from engine.weights import UNTRAINED, LoadedModel, WeightsError, load_model
+
+CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
+
+def is_container(module: nn.Module) -> bool:
+    """A module that only groups named layers (a model may mark its own with ``groups_layers``)."""
+    return isinstance(module, CONTAINERS) or getattr(type(module), "groups_layers", False)
+
+
+def frozen(a: np.ndarray) -> np.ndarray:
+    """``a`` made read-only: results cross threads and must not change under a reader."""
+    a.flags.writeable = False
+    return a
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    name: str
+    kind: str  # the module's class name: Conv2d, ReLU, RegularBottleneck...
+    shape: tuple[int, int, int]  # (C, H, W) of its output at the network's input size
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    model: str
+    top_indices: np.ndarray  # (k,) int64, best first
+    top_probs: np.ndarray  # (k,) float32
+    top_labels: tuple[str, ...]
+    probs: np.ndarray  # (classes,) float32 softmax
+    preprocess_ms: float
+    forward_ms: float  # forward pass, activation capture and softmax, synchronised on CUDA
+    view: np.ndarray  # (H, W, 3) uint8: the input as this network sees it
+    activations: Mapping[str, np.ndarray]  # layer name -> (C, H, W) float32
+    class_map: np.ndarray | None = None  # (H, W) uint8 argmax of per-pixel logits (ENet)
+    class_map_confidence: np.ndarray | None = None  # (H, W) float32 softmax max of the same
+
+    @property
+    def top1(self) -> int:
+        return int(self.top_indices[0])
+
+    @property
+    def latency_ms(self) -> float:
+        return self.preprocess_ms + self.forward_ms
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    frame_id: int
+    source: str  # e.g. the file name, "camera 0"
+    label: int | None  # ground truth when the source has one
+    frame: np.ndarray | None  # the original RGB frame
+    results: Mapping[str, ModelResult] = field(default_factory=dict)
+    error: str | None = None  # one line, when the frame itself could not be read
+    started: float = 0.0  # time.perf_counter() when inference began
+    finished: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class _Network:
+    loaded: LoadedModel
+    preprocess: Preprocess
+    capture: tuple[str, ...] = ()
+    hooks: list = field(default_factory=list)
+
+
+class InferenceSession:
+    """The networks of one profile on one device, ready to run frame after frame.
+
+    ``models`` defaults to the comparison line-up of the profile; ``weights`` maps a model name to a
+    user's checkpoint. A checkpoint that does not fit leaves that model on its default weights and
+    records a one-line message in :attr:`messages`: a session always starts.
+    """
+
+    def __init__(self, profile: str = "cifar10", device: str = "cpu", models: Iterable[str] | None = None,
+                 weights: Mapping[str, str] | None = None, *, allow_download: bool = False,
+                 top_k: int = 5) -> None:
+        self.profile = profile
+        self.device = resolve_device(device)
+        self.top_k = top_k
+        self.messages: list[str] = []
+        specs = [get_spec(n, profile) for n in models] if models is not None else comparison_specs(profile)
+        self._nets: dict[str, _Network] = {}
+        self._capture_lock = threading.Lock()
+        self._pending_capture: dict[str, tuple[str, ...]] | None = None
+        weights = dict(weights or {})
+        for spec in specs:
+            loaded = self._load(spec, weights.pop(spec.name, None), allow_download)
+            model = loaded.model.to(self.device)
+            if self.device.type == "cpu":
+                model = model.to(memory_format=torch.channels_last)  # oneDNN's fast path for convolutions
+            self._nets[spec.name] = _Network(LoadedModel(spec, model, loaded.status, loaded.source, loaded.metrics),
+                                             Preprocess.for_spec(spec))
+        for name in weights:
+            self.messages.append(f"--weights {name}: no such model in the {profile} line-up")
+        self._layers: dict[str, tuple[LayerInfo, ...]] = {}
+
+    def _load(self, spec: ModelSpec, path: str | None, allow_download: bool) -> LoadedModel:
+        if path is not None:
+            try:
+                return load_model(spec, path)
+            except WeightsError as e:
+                self.messages.append(f"{spec.name}: {e}; using its default weights")
+        try:
+            loaded = load_model(spec, allow_download=allow_download)
+        except WeightsError as e:
+            self.messages.append(f"{spec.name}: {e}")
+            loaded = LoadedModel(spec, spec.build(), UNTRAINED, str(e))
+        return loaded
+
+    # -- what is loaded ------------------------------------------------------------------------
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._nets)
+
+    def spec(self, name: str) -> ModelSpec:
+        return self._nets[name].loaded.spec
+
+    def loaded(self, name: str) -> LoadedModel:
+        return self._nets[name].loaded
+
+    def model(self, name: str) -> nn.Module:
+        return self._nets[name].loaded.model
+
+    def layers(self, name: str) -> tuple[LayerInfo, ...]:
+        """The layers a person can look inside, in forward order, with their output shapes."""
+        if name not in self._layers:
+            net = self._nets[name]
+            self._layers[name] = feature_layers(net.loaded.spec, net.loaded.model, self.device)
+        return self._layers[name]
+
+    # -- activation capture --------------------------------------------------------------------
+
+    def set_capture(self, captures: Mapping[str, Iterable[str]]) -> None:
+        """Which layers to capture, per model; takes effect at the next frame (thread-safe)."""
+        request = {name: tuple(layers) for name, layers in captures.items()}
+        for name, layers in request.items():
+            if name not in self._nets:
+                raise KeyError(f"no model {name!r} in this session")
+            known = dict(self._nets[name].loaded.model.named_modules())
+            unknown = [layer for layer in layers if layer not in known]
+            if unknown:
+                raise KeyError(f"{name} has no layer {unknown[0]!r}")
+        with self._capture_lock:
+            self._pending_capture = {**(self._pending_capture or {}), **request}
+
+    def _apply_capture(self) -> None:
+        with self._capture_lock:
+            pending, self._pending_capture = self._pending_capture, None
+        for name, layers in (pending or {}).items():
+            net = self._nets[name]
+            for hook in net.hooks:
+                hook.remove()
+            net.capture, net.hooks = layers, []
+
+    # -- running -------------------------------------------------------------------------------
+
+    def run(self, frame: np.ndarray, frame_id: int = 0, source: str = "", label: int | None = None) -> FrameResult:
+        """Every network on ``frame`` (RGB uint8, H x W x 3), in registration order."""
+        self._apply_capture()
+        started = time.perf_counter()
+        views: dict[Preprocess, tuple[np.ndarray, torch.Tensor, float]] = {}
+        results = {}
+        for name, net in self._nets.items():
+            t0 = time.perf_counter()
+            if net.preprocess not in views:  # networks with the same recipe share it
+                view = net.preprocess.view(frame)
+                x = net.preprocess.tensor(view, self.device)
+                view = frozen(view)
+                if self.device.type == "cpu":
+                    x = x.contiguous(memory_format=torch.channels_last)
+                views[net.preprocess] = (view, x, (time.perf_counter() - t0) * 1000)
+            view, x, pre_ms = views[net.preprocess]
+            results[name] = self._forward(net, x, view, pre_ms)
+        return FrameResult(frame_id, source, label, frozen(frame) if frame.flags.writeable else frame,
+                           MappingProxyType(results), None, started, time.perf_counter())
+
+    def _forward(self, net: _Network, x: torch.Tensor, view: np.ndarray, pre_ms: float) -> ModelResult:
+        spec, model = net.loaded.spec, net.loaded.model
+        captured: dict[str, torch.Tensor] = {}
+        hooks = [model.get_submodule(layer).register_forward_hook(_capture_into(captured, layer))
+                 for layer in net.capture]
+        try:
+            self._sync()
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                if spec.has_class_map:
+                    logits, pixel_logits = model.forward_with_map(x)
+                    pixel_probs = pixel_logits[0].softmax(0)
+                    confidence, class_map = pixel_probs.max(0)
+                else:
+                    logits = model(x)
+                probs = logits[0].float().softmax(0)
+                k = min(self.top_k, probs.numel())
+                top_p, top_i = probs.topk(k)
+            self._sync()
+            forward_ms = (time.perf_counter() - t0) * 1000
+        finally:
+            for hook in hooks:
+                hook.remove()
+        top_i_np = top_i.cpu().numpy()
+        return ModelResult(
+            model=spec.name,
+            top_indices=frozen(top_i_np),
+            top_probs=frozen(top_p.cpu().numpy()),
+            top_labels=tuple(spec.class_names[i] for i in top_i_np),
+            probs=frozen(probs.cpu().numpy()),
+            preprocess_ms=pre_ms,
+            forward_ms=forward_ms,
+            view=view,
+            activations=MappingProxyType({k: frozen(v.float().cpu().numpy()) for k, v in captured.items()}),
+            class_map=frozen(class_map.to(torch.uint8).cpu().numpy()) if spec.has_class_map else None,
+            class_map_confidence=frozen(confidence.cpu().numpy()) if spec.has_class_map else None,
+        )
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def _capture_into(store: dict[str, torch.Tensor], layer: str):
+    def hook(_module, _inputs, output) -> None:
+        out = output[0] if isinstance(output, tuple) else output
+        # A clone, because an in-place ReLU after a convolution would overwrite what we keep.
+        store[layer] = out[0].detach().clone()
+    return hook
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto`` -> cuda when present, else cpu; an unavailable cuda falls back to cpu."""
+    name = str(device)
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def feature_layers(spec: ModelSpec, model: nn.Module, device: torch.device | str = "cpu") -> tuple[LayerInfo, ...]:
+    """Layers with a (C, H, W) output worth showing, found with one forward pass.
+
+    Leaves inside plain containers (``features.conv1``) are listed; a composite block (ENet's
+    ``stage2.bottleneck2_4``) is listed as one layer, its insides are not.
+    """
+    parents = {name: module for name, module in model.named_modules()}
+    chosen: list[str] = []
+    for name, module in model.named_modules():
+        if not name:
+            continue
+        parent = parents[name.rpartition(".")[0]]
+        inside_block = any(not is_container(parents[p]) for p in _ancestors(name))
+        if inside_block or is_container(module) or isinstance(module, (nn.Dropout, nn.Dropout2d)):
+            continue
+        if parent is model or is_container(parent):
+            chosen.append(name)
+    shapes: dict[str, tuple[int, ...]] = {}
+    order: list[str] = []
+
+    def record(layer: str):
+        def hook(_m, _i, output) -> None:
+            out = output[0] if isinstance(output, tuple) else output
+            if isinstance(out, torch.Tensor) and out.dim() == 4 and layer not in shapes:
+                shapes[layer] = tuple(out.shape[1:])
+                order.append(layer)
+        return hook
+
+    hooks = [model.get_submodule(n).register_forward_hook(record(n)) for n in chosen]
+    try:
+        with torch.inference_mode():
+            x = torch.zeros((1, *spec.input_size), device=device)
+            model.forward_with_map(x) if spec.has_class_map else model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return tuple(LayerInfo(n, type(model.get_submodule(n)).__name__, shapes[n]) for n in order)  # type: ignore[arg-type]
+
+
+def _ancestors(name: str) -> list[str]:
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
