@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--weights", action="append", default=[], metavar="MODEL=PATH",
                          help="a custom checkpoint for one network (repeatable)")
     predict.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    predict.add_argument("--download", action="store_true",
+                         help="imagenet: download torchvision's weights when they are not cached yet")
     predict.add_argument("--json", action="store_true")
 
     evaluate = sub.add_parser("eval", help="top-1/top-5 accuracy and speed on a labelled set")

@@ -52,7 +52,7 @@ class ModelResult:
     top_labels: tuple[str, ...]
     probs: np.ndarray  # (classes,) float32 softmax
     preprocess_ms: float
-    forward_ms: float  # forward pass, activation capture and softmax, synchronised on CUDA
+    forward_ms: float  # input tensor to finished result: forward, capture, softmax (synced on CUDA)
     view: np.ndarray  # (H, W, 3) uint8: the input as this network sees it
     activations: Mapping[str, np.ndarray]  # layer name -> (C, H, W) float32
     class_map: np.ndarray | None = None  # (H, W) uint8 argmax of per-pixel logits (ENet)
@@ -89,6 +89,7 @@ class _Network:
     preprocess: Preprocess
     capture: tuple[str, ...] = ()
     hooks: list = field(default_factory=list)
+    captured: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class InferenceSession:
@@ -179,7 +180,12 @@ class InferenceSession:
             net = self._nets[name]
             for hook in net.hooks:
                 hook.remove()
-            net.capture, net.hooks = layers, []
+            net.captured.clear()
+            # Hooks stay registered from frame to frame: adding and removing them per frame would
+            # cost more than LeNet-5's whole forward pass.
+            net.capture = layers
+            net.hooks = [net.loaded.model.get_submodule(layer).register_forward_hook(_capture_into(net.captured, layer))
+                         for layer in layers]
 
     # -- running -------------------------------------------------------------------------------
 
@@ -204,42 +210,34 @@ class InferenceSession:
                            MappingProxyType(results), None, started, time.perf_counter())
 
     def _forward(self, net: _Network, x: torch.Tensor, view: np.ndarray, pre_ms: float) -> ModelResult:
+        """One network on one prepared input. The time covers everything from the input tensor to
+        the finished result: forward pass, activation copies, softmax, top-k and numpy arrays."""
         spec, model = net.loaded.spec, net.loaded.model
-        captured: dict[str, torch.Tensor] = {}
-        hooks = [model.get_submodule(layer).register_forward_hook(_capture_into(captured, layer))
-                 for layer in net.capture]
-        try:
-            self._sync()
-            t0 = time.perf_counter()
-            with torch.inference_mode():
-                if spec.has_class_map:
-                    logits, pixel_logits = model.forward_with_map(x)
-                    pixel_probs = pixel_logits[0].softmax(0)
-                    confidence, class_map = pixel_probs.max(0)
-                else:
-                    logits = model(x)
-                probs = logits[0].float().softmax(0)
-                k = min(self.top_k, probs.numel())
-                top_p, top_i = probs.topk(k)
-            self._sync()
-            forward_ms = (time.perf_counter() - t0) * 1000
-        finally:
-            for hook in hooks:
-                hook.remove()
-        top_i_np = top_i.cpu().numpy()
+        net.captured.clear()
+        class_map = confidence = None
+        self._sync()
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            if spec.has_class_map:
+                logits, pixel_logits = model.forward_with_map(x)
+                pixel_confidence, pixel_class = pixel_logits[0].softmax(0).max(0)
+                class_map = frozen(pixel_class.to(torch.uint8).cpu().numpy())
+                confidence = frozen(pixel_confidence.float().cpu().numpy())
+            else:
+                logits = model(x)
+        scores = logits[0].float().cpu().numpy().astype(np.float64)
+        probs = np.exp(scores - scores.max())
+        probs = frozen((probs / probs.sum()).astype(np.float32))
+        k = min(self.top_k, probs.size)
+        top = np.argpartition(-probs, k - 1)[:k] if probs.size > 64 else np.arange(probs.size)
+        top = frozen(top[np.argsort(-probs[top], kind="stable")][:k])
+        activations = MappingProxyType({layer: frozen(t.cpu().numpy()) for layer, t in net.captured.items()})
+        forward_ms = (time.perf_counter() - t0) * 1000
         return ModelResult(
-            model=spec.name,
-            top_indices=frozen(top_i_np),
-            top_probs=frozen(top_p.cpu().numpy()),
-            top_labels=tuple(spec.class_names[i] for i in top_i_np),
-            probs=frozen(probs.cpu().numpy()),
-            preprocess_ms=pre_ms,
-            forward_ms=forward_ms,
-            view=view,
-            activations=MappingProxyType({k: frozen(v.float().cpu().numpy()) for k, v in captured.items()}),
-            class_map=frozen(class_map.to(torch.uint8).cpu().numpy()) if spec.has_class_map else None,
-            class_map_confidence=frozen(confidence.cpu().numpy()) if spec.has_class_map else None,
-        )
+            model=spec.name, top_indices=top, top_probs=frozen(probs[top]),
+            top_labels=tuple(spec.class_names[i] for i in top), probs=probs, preprocess_ms=pre_ms,
+            forward_ms=forward_ms, view=view, activations=activations, class_map=class_map,
+            class_map_confidence=confidence)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -249,8 +247,8 @@ class InferenceSession:
 def _capture_into(store: dict[str, torch.Tensor], layer: str):
     def hook(_module, _inputs, output) -> None:
         out = output[0] if isinstance(output, tuple) else output
-        # A clone, because an in-place ReLU after a convolution would overwrite what we keep.
-        store[layer] = out[0].detach().clone()
+        # A float32 copy, because an in-place ReLU after a convolution would overwrite the output.
+        store[layer] = out[0].float() if out.dtype != torch.float32 else out[0].clone()
     return hook
 
 

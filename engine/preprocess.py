@@ -10,6 +10,7 @@ pixels that survive, which matters for big frames.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -64,9 +65,16 @@ def to_batch(images: np.ndarray | torch.Tensor, mean: tuple[float, ...], std: tu
              device: torch.device | str = "cpu", *, grayscale: bool = False) -> torch.Tensor:
     """uint8 NHWC RGB images -> normalised float32 NCHW on ``device`` (the one normalisation)."""
     x = torch.as_tensor(images).to(device, non_blocking=True)
-    x = x.permute(0, 3, 1, 2).float().div_(255.0)
+    x = x.permute(0, 3, 1, 2).float()
     if grayscale:
         x = (x * torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
-    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-    return x.sub_(m).div_(s).contiguous()
+    scale, shift = _affine(tuple(mean), tuple(std), x.device)
+    return torch.addcmul(shift, x, scale).contiguous()  # (x / 255 - mean) / std in one pass
+
+
+@lru_cache(maxsize=32)
+def _affine(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    s = torch.tensor(std, dtype=torch.float32)
+    scale = (1.0 / (255.0 * s)).view(1, -1, 1, 1).to(device)
+    shift = (-torch.tensor(mean, dtype=torch.float32) / s).view(1, -1, 1, 1).to(device)
+    return scale, shift

@@ -1,0 +1,189 @@
+"""``python main.py bench``: what the engine costs, measured against the floor, in one process.
+
+Per network:
+
+- ``raw_ms_p50``: a tight loop of the bare forward pass (same model object, same input tensor,
+  ``inference_mode``): the floor no application can beat;
+- ``engine_ms_p50``: the same network inside :class:`~engine.inference.InferenceSession`, with one
+  layer's activations captured, from the input tensor to the finished immutable result;
+- ``ratio``: engine / raw, the engine's overhead (1.00 is none);
+- ``images_per_s``: batch throughput (batch 256, or less when memory or time forbids).
+
+Raw and engine runs are interleaved in short blocks so that a change in machine load hits both.
+With ``--source`` the whole engine (all networks, activations on, the feeder and worker threads)
+runs for ``--frames`` frames and reports the pipeline's frame rate, the process's resident memory
+before and after, and the threads left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import threading
+import time
+
+import numpy as np
+import torch
+
+from engine.cli import CliError, format_table, print_json
+from engine.imageio import InputError
+from engine.inference import InferenceSession
+from engine.metrics import percentiles
+from engine.sources import open_source
+from engine.worker import Engine
+
+
+def rss_mb() -> float:
+    import psutil
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_latency(session: InferenceSession, runs: int = 200, warmup: int = 20, block: int = 10) -> dict[str, dict]:
+    """Raw versus engine latency for every network of ``session`` (activation capture as set)."""
+    out = {}
+    for name in session.names:
+        spec, model, net = session.spec(name), session.model(name), session._nets[name]
+        c, h, w = spec.input_size
+        frame = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+        view = net.preprocess.view(frame)
+        x = net.preprocess.tensor(view, session.device)
+        if session.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        forward = model.forward_with_map if spec.has_class_map else model
+        raw, engine = [], []
+        session._apply_capture()
+        with torch.inference_mode():
+            for _ in range(warmup):
+                forward(x)
+                session._forward(net, x, view, 0.0)
+            for _ in range(max(1, runs // block)):
+                for _ in range(block):
+                    _sync(session.device)
+                    t0 = time.perf_counter()
+                    forward(x)
+                    _sync(session.device)
+                    raw.append((time.perf_counter() - t0) * 1000)
+                for _ in range(block):
+                    engine.append(session._forward(net, x, view, 0.0).forward_ms)
+        raw_p50, raw_p95, _ = percentiles(raw)
+        eng_p50, eng_p95, _ = percentiles(engine)
+        out[name] = {"raw_ms_p50": raw_p50, "raw_ms_p95": raw_p95, "engine_ms_p50": eng_p50,
+                     "engine_ms_p95": eng_p95, "ratio": eng_p50 / raw_p50 if raw_p50 > 0 else float("nan"),
+                     "captured": list(net.capture), "runs": len(raw)}
+    return out
+
+
+def bench_throughput(session: InferenceSession, name: str, batch: int, seconds: float = 3.0) -> tuple[float, int]:
+    """Images per second at the largest batch up to ``batch`` that fits; returns (rate, batch)."""
+    spec, model = session.spec(name), session.model(name)
+    forward = model.forward_with_map if spec.has_class_map else model
+    while batch >= 1:
+        try:
+            x = torch.randn((batch, *spec.input_size), device=session.device)
+            if session.device.type == "cpu":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.inference_mode():
+                forward(x)  # warm up (and find out whether it fits)
+                _sync(session.device)
+                done, t0 = 0, time.perf_counter()
+                while done == 0 or time.perf_counter() - t0 < seconds:
+                    forward(x)
+                    done += batch
+                _sync(session.device)
+            return done / (time.perf_counter() - t0), batch
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            batch //= 2
+    return 0.0, 0
+
+
+def bench_pipeline(session_args: dict, target: str, frames: int) -> dict:
+    """The whole engine on a source (looped until ``frames`` frames) with all activations on."""
+    threads_before = threading.active_count()
+    rss_before_load = rss_mb()
+    rss_start: list[float] = []  # at the first result: networks loaded, buffers allocated
+    done = threading.Event()
+    count = 0
+    errors: list[str] = []
+    first: list[float] = []
+
+    def on_result(result, snapshot) -> None:
+        nonlocal count
+        count += 1
+        if count == 1:
+            first.append(time.perf_counter())
+            rss_start.append(rss_mb())
+        if count >= frames:
+            done.set()
+
+    def on_event(event) -> None:
+        if event.kind == "error":
+            errors.append(event.message)
+
+    engine = Engine(on_result=on_result, on_event=on_event, **session_args).start()
+    try:
+        probe = open_source(target)  # fail early, with the source's own message
+        probe.close()
+        while not done.is_set():
+            engine.set_source(target, realtime=False)
+            while not done.is_set() and not engine.wait_idle(timeout=0.5):
+                pass
+            if count == 0 and errors:
+                raise CliError(errors[0])
+        elapsed = time.perf_counter() - first[0]
+        snapshot = engine.last[1] if engine.last else None
+    except InputError as e:
+        raise CliError(str(e)) from None
+    finally:
+        stopped = engine.stop(timeout=2.0)
+    time.sleep(0.2)  # let finished threads leave threading's table
+    return {"pipeline_fps": (count - 1) / elapsed if count > 1 and elapsed > 0 else None, "frames": count,
+            "rss_before_load_mb": rss_before_load, "rss_start_mb": rss_start[0] if rss_start else None,
+            "rss_end_mb": rss_mb(), "dropped": engine.dropped,
+            "engine_stopped": stopped, "threads_left": threading.active_count() - threads_before,
+            "latency_ms_p50": {n: s.p50_ms for n, s in snapshot.models.items()} if snapshot else {}}
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.source and not (args.source.isdigit() or "://" in args.source or os.path.exists(args.source)):
+        raise CliError(f"{args.source}: no such file or folder")
+    session = InferenceSession(args.profile, args.device)
+    if args.device not in ("cpu", "auto") and session.device.type == "cpu":
+        print(f"warning: {args.device} is not available: measuring on the CPU", flush=True)
+    session.set_capture({n: (session.spec(n).default_layer,) for n in session.names})
+    log = (lambda *a: None) if args.json else (lambda *a: print(*a, flush=True))
+    log(f"latency on {session.device}, {torch.get_num_threads()} threads, {args.runs} runs per network ...")
+    models = bench_latency(session, runs=args.runs)
+    default_batch = 256 if session.device.type == "cuda" or args.profile == "cifar10" else 16
+    for name in session.names:
+        rate, batch = bench_throughput(session, name, default_batch)
+        models[name]["images_per_s"], models[name]["batch"] = rate, batch
+    report = {"device": str(session.device), "threads": torch.get_num_threads(), "profile": args.profile,
+              "torch": torch.__version__, "models": models, "pipeline_fps": None, "frames": 0,
+              "rss_start_mb": None, "rss_end_mb": None}
+    if args.source:
+        log(f"pipeline: {args.frames} frames of {args.source} through the engine ...")
+        del session
+        report.update(bench_pipeline({"profile": args.profile, "device": args.device}, args.source, args.frames))
+    if args.json:
+        print_json(report)
+        return 0
+    rows = [[n, f"{m['raw_ms_p50']:.3f}", f"{m['engine_ms_p50']:.3f}", f"{m['ratio']:.3f}",
+             f"{m['images_per_s']:.0f} (batch {m['batch']})", ", ".join(m["captured"])] for n, m in models.items()]
+    print(format_table(["model", "raw ms p50", "engine ms p50", "ratio", "images/s", "captured"], rows,
+                       right={1, 2, 3}))
+    if args.source:
+        print(f"pipeline: {report['pipeline_fps']:.1f} frames/s over {report['frames']} frames "
+              f"({report['dropped']} dropped); resident memory {report['rss_start_mb']:.0f} MB -> "
+              f"{report['rss_end_mb']:.0f} MB ({report['rss_end_mb'] - report['rss_start_mb']:+.1f} MB); "
+              f"threads left: {report['threads_left']}")
+        print("per-network latency in the pipeline (p50 ms): " +
+              ", ".join(f"{n} {v:.2f}" for n, v in report["latency_ms_p50"].items()))
+    return 0

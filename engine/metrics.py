@@ -1,0 +1,159 @@
+"""Live statistics over a stream of frame results.
+
+:class:`MetricsTracker` is fed every :class:`~engine.inference.FrameResult` and hands out immutable
+:class:`MetricsSnapshot` objects (plain numbers and numpy arrays) that the window plots and the CLI
+prints. Everything is arithmetic on numbers already measured: no timing happens here except the
+wall-clock rate of completed frames.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from engine.inference import FrameResult
+
+
+def percentiles(values: Sequence[float] | np.ndarray, qs: Sequence[float] = (50, 95, 99)) -> tuple[float, ...]:
+    """Percentiles by linear interpolation (numpy's default); NaN for no values."""
+    if len(values) == 0:
+        return tuple(float("nan") for _ in qs)
+    return tuple(float(v) for v in np.percentile(np.asarray(values, dtype=np.float64), qs))
+
+
+def jitter(values: Sequence[float] | np.ndarray) -> float:
+    """Mean absolute change between consecutive values (RFC 3550's idea of jitter, unsmoothed)."""
+    if len(values) < 2:
+        return 0.0
+    return float(np.mean(np.abs(np.diff(np.asarray(values, dtype=np.float64)))))
+
+
+@dataclass(frozen=True)
+class ModelStats:
+    latency_ms: np.ndarray  # the recent per-frame latencies (preprocess + forward), oldest first
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    jitter_ms: float
+    network_fps: float  # 1000 / p50: frames per second this network alone could sustain
+    frames: int
+    labelled: int  # frames with a ground-truth label
+    top1: float | None  # running accuracy, None without labels
+    top5: float | None
+    confusion: np.ndarray | None  # (classes, classes): rows true class, columns predicted
+    flip_rate: float | None  # fraction of consecutive frames whose top-1 changed (video, camera)
+
+
+@dataclass(frozen=True)
+class MetricsSnapshot:
+    frame_id: int
+    frames: int  # results received
+    errors: int  # frames that could not be read
+    dropped: int  # frames replaced before the engine got to them (filled in by the engine)
+    pipeline_fps: float  # completed frames per second, wall clock, over the recent window
+    models: Mapping[str, ModelStats]
+    agreement: np.ndarray  # (models, models) fraction of frames where both gave the same top-1
+    model_names: tuple[str, ...]
+    all_agree_rate: float | None  # fraction of frames where every network gave the same top-1
+    history_fps: np.ndarray  # recent pipeline FPS samples, one per completed frame
+
+
+class MetricsTracker:
+    """Running statistics; not thread-safe (the engine thread owns it)."""
+
+    def __init__(self, model_names: Sequence[str], num_classes: int, window: int = 300,
+                 clock=time.perf_counter) -> None:
+        self.names = tuple(model_names)
+        self.num_classes = num_classes
+        self.window = window
+        self._clock = clock
+        self.reset()
+
+    def reset(self) -> None:
+        n = len(self.names)
+        self.frames = self.errors = 0
+        self.last_frame_id = -1
+        self._latency = {m: deque(maxlen=self.window) for m in self.names}
+        self._count = dict.fromkeys(self.names, 0)
+        self._labelled = dict.fromkeys(self.names, 0)
+        self._correct1 = dict.fromkeys(self.names, 0)
+        self._correct5 = dict.fromkeys(self.names, 0)
+        self._confusion = {m: np.zeros((self.num_classes, self.num_classes), np.int64) for m in self.names}
+        self._previous_top1: dict[str, int] = {}
+        self._flips = dict.fromkeys(self.names, 0)
+        self._pairs = dict.fromkeys(self.names, 0)
+        self._agree = np.zeros((n, n), np.int64)
+        self._compared = 0
+        self._all_agree = 0
+        self._done_at: deque[float] = deque(maxlen=self.window)
+        self._fps_history: deque[float] = deque(maxlen=self.window)
+
+    def update(self, result: FrameResult, *, continuous: bool = False) -> None:
+        """Count one frame. ``continuous``: consecutive frames show the same scene (video, camera),
+        so a change of top-1 between them counts as a flip."""
+        self.frames += 1
+        self.last_frame_id = result.frame_id
+        self._done_at.append(self._clock())
+        self._fps_history.append(self._fps())
+        if not result.ok:
+            self.errors += 1
+            return
+        top1 = {}
+        for name, r in result.results.items():
+            if name not in self._latency:
+                continue
+            self._latency[name].append(r.latency_ms)
+            self._count[name] += 1
+            top1[name] = r.top1
+            if result.label is not None and 0 <= result.label < self.num_classes:
+                self._labelled[name] += 1
+                self._correct1[name] += int(r.top1 == result.label)
+                self._correct5[name] += int(result.label in r.top_indices[:5])
+                self._confusion[name][result.label, r.top1] += 1
+            if continuous and name in self._previous_top1:
+                self._pairs[name] += 1
+                self._flips[name] += int(self._previous_top1[name] != r.top1)
+        self._previous_top1 = top1 if continuous else {}
+        if len(top1) == len(self.names):
+            answers = np.array([top1[m] for m in self.names])
+            self._agree += answers[:, None] == answers[None, :]
+            self._compared += 1
+            self._all_agree += int((answers == answers[0]).all())
+
+    def _fps(self) -> float:
+        if len(self._done_at) < 2:
+            return 0.0
+        span = self._done_at[-1] - self._done_at[0]
+        return (len(self._done_at) - 1) / span if span > 0 else 0.0
+
+    def snapshot(self, dropped: int = 0) -> MetricsSnapshot:
+        models = {}
+        for m in self.names:
+            lat = np.array(self._latency[m], dtype=np.float64)
+            p50, p95, p99 = percentiles(lat)
+            labelled = self._labelled[m]
+            models[m] = ModelStats(
+                latency_ms=_ro(lat), p50_ms=p50, p95_ms=p95, p99_ms=p99, jitter_ms=jitter(lat),
+                network_fps=1000.0 / p50 if p50 > 0 else 0.0, frames=self._count[m], labelled=labelled,
+                top1=self._correct1[m] / labelled if labelled else None,
+                top5=self._correct5[m] / labelled if labelled else None,
+                confusion=_ro(self._confusion[m].copy()) if labelled else None,
+                flip_rate=self._flips[m] / self._pairs[m] if self._pairs[m] else None,
+            )
+        agreement = self._agree / self._compared if self._compared else np.full(self._agree.shape, np.nan)
+        return MetricsSnapshot(
+            frame_id=self.last_frame_id, frames=self.frames, errors=self.errors, dropped=dropped,
+            pipeline_fps=self._fps(), models=MappingProxyType(models), agreement=_ro(agreement.astype(np.float64)),
+            model_names=self.names, all_agree_rate=self._all_agree / self._compared if self._compared else None,
+            history_fps=_ro(np.array(self._fps_history, dtype=np.float64)),
+        )
+
+
+def _ro(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a

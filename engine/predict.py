@@ -1,0 +1,74 @@
+"""``python main.py predict IMAGE...``: every network of a profile on each image.
+
+Each image is answered on its own: a file that cannot be read gets a one-line error and the others
+are still answered. Exit status 0 when every image was read, 2 when any was not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from engine.cli import CliError, format_table, print_json
+from engine.imageio import InputError, read_image
+from engine.inference import InferenceSession
+from engine.models.registry import RegistryError
+
+
+def parse_weights(items: list[str]) -> dict[str, str]:
+    """``["vgg16=my.pth", ...]`` -> ``{"vgg16": "my.pth"}``."""
+    out = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise CliError(f"--weights {item!r}: expected MODEL=PATH, e.g. vgg16=checkpoint.safetensors")
+        out[name.strip()] = path
+    return out
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    if args.top < 1:
+        raise CliError("--top must be at least 1")
+    try:
+        session = InferenceSession(args.profile, args.device, weights=parse_weights(args.weights),
+                                   allow_download=getattr(args, "download", False), top_k=args.top)
+    except RegistryError as e:
+        raise CliError(str(e)) from None
+    for message in session.messages:
+        print(f"warning: {message}", file=sys.stderr)
+    answers, failed = [], False
+    for frame_id, path in enumerate(args.images):
+        try:
+            image = read_image(path)
+        except InputError as e:
+            answers.append({"image": path, "error": str(e)})
+            failed = True
+            continue
+        result = session.run(image, frame_id, path)
+        answers.append({"image": path, "results": {
+            name: {
+                "top": [{"label": label, "prob": round(float(p), 6)}
+                        for label, p in zip(r.top_labels, r.top_probs)],
+                "latency_ms": round(r.latency_ms, 3),
+                "weights": session.loaded(name).status,
+            } for name, r in result.results.items()}})
+    if args.json:
+        print_json(answers)
+    else:
+        _print_human(answers, session)
+    return 2 if failed else 0
+
+
+def _print_human(answers: list[dict], session: InferenceSession) -> None:
+    for answer in answers:
+        if "error" in answer:
+            print(f"{answer['image']}: error: {answer['error']}")
+            continue
+        print(answer["image"])
+        rows = []
+        for name, r in answer["results"].items():
+            tops = ", ".join(f"{t['label']} {100 * t['prob']:.1f}%" for t in r["top"])
+            status = "" if r["weights"] != "untrained" else "  (UNTRAINED: random weights)"
+            rows.append([name, f"{r['latency_ms']:.1f}", tops + status])
+        print(format_table(["model", "ms", "top predictions"], rows, right={1}))
+        print()
