@@ -206,7 +206,7 @@ class InferenceSession:
                 views[net.preprocess] = (view, x, (time.perf_counter() - t0) * 1000)
             view, x, pre_ms = views[net.preprocess]
             results[name] = self._forward(net, x, view, pre_ms)
-        return FrameResult(frame_id, source, label, frozen(frame) if frame.flags.writeable else frame,
+        return FrameResult(frame_id, source, label, frame if not frame.flags.writeable else frozen(frame.copy()),
                            MappingProxyType(results), None, started, time.perf_counter())
 
     def _forward(self, net: _Network, x: torch.Tensor, view: np.ndarray, pre_ms: float) -> ModelResult:

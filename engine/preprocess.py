@@ -47,7 +47,7 @@ class Preprocess:
         top, left, h, w = self.crop_box(*frame.shape[:2])
         crop = frame[top:top + h, left:left + w]
         if (h, w) == (self.height, self.width):
-            out = np.ascontiguousarray(crop)
+            out = crop.copy()  # never the caller's own array: the view is handed out read-only
         else:
             shrinking = h >= self.height and w >= self.width
             out = cv2.resize(crop, (self.width, self.height),
@@ -64,6 +64,8 @@ class Preprocess:
 def to_batch(images: np.ndarray | torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...],
              device: torch.device | str = "cpu", *, grayscale: bool = False) -> torch.Tensor:
     """uint8 NHWC RGB images -> normalised float32 NCHW on ``device`` (the one normalisation)."""
+    if isinstance(images, np.ndarray) and not images.flags.writeable:
+        images = images.copy()  # torch wants writable memory; results elsewhere are read-only
     x = torch.as_tensor(images).to(device, non_blocking=True)
     x = x.permute(0, 3, 1, 2).float()
     if grayscale:

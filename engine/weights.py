@@ -141,7 +141,7 @@ def apply_state_dict(spec: ModelSpec, model: nn.Module, state: Mapping[str, torc
     for key, value in state.items():
         if tuple(value.shape) != tuple(own[key].shape):
             hint = ""
-            if key.endswith(("fc.weight", "fc8.weight", "head.weight", "output.weight")):
+            if value.dim() >= 1 and own[key].shape[0] == spec.num_classes != value.shape[0]:
                 hint = f" (a {value.shape[0]}-class head: weights for another profile?)"
             raise WeightsError(f"{name}: {key} has shape {tuple(value.shape)}, {spec.name} ({spec.profile}) "
                                f"needs {tuple(own[key].shape)}{hint}")

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from main import main
+from tests.media import write_image, write_video
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_predict_json_contract_and_exit_status(tmp_path, capsys):
+    good = write_image(tmp_path / "ünï cødé" / "photo 1.png")
+    bad = tmp_path / "broken.jpg"
+    bad.write_text("not an image")
+    status = main(["predict", str(good), str(bad), "--top", "3", "--json"])
+    answers = json.loads(capsys.readouterr().out)
+    assert status == 2
+    assert answers[0]["image"] == str(good)
+    results = answers[0]["results"]
+    assert set(results) == {"lenet5", "alexnet", "vgg16", "enet"}
+    for r in results.values():
+        assert len(r["top"]) == 3 and set(r["top"][0]) == {"label", "prob"}
+        assert r["latency_ms"] > 0
+    assert answers[1] == {"image": str(bad), "error": "broken.jpg: not an image (unrecognised format)"}
+
+
+def test_predict_all_good_exits_zero_and_prints_a_table(tmp_path, capsys):
+    assert main(["predict", str(write_image(tmp_path / "a.png"))]) == 0
+    out = capsys.readouterr().out
+    assert "vgg16" in out and "%" in out
+
+
+def test_predict_bad_weights_argument_is_one_line(capsys):
+    assert main(["predict", "x.png", "--weights", "nonsense"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --weights 'nonsense'") and err.count("\n") == 1
+
+
+def test_predict_never_prints_a_traceback_in_a_real_process(tmp_path):
+    bad = tmp_path / "zero.png"
+    bad.write_bytes(b"")
+    done = subprocess.run([sys.executable, "main.py", "predict", str(bad), str(tmp_path / "nope.jpg")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stdout + done.stderr
+    assert "zero.png: empty file (0 bytes)" in done.stdout and "nope.jpg: no such file" in done.stdout
+
+
+def test_bench_json_contract(tmp_path, capsys):
+    video = write_video(tmp_path / "v.avi", frames=5, size=(160, 120))
+    assert main(["bench", "--runs", "10", "--source", str(video), "--frames", "8", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["device"] == "cpu"
+    assert set(report["models"]) == {"lenet5", "alexnet", "vgg16", "enet"}
+    for m in report["models"].values():
+        assert {"raw_ms_p50", "engine_ms_p50", "ratio", "images_per_s"} <= m.keys()
+        assert m["ratio"] == pytest.approx(m["engine_ms_p50"] / m["raw_ms_p50"])
+        assert m["images_per_s"] > 0
+    assert report["frames"] >= 8 and report["pipeline_fps"] > 0
+    assert report["rss_end_mb"] > 0 and report["rss_start_mb"] > 0
+    assert report["threads_left"] <= 0
+
+
+def test_bench_missing_source_is_one_line(capsys):
+    assert main(["bench", "--source", "/no/such/video.mp4", "--runs", "5"]) == 2
+    assert "video.mp4: no such file" in capsys.readouterr().err

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from engine.inference import InferenceSession, feature_layers
+from engine.models.registry import get_spec
+from engine.preprocess import Preprocess
+
+
+@pytest.fixture(scope="module")
+def session():
+    return InferenceSession("cifar10")
+
+
+def test_lockstep_results_for_one_frame(session):
+    frame = np.random.default_rng(1).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    result = session.run(frame, frame_id=7, source="f", label=3)
+    assert result.frame_id == 7 and result.label == 3
+    assert list(result.results) == ["lenet5", "alexnet", "vgg16", "enet"]
+    for name, r in result.results.items():
+        assert r.model == name
+        assert r.view.shape == (32, 32, 3) and r.view.dtype == np.uint8
+        assert r.probs.shape == (10,) and r.probs.sum() == pytest.approx(1.0, abs=1e-5)
+        assert list(r.top_indices) == list(np.argsort(-r.probs, kind="stable")[:5])
+        assert r.top_labels[0] == get_spec(name).class_names[r.top1]
+        assert r.forward_ms > 0 and r.preprocess_ms >= 0
+        for array in (r.probs, r.top_probs, r.view):
+            assert not array.flags.writeable  # results cross threads: nobody may change them
+    enet = result.results["enet"]
+    assert enet.class_map.shape == (32, 32) and enet.class_map.max() < 10
+    assert result.results["vgg16"].class_map is None
+
+
+def test_same_preprocessing_is_shared(session):
+    result = session.run(np.zeros((64, 64, 3), np.uint8))
+    views = [r.view for r in result.results.values()]
+    assert all(v is views[0] for v in views)
+
+
+def test_probabilities_match_a_plain_forward(session):
+    frame = np.random.default_rng(2).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    result = session.run(frame)
+    spec = session.spec("vgg16")
+    x = Preprocess.for_spec(spec).tensor(frame)
+    with torch.inference_mode():
+        expected = session.model("vgg16")(x).softmax(1)[0].numpy()
+    np.testing.assert_allclose(result.results["vgg16"].probs, expected, atol=1e-5)
+
+
+def test_activation_capture_returns_the_layer_output(session):
+    session.set_capture({"alexnet": ["features.conv1"], "lenet5": ["features.tanh3"]})
+    frame = np.random.default_rng(3).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    r = session.run(frame).results
+    conv1 = r["alexnet"].activations["features.conv1"]
+    assert conv1.shape == (64, 32, 32) and conv1.dtype == np.float32
+    # conv1 is followed by an in-place ReLU: the capture must hold the values before it
+    assert conv1.min() < 0
+    assert r["lenet5"].activations["features.tanh3"].shape == (16, 10, 10)
+    session.set_capture({"alexnet": []})
+    assert session.run(frame).results["alexnet"].activations == {}
+
+
+def test_capturing_an_unknown_layer_is_refused(session):
+    with pytest.raises(KeyError, match="no layer"):
+        session.set_capture({"vgg16": ["features.conv9_9"]})
+
+
+def test_feature_layers_are_readable_and_shaped():
+    spec = get_spec("enet")
+    model = spec.build()
+    layers = {layer.name: layer for layer in feature_layers(spec, model)}
+    assert layers["initial"].shape == (16, 16, 16)
+    assert layers["stage2.bottleneck2_4"].shape == (128, 4, 4)
+    assert layers["fullconv"].shape == (10, 32, 32)
+    assert not any(".conv" in name.split("bottleneck")[-1] for name in layers)  # blocks, not their insides
+    vgg = {layer.name for layer in feature_layers(get_spec("vgg16"), get_spec("vgg16").build())}
+    assert {"features.conv1_1", "features.relu5_3", "features.pool5"} <= vgg
+
+
+def test_imagenet_preprocessing_crops_the_centre():
+    pre = Preprocess.for_spec(get_spec("vgg16", "imagenet"))
+    assert pre.crop_box(480, 640) == (30, 110, 420, 420)  # 480 * 224/256 = 420
+    frame = np.zeros((480, 640, 3), np.uint8)
+    frame[:, :110] = 255  # outside the crop: must not show
+    assert pre.view(frame).max() == 0 and pre.view(frame).shape == (224, 224, 3)
+
+
+def test_custom_weights_that_do_not_fit_leave_defaults_and_a_message(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 7)
+    s = InferenceSession("cifar10", models=["lenet5"], weights={"lenet5": str(bad), "resnet": "x.pth"})
+    assert s.names == ["lenet5"]
+    assert any(m.startswith("lenet5: bad.safetensors") for m in s.messages)
+    assert any("resnet" in m for m in s.messages)
+
+
+def test_cuda_request_without_cuda_runs_on_cpu():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert InferenceSession("cifar10", "cuda", models=["lenet5"]).device.type == "cpu"

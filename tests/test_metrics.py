@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+from types import MappingProxyType
+
+import numpy as np
+import pytest
+
+from engine.inference import FrameResult, ModelResult
+from engine.metrics import MetricsTracker, jitter, percentiles
+
+
+def fake(model: str, top: int, ms: float, classes: int = 10) -> ModelResult:
+    probs = np.full(classes, 0.01, np.float32)
+    probs[top] = 1 - 0.01 * (classes - 1)
+    order = np.argsort(-probs, kind="stable")[:5]
+    return ModelResult(model, order, probs[order], tuple(str(i) for i in order), probs, 1.0, ms - 1.0,
+                       np.zeros((2, 2, 3), np.uint8), MappingProxyType({}))
+
+
+def frame(i: int, tops: dict[str, int], ms: dict[str, float], label: int | None = None) -> FrameResult:
+    return FrameResult(i, "t", label, None, {m: fake(m, t, ms[m]) for m, t in tops.items()})
+
+
+def test_percentiles_and_jitter_by_hand():
+    assert percentiles([1, 2, 3, 4, 5], (50, 95)) == (3.0, pytest.approx(4.8))
+    assert jitter([10, 12, 11, 15]) == pytest.approx((2 + 1 + 4) / 3)
+    assert np.isnan(percentiles([])[0]) and jitter([5]) == 0.0
+
+
+def test_running_accuracy_confusion_and_agreement():
+    clock = iter(np.arange(0, 10, 0.5)).__next__
+    t = MetricsTracker(["a", "b"], 10, clock=clock)
+    ms = {"a": 2.0, "b": 4.0}
+    t.update(frame(0, {"a": 1, "b": 1}, ms, label=1))
+    t.update(frame(1, {"a": 2, "b": 3}, ms, label=3))
+    t.update(frame(2, {"a": 5, "b": 5}, ms, label=4))
+    t.update(FrameResult(3, "t", None, None, {}, error="bad.jpg: empty file"))
+    s = t.snapshot(dropped=2)
+    assert s.frames == 4 and s.errors == 1 and s.dropped == 2
+    assert s.models["a"].top1 == pytest.approx(1 / 3) and s.models["b"].top1 == pytest.approx(2 / 3)
+    assert s.models["a"].confusion[3, 2] == 1 and s.models["a"].confusion.sum() == 3
+    assert s.agreement[0, 1] == pytest.approx(2 / 3) and s.agreement[0, 0] == 1.0
+    assert s.all_agree_rate == pytest.approx(2 / 3)
+    assert s.models["b"].p50_ms == 4.0 and s.models["b"].network_fps == pytest.approx(250)
+    assert s.pipeline_fps == pytest.approx(2.0)  # one result every 0.5 s on the fake clock
+    assert not s.agreement.flags.writeable
+
+
+def test_top5_counts_a_label_in_the_first_five():
+    t = MetricsTracker(["a"], 10)
+    t.update(frame(0, {"a": 0}, {"a": 1.0}, label=4))  # top-1 is 0; 1..4 follow in order
+    assert t.snapshot().models["a"].top5 == 1.0 and t.snapshot().models["a"].top1 == 0.0
+
+
+def test_flip_rate_only_on_continuous_sources():
+    t = MetricsTracker(["a"], 10)
+    for i, top in enumerate([1, 1, 2, 2, 1]):
+        t.update(frame(i, {"a": top}, {"a": 1.0}), continuous=True)
+    assert t.snapshot().models["a"].flip_rate == pytest.approx(2 / 4)
+    t2 = MetricsTracker(["a"], 10)
+    for i, top in enumerate([1, 2, 1]):
+        t2.update(frame(i, {"a": top}, {"a": 1.0}))
+    assert t2.snapshot().models["a"].flip_rate is None
+    assert t2.snapshot().models["a"].top1 is None  # no labels, no accuracy
+
+
+def test_latency_window_is_bounded():
+    t = MetricsTracker(["a"], 10, window=50)
+    for i in range(500):
+        t.update(frame(i, {"a": 0}, {"a": float(i)}))
+    lat = t.snapshot().models["a"].latency_ms
+    assert len(lat) == 50 and lat[-1] == 499.0

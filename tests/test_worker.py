@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from engine.sources import ArraySource, Frame, Source
+from engine.worker import Engine
+from tests.media import FakeCapture, write_image, write_video
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.results, self.events = [], []
+        self.lock = threading.Lock()
+
+    def on_result(self, result, snapshot) -> None:
+        with self.lock:
+            self.results.append((result, snapshot))
+
+    def on_event(self, event) -> None:
+        with self.lock:
+            self.events.append(event)
+
+    def wait(self, predicate, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if predicate(self):
+                    return
+            time.sleep(0.01)
+        raise AssertionError("timed out waiting for the engine")
+
+    def kinds(self) -> list[str]:
+        return [e.kind for e in self.events]
+
+
+@pytest.fixture
+def engine_and_recorder():
+    rec = Recorder()
+    threads_before = set(threading.enumerate())
+    engine = Engine(models=["lenet5", "enet"], on_result=rec.on_result, on_event=rec.on_event).start()
+    rec.wait(lambda r: "session" in r.kinds())
+    yield engine, rec
+    assert engine.stop(timeout=2.0)
+    time.sleep(0.05)
+    assert set(threading.enumerate()) <= threads_before, "the engine left a thread behind"
+
+
+def test_video_runs_through_without_drops_when_not_realtime(engine_and_recorder, tmp_path):
+    engine, rec = engine_and_recorder
+    engine.set_source(write_video(tmp_path / "v.avi", frames=8), realtime=False)
+    rec.wait(lambda r: "source_ended" in r.kinds())
+    assert engine.wait_idle(30)
+    ids = [r.frame_id for r, _ in rec.results]
+    assert ids == list(range(8)) and engine.dropped == 0
+    last, snapshot = rec.results[-1]
+    assert set(last.results) == {"lenet5", "enet"}
+    assert snapshot.frames == 8 and snapshot.models["lenet5"].flip_rate is not None
+    assert last.results["lenet5"].activations  # default layer captured
+
+
+class SlowLive(Source):
+    """A live source producing frames faster than the networks can take them."""
+
+    live = True
+    name = "fast camera"
+
+    def __iter__(self):
+        for i in range(200):
+            yield Frame(i, np.full((32, 32, 3), i % 255, np.uint8), self.name)
+            time.sleep(0.0005)
+
+
+def test_latest_frame_wins_and_drops_are_counted(engine_and_recorder):
+    engine, rec = engine_and_recorder
+    engine.set_source(SlowLive())
+    rec.wait(lambda r: "source_ended" in r.kinds())
+    assert engine.wait_idle(30)
+    ids = [r.frame_id for r, _ in rec.results]
+    assert ids == sorted(ids) and ids[-1] == 199  # the newest frame is always the one processed
+    assert engine.dropped > 0 and engine.dropped + len(ids) == 200
+    assert rec.results[-1][1].dropped == engine.dropped
+
+
+def test_pause_step_resume(engine_and_recorder):
+    engine, rec = engine_and_recorder
+    engine.pause()
+    frames = [np.full((32, 32, 3), i, np.uint8) for i in range(5)]
+    engine.set_source(ArraySource(frames, "five"))
+    time.sleep(0.3)
+    assert rec.results == []
+    engine.step()
+    rec.wait(lambda r: len(r.results) == 1)
+    time.sleep(0.3)
+    assert len(rec.results) == 1
+    engine.resume()
+    rec.wait(lambda r: len(r.results) == 5)
+
+
+def test_bad_frames_and_bad_sources_are_messages_not_crashes(engine_and_recorder, tmp_path):
+    engine, rec = engine_and_recorder
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    engine.set_source([empty, write_image(tmp_path / "ok.png")])
+    rec.wait(lambda r: len(r.results) == 2)
+    bad, good = rec.results[0][0], rec.results[1][0]
+    assert bad.error == "empty.jpg: empty file (0 bytes)" and good.ok
+    engine.set_source(tmp_path / "missing.mp4")
+    rec.wait(lambda r: any(e.kind == "error" and "missing.mp4" in e.message for e in r.events))
+    engine.submit(np.zeros((10, 10, 3), np.uint8), "pasted")
+    rec.wait(lambda r: r.results[-1][0].source == "pasted")  # still running
+
+
+def test_unplugged_camera_reports_and_engine_keeps_running(engine_and_recorder):
+    engine, rec = engine_and_recorder
+    engine.set_source("0", capture_factory=lambda t: FakeCapture(t, frames=10))
+    rec.wait(lambda r: any("stopped sending frames" in e.message for e in r.events))
+    assert any(r.ok for r, _ in rec.results)
+    engine.submit(np.zeros((10, 10, 3), np.uint8), "after")
+    rec.wait(lambda r: r.results[-1][0].source == "after")
+
+
+def test_stop_within_a_second_while_busy(tmp_path):
+    engine = Engine(models=["vgg16"]).start()
+    engine.set_source(write_video(tmp_path / "v.avi", frames=200), realtime=False)
+    time.sleep(1.0)
+    t0 = time.monotonic()
+    assert engine.stop(timeout=1.0)
+    assert time.monotonic() - t0 < 1.0
+
+
+def test_capture_choice_survives_and_configure_rebuilds(engine_and_recorder):
+    engine, rec = engine_and_recorder
+    engine.set_capture({"lenet5": ["features.c3"]})
+    engine.submit(np.zeros((32, 32, 3), np.uint8))
+    rec.wait(lambda r: len(r.results) == 1)
+    assert list(rec.results[0][0].results["lenet5"].activations) == ["features.c3"]
+    engine.configure(models=["lenet5"])
+    rec.wait(lambda r: r.kinds().count("session") == 2)
+    assert engine.info.models[0].name == "lenet5" and len(engine.info.models) == 1
