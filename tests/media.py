@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import cv2
@@ -53,3 +55,17 @@ class FakeCapture:
 
     def release(self) -> None:
         self.released = True
+
+
+def write_png_header(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header claims width x height (1-bit grey) with almost no pixel data: a
+    decompression bomb's shape without its memory."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + body))
+        return struct.pack(">I", len(body)) + kind + body + crc
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(64)))
+    path.write_bytes(data + chunk(b"IEND", b""))
+    return path

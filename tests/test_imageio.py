@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import io
 import os
-import struct
 import sys
 import warnings
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +21,7 @@ from engine.imageio import (
     read_image,
     to_rgb_uint8,
 )
+from tests.media import write_png_header
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 
@@ -43,19 +42,6 @@ def _check_message(err: pytest.ExceptionInfo, name: str, *parts: str) -> str:
     for part in parts:
         assert part in msg, msg
     return msg
-
-
-def _png_header_only(path: Path, width: int, height: int) -> Path:
-    """A PNG whose header claims width x height (1-bit grey) with almost no pixel data."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = struct.pack(">I", zlib.crc32(kind + body))
-        return struct.pack(">I", len(body)) + kind + body + crc
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(64)))
-    path.write_bytes(data + chunk(b"IEND", b""))
-    return path
 
 
 def _save(im: Image.Image, path: Path, **kw) -> Path:
@@ -300,7 +286,7 @@ def test_corrupt_header(tmp_path):
 
 
 def test_decompression_bomb_refused_by_pillow_limit(tmp_path):
-    path = _png_header_only(tmp_path / "bomb.png", 20000, 20000)
+    path = write_png_header(tmp_path / "bomb.png", 20000, 20000)
     assert path.stat().st_size < 1000
     with pytest.raises(InputError) as err:
         read_image(path)
@@ -310,7 +296,7 @@ def test_decompression_bomb_refused_by_pillow_limit(tmp_path):
 
 
 def test_decompression_bomb_refused_by_own_limit_before_decoding(tmp_path):
-    path = _png_header_only(tmp_path / "big.png", 12000, 10000)  # Pillow only warns at 120 MP
+    path = write_png_header(tmp_path / "big.png", 12000, 10000)  # Pillow only warns at 120 MP
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with pytest.raises(InputError) as err:
@@ -353,7 +339,7 @@ def test_decode_bytes_jpeg_and_errors():
 
 
 def test_decode_bytes_bomb(tmp_path):
-    data = _png_header_only(tmp_path / "x.png", 20000, 20000).read_bytes()
+    data = write_png_header(tmp_path / "x.png", 20000, 20000).read_bytes()
     with pytest.raises(InputError) as err:
         decode_image_bytes(data, name="paste")
     _check_message(err, "paste", "image too large", "20000x20000")
