@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from engine.cli import CliError, format_table, print_json
+from engine.device import synchronize
 from engine.imageio import InputError
 from engine.inference import InferenceSession
 from engine.metrics import percentiles
@@ -36,11 +37,6 @@ from engine.worker import Engine
 def rss_mb() -> float:
     import psutil
     return psutil.Process().memory_info().rss / 2**20
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def bench_latency(session: InferenceSession, runs: int = 200, warmup: int = 20, block: int = 10) -> dict[str, dict]:
@@ -63,10 +59,10 @@ def bench_latency(session: InferenceSession, runs: int = 200, warmup: int = 20, 
                 session._forward(net, x, view, 0.0)
             for _ in range(max(1, runs // block)):
                 for _ in range(block):
-                    _sync(session.device)
+                    synchronize(session.device)
                     t0 = time.perf_counter()
                     forward(x)
-                    _sync(session.device)
+                    synchronize(session.device)
                     raw.append((time.perf_counter() - t0) * 1000)
                 for _ in range(block):
                     engine.append(session._forward(net, x, view, 0.0).forward_ms)
@@ -89,12 +85,12 @@ def bench_throughput(session: InferenceSession, name: str, batch: int, seconds: 
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.inference_mode():
                 forward(x)  # warm up (and find out whether it fits)
-                _sync(session.device)
+                synchronize(session.device)
                 done, t0 = 0, time.perf_counter()
                 while done == 0 or time.perf_counter() - t0 < seconds:
                     forward(x)
                     done += batch
-                _sync(session.device)
+                synchronize(session.device)
             return done / (time.perf_counter() - t0), batch
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()

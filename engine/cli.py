@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from engine.models.registry import PROFILES
 
@@ -53,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="CIFAR-10 archive (.tar.gz) or ImageFolder directory; its test split is used")
     evaluate.add_argument("--profile", choices=["cifar10"], default="cifar10")
     evaluate.add_argument("--models", nargs="+", metavar="MODEL", help="default: the four of the comparison")
-    evaluate.add_argument("--limit", type=int, metavar="N", help="only the first N images")
+    evaluate.add_argument("--limit", type=int, metavar="N", help="only N images, spread evenly over the classes")
     evaluate.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     evaluate.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
     evaluate.add_argument("--json", action="store_true")
@@ -116,7 +117,8 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: s
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     lines = []
     for n, row in enumerate(cells):
-        lines.append("  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip())
+        padded = (c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
+        lines.append("  ".join(padded).rstrip())
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)

@@ -9,7 +9,7 @@ The counts run on the ``meta`` device, so even VGG-19 at 224x224 costs no memory
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import torch
 import torch.nn as nn
@@ -63,7 +63,7 @@ def measure(spec: ModelSpec, model: nn.Module, input_size: tuple[int, int, int] 
                       size_mb=size_bytes / 1e6, activation_mb=outputs_bytes / 1e6)
 
 
-@lru_cache(maxsize=None)
+@cache
 def complexity(name: str, profile: str) -> Complexity:
     """Counts for a registered network at its own input size (cached: a spec never changes)."""
     spec = get_spec(name, profile)

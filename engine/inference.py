@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Iterable, Mapping
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+from engine.device import resolve_device, synchronize
 from engine.models.registry import ModelSpec, comparison_specs, get_spec
 from engine.preprocess import Preprocess
 from engine.weights import UNTRAINED, LoadedModel, WeightsError, load_model
@@ -215,7 +216,7 @@ class InferenceSession:
         spec, model = net.loaded.spec, net.loaded.model
         net.captured.clear()
         class_map = confidence = None
-        self._sync()
+        synchronize(self.device)
         t0 = time.perf_counter()
         with torch.inference_mode():
             if spec.has_class_map:
@@ -239,10 +240,6 @@ class InferenceSession:
             forward_ms=forward_ms, view=view, activations=activations, class_map=class_map,
             class_map_confidence=confidence)
 
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
 
 def _capture_into(store: dict[str, torch.Tensor], layer: str):
     def hook(_module, _inputs, output) -> None:
@@ -250,16 +247,6 @@ def _capture_into(store: dict[str, torch.Tensor], layer: str):
         # A float32 copy, because an in-place ReLU after a convolution would overwrite the output.
         store[layer] = out[0].float() if out.dtype != torch.float32 else out[0].clone()
     return hook
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``auto`` -> cuda when present, else cpu; an unavailable cuda falls back to cpu."""
-    name = str(device)
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device(name)
 
 
 def feature_layers(spec: ModelSpec, model: nn.Module, device: torch.device | str = "cpu") -> tuple[LayerInfo, ...]:

@@ -63,19 +63,33 @@ class Preprocess:
 
 def to_batch(images: np.ndarray | torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...],
              device: torch.device | str = "cpu", *, grayscale: bool = False) -> torch.Tensor:
-    """uint8 NHWC RGB images -> normalised float32 NCHW on ``device`` (the one normalisation)."""
+    """uint8 NHWC RGB images -> normalised float32 NCHW on ``device``."""
     if isinstance(images, np.ndarray) and not images.flags.writeable:
         images = images.copy()  # torch wants writable memory; results elsewhere are read-only
     x = torch.as_tensor(images).to(device, non_blocking=True)
-    x = x.permute(0, 3, 1, 2).float()
     if grayscale:
-        x = (x * torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
-    scale, shift = _affine(tuple(mean), tuple(std), x.device)
-    return torch.addcmul(shift, x, scale).contiguous()  # (x / 255 - mean) / std in one pass
+        weights = torch.tensor([0.299, 0.587, 0.114], device=x.device)
+        x = (x.float() * weights).sum(-1, keepdim=True)
+    return normalise(x, normaliser(tuple(mean), tuple(std), x.device), channels_last=False)
+
+
+def normalise(batch: torch.Tensor, norm: tuple[torch.Tensor, torch.Tensor], *,
+              channels_last: bool = True) -> torch.Tensor:
+    """The one normalisation, shared by the engine, training and evaluation: a ``(N, H, W, C)``
+    batch of 0..255 values (already on the device) to ``(x / 255 - mean) / std`` as float32 NCHW.
+
+    Permuting NHWC memory gives an NCHW tensor in channels-last layout for free; with
+    ``channels_last=False`` it is made contiguous NCHW.
+    """
+    scale, shift = norm
+    x = torch.addcmul(shift, batch.permute(0, 3, 1, 2).float(), scale)
+    return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 @lru_cache(maxsize=32)
-def _affine(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def normaliser(mean: tuple[float, ...], std: tuple[float, ...],
+               device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(scale, shift)`` of shape (1, C, 1, 1) with ``u8 * scale + shift == (u8 / 255 - mean) / std``."""
     s = torch.tensor(std, dtype=torch.float32)
     scale = (1.0 / (255.0 * s)).view(1, -1, 1, 1).to(device)
     shift = (-torch.tensor(mean, dtype=torch.float32) / s).view(1, -1, 1, 1).to(device)

@@ -16,9 +16,9 @@ import re
 import stat
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -92,8 +92,9 @@ class ArraySource(Source):
 
     def __iter__(self) -> Iterator[Frame]:
         for i, (image, label) in enumerate(zip(self.images, self.labels)):
+            name = self.name if self.length == 1 else f"{self.name} #{i}"
             try:
-                yield Frame(i, _freeze(to_rgb_uint8(image)), self.name if self.length == 1 else f"{self.name} #{i}", label)
+                yield Frame(i, _freeze(to_rgb_uint8(image)), name, label)
             except InputError as e:
                 yield Frame(i, None, self.name, label, str(e))
 
@@ -280,8 +281,8 @@ class LiveSource(Source):
         while not self._stop.is_set():
             with self._cond:
                 timeout = self.open_timeout if last_seq == 0 else self.stall_timeout
-                self._cond.wait_for(lambda: self._seq != last_seq or self._error is not None or self._stop.is_set(),
-                                    timeout=0.25)
+                self._cond.wait_for(lambda seen=last_seq: self._seq != seen or self._error is not None
+                                    or self._stop.is_set(), timeout=0.25)
                 seq, image, error = self._seq, self._latest, self._error
             if seq != last_seq and image is not None:
                 last_seq = seq

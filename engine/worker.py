@@ -20,14 +20,15 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping
 
 import numpy as np
 import torch
 
+from engine.device import resolve_device
 from engine.imageio import InputError
-from engine.inference import FrameResult, InferenceSession, LayerInfo, ModelResult, resolve_device
+from engine.inference import FrameResult, InferenceSession, LayerInfo, ModelResult
 from engine.metrics import MetricsSnapshot, MetricsTracker
 from engine.models.registry import RegistryError
 from engine.sources import Frame, Source, open_source
@@ -283,7 +284,8 @@ class Engine:
     def _run(self) -> None:
         while not self._stop.is_set():
             with self._cond:
-                while (self._pending is None or self.session is None) and self._config is None and not self._stop.is_set():
+                while not self._stop.is_set() and self._config is None and (
+                        self._pending is None or self.session is None):
                     self._cond.wait(0.1)
                 if self._stop.is_set():
                     return
@@ -353,7 +355,8 @@ class Engine:
                 return
             except RuntimeError as e:  # e.g. an input a network cannot take
                 line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                result = FrameResult(frame.frame_id, frame.source, frame.label, frame.image, {}, f"{frame.source}: {line}")
+                result = FrameResult(frame.frame_id, frame.source, frame.label, frame.image, {},
+                                     f"{frame.source}: {line}")
                 self._emit("error", result.error or "")
         metrics.update(result, continuous=continuous)
         self.processed += 1

@@ -7,8 +7,8 @@ module with random weights; loading weights is the job of :mod:`engine.weights`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch.nn as nn
 

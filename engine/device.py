@@ -1,0 +1,41 @@
+"""Which device to compute on, in words, and honest timing on it."""
+
+from __future__ import annotations
+
+import torch
+
+
+def resolve_device(name: str | torch.device | None, *, strict: bool = False) -> torch.device:
+    """``auto``/``cpu``/``cuda``/``cuda:N`` to a device that exists here.
+
+    ``auto`` picks CUDA when present. An unavailable CUDA falls back to the CPU (the window and the
+    engine say so), or with ``strict`` raises ValueError with one line (training, evaluation: a
+    run the user asked to be on the GPU should not quietly take hours on the CPU).
+    """
+    text = str(name or "auto").strip().lower()
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise ValueError(f"unknown device {text!r}; expected auto, cpu or cuda") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {text!r}; expected auto, cpu or cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        if strict:
+            raise ValueError("CUDA was asked for but no CUDA GPU is available (use --device cpu)")
+        return torch.device("cpu")
+    return device
+
+
+def device_label(device: torch.device) -> str:
+    """The device in words for reports: ``cpu (2 threads)`` or the GPU's name."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so that a timer around it measures the work itself."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -1,0 +1,183 @@
+"""Top-1/top-5 accuracy and throughput of trained networks on a labelled set.
+
+:func:`prepare_batch` is the one way a ``uint8`` NHWC batch becomes the normalised float NCHW input
+a CIFAR network sees; training uses the same function, so what is evaluated is what was trained.
+:func:`evaluate` is the plain-function API; :func:`cmd_eval` is ``python main.py eval``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from engine.complexity import run_forward
+from engine.device import device_label, resolve_device, synchronize
+from engine.models.registry import ModelSpec
+from engine.preprocess import normalise, normaliser
+
+EVAL_BATCH = 256
+
+
+def image_logits(spec: ModelSpec, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    out = run_forward(spec, model, x)
+    return out[0] if isinstance(out, tuple) else out
+
+
+@torch.inference_mode()
+def predict_logits(spec: ModelSpec, model: nn.Module, images: torch.Tensor | np.ndarray, *,
+                   device: torch.device, batch_size: int = EVAL_BATCH, tta: bool = False,
+                   autocast: bool | None = None) -> torch.Tensor:
+    """Float32 image logits ``(N, C)`` on the CPU for ``uint8 (N, H, W, 3)`` images.
+
+    ``tta`` averages the logits of each image and its mirror image. ``autocast`` (default: on CUDA
+    only) runs the network in bf16.
+    """
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(images)
+    images = images.to(device)
+    model.eval()
+    norm = normaliser(spec.mean, spec.std, device)
+    use_autocast = (device.type == "cuda") if autocast is None else autocast
+    out = []
+    for start in range(0, images.shape[0], batch_size):
+        x = normalise(images[start:start + batch_size], norm)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_autocast):
+            logits = image_logits(spec, model, x).float()
+            if tta:
+                logits = 0.5 * (logits + image_logits(spec, model, x.flip(3)).float())
+        out.append(logits.cpu())
+    if not out:
+        return torch.zeros((0, spec.num_classes))
+    return torch.cat(out)
+
+
+def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor | np.ndarray, ks: Sequence[int] = (1, 5)) -> list[float]:
+    """Fractions (0..1) of rows whose label is among the ``k`` largest logits, for each ``k``."""
+    labels = torch.as_tensor(labels).to(logits.device).long()
+    n = labels.shape[0]
+    if n == 0:
+        return [0.0 for _ in ks]
+    kmax = min(max(ks), logits.shape[1])
+    top = logits.topk(kmax, dim=1).indices
+    hits = top == labels[:, None]
+    return [hits[:, :min(k, kmax)].any(dim=1).sum().item() / n for k in ks]
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    name: str
+    top1: float
+    top5: float
+    images: int
+    seconds: float
+    weights_status: str
+    weights_source: str = ""
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"top1": self.top1, "top5": self.top5, "images": self.images,
+                "images_per_s": round(self.images_per_s, 1), "seconds": round(self.seconds, 3),
+                "weights_status": self.weights_status, "weights_source": self.weights_source}
+
+
+def evaluate(models: Iterable[Any], images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, *,
+             device: torch.device | str = "cpu", batch_size: int = EVAL_BATCH,
+             tta: bool = False) -> dict[str, dict[str, Any]]:
+    """Accuracy and speed of each model on ``images`` (uint8 NHWC) with ``labels``.
+
+    ``models`` holds :class:`engine.weights.LoadedModel` objects or :class:`ModelSpec` objects (loaded
+    with their default weights). Returns ``{name: {top1, top5, images, images_per_s, seconds,
+    weights_status, weights_source}}`` in the order given.
+    """
+    return {r.name: r.as_dict() for r in evaluate_results(models, images, labels, device=device,
+                                                         batch_size=batch_size, tta=tta)}
+
+
+def evaluate_results(models: Iterable[Any], images, labels, *, device: torch.device | str = "cpu",
+                     batch_size: int = EVAL_BATCH, tta: bool = False) -> list[EvalResult]:
+    from engine.weights import LoadedModel, load_model
+
+    device = torch.device(device) if isinstance(device, str) else device
+    images_t = torch.as_tensor(images).to(device)
+    labels_t = torch.as_tensor(labels).long()
+    results = []
+    for item in models:
+        loaded = load_model(item) if isinstance(item, ModelSpec) else item
+        if not isinstance(loaded, LoadedModel):
+            raise TypeError(f"expected a LoadedModel or ModelSpec, got {type(item).__name__}")
+        model = loaded.model.to(device).to(memory_format=torch.channels_last).eval()
+        # A small warm-up batch keeps one-off setup (kernel selection, allocation) out of the timing.
+        predict_logits(loaded.spec, model, images_t[:min(8, images_t.shape[0])], device=device, batch_size=batch_size)
+        synchronize(device)
+        start = time.perf_counter()
+        logits = predict_logits(loaded.spec, model, images_t, device=device, batch_size=batch_size, tta=tta)
+        synchronize(device)
+        seconds = time.perf_counter() - start
+        top1, top5 = topk_accuracy(logits, labels_t)
+        results.append(EvalResult(loaded.spec.name, top1, top5, int(labels_t.shape[0]), seconds,
+                                  loaded.status, loaded.source))
+    return results
+
+
+def sample_indices(n: int, limit: int | None, seed: int = 0) -> np.ndarray:
+    """``limit`` indices of ``range(n)`` spread over the whole set (a fixed shuffle), sorted.
+
+    The loaders order images by class, so "the first N" would be one class only.
+    """
+    if limit is None or limit >= n:
+        return np.arange(n)
+    if limit <= 0:
+        raise ValueError(f"limit must be positive, got {limit}")
+    return np.sort(np.random.Generator(np.random.PCG64(seed)).permutation(n)[:limit])
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from engine.cli import CliError, format_table, print_json
+    from engine.data import DataError, load_cifar10
+    from engine.models.registry import RegistryError, comparison_specs, get_spec
+    from engine.weights import UNTRAINED, WeightsError, load_model
+
+    profile = getattr(args, "profile", None) or "cifar10"
+    try:
+        device = resolve_device(args.device, strict=True)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    try:
+        specs = [get_spec(n, profile) for n in args.models] if args.models else comparison_specs(profile)
+    except RegistryError as e:
+        raise CliError(str(e)) from None
+    if args.limit is not None and args.limit <= 0:
+        raise CliError("--limit must be a positive number of images")
+    try:
+        images, labels = load_cifar10(args.data, "test")
+    except DataError as e:
+        raise CliError(str(e)) from None
+    idx = sample_indices(len(labels), args.limit)
+    images, labels = images[idx], labels[idx]
+    try:
+        loaded = [load_model(spec) for spec in specs]
+    except WeightsError as e:
+        raise CliError(str(e)) from None
+    results = evaluate_results(loaded, images, labels, device=device, tta=args.tta)
+    if args.json:
+        print_json({r.name: r.as_dict() for r in results})
+        return 0
+    rows = [[r.name, f"{100 * r.top1:.2f}%", f"{100 * r.top5:.2f}%", r.images, f"{r.images_per_s:.0f}",
+             "UNTRAINED" if r.weights_status == UNTRAINED else r.weights_status] for r in results]
+    print(f"{profile} test set: {len(labels)} images, device {device_label(device)}"
+          f"{', flip TTA' if args.tta else ''}")
+    print(format_table(["model", "top-1", "top-5", "images", "images/s", "weights"], rows, right={1, 2, 3, 4}))
+    for r in results:
+        if r.weights_status == UNTRAINED:
+            print(f"  {r.name}: UNTRAINED (random weights): {r.weights_source}")
+    return 0

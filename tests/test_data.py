@@ -1,0 +1,194 @@
+"""CIFAR-10 loading: archives, folders, the cache, and what goes wrong."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import engine.data as data
+from engine.data import DataError, has_split_layout, load_cifar10, train_val_split
+from engine.models.registry import CIFAR10_CLASSES
+
+CLASSES = ("airplane", "cat", "truck")  # a subset, deliberately not the first three
+
+
+def class_image(label: int, rng: np.random.Generator, size: int = 32) -> np.ndarray:
+    """An RGB image whose colour says its class (easy to learn), with a little noise."""
+    colour = PALETTE[label].astype(np.float32)
+    base = np.broadcast_to(colour, (size, size, 3)).copy()
+    base[size // 4:size // 2] = 255.0 - colour  # a stripe, so the image is not flat
+    return np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+
+
+PALETTE = np.array([[220, 40, 40], [40, 220, 40], [40, 40, 220], [220, 220, 40], [220, 40, 220],
+                    [40, 220, 220], [130, 60, 20], [20, 60, 130], [240, 240, 240], [60, 60, 60]])
+
+
+def jpeg(rgb: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert ok
+    return buf.tobytes()
+
+
+def dataset_files(train_per_class: int = 8, test_per_class: int = 4, classes=CLASSES, seed: int = 0,
+                  size: int = 32) -> dict[str, bytes]:
+    """``{"train/cat/0001.jpg": bytes, ...}`` of a tiny CIFAR-10 look-alike."""
+    rng = np.random.default_rng(seed)
+    files = {}
+    for split, count in (("train", train_per_class), ("test", test_per_class)):
+        for cls in classes:
+            label = CIFAR10_CLASSES.index(cls)
+            for i in range(count):
+                files[f"{split}/{cls}/{i:04d}.jpg"] = jpeg(class_image(label, rng, size))
+    return files
+
+
+def make_archive(path: Path, files: dict[str, bytes], prefix: str = "") -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, blob in files.items():
+            info = tarfile.TarInfo(prefix + name)
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    return path
+
+
+def make_tiny_archive(path: Path, train_per_class: int = 8, test_per_class: int = 4) -> Path:
+    return make_archive(path, dataset_files(train_per_class, test_per_class))
+
+
+def make_folder(root: Path, files: dict[str, bytes]) -> Path:
+    for name, blob in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(blob)
+    return root
+
+
+def test_archive_loads_both_splits(tmp_path):
+    archive = make_tiny_archive(tmp_path / "tiny.tar.gz")
+    images, labels = load_cifar10(archive, "train", cache_dir=tmp_path / "cache")
+    assert images.shape == (24, 32, 32, 3) and images.dtype == np.uint8 and images.flags.c_contiguous
+    assert labels.dtype == np.int64
+    expected = [CIFAR10_CLASSES.index(c) for c in CLASSES]
+    assert labels.tolist() == sorted(expected * 8)  # ordered by class, then file name
+    test_images, test_labels = load_cifar10(archive, "test", cache_dir=tmp_path / "cache")
+    assert test_images.shape == (12, 32, 32, 3) and sorted(set(test_labels.tolist())) == expected
+
+
+def test_rgb_channel_order(tmp_path):
+    rgb = np.zeros((32, 32, 3), np.uint8)
+    rgb[..., 2] = 255  # pure blue
+    archive = make_archive(tmp_path / "blue.tar", {"test/ship/0.png": cv2.imencode(
+        ".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1].tobytes()})
+    images, labels = load_cifar10(archive, "test", cache_dir=tmp_path / "c")
+    assert images[0, 0, 0].tolist() == [0, 0, 255] and labels.tolist() == [8]
+
+
+def test_second_load_comes_from_the_cache(tmp_path, monkeypatch):
+    archive = make_tiny_archive(tmp_path / "tiny.tgz")
+    first = load_cifar10(archive, "train", cache_dir=tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2  # one pass caches both splits
+
+    def no_decoding(*_args, **_kwargs):
+        raise AssertionError("decoded again instead of reading the cache")
+
+    monkeypatch.setattr(data, "_decode_archive", no_decoding)
+    second = load_cifar10(archive, "train", cache_dir=tmp_path / "cache")
+    test = load_cifar10(archive, "test", cache_dir=tmp_path / "cache")
+    assert np.array_equal(first[0], second[0]) and np.array_equal(first[1], second[1])
+    assert test[0].shape[0] == 12
+
+
+def test_changed_archive_is_decoded_again(tmp_path):
+    archive = make_tiny_archive(tmp_path / "tiny.tar.gz")
+    assert load_cifar10(archive, "test", cache_dir=tmp_path / "c")[0].shape[0] == 12
+    make_tiny_archive(archive, test_per_class=2)
+    assert load_cifar10(archive, "test", cache_dir=tmp_path / "c")[0].shape[0] == 6
+
+
+def test_default_cache_dir_follows_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNN_ARENA_CACHE", str(tmp_path / "here"))
+    load_cifar10(make_tiny_archive(tmp_path / "tiny.tar.gz"), "test")
+    assert list((tmp_path / "here").glob("cifar10-*-test.npz"))
+
+
+def test_damaged_cache_file_is_rebuilt(tmp_path):
+    archive = make_tiny_archive(tmp_path / "tiny.tar.gz")
+    first = load_cifar10(archive, "test", cache_dir=tmp_path / "c")
+    for f in (tmp_path / "c").glob("*.npz"):
+        f.write_bytes(b"garbage")
+    again = load_cifar10(archive, "test", cache_dir=tmp_path / "c")
+    assert np.array_equal(first[0], again[0])
+
+
+def test_top_level_folder_and_resizing(tmp_path):
+    files = dataset_files(2, 2, classes=("dog",), size=48)
+    archive = make_archive(tmp_path / "wrapped.tar.gz", files, prefix="cifar10/")
+    images, labels = load_cifar10(archive, "train", cache_dir=tmp_path / "c")
+    assert images.shape == (2, 32, 32, 3) and labels.tolist() == [5, 5]
+
+
+def test_image_folder_directory(tmp_path):
+    root = make_folder(tmp_path / "folder", dataset_files(3, 2))
+    images, labels = load_cifar10(root, "test", cache_dir=tmp_path / "c")
+    assert images.shape == (6, 32, 32, 3)
+    assert has_split_layout(root)
+    single = make_folder(tmp_path / "single", {k.split("/", 1)[1]: v for k, v in dataset_files(0, 2).items()})
+    images, labels = load_cifar10(single, "test", cache_dir=tmp_path / "c")
+    assert images.shape == (6, 32, 32, 3) and not has_split_layout(single)
+
+
+def test_archive_split_layout(tmp_path):
+    archive = make_tiny_archive(tmp_path / "tiny.tar.gz")
+    assert has_split_layout(archive, cache_dir=tmp_path / "c")
+    single = make_archive(tmp_path / "single.tar.gz", {"cat/1.jpg": dataset_files(1, 0)["train/airplane/0000.jpg"]})
+    assert not has_split_layout(single, cache_dir=tmp_path / "c")
+
+
+def test_unknown_class_folder(tmp_path):
+    files = dataset_files(1, 1)
+    files["train/unicorn/0.jpg"] = files["train/cat/0000.jpg"]
+    with pytest.raises(DataError, match="unknown class folder 'train/unicorn'"):
+        load_cifar10(make_archive(tmp_path / "odd.tar.gz", files), "train", cache_dir=tmp_path / "c")
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not a tar archive at all" * 40])
+def test_bad_archive(tmp_path, content):
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(content)
+    with pytest.raises(DataError) as info:
+        load_cifar10(bad, "train", cache_dir=tmp_path / "c")
+    assert "bad.tar.gz" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_undecodable_image(tmp_path):
+    archive = make_archive(tmp_path / "x.tar.gz", {"train/cat/0.jpg": b"not a jpeg", "test/cat/0.jpg": b"x"})
+    with pytest.raises(DataError, match="not a decodable image"):
+        load_cifar10(archive, "train", cache_dir=tmp_path / "c")
+
+
+def test_missing_source_and_split(tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        load_cifar10(tmp_path / "nowhere.tar.gz", "train", cache_dir=tmp_path / "c")
+    with pytest.raises(DataError, match="unknown split"):
+        load_cifar10(tmp_path, "validation", cache_dir=tmp_path / "c")
+    only_test = make_archive(tmp_path / "t.tar.gz", {k: v for k, v in dataset_files(1, 1).items()
+                                                     if k.startswith("test/")})
+    with pytest.raises(DataError, match="no train/ folder"):
+        load_cifar10(only_test, "train", cache_dir=tmp_path / "c")
+
+
+def test_train_val_split_is_deterministic_and_disjoint():
+    a_train, a_val = train_val_split(100, 20, seed=3)
+    b_train, b_val = train_val_split(100, 20, seed=3)
+    assert np.array_equal(a_train, b_train) and np.array_equal(a_val, b_val)
+    assert len(a_val) == 20 and len(a_train) == 80
+    assert sorted(np.concatenate([a_train, a_val]).tolist()) == list(range(100))
+    assert not np.array_equal(train_val_split(100, 20, seed=4)[1], a_val)
+    assert len(train_val_split(10, 0, seed=0)[1]) == 0
+    with pytest.raises(ValueError):
+        train_val_split(10, 10, seed=0)

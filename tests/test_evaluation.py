@@ -1,0 +1,111 @@
+"""Evaluation: accuracy arithmetic, the shared preprocessing, and ``python main.py eval``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from engine.cli import build_parser, run_command
+from engine.device import resolve_device
+from engine.evaluation import evaluate, sample_indices, topk_accuracy
+from engine.models.registry import get_spec
+from engine.preprocess import normalise, normaliser
+from engine.weights import UNTRAINED, LoadedModel
+from tests.test_data import make_tiny_archive
+
+
+class FixedLogits(nn.Module):
+    """Ignores its input: every image gets logits 0, 1, ..., 9 (so the ranking is 9, 8, 7, ...)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.arange(10, dtype=torch.float32).expand(x.shape[0], 10) + 0 * self.dummy
+
+
+def test_topk_accuracy_on_a_constructed_case():
+    logits = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1], [0.2, 0.3, 0.5], [0.6, 0.3, 0.1]])
+    labels = torch.tensor([1, 1, 0, 2])
+    top1, top2 = topk_accuracy(logits, labels, ks=(1, 2))
+    assert top1 == pytest.approx(0.25) and top2 == pytest.approx(0.5)
+    assert topk_accuracy(torch.zeros((0, 3)), torch.zeros(0, dtype=torch.long)) == [0.0, 0.0]
+
+
+def test_evaluate_fixed_model():
+    spec = get_spec("lenet5")
+    loaded = LoadedModel(spec, FixedLogits(), UNTRAINED, "test model")
+    images = np.zeros((4, 32, 32, 3), np.uint8)
+    labels = np.array([9, 5, 4, 0])  # top-1 hits only the 9; top-5 (9..5) hits the 9 and the 5
+    result = evaluate([loaded], images, labels, device="cpu", batch_size=3)
+    row = result["lenet5"]
+    assert row["top1"] == pytest.approx(0.25) and row["top5"] == pytest.approx(0.5)
+    assert row["images"] == 4 and row["images_per_s"] > 0 and row["weights_status"] == UNTRAINED
+    with_tta = evaluate([loaded], images, labels, device="cpu", tta=True)["lenet5"]
+    assert with_tta["top1"] == pytest.approx(0.25)
+
+
+def test_prepare_batch_matches_the_definition():
+    spec = get_spec("vgg16")
+    batch = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8))
+    x = normalise(batch, normaliser(spec.mean, spec.std, torch.device("cpu")))
+    mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std).view(1, 3, 1, 1)
+    expected = (batch.permute(0, 3, 1, 2).float() / 255 - mean) / std
+    assert x.shape == (2, 3, 32, 32) and x.dtype == torch.float32
+    assert torch.allclose(x, expected, atol=1e-5)
+    assert x.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_sample_indices_spread_and_fixed():
+    idx = sample_indices(100, 10)
+    assert len(idx) == 10 and len(set(idx.tolist())) == 10 and idx.max() > 50
+    assert np.array_equal(idx, sample_indices(100, 10))
+    assert np.array_equal(sample_indices(5, None), np.arange(5))
+
+
+def test_resolve_device():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type in ("cpu", "cuda")
+    with pytest.raises(ValueError):
+        resolve_device("tpu", strict=True)
+
+
+def test_cmd_eval_json(tmp_path, capsys):
+    archive = make_tiny_archive(tmp_path / "tiny.tar.gz", train_per_class=1, test_per_class=3)
+    args = build_parser().parse_args(["eval", "--data", str(archive), "--models", "lenet5", "enet",
+                                      "--limit", "6", "--json"])
+    assert run_command(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert list(result) == ["lenet5", "enet"]
+    for row in result.values():
+        assert {"top1", "top5", "images", "images_per_s", "weights_status"} <= set(row)
+        assert 0.0 <= row["top1"] <= row["top5"] <= 1.0 and row["images"] == 6
+
+
+def test_cmd_eval_table_flags_untrained(tmp_path, capsys, monkeypatch):
+    import engine.weights as weights
+
+    monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path / "no-weights")
+    archive = make_tiny_archive(tmp_path / "tiny.tar.gz", train_per_class=1, test_per_class=2)
+    args = build_parser().parse_args(["eval", "--data", str(archive), "--models", "lenet5", "--tta"])
+    assert run_command(args) == 0
+    out = capsys.readouterr().out
+    assert "lenet5" in out and "UNTRAINED" in out and "top-1" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--data", "/nowhere/cifar.tar.gz"], "cifar.tar.gz: no such file"),
+    (["--models", "resnet50"], "no model 'resnet50'"),
+])
+def test_cmd_eval_user_errors(tmp_path, capsys, argv, message):
+    archive = make_tiny_archive(tmp_path / "tiny.tar.gz", train_per_class=1, test_per_class=1)
+    args = build_parser().parse_args(["eval", "--data", str(archive), *argv])
+    assert run_command(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
