@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from engine.device import resolve_device, synchronize
+from engine.device import resolve_device, share_cpu_with_opencv, synchronize
 from engine.models.registry import ModelSpec, comparison_specs, get_spec
 from engine.preprocess import Preprocess
 from engine.weights import UNTRAINED, LoadedModel, WeightsError, load_model
@@ -104,6 +105,7 @@ class InferenceSession:
     def __init__(self, profile: str = "cifar10", device: str = "cpu", models: Iterable[str] | None = None,
                  weights: Mapping[str, str] | None = None, *, allow_download: bool = False,
                  top_k: int = 5) -> None:
+        share_cpu_with_opencv()
         self.profile = profile
         self.device = resolve_device(device)
         self.top_k = top_k
@@ -185,8 +187,18 @@ class InferenceSession:
             # Hooks stay registered from frame to frame: adding and removing them per frame would
             # cost more than LeNet-5's whole forward pass.
             net.capture = layers
-            net.hooks = [net.loaded.model.get_submodule(layer).register_forward_hook(_capture_into(net.captured, layer))
-                         for layer in layers]
+            net.hooks = [_Tap(net.loaded.model.get_submodule(layer), net.captured, layer) for layer in layers]
+
+    @contextmanager
+    def bare(self, name: str):
+        """The network with its capture hooks detached: what a plain forward pass costs."""
+        net = self._nets[name]
+        for hook in net.hooks:
+            hook.remove()
+        try:
+            yield net.loaded.model
+        finally:
+            net.hooks = [_Tap(net.loaded.model.get_submodule(layer), net.captured, layer) for layer in net.capture]
 
     # -- running -------------------------------------------------------------------------------
 
@@ -226,12 +238,16 @@ class InferenceSession:
                 confidence = frozen(pixel_confidence.float().cpu().numpy())
             else:
                 logits = model(x)
-        scores = logits[0].float().cpu().numpy().astype(np.float64)
+        # Softmax and top-k in numpy: on ten numbers each torch call would cost more than the math.
+        scores = (logits if logits.device.type == "cpu" else logits.cpu()).numpy()[0].astype(np.float64)
         probs = np.exp(scores - scores.max())
         probs = frozen((probs / probs.sum()).astype(np.float32))
         k = min(self.top_k, probs.size)
-        top = np.argpartition(-probs, k - 1)[:k] if probs.size > 64 else np.arange(probs.size)
-        top = frozen(top[np.argsort(-probs[top], kind="stable")][:k])
+        if probs.size > 64:
+            top = np.argpartition(-probs, k - 1)[:k]
+            top = frozen(top[np.argsort(-probs[top], kind="stable")])
+        else:
+            top = frozen(np.argsort(-probs, kind="stable")[:k])
         activations = MappingProxyType({layer: frozen(t.cpu().numpy()) for layer, t in net.captured.items()})
         forward_ms = (time.perf_counter() - t0) * 1000
         return ModelResult(
@@ -241,12 +257,29 @@ class InferenceSession:
             class_map_confidence=confidence)
 
 
-def _capture_into(store: dict[str, torch.Tensor], layer: str):
-    def hook(_module, _inputs, output) -> None:
+class _Tap:
+    """Keeps a copy of one module's output, like a forward hook, at a fraction of the cost.
+
+    A registered forward hook sends every call of its module down torch's slow path (about as
+    long as all of LeNet-5's convolutions); shadowing the module's ``forward`` with this object
+    keeps the fast path and adds one Python call. ``remove()`` restores the class's forward.
+    """
+
+    def __init__(self, module: nn.Module, store: dict[str, torch.Tensor], layer: str) -> None:
+        self.module, self.store, self.layer = module, store, layer
+        self.inner = module.forward
+        module.forward = self  # an instance attribute: shadows the class's method
+
+    def __call__(self, *args, **kwargs):
+        output = self.inner(*args, **kwargs)
         out = output[0] if isinstance(output, tuple) else output
         # A float32 copy, because an in-place ReLU after a convolution would overwrite the output.
-        store[layer] = out[0].float() if out.dtype != torch.float32 else out[0].clone()
-    return hook
+        self.store[self.layer] = out[0].float() if out.dtype != torch.float32 else out[0].clone()
+        return output
+
+    def remove(self) -> None:
+        if self.module.__dict__.get("forward") is self:
+            del self.module.forward
 
 
 def feature_layers(spec: ModelSpec, model: nn.Module, device: torch.device | str = "cpu") -> tuple[LayerInfo, ...]:

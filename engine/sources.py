@@ -46,6 +46,7 @@ class Source:
     live = False  # frames arrive on their own clock (camera, stream): newest wins
     fps: float | None = None  # the source's native rate, when it has one (video files)
     length: int | None = None  # number of frames, when known up front
+    class_names: tuple[str, ...] | None = None  # what the labels index into; None: no labels of its own
 
     def __iter__(self) -> Iterator[Frame]:
         raise NotImplementedError
@@ -104,13 +105,13 @@ class ImageFilesSource(Source):
 
     def __init__(self, paths: Sequence[str | os.PathLike], class_names: Sequence[str] = ()) -> None:
         self.paths = [Path(p) for p in paths]
-        self.class_names = tuple(class_names)
+        self.class_names = tuple(class_names) or None
         self.length = len(self.paths)
         self.name = _short(self.paths[0]) if len(self.paths) == 1 else f"{len(self.paths)} images"
 
     def __iter__(self) -> Iterator[Frame]:
         for i, path in enumerate(self.paths):
-            yield read_frame(i, path, label_of(path, None, self.class_names))
+            yield read_frame(i, path, label_of(path, None, self.class_names or ()))
 
 
 def read_frame(frame_id: int, path: Path, label: int | None) -> Frame:
@@ -129,7 +130,7 @@ class FolderSource(Source):
 
     def __init__(self, root: str | os.PathLike, class_names: Sequence[str] = ()) -> None:
         self.root = Path(root)
-        self.class_names = tuple(class_names)
+        self.class_names = tuple(class_names) or None
         self.name = _short(self.root) + "/"
 
     def __iter__(self) -> Iterator[Frame]:
@@ -138,7 +139,7 @@ class FolderSource(Source):
             if error is not None:
                 yield Frame(frame_id, None, _short(path), None, error)
             else:
-                yield read_frame(frame_id, path, label_of(path, self.root, self.class_names))
+                yield read_frame(frame_id, path, label_of(path, self.root, self.class_names or ()))
             frame_id += 1
 
 
@@ -316,10 +317,15 @@ def _redact(url: str) -> str:
 
 
 class DatasetSource(Source):
-    """The labelled CIFAR-10 test set (or any split) from an archive or folder, via engine.data."""
+    """The labelled CIFAR-10 test set (or any split) from an archive or folder, via engine.data.
 
-    def __init__(self, path: str | os.PathLike, split: str = "test") -> None:
+    Played in a fixed shuffled order: the files are stored class by class, and a running accuracy
+    over a thousand airplanes first would say little for a long time.
+    """
+
+    def __init__(self, path: str | os.PathLike, split: str = "test", *, seed: int = 0) -> None:
         from engine.data import DataError, load_cifar10
+        from engine.models.registry import CIFAR10_CLASSES
 
         try:
             self.images, self.labels = load_cifar10(path, split)
@@ -327,10 +333,12 @@ class DatasetSource(Source):
             raise InputError(str(e)) from None
         self.name = f"CIFAR-10 {split}"
         self.length = len(self.labels)
+        self.class_names = CIFAR10_CLASSES
+        self.order = np.random.default_rng(seed).permutation(self.length)
 
     def __iter__(self) -> Iterator[Frame]:
-        for i in range(self.length or 0):
-            yield Frame(i, _freeze(self.images[i]), f"{self.name} #{i}", int(self.labels[i]))
+        for i, index in enumerate(self.order):
+            yield Frame(i, _freeze(self.images[index]), f"{self.name} #{index}", int(self.labels[index]))
 
 
 def describe(target: str) -> str:

@@ -72,6 +72,7 @@ class _Config:
     device: str
     models: tuple[str, ...] | None
     weights: tuple[tuple[str, str], ...]
+    allow_download: bool = False
 
 
 class Engine:
@@ -88,10 +89,12 @@ class Engine:
         self._cond = threading.Condition()
         self._pending: Frame | None = None
         self._pending_continuous = False
+        self._pending_replay = False
         self._stop = threading.Event()
         self._paused = False
         self._steps = 0
-        self._feeder: threading.Thread | None = None
+        self._feeder: threading.Thread | None = None  # the current one
+        self._feeders: list[threading.Thread] = []  # every one not known to have ended
         self._feed_stop: threading.Event | None = None
         self._source: Source | None = None
         self._thread = threading.Thread(target=self._run, name="engine worker", daemon=True)
@@ -121,10 +124,11 @@ class Engine:
         self._stop_feeder()
         with self._cond:
             self._cond.notify_all()
-        for thread in (self._feeder, self._thread):
-            if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+        threads = [*self._feeders, self._thread]
+        for thread in threads:
+            if thread.is_alive() and thread is not threading.current_thread():
                 thread.join(max(0.0, deadline - time.monotonic()))
-        return not any(t is not None and t.is_alive() for t in (self._feeder, self._thread))
+        return not any(t.is_alive() for t in threads)
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Block until the source has ended and the last frame is processed (tests, CLI)."""
@@ -140,13 +144,16 @@ class Engine:
     # -- control (any thread) ------------------------------------------------------------------
 
     def configure(self, profile: str | None = None, device: str | None = None, *,
-                  models: Iterable[str] | None = None, weights: Mapping[str, str] | None = None) -> None:
-        """Rebuild the session (other profile, device or weights) on the worker thread."""
+                  models: Iterable[str] | None = None, weights: Mapping[str, str] | None = None,
+                  allow_download: bool = False) -> None:
+        """Rebuild the session (other profile, device or weights) on the worker thread.
+        ``allow_download``: fetch torchvision's ImageNet weights that are not cached yet."""
         with self._cond:
             base = self._config or self._current_config()
             self._config = _Config(profile or base.profile, device or base.device,
                                    tuple(models) if models is not None else base.models,
-                                   tuple(sorted(weights.items())) if weights is not None else base.weights)
+                                   tuple(sorted(weights.items())) if weights is not None else base.weights,
+                                   allow_download)
             self._cond.notify_all()
 
     def _current_config(self) -> _Config:
@@ -192,38 +199,57 @@ class Engine:
         image.flags.writeable = False
         self._offer(Frame(frame_id, image, source, label), wait=False, continuous=False)
 
+    def rerun_last(self) -> bool:
+        """Run the last frame again (after a layer change while paused) without counting it in the
+        statistics; False when there is no frame to rerun."""
+        last = self.last
+        if last is None or last[0].frame is None:
+            return False
+        result = last[0]
+        self._offer(Frame(result.frame_id, result.frame, result.source, result.label), wait=False,
+                    continuous=False, replay=True)
+        return True
+
     def set_source(self, target: Source | str | os.PathLike | list, *, realtime: bool = True,
                    interval: float = 0.0, capture_factory=None) -> None:
         """Start feeding frames from ``target``; an error opening it becomes an ``error`` event.
 
-        ``realtime``: a video plays at its own frame rate (newest frame wins) rather than as fast as
-        the networks go. ``interval``: seconds between still frames (a slideshow of a folder).
+        Returns at once: the source is opened on the feeder thread. ``realtime``: a video plays at
+        its own frame rate (newest frame wins) rather than as fast as the networks go.
+        ``interval``: seconds between still frames (a slideshow of a folder).
         """
         self._stop_feeder()
         with self._cond:
             self._pending = None  # a frame of the old source is not a dropped frame of the new one
         stop = threading.Event()
         self._feed_stop = stop
-        self._feeder = threading.Thread(target=self._feed, args=(target, stop, realtime, interval, capture_factory),
-                                        name="engine feeder", daemon=True)
-        self._feeder.start()
+        feeder = threading.Thread(target=self._feed, args=(target, stop, realtime, interval, capture_factory),
+                                  name="engine feeder", daemon=True)
+        self._feeders.append(feeder)
+        self._feeder = feeder
+        feeder.start()
 
     def clear_source(self) -> None:
+        """Stop feeding frames (returns at once)."""
         self._stop_feeder()
 
     # -- feeder thread -------------------------------------------------------------------------
 
     def _stop_feeder(self) -> None:
+        """Tell the current feeder to finish; it closes its own source when its read returns.
+
+        A file or video capture is never released from another thread while a read may be under
+        way inside OpenCV (that hangs or crashes the process). A live source is closed from here:
+        its reading happens on its own thread, which ``close`` stops.
+        """
         if self._feed_stop is not None:
             self._feed_stop.set()
-        source, self._source = self._source, None
-        if source is not None:
+        source = self._source
+        if source is not None and source.live:
             source.close()
         with self._cond:
             self._cond.notify_all()
-        feeder = self._feeder
-        if feeder is not None and feeder.is_alive() and feeder is not threading.current_thread():
-            feeder.join(timeout=1.0)
+        self._feeders = [t for t in self._feeders if t.is_alive()]
 
     def _feed(self, target, stop: threading.Event, realtime: bool, interval: float, capture_factory) -> None:
         class_names = self.info.models[0].class_names if self.info and self.info.models else ()
@@ -233,8 +259,13 @@ class Engine:
         except InputError as e:
             self._emit("error", str(e))
             return
+        if stop.is_set():
+            source.close()
+            return
         self._source = source
         self._emit("source", source.name)
+        session_classes = self.info.models[0].class_names if self.info and self.info.models else ()
+        keep_labels = source.class_names is None or tuple(source.class_names) == tuple(session_classes)
         live = source.live or (realtime and source.fps is not None)
         continuous = source.live or source.fps is not None
         period = 1.0 / source.fps if realtime and source.fps else interval
@@ -251,11 +282,15 @@ class Engine:
                     if delay > 0 and stop.wait(delay):
                         return
                     next_due = max(next_due + period, time.monotonic() - period)
+                if frame.label is not None and not keep_labels:  # labels of another class list
+                    frame = Frame(frame.frame_id, frame.image, frame.source, None, frame.error)
                 self._offer(frame, wait=not live, continuous=continuous, stop=stop)
                 count += 1
             if not stop.is_set():
                 self._emit("source_ended", f"{source.name}: end ({count} frames)")
         finally:
+            if self._source is source:
+                self._source = None
             source.close()
 
     def _wait_turn(self, stop: threading.Event) -> bool:
@@ -269,14 +304,17 @@ class Engine:
                 self._steps -= 1
         return not (stop.is_set() or self._stop.is_set())
 
-    def _offer(self, frame: Frame, *, wait: bool, continuous: bool, stop: threading.Event | None = None) -> None:
+    def _offer(self, frame: Frame, *, wait: bool, continuous: bool, stop: threading.Event | None = None,
+               replay: bool = False) -> None:
         with self._cond:
             if wait:
                 while self._pending is not None and not self._stop.is_set() and not (stop and stop.is_set()):
                     self._cond.wait(0.1)
-            if self._pending is not None:
+            if stop is not None and stop.is_set():
+                return  # a feeder told to stop hands over nothing more
+            if self._pending is not None and not self._pending_replay:
                 self.dropped += 1
-            self._pending, self._pending_continuous = frame, continuous
+            self._pending, self._pending_continuous, self._pending_replay = frame, continuous, replay
             self._cond.notify_all()
 
     # -- worker thread -------------------------------------------------------------------------
@@ -290,7 +328,8 @@ class Engine:
                 if self._stop.is_set():
                     return
                 config, self._config = self._config, None
-                frame, continuous = (self._pending, self._pending_continuous) if config is None else (None, False)
+                frame, continuous, replay = ((self._pending, self._pending_continuous, self._pending_replay)
+                                             if config is None else (None, False, False))
                 if frame is not None:
                     self._pending = None
                 self._busy = True
@@ -299,7 +338,7 @@ class Engine:
                 if config is not None:
                     self._build(config)
                 elif frame is not None:
-                    self._process(frame, continuous)
+                    self._process(frame, continuous, replay)
             finally:
                 with self._cond:
                     self._busy = False
@@ -310,8 +349,10 @@ class Engine:
         if config.device not in ("cpu", "auto") and device.type == "cpu":
             self._emit("error", f"{config.device} is not available here: running on the CPU")
         try:
+            if config.allow_download:
+                self._emit("info", "downloading the ImageNet weights that are not cached yet ...")
             session = InferenceSession(config.profile, str(device), config.models, dict(config.weights),
-                                       top_k=self.top_k)
+                                       allow_download=config.allow_download, top_k=self.top_k)
         except (RegistryError, ValueError, RuntimeError) as e:
             self._emit("error", f"cannot load the networks: {e}")
             return
@@ -340,7 +381,7 @@ class Engine:
         return ModelInfo(name, spec.title, loaded.status, loaded.source, session.layers(name), spec.default_layer,
                          spec.has_class_map, spec.class_names, top1, loaded)
 
-    def _process(self, frame: Frame, continuous: bool) -> None:
+    def _process(self, frame: Frame, continuous: bool, replay: bool = False) -> None:
         session, metrics = self.session, self.metrics
         assert session is not None and metrics is not None
         if frame.image is None:
@@ -358,8 +399,9 @@ class Engine:
                 result = FrameResult(frame.frame_id, frame.source, frame.label, frame.image, {},
                                      f"{frame.source}: {line}")
                 self._emit("error", result.error or "")
-        metrics.update(result, continuous=continuous)
-        self.processed += 1
+        if not replay:
+            metrics.update(result, continuous=continuous)
+            self.processed += 1
         snapshot = metrics.snapshot(self.dropped)
         self.last = (result, snapshot)
         self.on_result(result, snapshot)

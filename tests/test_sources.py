@@ -134,3 +134,17 @@ def test_array_source_converts_odd_arrays():
     frames = list(ArraySource([gray, np.zeros((2, 2, 2, 2))]))
     assert frames[0].image.shape == (8, 8, 3) and frames[0].image[0, 0, 0] == 7
     assert frames[1].image is None and frames[1].error
+
+
+def test_the_cifar_test_set_plays_shuffled_with_its_labels(tmp_path):
+    from engine.sources import DatasetSource
+    from tests.test_data import make_tiny_archive
+
+    archive = make_tiny_archive(tmp_path / "tiny.tar.gz", train_per_class=1, test_per_class=4)
+    source = open_source(archive)
+    assert isinstance(source, DatasetSource) and source.class_names == CIFAR10_CLASSES
+    frames = list(source)
+    labels = [f.label for f in frames]
+    assert sorted(labels) == sorted(int(v) for v in source.labels)
+    assert labels != sorted(labels)  # not class by class
+    assert [f.label for f in DatasetSource(archive)] == labels  # the same order every time

@@ -141,3 +141,62 @@ def test_capture_choice_survives_and_configure_rebuilds(engine_and_recorder):
     engine.configure(models=["lenet5"])
     rec.wait(lambda r: r.kinds().count("session") == 2)
     assert engine.info.models[0].name == "lenet5" and len(engine.info.models) == 1
+
+
+class SlowReads(Source):
+    """A file-like source whose reads take a while and which notices a close during a read."""
+
+    name = "slow file"
+
+    def __init__(self) -> None:
+        self.reading = threading.Event()
+        self.release = threading.Event()
+        self.closed_during_read = False
+        self.closed = 0
+
+    def __iter__(self):
+        for i in range(1000):
+            self.reading.set()
+            self.release.wait(2.0)
+            self.reading.clear()
+            yield Frame(i, np.zeros((8, 8, 3), np.uint8), self.name)
+
+    def close(self) -> None:
+        if self.reading.is_set():
+            self.closed_during_read = True
+        self.closed += 1
+
+
+def test_a_file_source_is_never_closed_during_a_read_and_switching_does_not_block(engine_and_recorder):
+    engine, rec = engine_and_recorder
+    slow = SlowReads()
+    engine.set_source(slow)
+    assert slow.reading.wait(5.0)
+    t0 = time.monotonic()
+    engine.set_source(ArraySource([np.zeros((8, 8, 3), np.uint8)], "next"))  # while a read is under way
+    assert time.monotonic() - t0 < 0.5  # the switch does not wait for the old read
+    assert slow.closed == 0
+    slow.release.set()
+    rec.wait(lambda r: any(res.source == "next" for res, _ in r.results))
+    rec.wait(lambda r: slow.closed == 1)
+    assert not slow.closed_during_read
+    assert all(res.source != "slow file" for res, _ in rec.results)  # nothing from the old source after
+
+
+def test_rerun_last_is_not_counted(engine_and_recorder):
+    engine, rec = engine_and_recorder
+    engine.submit(np.zeros((32, 32, 3), np.uint8), "one")
+    rec.wait(lambda r: len(r.results) == 1)
+    assert engine.rerun_last()
+    rec.wait(lambda r: len(r.results) == 2)
+    assert rec.results[1][0].frame_id == rec.results[0][0].frame_id
+    assert rec.results[1][1].frames == 1 and engine.processed == 1
+
+
+def test_labels_of_another_class_list_are_not_scored(engine_and_recorder, tmp_path):
+    engine, rec = engine_and_recorder
+    source = ArraySource([np.zeros((32, 32, 3), np.uint8)], "other labels", labels=[3])
+    source.class_names = ("a", "b", "c", "d")
+    engine.set_source(source)
+    rec.wait(lambda r: len(r.results) == 1)
+    assert rec.results[0][0].label is None and rec.results[0][1].models["lenet5"].top1 is None

@@ -1,0 +1,135 @@
+"""``python main.py`` with no command: the window, its command-line options, and a safe exit.
+
+``--quit-after SECONDS`` closes the window by itself; on closing, ``--screenshot`` saves a PNG of
+the whole window and ``--report`` a JSON summary of the run (frames shown and dropped, the longest
+main-thread stall, latencies). An unexpected exception becomes one line on the status bar and on
+stderr, never a traceback dialog or a crash (set ``CNN_ARENA_DEBUG=1`` for the traceback).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+
+from gui import style
+from gui.main_window import MainWindow
+
+
+def write_json_atomic(path: str | os.PathLike, data: dict) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, allow_nan=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def save_screenshot(window: MainWindow, path: str | os.PathLike) -> bool:
+    """A PNG of the whole window as it is drawn now."""
+    QApplication.processEvents()
+    return window.grab().save(os.fspath(path), "PNG")
+
+
+def make_excepthook(window: MainWindow, stream=None):
+    def hook(kind, value, tb) -> None:
+        if issubclass(kind, KeyboardInterrupt):
+            window.close()
+            return
+        line = f"internal error: {kind.__name__}: {str(value).strip().splitlines()[0] if str(value).strip() else ''}"
+        print(line, file=stream or sys.stderr)
+        if os.environ.get("CNN_ARENA_DEBUG"):
+            traceback.print_exception(kind, value, tb, file=stream or sys.stderr)
+        try:
+            window.errors.append(line)
+            window.set_status(line, True)
+        except RuntimeError:  # the window is already gone
+            pass
+    return hook
+
+
+def configure_threads() -> int:
+    """Leave a core to the window: the torch threads the networks may use; ``CNN_ARENA_THREADS`` overrides.
+
+    On a small machine torch's default (one thread per core) oversubscribes the CPU as soon as the
+    main thread draws and the feeder decodes video: its worker threads spin and wait on each other,
+    and a 2-core laptop measured 30x slower forward passes. One core fewer keeps them fed.
+    """
+    import cv2
+    import torch
+
+    wanted = os.environ.get("CNN_ARENA_THREADS", "")
+    threads = int(wanted) if wanted.isdigit() and int(wanted) > 0 else max(1, min(torch.get_num_threads(),
+                                                                                (os.cpu_count() or 2) - 1))
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(1)  # frames are decoded one at a time on the feeder thread
+    return threads
+
+
+def run_window(args) -> int:
+    """Open the window with the options of ``engine.cli`` and run until it closes; the exit status."""
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setOrganizationName("CNN Arena")
+    app.setApplicationName("CNN Arena")
+    style.configure_pyqtgraph()
+    configure_threads()
+    app.setStyleSheet(style.STYLESHEET)
+    window = MainWindow(profile=getattr(args, "window_profile", None) or "cifar10",
+                        device=getattr(args, "window_device", None) or "cpu")
+    failures: list[str] = []
+
+    def on_closing() -> None:
+        screenshot = getattr(args, "screenshot", None)
+        if screenshot:
+            try:
+                if not save_screenshot(window, screenshot):
+                    failures.append(f"cannot write the screenshot {screenshot}")
+            except OSError as e:
+                failures.append(f"cannot write the screenshot {screenshot}: {e}")
+
+    window.closing_hooks.append(on_closing)
+    window.closing_hooks.append(lambda: QTimer.singleShot(0, app.quit))
+    previous_hook = sys.excepthook
+    sys.excepthook = make_excepthook(window)
+    previous_sigint = signal.signal(signal.SIGINT, lambda *_: window.close())
+    wake = QTimer()  # lets Python run its signal handlers (Ctrl+C) while Qt's loop waits
+    wake.timeout.connect(lambda: None)
+    wake.start(250)
+    try:
+        window.show()
+        window.start(getattr(args, "window_source", None))
+        quit_after = getattr(args, "quit_after", None)
+        if quit_after is not None:
+            QTimer.singleShot(max(0, int(quit_after * 1000)), window.close)
+        if window.isVisible():
+            app.exec()
+        if not window._closed:
+            window.close()
+        report = getattr(args, "report", None)
+        if report:  # after closing, so the engine has stopped and the counts are final
+            try:
+                write_json_atomic(report, window.report())
+            except (OSError, ValueError) as e:
+                failures.append(f"cannot write the report {report}: {e}")
+    finally:
+        wake.stop()
+        sys.excepthook = previous_hook
+        signal.signal(signal.SIGINT, previous_sigint)
+    for failure in failures:
+        print(f"error: {failure}", file=sys.stderr)
+    window.deleteLater()
+    return 1 if failures else 0

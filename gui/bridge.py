@@ -1,0 +1,259 @@
+"""The Qt side of the engine thread: signals in, calls out, and the latest result kept for redraws.
+
+The engine calls its callbacks on its own threads. :class:`EngineBridge` turns them into Qt signals
+(queued to the main thread, because the bridge lives there) and keeps only the newest result: a
+result that arrives before the window drew the previous one replaces it and is counted as skipped
+by the display. At most one result signal is in flight: while the main thread has not taken the
+last one, newer results only replace it in a one-slot inbox, so a busy main thread never lets a
+queue of large results (activations) build up.
+
+Opening a source can take seconds (a data set is decoded on first use; a stream waits for its
+server), so sources are opened on one small control thread and handed to the engine there: the
+main thread never waits for them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal
+
+from engine.complexity import Complexity, complexity
+from engine.imageio import InputError
+from engine.models.registry import RegistryError
+from engine.sources import open_source
+from engine.worker import Engine, EngineEvent, SessionInfo
+
+log = logging.getLogger(__name__)
+
+
+class EngineBridge(QObject):
+    """Owns the :class:`Engine`; every signal is delivered on the main thread."""
+
+    result_ready = Signal(object)  # (FrameResult, MetricsSnapshot)
+    event = Signal(object)  # EngineEvent
+    session_ready = Signal(object, object)  # SessionInfo, {model name: Complexity | None}
+
+    def __init__(self, profile: str = "cifar10", device: str = "cpu", parent: QObject | None = None,
+                 engine_factory: Callable[..., Engine] = Engine) -> None:
+        super().__init__(parent)
+        self.engine = engine_factory(profile, device, on_result=self._on_result, on_event=self._on_event)
+        self.latest: tuple[Any, Any] | None = None
+        self._latest_is_new = False
+        self.results_received = 0
+        self.results_skipped = 0  # arrived but replaced by a newer one before a redraw drew it
+        self.target: Any = None  # what the current source was opened from (for replay)
+        self.source_ended = False
+        self._closing = False
+        self._inbox_lock = threading.Lock()
+        self._inbox: tuple[Any, Any] | None = None
+        self._signal_in_flight = False
+        self._jobs: queue.Queue[tuple[Callable[..., Any], tuple] | None] = queue.Queue()
+        self._control = threading.Thread(target=self._run_jobs, name="gui engine control", daemon=True)
+        self.result_ready.connect(self._store)
+        self.event.connect(self._note_event)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.engine.start()
+        self._control.start()
+
+    def shutdown(self, timeout: float = 1.8) -> bool:
+        """Stop the control thread and the engine; True when every thread ended in time."""
+        deadline = time.monotonic() + timeout
+        self._closing = True
+        while True:  # drop queued source changes: nothing new may start now
+            try:
+                self._jobs.get_nowait()
+            except queue.Empty:
+                break
+        self._jobs.put(None)
+        if self._control.is_alive():
+            self._control.join(max(0.05, 0.5 * (deadline - time.monotonic())))
+        stopped = self.engine.stop(max(0.05, deadline - time.monotonic()))
+        return stopped and not self._control.is_alive()
+
+    # -- engine callbacks (engine threads) -----------------------------------------------------
+
+    def _on_result(self, result, snapshot) -> None:
+        yield_to_window()
+        if self._closing:
+            return
+        with self._inbox_lock:
+            replaced = self._inbox is not None
+            self._inbox = (result, snapshot)
+            if self._signal_in_flight:
+                if replaced:
+                    self.results_skipped += 1  # (written here and in _store, always under the lock)
+                self.results_received += 1
+                return
+            self._signal_in_flight = True
+            self.results_received += 1
+        self.result_ready.emit((result, snapshot))
+
+    def _on_event(self, event: EngineEvent) -> None:
+        yield_to_window()
+        if self._closing:
+            return
+        if event.kind == "session" and event.session is not None:
+            # Counting MACs builds each network on the meta device (up to a second for VGG at
+            # 224x224, cached afterwards): here, on the engine's thread, never on the main thread.
+            self.session_ready.emit(event.session, session_complexity(event.session))
+        self.event.emit(event)
+
+    # -- main thread ---------------------------------------------------------------------------
+
+    def _store(self, _payload) -> None:
+        with self._inbox_lock:  # the newest result, which may be newer than the one signalled
+            payload, self._inbox, self._signal_in_flight = self._inbox, None, False
+            if payload is None:
+                return
+            if self._latest_is_new:
+                self.results_skipped += 1
+        self.latest, self._latest_is_new = payload, True
+
+    def _note_event(self, event: EngineEvent) -> None:
+        if event.kind == "source":
+            self.source_ended = False
+        elif event.kind == "source_ended":
+            self.source_ended = True
+
+    def take_latest(self):
+        """The newest (FrameResult, MetricsSnapshot) if it has not been taken yet, else None."""
+        if not self._latest_is_new:
+            return None
+        self._latest_is_new = False
+        return self.latest
+
+    # -- control -------------------------------------------------------------------------------
+
+    def set_source(self, target: Any) -> None:
+        """Play ``target`` (path, list of paths, camera index as text, URL); errors come as events."""
+        self.target = target
+        self.source_ended = False
+        self._submit_job(self._open, target)
+
+    def clear_source(self) -> None:
+        """Stop the current source (its last frame stays on screen)."""
+        self._submit_job(self.engine.clear_source)
+
+    def replay(self) -> bool:
+        """Open the last source again (after it ended); False when there is none or it is an image."""
+        if self.target is None:
+            return False
+        self.set_source(self.target)
+        return True
+
+    def submit_image(self, image, name: str = "pasted image") -> None:
+        """Show one in-memory image (a paste): the current source stops first."""
+        self.target = None
+        self._submit_job(self._submit_alone, image, name)
+
+    def _open(self, target: Any) -> None:
+        """Open ``target`` here (the control thread) and hand it to the engine."""
+        info = self.engine.info
+        class_names = info.models[0].class_names if info is not None and info.models else ()
+        try:
+            source = open_source(target, class_names)
+        except InputError as e:
+            self._on_event(EngineEvent("error", str(e)))
+            return
+        if self._closing:
+            source.close()
+            return
+        self.engine.set_source(source, realtime=True, interval=0.0)
+
+    def _submit_alone(self, image, name: str) -> None:
+        self.engine.clear_source()
+        self.engine.submit(image, source=name)
+        self._on_event(EngineEvent("source", name))
+        self._on_event(EngineEvent("source_ended", f"{name}: shown"))
+
+    def configure(self, profile: str | None = None, device: str | None = None) -> None:
+        self.engine.configure(profile, device)
+
+    def set_capture(self, model: str, layer: str) -> None:
+        self.engine.set_capture({model: [layer]})
+
+    def rerun_last(self) -> bool:
+        """Run the last frame again (e.g. after a layer change while paused); False when none."""
+        return self.engine.rerun_last()
+
+    def pause(self) -> None:
+        self.engine.pause()
+
+    def resume(self) -> None:
+        self.engine.resume()
+
+    def step(self) -> None:
+        self.engine.step()
+
+    @property
+    def paused(self) -> bool:
+        return self.engine.paused
+
+    @property
+    def dropped(self) -> int:
+        return self.engine.dropped
+
+    @property
+    def processed(self) -> int:
+        return self.engine.processed
+
+    def _submit_job(self, function: Callable[..., Any], *args) -> None:
+        if not self._closing:
+            self._jobs.put((function, args))
+
+    def _run_jobs(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None or self._closing:
+                return
+            function, args = job
+            try:
+                function(*args)
+            except Exception as e:  # noqa: BLE001 - this thread must outlive any one failed request
+                self._on_event(EngineEvent("error", str(e).splitlines()[0] if str(e) else type(e).__name__))
+
+
+_lowered = threading.local()
+ENGINE_NICENESS = 10
+
+
+def yield_to_window() -> None:
+    """Lower the scheduling priority of the calling engine thread (Linux; once per thread).
+
+    On a loaded machine the window's main thread then wins the CPU over inference when both
+    want it: measured on 2 busy cores, main-thread stalls over 50 ms fell from about 40 to under
+    10 in 12 s, for about 5% of the frame rate. Elsewhere (one process-wide priority) it does nothing.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    if getattr(_lowered, "done", False) or threading.current_thread() is threading.main_thread():
+        return
+    _lowered.done = True
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid), ENGINE_NICENESS))
+    except OSError as e:
+        log.debug("cannot lower the priority of thread %s: %s", tid, e)
+
+
+def session_complexity(session: SessionInfo) -> dict[str, Complexity | None]:
+    """Static counts for each network of a session; None where they cannot be computed."""
+    out: dict[str, Complexity | None] = {}
+    for model in session.models:
+        try:
+            out[model.name] = complexity(model.name, session.profile)
+        except (RegistryError, RuntimeError, ValueError) as e:
+            log.warning("no complexity for %s: %s", model.name, e)
+            out[model.name] = None
+    return out

@@ -1,0 +1,218 @@
+"""The comparison table, as papers print it but measured live, and its CSV export.
+
+Static columns (parameters, MACs, sizes) come from :func:`engine.complexity.complexity`; live ones
+(latency percentiles, running accuracy) from the engine's metrics snapshot. :func:`table_entries`,
+:func:`display_rows`, :func:`csv_rows` and :func:`write_csv_atomic` are plain functions; the widget
+only puts their strings into cells that already exist.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.cli import human_count
+from engine.complexity import Complexity
+from engine.metrics import MetricsSnapshot
+from engine.worker import ModelInfo
+from gui import style
+
+COLUMNS = ("Network", "Year", "Params", "MACs", "Size MB", "Activations MB", "Latency p50 ms",
+           "Latency p95 ms", "Test top-1", "Live top-1", "Weights")
+CSV_COLUMNS = ("network", "model", "profile", "year", "params", "macs", "size_mb", "activation_mb",
+               "latency_p50_ms", "latency_p95_ms", "latency_frames", "test_top1", "live_top1",
+               "live_labelled_frames", "weights")
+
+
+@dataclass(frozen=True)
+class TableEntry:
+    name: str
+    title: str
+    profile: str
+    year: int | None
+    params: int | None
+    macs: int | None
+    size_mb: float | None
+    activation_mb: float | None
+    p50_ms: float | None
+    p95_ms: float | None
+    frames: int
+    test_top1: float | None
+    live_top1: float | None
+    labelled: int
+    status: str
+
+
+def table_entries(profile: str, models: Sequence[ModelInfo], costs: Mapping[str, Complexity | None],
+                  years: Mapping[str, int | None], snapshot: MetricsSnapshot | None) -> list[TableEntry]:
+    entries = []
+    for info in models:
+        cost = costs.get(info.name)
+        stats = snapshot.models.get(info.name) if snapshot is not None else None
+        p50 = stats.p50_ms if stats is not None and stats.frames and math.isfinite(stats.p50_ms) else None
+        p95 = stats.p95_ms if stats is not None and stats.frames and math.isfinite(stats.p95_ms) else None
+        entries.append(TableEntry(
+            name=info.name, title=info.title.split(" (")[0], profile=profile, year=years.get(info.name),
+            params=cost.params if cost else None, macs=cost.macs if cost else None,
+            size_mb=cost.size_mb if cost else None, activation_mb=cost.activation_mb if cost else None,
+            p50_ms=p50, p95_ms=p95, frames=stats.frames if stats is not None else 0,
+            test_top1=info.test_top1, live_top1=stats.top1 if stats is not None else None,
+            labelled=stats.labelled if stats is not None else 0, status=info.status))
+    return entries
+
+
+def _pct(value: float | None) -> str:
+    return "\u2013" if value is None else f"{100 * value:.1f}%"
+
+
+def _num(value: float | None, digits: int) -> str:
+    return "\u2013" if value is None else f"{value:.{digits}f}"
+
+
+def display_rows(entries: Sequence[TableEntry]) -> list[list[str]]:
+    """The strings the table shows, one row per network, in :data:`COLUMNS` order."""
+    rows = []
+    for e in entries:
+        live = _pct(e.live_top1) + (f" ({e.labelled})" if e.live_top1 is not None else "")
+        rows.append([e.title, str(e.year or "\u2013"), human_count(e.params) if e.params is not None else "\u2013",
+                     human_count(e.macs) if e.macs is not None else "\u2013", _num(e.size_mb, 1),
+                     _num(e.activation_mb, 2), _num(e.p50_ms, 2), _num(e.p95_ms, 2), _pct(e.test_top1), live,
+                     e.status.upper() if e.status == "untrained" else e.status])
+    return rows
+
+
+def csv_rows(entries: Sequence[TableEntry]) -> list[list[object]]:
+    """Full-precision values for a spreadsheet, in :data:`CSV_COLUMNS` order; empty cells for unknown."""
+    def blank(v):
+        return "" if v is None else v
+    return [[e.title, e.name, e.profile, blank(e.year), blank(e.params), blank(e.macs), blank(e.size_mb),
+             blank(e.activation_mb), blank(e.p50_ms), blank(e.p95_ms), e.frames, blank(e.test_top1),
+             blank(e.live_top1), e.labelled, e.status] for e in entries]
+
+
+def write_csv_atomic(path: str | os.PathLike, header: Sequence[str], rows: Sequence[Sequence[object]]) -> Path:
+    """Write a CSV next to ``path`` and move it into place: readers never see a partial file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            writer.writerows(rows)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+class ComparisonTable(QWidget):
+    message = Signal(str, bool)  # text for the status bar, is_error
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.table = QTableWidget(0, len(COLUMNS), self)
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.verticalHeader().hide()
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        self.table.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.table.setShowGrid(False)
+        self.table.setAlternatingRowColors(False)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        header.setDefaultAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.table.verticalHeader().setDefaultSectionSize(24)
+        self.table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.caption = QLabel("Parameters and MACs count convolutions and matrix products (1 MAC = 2 FLOPs); "
+                              "size = fp32 weights; latency = preprocessing + forward, measured live; "
+                              "live top-1 counts labelled frames (in brackets).", self)
+        self.caption.setObjectName("dim")
+        self.caption.setWordWrap(True)
+        self.export_button = QPushButton("Export CSV\u2026", self)
+        self.export_button.clicked.connect(self.export_dialog)
+        bottom = QHBoxLayout()
+        bottom.addWidget(self.caption, 1)
+        bottom.addWidget(self.export_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(4)
+        layout.addWidget(self.table)
+        layout.addLayout(bottom)
+        self.entries: list[TableEntry] = []
+        self.colors: list[str] = []
+        self.last_dir = ""
+
+    def set_entries(self, entries: list[TableEntry]) -> None:
+        self.entries = entries
+        rows = display_rows(entries)
+        if self.table.rowCount() != len(rows):
+            self.table.setRowCount(len(rows))
+            self._fit_height()
+        for r, row in enumerate(rows):
+            for c, text in enumerate(row):
+                item = self.table.item(r, c)
+                if item is None:
+                    item = QTableWidgetItem()
+                    align = Qt.AlignmentFlag.AlignLeft if c == 0 else Qt.AlignmentFlag.AlignRight
+                    item.setTextAlignment(align | Qt.AlignmentFlag.AlignVCenter)
+                    if c == 0:
+                        item.setForeground(QColor(style.model_color(r)))
+                        font = item.font()
+                        font.setBold(True)
+                        item.setFont(font)
+                    self.table.setItem(r, c, item)
+                if item.text() != text:
+                    item.setText(text)
+                if c == len(row) - 1:
+                    item.setForeground(QColor(style.BAD if text == "UNTRAINED" else style.TEXT))
+
+    def _fit_height(self) -> None:
+        """Exactly as tall as its rows: a table of four networks never needs a scroll bar."""
+        table = self.table
+        height = (table.horizontalHeader().sizeHint().height() + 2 * table.frameWidth()
+                  + table.rowCount() * table.verticalHeader().defaultSectionSize() + 2)
+        table.setFixedHeight(height)
+
+    def export_dialog(self) -> None:
+        start = os.path.join(self.last_dir or os.path.expanduser("~"), "cnn-arena-comparison.csv")
+        path, _ = QFileDialog.getSaveFileName(self, "Export the comparison table", start, "CSV files (*.csv)")
+        if path:
+            self.export(path)
+
+    def export(self, path: str | os.PathLike) -> bool:
+        """Write the table to ``path``; the outcome goes to the status bar, never a traceback."""
+        try:
+            written = write_csv_atomic(path, CSV_COLUMNS, csv_rows(self.entries))
+        except OSError as e:
+            self.message.emit(f"Export failed: {Path(path).name}: {e.strerror or e}", True)
+            return False
+        self.last_dir = str(written.parent)
+        self.message.emit(f"Exported {len(self.entries)} networks to {written}", False)
+        return True

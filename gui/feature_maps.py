@@ -1,0 +1,117 @@
+"""The feature-map view of one network: a channel mosaic of the chosen layer, click to pick a channel.
+
+The mosaic is drawn by numpy (:func:`gui.imaging.tile_channels`) into one uint8 image shown through
+a fixed lookup table, so a frame costs one ``setImage``. Clicking a tile selects that channel
+(the panel then paints it over the input); clicking it again clears the selection.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import QRectF, Signal
+from PySide6.QtGui import QColor, QPen
+from PySide6.QtWidgets import QGraphicsRectItem, QLabel, QSizePolicy, QVBoxLayout, QWidget
+
+from gui import style
+from gui.image_canvas import ImageCanvas
+from gui.imaging import Mosaic, tile_channels
+
+MAX_CHANNELS = 64
+
+
+def shape_text(shape: tuple[int, ...]) -> str:
+    return "\u00d7".join(str(s) for s in shape)
+
+
+class FeatureMapView(QWidget):
+    channel_selected = Signal(object)  # int channel, or None when cleared
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.canvas = ImageCanvas(self, min_size=120)
+        self.canvas.on_click = self._clicked
+        self.canvas.setToolTip("Click a channel to paint it over the input; click it again to clear")
+        self.caption = QLabel(" ", self)
+        self.caption.setObjectName("dim")
+        self.caption.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
+        layout.addWidget(self.canvas, 1)
+        layout.addWidget(self.caption)
+        self._lut = style.feature_lut()
+        self._highlight = QGraphicsRectItem()
+        pen = QPen(QColor("#ffffff"))
+        pen.setCosmetic(True)
+        pen.setWidth(2)
+        self._highlight.setPen(pen)
+        self._highlight.setZValue(10)
+        self._highlight.hide()
+        self.canvas.view.addItem(self._highlight)
+        self.per_channel = False
+        self.layer: str | None = None
+        self.shape: tuple[int, ...] | None = None
+        self.mosaic: Mosaic | None = None
+        self.selected: int | None = None
+        self._activation: np.ndarray | None = None
+
+    def set_per_channel(self, per_channel: bool) -> None:
+        if per_channel != self.per_channel:
+            self.per_channel = per_channel
+            if self._activation is not None and self.layer is not None:
+                self.set_activation(self.layer, self._activation)
+
+    def set_activation(self, layer: str, activation: np.ndarray) -> None:
+        if layer != self.layer:
+            self.selected = None
+        self.layer, self.shape, self._activation = layer, tuple(activation.shape), activation
+        mosaic = tile_channels(activation, max_channels=MAX_CHANNELS, per_channel=self.per_channel)
+        self.mosaic = mosaic
+        self.canvas.set_indexed(mosaic.image, self._lut)
+        if self.selected is not None and self.selected >= mosaic.shown:
+            self.selected = None
+        self._place_highlight()
+        scale = "per-channel scale" if self.per_channel else f"range {mosaic.low:.3g} \u2026 {mosaic.high:.3g}"
+        count = f"{mosaic.total} ch" if mosaic.shown == mosaic.total else f"{mosaic.shown} of {mosaic.total} ch"
+        pick = f" \u00b7 ch {self.selected} on the input" if self.selected is not None else ""
+        text = f"{shape_text(self.shape)} \u00b7 {count} \u00b7 {scale}{pick}"
+        if self.caption.text() != text:
+            self.caption.setText(text)
+
+    def clear(self, message: str = " ") -> None:
+        self.canvas.clear()
+        self.layer = self.shape = self.mosaic = self._activation = None
+        self.selected = None
+        self._highlight.hide()
+        self.caption.setText(message)
+
+    def selected_map(self) -> np.ndarray | None:
+        """The selected channel at full resolution, or None."""
+        if self.selected is None or self._activation is None:
+            return None
+        return self._activation[self.selected]
+
+    def select_channel(self, channel: int | None) -> None:
+        if self.mosaic is not None and channel is not None and not 0 <= channel < self.mosaic.shown:
+            channel = None
+        self.selected = channel
+        if self.layer is not None and self._activation is not None:
+            self.set_activation(self.layer, self._activation)
+        self.channel_selected.emit(channel)
+
+    def _clicked(self, x: float, y: float) -> None:
+        if self.mosaic is None:
+            return
+        channel = self.mosaic.channel_at(x, y)
+        if channel is None or channel == self.selected:
+            self.select_channel(None)
+        else:
+            self.select_channel(channel)
+
+    def _place_highlight(self) -> None:
+        if self.selected is None or self.mosaic is None:
+            self._highlight.hide()
+            return
+        x, y = self.mosaic.tile_origin(self.selected)
+        self._highlight.setRect(QRectF(x - 0.5, y - 0.5, self.mosaic.tile_w + 1, self.mosaic.tile_h + 1))
+        self._highlight.show()

@@ -1,0 +1,427 @@
+"""The main window: four model panels over the live plots and the comparison table.
+
+Frames reach the window through :class:`~gui.bridge.EngineBridge`, which keeps only the newest
+result; a 30 Hz timer draws it when it is new (the arrival of results never triggers drawing). The
+plots and the table, which change slowly, are refreshed at most five times a second.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+from PySide6.QtCore import QByteArray, QSize, Qt, QTimer
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QMainWindow, QSizePolicy, QSplitter, QStatusBar, QWidget
+
+from engine.metrics import MetricsSnapshot
+from engine.models.registry import RegistryError, comparison_specs, get_spec
+from engine.worker import EngineEvent, SessionInfo
+from gui import style
+from gui.bridge import EngineBridge
+from gui.comparison_table import ComparisonTable, table_entries
+from gui.imaging import agreement
+from gui.model_panel import ModelPanel
+from gui.pacing import CostRecorder, StallMeter
+from gui.plots import LivePlots, PlotModel
+from gui.settings import open_settings
+from gui.source_bar import SourceBar, describe_target, target_from_paths
+
+REDRAW_MS = 33  # at most 30 redraws a second
+SLOW_REFRESH_S = 0.2  # plots and table: at most 5 a second (they change slowly, and cost most)
+
+
+def available_devices() -> list[str]:
+    import torch
+
+    return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+
+
+def _headless() -> bool:
+    return QGuiApplication.platformName() in ("offscreen", "minimal")
+
+
+def default_size() -> QSize:
+    """1600x1000, the size the layout is designed for, or 95% of a smaller screen."""
+    wanted = QSize(1600, 1000)
+    screen = QGuiApplication.primaryScreen()
+    if screen is None or _headless():
+        return wanted  # no real screen (tests, screenshots): the designed size
+    available = screen.availableGeometry().size() * 0.95
+    return wanted.boundedTo(available)
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else round(float(value), 3)
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, profile: str = "cifar10", device: str = "cpu", settings=None,
+                 bridge: EngineBridge | None = None) -> None:
+        super().__init__()
+        self.setWindowTitle("CNN Arena \u2014 LeNet-5 \u00b7 AlexNet \u00b7 VGG \u00b7 ENet, side by side")
+        self.settings = settings if settings is not None else open_settings()
+        self.profile, self.device = profile, device
+        self.bridge = bridge or EngineBridge(profile, device, self)
+        self.session: SessionInfo | None = None
+        self.costs: dict = {}
+        self.years: dict[str, int | None] = {}
+        self.layer_choice: dict[str, str] = {}  # model -> layer the person picked (kept across sessions)
+        self.last_snapshot: MetricsSnapshot | None = None
+        self.frames_shown = 0
+        self.shown_frame_id: int | None = None
+        self.errors: list[str] = []
+        self.started_at = time.monotonic()
+        self.redraw_cost = CostRecorder()
+        self.closing_hooks: list[Callable[[], None]] = []
+        self.engine_stopped_cleanly: bool | None = None
+        self._pending_target = None
+        self._slow_dirty = False
+        self._slow_at = 0.0
+        self._closed = False
+        self._status_is_error = False
+
+        self.source_bar = SourceBar(self.settings, self, devices=available_devices())
+        self.addToolBar(self.source_bar)
+        self.source_bar.set_profile(profile)
+        self.source_bar.set_device(device)
+
+        self.panel_row = QWidget(self)
+        self.panel_layout = QHBoxLayout(self.panel_row)
+        self.panel_layout.setContentsMargins(6, 6, 6, 0)
+        self.panel_layout.setSpacing(6)
+        self.panels: list[ModelPanel] = []
+        self._ensure_panels(len(comparison_specs(profile)))
+        self.plots = LivePlots(self)
+        self.table = ComparisonTable(self)
+        bottom_plots = QWidget(self)
+        plots_layout = QHBoxLayout(bottom_plots)
+        plots_layout.setContentsMargins(6, 0, 6, 0)
+        plots_layout.addWidget(self.plots)
+        bottom_table = QWidget(self)
+        table_layout = QHBoxLayout(bottom_table)
+        table_layout.setContentsMargins(6, 0, 6, 4)
+        table_layout.addWidget(self.table)
+        self.splitter = QSplitter(Qt.Orientation.Vertical, self)
+        self.splitter.setChildrenCollapsible(False)
+        for widget, stretch in ((self.panel_row, 6), (bottom_plots, 3), (bottom_table, 2)):
+            self.splitter.addWidget(widget)
+            self.splitter.setStretchFactor(self.splitter.count() - 1, stretch)
+        self.setCentralWidget(self.splitter)
+
+        self.status_text = QLabel("Loading the networks\u2026", self)
+        self.status_text.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.counters = QLabel("", self)
+        self.counters.setObjectName("dim")
+        self.counters.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        status = QStatusBar(self)
+        status.setSizeGripEnabled(False)
+        status.addWidget(self.status_text, 1)
+        status.addPermanentWidget(self.counters)
+        self.setStatusBar(status)
+        self.setAcceptDrops(True)
+        self.setMinimumSize(1024, 720)
+
+        self.source_bar.source_chosen.connect(self.open_source)
+        self.source_bar.image_pasted.connect(self.show_image)
+        self.source_bar.play_pause.connect(self.toggle_play)
+        self.source_bar.step.connect(self.step)
+        self.source_bar.profile_chosen.connect(self._profile_chosen)
+        self.source_bar.device_chosen.connect(self._device_chosen)
+        self.source_bar.per_channel_toggled.connect(self._per_channel)
+        self.source_bar.message.connect(self.set_status)
+        self.table.message.connect(self.set_status)
+        self.bridge.session_ready.connect(self._on_session)
+        self.bridge.event.connect(self._on_event)
+
+        self.redraw_timer = QTimer(self)
+        self.redraw_timer.setInterval(REDRAW_MS)
+        self.redraw_timer.timeout.connect(self._redraw)
+        self.stall_meter = StallMeter(10, self)
+        self._restore()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self, source=None) -> None:
+        """Start the engine (the networks load in the background) and, once loaded, ``source``."""
+        self._pending_target = source
+        self.bridge.start()
+        self.redraw_timer.start()
+        self.stall_meter.start()
+
+    def _restore(self) -> None:
+        geometry = self.settings.value("window/geometry")
+        # Without a real screen (tests, screenshots) a saved geometry would be clamped to the
+        # platform's dummy 800x600 screen: the designed size is used instead.
+        self.restored_geometry = (isinstance(geometry, QByteArray) and not geometry.isEmpty()
+                                  and not _headless())
+        if self.restored_geometry:
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(default_size())
+        state = self.settings.value("window/splitter")
+        if isinstance(state, QByteArray) and not state.isEmpty():
+            self.splitter.restoreState(state)
+        else:
+            self.splitter.setSizes([590, 240, 160])
+        per_channel = str(self.settings.value("features/per_channel", "false")).lower() == "true"
+        self.source_bar.scale_action.setChecked(per_channel)
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        if not self._closed:
+            self._closed = True
+            for hook in self.closing_hooks:
+                hook()
+            self.settings.setValue("window/geometry", self.saveGeometry())
+            self.settings.setValue("window/splitter", self.splitter.saveState())
+            self.settings.setValue("features/per_channel", self.source_bar.scale_action.isChecked())
+            self.settings.sync()
+            self.redraw_timer.stop()
+            self.stall_meter.stop()
+            self.engine_stopped_cleanly = self.bridge.shutdown(1.8)
+        super().closeEvent(event)
+
+    # -- status --------------------------------------------------------------------------------
+
+    def set_status(self, text: str, error: bool = False) -> None:
+        line = text.strip().splitlines()[0] if text.strip() else ""
+        self.status_text.setText(line)
+        self.status_text.setToolTip(text)
+        self.status_text.setStyleSheet(f"color: {style.BAD};" if error else "")
+        self._status_is_error = error
+
+    def _update_counters(self) -> None:
+        snapshot = self.last_snapshot
+        fps = f"{snapshot.pipeline_fps:.1f} fps" if snapshot is not None else "\u2013 fps"
+        frame = "\u2013" if self.shown_frame_id is None else str(self.shown_frame_id)
+        if self.counters.minimumWidth() == 0:  # once, with the first numbers: no width change per frame
+            self.counters.setMinimumWidth(560)
+        self.counters.setText(f"frame {frame} \u00b7 {fps} \u00b7 shown {self.frames_shown} of "
+                              f"{self.bridge.processed} processed \u00b7 dropped {self.bridge.dropped} by the engine, "
+                              f"{self.bridge.results_skipped} by the display \u00b7 "
+                              f"longest UI stall {self.stall_meter.max_stall_ms:.0f} ms")
+
+    # -- sources and controls ------------------------------------------------------------------
+
+    def open_source(self, target) -> None:
+        if self.session is None:
+            self._pending_target = target
+            self.set_status(f"{describe_target(target)} opens once the networks are loaded\u2026")
+            return
+        self.set_status(f"Opening {describe_target(target)}\u2026")
+        if self.bridge.paused:
+            self.bridge.resume()
+        self.source_bar.set_playing(True)
+        self.bridge.set_source(target)
+
+    def show_image(self, image, name: str = "pasted image") -> None:
+        if self.bridge.paused:
+            self.bridge.resume()
+        self.set_status(f"Showing the {name} ({image.shape[1]}\u00d7{image.shape[0]})")
+        self.bridge.submit_image(image, name)
+
+    def toggle_play(self) -> None:
+        if self.bridge.source_ended:
+            if self.bridge.paused:
+                self.bridge.resume()
+            if self.bridge.replay():
+                self.source_bar.set_playing(True)
+                self.set_status("Playing again from the start")
+            return
+        if self.bridge.paused:
+            self.bridge.resume()
+            self.source_bar.set_playing(True)
+            self.set_status("Playing")
+        else:
+            self.bridge.pause()
+            self.source_bar.set_playing(False)
+            self.set_status("Paused: Space plays, Right arrow steps one frame")
+
+    def step(self) -> None:
+        if not self.bridge.paused:
+            self.bridge.pause()
+            self.source_bar.set_playing(False)
+        self.bridge.step()
+
+    def _profile_chosen(self, profile: str) -> None:
+        if profile != self.profile:
+            self.profile = profile
+            self.set_status(f"Loading the {profile} networks\u2026")
+            # Labels are class indices of the profile a source was opened with: stop it now and
+            # open it again with the new profile's classes once its networks are loaded.
+            if self.bridge.target is not None and not self.bridge.source_ended:
+                self._pending_target = self.bridge.target
+                self.bridge.clear_source()
+            self.bridge.configure(profile=profile)
+
+    def _device_chosen(self, device: str) -> None:
+        if device != self.device:
+            self.device = device
+            self.set_status(f"Moving the networks to {device}\u2026")
+            self.bridge.configure(device=device)
+
+    def _per_channel(self, on: bool) -> None:
+        for panel in self.panels:
+            panel.features.set_per_channel(on)
+
+    def _layer_requested(self, model: str, layer: str) -> None:
+        self.layer_choice[model] = layer
+        self.bridge.set_capture(model, layer)
+        if self.bridge.paused or self.bridge.source_ended or self.bridge.target is None:
+            self.bridge.rerun_last()  # nothing new is coming: show the new layer on the same frame
+
+    # -- drag and drop -------------------------------------------------------------------------
+
+    def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        mime = event.mimeData()
+        if mime.hasImage() or (mime.hasUrls() and any(u.isLocalFile() for u in mime.urls())):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dropEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        mime = event.mimeData()
+        paths = [u.toLocalFile() for u in mime.urls() if u.isLocalFile()] if mime.hasUrls() else []
+        target = target_from_paths(paths)
+        if target is not None:
+            self.source_bar.choose(target)
+            event.acceptProposedAction()
+        elif mime.hasImage():
+            from gui.source_bar import qimage_to_rgb
+            try:
+                self.show_image(qimage_to_rgb(mime.imageData()), "dropped image")
+                event.acceptProposedAction()
+            except (ValueError, TypeError) as e:
+                self.set_status(f"Cannot use the dropped image: {e}", True)
+
+    # -- engine events -------------------------------------------------------------------------
+
+    def _ensure_panels(self, count: int) -> None:
+        while len(self.panels) < count:
+            panel = ModelPanel(len(self.panels), self.panel_row)
+            panel.layer_requested.connect(self._layer_requested)
+            self.panel_layout.addWidget(panel, 1)
+            self.panels.append(panel)
+        for i, panel in enumerate(self.panels):
+            panel.setVisible(i < count)
+
+    def _on_session(self, session: SessionInfo, costs: dict) -> None:
+        self.session, self.costs = session, costs
+        self.profile, self.device = session.profile, session.device
+        self.source_bar.set_profile(session.profile)
+        self.source_bar.set_device(session.device)
+        self.years = {}
+        for m in session.models:
+            try:
+                self.years[m.name] = get_spec(m.name, session.profile).year
+            except RegistryError:
+                self.years[m.name] = None
+        self._ensure_panels(len(session.models))
+        per_channel = self.source_bar.scale_action.isChecked()
+        for panel, info in zip(self.panels, session.models):
+            panel.set_info(info, costs.get(info.name), self.years[info.name], self.layer_choice.get(info.name))
+            panel.features.set_per_channel(per_channel)
+            if panel.layer and panel.layer != info.default_layer:
+                self.bridge.set_capture(info.name, panel.layer)
+        num_classes = len(session.models[0].class_names) if session.models else 10
+        self.plots.set_models([PlotModel(m.name, m.title.split(" (")[0], style.model_color(i),
+                                         costs[m.name].macs if costs.get(m.name) else None, m.test_top1, m.status)
+                               for i, m in enumerate(session.models)], num_classes)
+        self.last_snapshot = None
+        self.table.set_entries(table_entries(session.profile, session.models, costs, self.years, None))
+        untrained = [m.title.split(" (")[0] for m in session.models if m.status == "untrained"]
+        note = (f" \u2014 UNTRAINED (random weights): {', '.join(untrained)}" if untrained else "")
+        self.set_status(f"{len(session.models)} networks on {session.device} ({session.profile}){note}")
+        target, self._pending_target = self._pending_target, None
+        if target is not None:
+            self.open_source(target)
+        elif self.bridge.target is None and self.bridge.latest is None:
+            self.set_status("Ready: open an image, a folder, a video, a camera or the CIFAR-10 test set "
+                            f"(or drop files here, or paste an image){note}")
+
+    def _on_event(self, event: EngineEvent) -> None:
+        if event.kind == "error":
+            self.errors.append(event.message)
+            hint = ""
+            if event.message.startswith("camera ") and "cannot open" in event.message:
+                hint = " \u2014 try another index (Camera\u2026), or check that no other program uses it"
+            self.set_status(event.message + hint, True)
+        elif event.kind == "source":
+            self.set_status(f"Playing {event.message}")
+            self.source_bar.set_playing(not self.bridge.paused)
+        elif event.kind == "source_ended":
+            if not self._status_is_error:  # an error about this source stays readable
+                self.set_status(f"{event.message} \u2014 Play (Space) to run it again")
+            self.source_bar.set_playing(False)
+        elif event.kind == "info":
+            self.set_status(event.message)
+
+    # -- drawing -------------------------------------------------------------------------------
+
+    def _redraw(self) -> None:
+        payload = self.bridge.take_latest()
+        now = time.perf_counter()
+        if payload is not None:
+            result, snapshot = payload
+            self.last_snapshot = snapshot
+            self._slow_dirty = True
+            if result.ok and result.results and self.session is not None:
+                self._draw_frame(result)
+                self.frames_shown += 1
+        if self._slow_dirty and now - self._slow_at >= SLOW_REFRESH_S:
+            self._slow_at = now
+            self._slow_dirty = False
+            self._draw_slow()
+        if payload is not None:
+            self.redraw_cost.add((time.perf_counter() - now) * 1000.0)
+
+    def _draw_frame(self, result) -> None:
+        same = agreement({name: r.top1 for name, r in result.results.items()})
+        names = self.session.models[0].class_names if self.session.models else ()
+        truth = names[result.label] if result.label is not None and 0 <= result.label < len(names) else None
+        total = len(result.results)
+        for panel in self.panels:
+            r = result.results.get(panel.name)
+            if r is not None:
+                panel.show_result(result.frame_id, r, truth, same.get(panel.name, 0), total)
+        self.shown_frame_id = result.frame_id
+
+    def _draw_slow(self) -> None:
+        snapshot = self.last_snapshot
+        if snapshot is not None and self.session is not None:
+            self.plots.show_snapshot(snapshot)
+            self.table.set_entries(table_entries(self.session.profile, self.session.models, self.costs,
+                                                 self.years, snapshot))
+        self._update_counters()
+
+    # -- the run report ------------------------------------------------------------------------
+
+    def report(self) -> dict:
+        snapshot = self.last_snapshot
+        models = snapshot.models if snapshot is not None else {}
+        session = self.session
+        return {
+            "frames_shown": self.frames_shown,
+            "frames_processed": self.bridge.processed,
+            "frames_dropped": self.bridge.dropped + self.bridge.results_skipped,
+            "frames_dropped_by_engine": self.bridge.dropped,
+            "results_skipped_by_display": self.bridge.results_skipped,
+            "pipeline_fps": _finite(snapshot.pipeline_fps) if snapshot is not None else 0.0,
+            "max_stall_ms": round(self.stall_meter.max_stall_ms, 1),
+            "stalls_over_50ms": self.stall_meter.stalls_over_50ms,
+            "latency_ms_p50": {name: _finite(s.p50_ms) for name, s in models.items()},
+            "latency_ms_p95": {name: _finite(s.p95_ms) for name, s in models.items()},
+            "running_top1": {name: _finite(s.top1) for name, s in models.items()},
+            "redraw_ms_p50": _finite(self.redraw_cost.percentile(50)),
+            "redraw_ms_p95": _finite(self.redraw_cost.percentile(95)),
+            "last_frame_id": self.shown_frame_id,
+            "errors": len(self.errors),
+            "error_messages": self.errors[-20:],
+            "profile": session.profile if session else self.profile,
+            "device": session.device if session else self.device,
+            "weights": {m.name: m.status for m in session.models} if session else {},
+            "source": describe_target(self.bridge.target) if self.bridge.target is not None else None,
+            "duration_s": round(time.monotonic() - self.started_at, 2),
+            "engine_stopped_cleanly": self.engine_stopped_cleanly,
+        }

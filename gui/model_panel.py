@@ -1,0 +1,336 @@
+"""One network's column: who it is, what it sees, what it answers, and what its layers compute.
+
+Built once per session (``set_info``) and then only updated in place per frame (``show_result``):
+labels change text, the canvases get new images, nothing is created or destroyed per frame.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.cli import human_count
+from engine.complexity import Complexity
+from engine.inference import ModelResult
+from engine.worker import ModelInfo
+from gui import style
+from gui.feature_maps import FeatureMapView, shape_text
+from gui.image_canvas import ImageCanvas
+from gui.imaging import blend_channel, blend_class_map, class_shares
+from gui.topk_bars import TopKBars
+
+STATUS_BADGES = {  # status -> (text, background)
+    "trained": ("TRAINED", style.GOOD),
+    "pretrained": ("PRETRAINED", style.ACCENT),
+    "custom": ("CUSTOM WEIGHTS", style.WARN),
+    "untrained": ("UNTRAINED", style.BAD),
+}
+
+
+def status_badge(status: str, test_top1: float | None) -> tuple[str, str]:
+    text, colour = STATUS_BADGES.get(status, (status.upper(), style.TEXT_DIM))
+    if status == "trained" and test_top1 is not None:
+        text = f"TRAINED \u00b7 test {100 * test_top1:.1f}%"
+    return text, colour
+
+
+def agreement_badge(same: int, total: int) -> tuple[str, str]:
+    """How many networks (itself included) gave this network's top-1, as badge text and colour."""
+    if total <= 1:
+        return "", style.TEXT_DIM
+    if same == total:
+        return f"all {total} agree", style.GOOD
+    if same * 2 > total:
+        return f"majority {same}/{total}", style.GOOD
+    if same > 1:
+        return f"agrees {same}/{total}", style.WARN
+    return "disagrees", style.BAD
+
+
+def weights_note(status: str, source: str, name: str) -> str:
+    """One or two lines under the input: where the weights come from, or why there are none."""
+    if status != "untrained":
+        return f"Weights: {source}"
+    if "download on request" in source:
+        return "Random weights: the ImageNet weights are not downloaded (python main.py predict --download)"
+    if "random weights" in source:
+        return source[:1].upper() + source[1:] + "."
+    return f"Random weights, its answers are noise: not trained yet (python main.py train --model {name})"
+
+
+def layer_label(name: str, shape: tuple[int, ...]) -> str:
+    return f"{name}   {shape_text(shape)}"
+
+
+def _badge(parent: QWidget) -> QLabel:
+    label = QLabel(parent)
+    label.setObjectName("badge")
+    label.hide()
+    return label
+
+
+def _set_badge(label: QLabel, text: str, colour: str, tooltip: str = "") -> None:
+    if not text:
+        label.hide()
+        return
+    if label.text() != text:
+        label.setText(text)
+    if label.property("badgeColour") != colour:  # a style sheet change re-polishes: only when needed
+        label.setProperty("badgeColour", colour)
+        label.setStyleSheet(style.badge_style(colour))
+    if label.toolTip() != tooltip:
+        label.setToolTip(tooltip)
+    if label.isHidden():
+        label.show()
+
+
+class ModelPanel(QFrame):
+    layer_requested = Signal(str, str)  # model name, layer name
+
+    def __init__(self, index: int, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("modelPanel")
+        self.index = index
+        self.color = style.model_color(index)
+        self.name = ""
+        self.info: ModelInfo | None = None
+        self.frame_id: int | None = None  # the frame this panel shows
+        self.layer: str | None = None  # the layer the picker asks for
+        self.show_class_map = True
+        self._result: ModelResult | None = None
+        self._palette = style.class_palette(10)
+        self._lut = style.feature_lut()
+        self._build()
+
+    # -- construction --------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        self.title = QLabel("\u2013", self)
+        self.title.setObjectName("panelTitle")
+        self.title.setStyleSheet(f"color: {self.color};")
+        self.year = QLabel("", self)
+        self.year.setObjectName("dim")
+        self.status = _badge(self)
+        head = QHBoxLayout()
+        head.addWidget(self.title)
+        head.addWidget(self.year)
+        head.addStretch(1)
+        head.addWidget(self.status)
+
+        self.cost = QLabel("", self)
+        self.cost.setObjectName("dim")
+        self.latency = QLabel("", self)
+        self.latency.setStyleSheet("font-weight: bold;")
+        self.latency.setFixedWidth(90)
+        self.latency.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        costs = QHBoxLayout()
+        costs.addWidget(self.cost)
+        costs.addStretch(1)
+        costs.addWidget(self.latency)
+
+        self.agree = _badge(self)
+        self.correct = _badge(self)
+        self.frame_label = QLabel("", self)
+        self.frame_label.setObjectName("dim")
+        self.frame_label.setFixedWidth(110)
+        self.frame_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        badges = QHBoxLayout()
+        badges.addWidget(self.agree)
+        badges.addWidget(self.correct)
+        badges.addStretch(1)
+        badges.addWidget(self.frame_label)
+
+        self.input_view = ImageCanvas(self, min_size=96)
+        self.input_view.setFixedSize(136, 136)
+        self.input_view.on_click = lambda _x, _y: self.features.select_channel(None)
+        self.input_caption = QLabel("", self)
+        self.input_caption.setObjectName("dim")
+        self.input_caption.setWordWrap(True)
+        self.input_caption.setFixedWidth(136)
+        left = QVBoxLayout()
+        left.setSpacing(2)
+        left.addWidget(self.input_view)
+        left.addWidget(self.input_caption)
+        left.addStretch(1)
+        self.bars = TopKBars(5, self)
+        self.bars.set_color(self.color)
+        seen = QHBoxLayout()
+        seen.addLayout(left)
+        seen.addWidget(self.bars, 1)
+
+        self.class_map_box = QCheckBox("class map", self)
+        self.class_map_box.setChecked(True)
+        self.class_map_box.setToolTip("Paint ENet's per-pixel class map over its input")
+        self.class_map_box.toggled.connect(self._toggle_class_map)
+        self.note = QLabel("", self)
+        self.note.setObjectName("dim")
+        self.note.setWordWrap(True)
+        self.note.setTextFormat(Qt.TextFormat.RichText)
+        self.note.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        note_row = QWidget(self)
+        note_row.setFixedHeight(36)
+        note_layout = QHBoxLayout(note_row)
+        note_layout.setContentsMargins(0, 0, 0, 0)
+        note_layout.addWidget(self.class_map_box)
+        note_layout.addWidget(self.note, 1)
+
+        self.layers = QComboBox(self)
+        self.layers.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.layers.setMinimumContentsLength(12)
+        self.layers.setToolTip("Which layer's output the feature maps below show")
+        self.layers.currentIndexChanged.connect(self._layer_chosen)
+        picker = QHBoxLayout()
+        layer_title = QLabel("Layer", self)
+        layer_title.setObjectName("dim")
+        picker.addWidget(layer_title)
+        picker.addWidget(self.layers, 1)
+
+        self.features = FeatureMapView(self)
+        self.features.channel_selected.connect(lambda _channel: self._paint_input())
+
+        # Explicit minimum sizes: text that changes every frame must not re-lay out the window.
+        self.setMinimumSize(230, 440)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(8, 6, 8, 6)
+        layout.setSpacing(4)
+        layout.addLayout(head)
+        layout.addLayout(costs)
+        layout.addLayout(badges)
+        layout.addLayout(seen)
+        layout.addWidget(note_row)
+        layout.addLayout(picker)
+        layout.addWidget(self.features, 1)
+
+    # -- session -------------------------------------------------------------------------------
+
+    def set_info(self, info: ModelInfo, cost: Complexity | None, year: int | None,
+                 layer: str | None = None) -> None:
+        """A new session: who this network is, its layers, and which one to show."""
+        self.info, self.name = info, info.name
+        self.title.setText(info.title.split(" (")[0])
+        self.title.setToolTip(info.title)
+        self.year.setText(str(year) if year else "")
+        text, colour = status_badge(info.status, info.test_top1)
+        _set_badge(self.status, text, colour, info.source)
+        if cost is not None:
+            self.cost.setText(f"{human_count(cost.params)} params \u00b7 {human_count(cost.macs)} MACs")
+            self.cost.setToolTip(f"{cost.params:,} parameters, {cost.macs:,} multiply-accumulates per image, "
+                                 f"{cost.size_mb:.1f} MB of weights, {cost.activation_mb:.2f} MB of activations")
+        else:
+            self.cost.setText("")
+        self.latency.setText("")
+        self.class_map_box.setVisible(info.has_class_map)
+        self._palette = style.class_palette(max(1, len(info.class_names)))
+        self._set_note_for_weights()
+        known = {entry.name for entry in info.layers}
+        self.layer = layer if layer in known else (info.default_layer if info.default_layer in known else
+                                                    (info.layers[0].name if info.layers else None))
+        self.layers.blockSignals(True)
+        self.layers.clear()
+        for entry in info.layers:
+            self.layers.addItem(layer_label(entry.name, entry.shape), entry.name)
+            tip = f"{entry.kind}: {entry.name}, output {shape_text(entry.shape)}"
+            self.layers.setItemData(self.layers.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
+        if self.layer is not None:
+            self.layers.setCurrentIndex(self.layers.findData(self.layer))
+        self.layers.blockSignals(False)
+        self.frame_id = None
+        self._result = None
+        self.bars.clear()
+        self.input_view.clear()
+        self.input_caption.setText("")
+        self.frame_label.setText("")
+        self.agree.hide()
+        self.correct.hide()
+        self.features.clear("feature maps appear with the first frame")
+
+    def _set_note_for_weights(self) -> None:
+        info = self.info
+        if info is None or info.has_class_map:
+            self.note.setText("")
+            return
+        self.note.setText(weights_note(info.status, info.source, info.name))
+        self.note.setToolTip(info.source)
+
+    def _layer_chosen(self, index: int) -> None:
+        layer = self.layers.itemData(index)
+        if layer and layer != self.layer:
+            self.layer = layer
+            self.features.clear(f"{layer}: waiting for the next frame\u2026")
+            self.layer_requested.emit(self.name, layer)
+
+    def select_layer(self, layer: str) -> bool:
+        """Pick ``layer`` in the picker (as a person would); False when the network has none."""
+        index = self.layers.findData(layer)
+        if index < 0:
+            return False
+        self.layers.setCurrentIndex(index)
+        return True
+
+    def _toggle_class_map(self, on: bool) -> None:
+        self.show_class_map = on
+        self._paint_input()
+
+    # -- per frame -----------------------------------------------------------------------------
+
+    def show_result(self, frame_id: int, result: ModelResult, truth: str | None, same: int, total: int) -> None:
+        self.frame_id, self._result = frame_id, result
+        self.frame_label.setText(f"frame {frame_id}")
+        self.latency.setText(f"{result.latency_ms:.1f} ms")
+        self.latency.setToolTip(f"preprocess {result.preprocess_ms:.2f} ms + forward {result.forward_ms:.2f} ms")
+        text, colour = agreement_badge(same, total)
+        _set_badge(self.agree, text, colour, "networks (this one included) whose top-1 answer is the same")
+        if truth is None:
+            self.correct.hide()
+        elif result.top_labels and result.top_labels[0] == truth:
+            _set_badge(self.correct, "\u2713 correct", style.GOOD, f"the label is {truth}")
+        else:
+            _set_badge(self.correct, f"\u2717 label: {truth}", style.BAD, f"wrong: the label is {truth}")
+        self.bars.set_predictions(result.top_labels, result.top_probs, truth)
+        activation = result.activations.get(self.layer) if self.layer else None
+        if activation is not None and activation.ndim == 3:
+            self.features.set_activation(self.layer, activation)
+        if result.class_map is not None and self.info is not None and self.info.has_class_map:
+            self._show_legend(result.class_map)
+        self._paint_input()
+
+    def _show_legend(self, class_map: np.ndarray) -> None:
+        names = self.info.class_names if self.info else ()
+        parts = []
+        for cls, share in class_shares(class_map, len(names), top=4):
+            if share < 0.005:
+                break
+            r, g, b = (int(v) for v in self._palette[min(cls, len(self._palette) - 1)])
+            name = names[cls] if cls < len(names) else str(cls)
+            parts.append(f"<span style='color: rgb({r},{g},{b}); font-size: 12pt;'>\u25a0</span>"
+                         f"&nbsp;{name}&nbsp;{100 * share:.0f}%")
+        self.note.setText("&nbsp;&nbsp; ".join(parts))
+
+    def _paint_input(self) -> None:
+        result = self._result
+        if result is None:
+            return
+        view = result.view
+        channel = self.features.selected_map()
+        if channel is not None:
+            self.input_view.set_rgb(blend_channel(view, channel, self._lut))
+            caption = f"channel {self.features.selected} over the input"
+        elif result.class_map is not None and self.show_class_map:
+            self.input_view.set_rgb(blend_class_map(view, result.class_map, self._palette,
+                                                    result.class_map_confidence))
+            caption = f"class map over the input ({view.shape[1]}\u00d7{view.shape[0]})"
+        else:
+            self.input_view.set_rgb(view)
+            caption = f"the input it sees ({view.shape[1]}\u00d7{view.shape[0]})"
+        if self.input_caption.text() != caption:
+            self.input_caption.setText(caption)

@@ -1,0 +1,436 @@
+"""Live plots: latency, throughput, running accuracy, and accuracy against cost.
+
+Every number comes from the engine's :class:`~engine.metrics.MetricsSnapshot`; the window only
+keeps short histories of values the snapshot gives as single numbers (a network's FPS, its running
+accuracy) so they can be drawn over time. Curves are created once per session and updated in place.
+
+Cost notes (software rendering, measured): an antialiased 300-point noisy curve costs tens of
+milliseconds per repaint, a pyqtgraph legend a few; so the time series are drawn without
+antialiasing and each plot's legend (with its live numbers) is a rich-text label above it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
+
+from engine.cli import human_count
+from engine.metrics import MetricsSnapshot
+from gui import style
+
+HISTORY = 300  # frames, as the engine's metrics window
+ACCURACY_HISTORY = 5000  # refreshes: running accuracy is cumulative, its whole course is worth seeing
+
+
+@dataclass(frozen=True)
+class PlotModel:
+    """What a plot needs to know about one network."""
+
+    name: str
+    label: str  # e.g. "LeNet-5"
+    color: str
+    macs: int | None
+    test_top1: float | None  # shipped accuracy, 0..1
+    status: str
+
+
+def fmt_ms(value: float) -> str:
+    if not math.isfinite(value):
+        return "\u2013"
+    return f"{value:.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def fmt_fps(value: float) -> str:
+    return f"{value:.0f}" if value >= 10 else f"{value:.1f}"
+
+
+def swatch(color: str, text: str) -> str:
+    """A coloured square and its text, kept on one line."""
+    return f"<span style='color:{color}'>\u25a0</span>&nbsp;{text.replace(' ', '&nbsp;')}"
+
+
+def short_number(value: float) -> str:
+    """1, 10, 1k, 2M, 1G, 0.1: an axis label."""
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= size:
+            return f"{value / size:.3g}{unit}"
+    return f"{value:.3g}"
+
+
+class DecadeAxis(pg.AxisItem):
+    """A log axis labelled at powers of ten (1, 10, 100, 1k, 1M), with 2 and 5 between them.
+
+    pyqtgraph's own log axis labels every minor tick in exponent form, which is unreadable in a
+    small plot; this one labels decades only, unless the range holds fewer than two of them.
+    """
+
+    def __init__(self, orientation: str) -> None:
+        super().__init__(orientation)
+        self.enableAutoSIPrefix(False)
+        self._label_minor = False
+
+    def logTickValues(self, minVal, maxVal, size, stdTicks):  # noqa: N802, N803 - pyqtgraph's names
+        if not (math.isfinite(minVal) and math.isfinite(maxVal)) or maxVal <= minVal:
+            return []
+        lo, hi = math.floor(minVal), math.ceil(maxVal)
+        decades = [float(v) for v in range(lo, hi + 1) if minVal <= v <= maxVal]
+        minor = [v + math.log10(m) for v in range(lo, hi) for m in (2, 5) if minVal <= v + math.log10(m) <= maxVal]
+        self._label_minor = len(decades) < 2
+        return [(1.0, decades), (None, minor)]
+
+    def logTickStrings(self, values, scale, spacing):  # noqa: N802 - pyqtgraph's name
+        out = []
+        for v in values:
+            is_decade = abs(v - round(v)) < 1e-6
+            out.append(short_number(10 ** v * scale) if is_decade or self._label_minor else "")
+        return out
+
+
+class _Plot:
+    """A titled plot: a rich-text header (title + legend with live numbers) over a PlotWidget."""
+
+    def __init__(self, title: str, left: str, bottom: str, log_axis: str | None = None) -> None:
+        self.title = title
+        axes = {log_axis: DecadeAxis(log_axis)} if log_axis else {}
+        self.widget = pg.PlotWidget(background=style.PANEL, axisItems=axes)
+        item = self.widget.getPlotItem()
+        item.setLabel("left", left)
+        item.setLabel("bottom", bottom)
+        item.showGrid(x=True, y=True, alpha=0.25)
+        item.setMenuEnabled(False)
+        item.hideButtons()
+        self.widget.setMouseEnabled(x=False, y=False)
+        self.widget.setMinimumHeight(120)
+        self.header = QLabel(f"<b>{title}</b>")
+        self.header.setTextFormat(Qt.TextFormat.RichText)
+        self.header.setWordWrap(True)
+        self.header.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.header.setMinimumHeight(34)
+        self.header.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+        self.header_row = QHBoxLayout()
+        self.header_row.setContentsMargins(4, 0, 0, 0)
+        self.header_row.addWidget(self.header, 1)
+        self.container = QWidget()
+        layout = QVBoxLayout(self.container)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        layout.addLayout(self.header_row)
+        layout.addWidget(self.widget, 1)
+        self.models: list[PlotModel] = []
+
+    def set_legend(self, parts: list[str], lead: str = "") -> None:
+        text = f"<b>{self.title}</b>{('&nbsp; ' + lead) if lead else ''}<br>" + "&nbsp;&nbsp; ".join(parts)
+        if self.header.text() != text:
+            self.header.setText(text)
+
+    def _curves(self, pens) -> list[pg.PlotDataItem]:
+        item = self.widget.getPlotItem()
+        return [item.plot([], [], pen=pen, antialias=False) for pen in pens]
+
+    def _remove(self, curves) -> None:
+        item = self.widget.getPlotItem()
+        for curve in curves:
+            item.removeItem(curve)
+
+
+def frames_ago(count: int) -> np.ndarray:
+    """x positions of the last ``count`` samples, the newest at 0."""
+    return np.arange(1 - count, 1, dtype=np.float64)
+
+
+class LatencyPlot(_Plot):
+    def __init__(self) -> None:
+        super().__init__("Latency per frame", "ms", "frames (0 = now)")
+        item = self.widget.getPlotItem()
+        item.enableAutoRange(x=False, y=False)
+        item.setXRange(-HISTORY, 0, padding=0.01)  # fixed: the axes are not redrawn every refresh
+        self.curves: list[pg.PlotDataItem] = []
+        self._top = 1.0
+
+    def set_models(self, models: list[PlotModel]) -> None:
+        self._remove(self.curves)
+        self.models = models
+        self.curves = self._curves([pg.mkPen(m.color, width=1.5) for m in models])
+        self._top = 1.0
+        self.widget.getPlotItem().setYRange(0, self._top, padding=0)
+        self.set_legend([swatch(m.color, m.label) for m in models], "p50 / p95")
+
+    def show_snapshot(self, snapshot: MetricsSnapshot) -> None:
+        parts, top = [], 0.0
+        for m, curve in zip(self.models, self.curves):
+            stats = snapshot.models.get(m.name)
+            if stats is None or len(stats.latency_ms) == 0:
+                parts.append(swatch(m.color, m.label))
+                continue
+            y = stats.latency_ms
+            curve.setData(frames_ago(len(y)), y)
+            top = max(top, float(np.percentile(y, 99)))
+            parts.append(swatch(m.color, f"{m.label} <b>{fmt_ms(stats.p50_ms)}</b> / {fmt_ms(stats.p95_ms)}"))
+        # The y range follows the 99th percentile with hysteresis: a single spike neither rescales
+        # every refresh nor squashes the rest.
+        if top > 0 and (top > self._top or top < 0.5 * self._top):
+            self._top = top * 1.25
+            self.widget.getPlotItem().setYRange(0, self._top, padding=0)
+        self.set_legend(parts, "p50 / p95 ms")
+
+
+class FpsPlot(_Plot):
+    def __init__(self) -> None:
+        super().__init__("Throughput", "frames/s (log)", "frames (0 = now)", log_axis="left")
+        item = self.widget.getPlotItem()
+        item.setLogMode(y=True)
+        item.enableAutoRange(x=False, y=False)
+        item.setXRange(-HISTORY, 0, padding=0.01)
+        self._decades = (0, 1)
+        self.pipeline: pg.PlotDataItem | None = None
+        self.curves: list[pg.PlotDataItem] = []
+        self.history: dict[str, deque[tuple[int, float]]] = {}
+
+    def set_models(self, models: list[PlotModel]) -> None:
+        self._remove([*self.curves, *([self.pipeline] if self.pipeline else [])])
+        self.models = models
+        self.curves = self._curves([pg.mkPen(m.color, width=1.2, style=Qt.PenStyle.DashLine) for m in models])
+        self.pipeline = self._curves([pg.mkPen(style.TEXT, width=2.5)])[0]
+        self.history = {m.name: deque(maxlen=HISTORY) for m in models}
+        self._decades = (0, 1)
+        self.widget.getPlotItem().setYRange(*self._decades, padding=0)
+        self.set_legend([swatch(m.color, m.label) for m in models], "(dashed: each network alone)")
+
+    def show_snapshot(self, snapshot: MetricsSnapshot) -> None:
+        if self.pipeline is None:
+            return
+        fps = snapshot.history_fps
+        start = int(np.argmax(fps > 0)) if len(fps) and (fps > 0).any() else len(fps)
+        low, high = math.inf, 0.0
+        if start < len(fps):  # the first samples have no rate yet (zero): a log axis cannot show them
+            y = fps[start:]
+            self.pipeline.setData(frames_ago(len(y)), y)
+            low, high = float(y.min()), float(y.max())
+        parts = []
+        for m, curve in zip(self.models, self.curves):
+            stats = snapshot.models.get(m.name)
+            if stats is None or stats.network_fps <= 0:
+                parts.append(swatch(m.color, m.label))
+                continue
+            history = self.history[m.name]
+            if not history or history[-1][0] != snapshot.frames:
+                history.append((snapshot.frames, stats.network_fps))
+            while history and history[0][0] < snapshot.frames - HISTORY:  # the same window as the pipeline's
+                history.popleft()
+            xs, ys = zip(*history)
+            curve.setData(np.array(xs, np.float64) - snapshot.frames, np.array(ys))
+            low, high = min(low, min(ys)), max(high, max(ys))
+            parts.append(swatch(m.color, f"{m.label} {fmt_fps(stats.network_fps)}"))
+        if high > 0:  # whole decades: the range (and the axis) changes only when a curve leaves it
+            decades = (math.floor(math.log10(low)), max(math.floor(math.log10(low)) + 1, math.ceil(math.log10(high))))
+            if decades != self._decades:
+                self._decades = decades
+                self.widget.getPlotItem().setYRange(*decades, padding=0.02)
+        self.set_legend(parts, f"<span style='color:{style.TEXT}'>\u2501 all four: <b>{snapshot.pipeline_fps:.1f}"
+                               "</b> fps</span> \u00b7 dashed: each alone")
+
+
+class AccuracyPlot(_Plot):
+    def __init__(self) -> None:
+        super().__init__("Running top-1 accuracy", "%", "labelled frames")
+        item = self.widget.getPlotItem()
+        item.setYRange(0, 100, padding=0.02)
+        item.enableAutoRange(y=False)
+        self.curves: list[pg.PlotDataItem] = []
+        self.history: dict[str, deque[tuple[int, float]]] = {}
+        self.chance = pg.InfiniteLine(angle=0, pen=pg.mkPen(style.TEXT_DIM, width=1, style=Qt.PenStyle.DotLine),
+                                      label="chance", labelOpts={"color": style.TEXT_DIM, "position": 0.92})
+        self.widget.addItem(self.chance)
+        self.placeholder = pg.TextItem("No labels in this source: open the\nCIFAR-10 test set (or a folder of\n"
+                                       "class-named folders) to measure accuracy.",
+                                       color=style.TEXT_DIM, anchor=(0.5, 0.5))
+        self.widget.addItem(self.placeholder)
+        self.placeholder.setPos(0.5, 55)
+        self._waiting()
+
+    def _waiting(self) -> None:
+        item = self.widget.getPlotItem()
+        item.enableAutoRange(x=False)
+        item.setXRange(0, 1, padding=0)
+        self._span = 0
+        self.placeholder.show()
+
+    def set_models(self, models: list[PlotModel], num_classes: int) -> None:
+        self._remove(self.curves)
+        self.models = models
+        self.curves = self._curves([pg.mkPen(m.color, width=1.8) for m in models])
+        self.history = {m.name: deque(maxlen=ACCURACY_HISTORY) for m in models}
+        self.chance.setValue(100.0 / max(1, num_classes))
+        self._waiting()
+        self.set_legend([swatch(m.color, m.label) for m in models], "top-5 in brackets")
+
+    def show_snapshot(self, snapshot: MetricsSnapshot) -> None:
+        labelled, parts = False, []
+        for m, curve in zip(self.models, self.curves):
+            stats = snapshot.models.get(m.name)
+            if stats is None or stats.top1 is None:
+                parts.append(swatch(m.color, m.label))
+                continue
+            labelled = True
+            history = self.history[m.name]
+            if not history or history[-1][0] != stats.labelled:
+                history.append((stats.labelled, 100.0 * stats.top1))
+            xs, ys = zip(*history)
+            curve.setData(np.array(xs), np.array(ys))
+            top5 = f" ({100 * stats.top5:.0f})" if stats.top5 is not None else ""
+            parts.append(swatch(m.color, f"{m.label} <b>{100 * stats.top1:.1f}</b>{top5}"))
+        if labelled and self.placeholder.isVisible():
+            self.placeholder.hide()
+        seen = max((s.labelled for s in snapshot.models.values()), default=0)
+        if labelled and seen > self._span:  # the x range doubles when full: the axis rarely changes
+            self._span = max(100, 2 * self._span, seen)
+            self.widget.getPlotItem().setXRange(0, self._span, padding=0.01)
+        self.set_legend(parts, "top-1 % (top-5)" if labelled else "top-5 in brackets")
+
+
+def label_anchors(xs: list[float], ys: list[float], lengths: list[int], x_range: tuple[float, float],
+                  width_px: float, char_px: float = 6.5, near_y: float = 12.0) -> list[tuple[float, float]]:
+    """TextItem anchors for point labels (x sorted ascending) so that labels do not overlap.
+
+    Each label is centred on its point, or starts/ends there when it would leave the plot. It sits
+    above its point (below it for points high up); labels on the same side of points at similar
+    heights whose extents overlap are stacked one text line further out.
+    """
+    per_px = (x_range[1] - x_range[0]) / width_px
+    placed: list[tuple[float, float, float, bool, int]] = []  # left, right, y, above, row
+    anchors = []
+    for x, y, n in zip(xs, ys, lengths):
+        width = (n * char_px + 6) * per_px
+        ax = 0.5
+        if x - width / 2 < x_range[0]:
+            ax = 0.0
+        elif x + width / 2 > x_range[1]:
+            ax = 1.0
+        left, right, above = x - ax * width, x - ax * width + width, y < 60
+        taken = {row for start, end, py, up, row in placed
+                 if up == above and abs(py - y) < near_y and left < end and right > start}
+        row = next(k for k in range(len(placed) + 1) if k not in taken)
+        placed.append((left, right, y, above, row))
+        anchors.append((ax, 1.2 + 1.1 * row) if above else (ax, -0.2 - 1.1 * row))
+    return anchors
+
+
+class TradeoffPlot(_Plot):
+    """Accuracy against cost, one labelled point per network: the trade-off the comparison is about."""
+
+    def __init__(self) -> None:
+        super().__init__("Accuracy vs cost", "top-1 %", "MACs per image (log)", log_axis="bottom")
+        item = self.widget.getPlotItem()
+        item.setLogMode(x=True)
+        item.setYRange(0, 100, padding=0.05)
+        item.enableAutoRange(y=False)
+        self.points = pg.ScatterPlotItem(size=13, pxMode=True)
+        item.addItem(self.points)
+        self.labels: list[pg.TextItem] = []
+        self.num_classes = 10
+        self.x_mode = 0
+        self.chance = pg.InfiniteLine(angle=0, pen=pg.mkPen(style.TEXT_DIM, width=1, style=Qt.PenStyle.DotLine))
+        item.addItem(self.chance)
+        self.mode_box = QComboBox()
+        self.mode_box.addItems(["x: MACs", "x: latency"])
+        self.mode_box.setToolTip("What the cost axis measures: the static count of multiply-accumulates, "
+                                 "or the measured latency p50")
+        self.mode_box.currentIndexChanged.connect(self._set_mode)
+        self.header_row.addWidget(self.mode_box, 0, Qt.AlignmentFlag.AlignTop)
+        self._last: MetricsSnapshot | None = None
+
+    def set_models(self, models: list[PlotModel], num_classes: int) -> None:
+        for label in self.labels:
+            self.widget.removeItem(label)
+        self.models, self.num_classes = models, num_classes
+        self.labels = [pg.TextItem(m.label, color=m.color) for m in models]
+        for label in self.labels:
+            self.widget.addItem(label)
+        self.chance.setValue(100.0 / max(1, num_classes))
+        self._last = None
+        self._draw(None)
+
+    def _set_mode(self, mode: int) -> None:
+        self.x_mode = mode
+        self.widget.getPlotItem().setLabel("bottom", "MACs per image (log)" if mode == 0 else "latency p50, ms (log)")
+        self._draw(self._last)
+
+    def show_snapshot(self, snapshot: MetricsSnapshot) -> None:
+        self._last = snapshot
+        self._draw(snapshot)
+
+    def _draw(self, snapshot: MetricsSnapshot | None) -> None:
+        points = []  # (x, y, measured, model, label)
+        sources = set()
+        for m, label in zip(self.models, self.labels):
+            stats = snapshot.models.get(m.name) if snapshot is not None else None
+            if self.x_mode == 0:
+                x = float(m.macs) if m.macs else None
+            else:
+                x = stats.p50_ms if stats is not None and stats.frames else None
+            if x is None or not math.isfinite(x) or x <= 0:
+                label.hide()
+                continue
+            if stats is not None and stats.top1 is not None:
+                y, measured = 100 * stats.top1, True
+                sources.add("running top-1 on this source")
+            elif m.test_top1 is not None:
+                y, measured = 100 * m.test_top1, True
+                sources.add("shipped test top-1")
+            else:
+                y, measured = 100.0 / max(1, self.num_classes), False
+            points.append((x, y, measured, m, label))
+        points.sort(key=lambda p: p[0])
+        xs = np.log10(np.array([p[0] for p in points])) if points else np.array([])
+        self.points.setData(x=xs, y=[p[1] for p in points],
+                            brush=[pg.mkBrush(p[3].color) if p[2] else pg.mkBrush(style.PANEL) for p in points],
+                            pen=[pg.mkPen(p[3].color, width=2) for p in points],
+                            symbol=["o" if p[2] else "s" for p in points])
+        if len(xs):
+            lo, hi = float(xs.min()), float(xs.max())
+            pad = max(0.35, 0.12 * (hi - lo))
+            self.widget.getPlotItem().setXRange(lo - pad, hi + pad, padding=0)
+            texts = [f"{m.label} \u00b7 {human_count(x) if self.x_mode == 0 else fmt_ms(x) + ' ms'}"
+                     for x, _y, _measured, m, _label in points]
+            anchors = label_anchors(list(xs), [p[1] for p in points], [len(t) for t in texts],
+                                    (lo - pad, hi + pad), max(100.0, self.widget.getPlotItem().getViewBox().width()))
+            for (x, y, _measured, _m, label), text, anchor in zip(points, texts, anchors):
+                label.setText(text)
+                label.setAnchor(anchor)
+                label.setPos(math.log10(x), y)
+                label.show()
+        hollow = any(not p[2] for p in points)
+        note = " and ".join(sorted(sources)) if sources else "none measured yet"
+        self.set_legend([f"y: {note} \u00b7 dotted: chance" + (" \u00b7 \u25a1 hollow: no accuracy yet (untrained)"
+                                                                  if hollow else "")])
+
+
+class LivePlots(QWidget):
+    """The four plots in a row."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.latency, self.fps, self.accuracy, self.tradeoff = LatencyPlot(), FpsPlot(), AccuracyPlot(), TradeoffPlot()
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(8)
+        for plot in (self.latency, self.fps, self.accuracy, self.tradeoff):
+            layout.addWidget(plot.container, 1)
+
+    def set_models(self, models: list[PlotModel], num_classes: int) -> None:
+        self.latency.set_models(models)
+        self.fps.set_models(models)
+        self.accuracy.set_models(models, num_classes)
+        self.tradeoff.set_models(models, num_classes)
+
+    def show_snapshot(self, snapshot: MetricsSnapshot) -> None:
+        self.latency.show_snapshot(snapshot)
+        self.fps.show_snapshot(snapshot)
+        self.accuracy.show_snapshot(snapshot)
+        self.tradeoff.show_snapshot(snapshot)

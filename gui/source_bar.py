@@ -1,0 +1,238 @@
+"""The toolbar: where frames come from, play/pause/step, profile, device, feature-map scale.
+
+It asks the person (file dialogs, camera index, stream address), turns the answer into a source
+target the engine understands, and emits it; it never talks to the engine itself. Dropped files and
+pasted images arrive here too (:func:`target_from_paths`, :func:`qimage_to_rgb`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QSettings, Qt, Signal
+from PySide6.QtGui import QAction, QGuiApplication, QImage, QKeySequence
+from PySide6.QtWidgets import QComboBox, QFileDialog, QInputDialog, QLabel, QStyle, QToolBar, QWidget
+
+from engine.imageio import IMAGE_SUFFIXES, is_image_path
+from engine.models.registry import PROFILES
+from engine.sources import VIDEO_SUFFIXES, describe
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CIFAR = ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
+IMAGE_FILTER = "Images (" + " ".join(f"*{s}" for s in sorted(IMAGE_SUFFIXES)) + ");;All files (*)"
+VIDEO_FILTER = "Videos (" + " ".join(f"*{s}" for s in sorted(VIDEO_SUFFIXES)) + ");;All files (*)"
+CIFAR_FILTER = "CIFAR-10 archive (*.tar.gz *.tgz *.tar);;All files (*)"
+
+
+def qimage_to_rgb(image: QImage) -> np.ndarray:
+    """An (H, W, 3) uint8 RGB copy of ``image`` (any format; alpha is dropped)."""
+    if image.isNull():
+        raise ValueError("the clipboard image is empty")
+    rgb = image.convertToFormat(QImage.Format.Format_RGB888)
+    width, height, stride = rgb.width(), rgb.height(), rgb.bytesPerLine()
+    data = np.frombuffer(rgb.constBits(), np.uint8, count=stride * height)
+    return data.reshape(height, stride)[:, :width * 3].reshape(height, width, 3).copy()
+
+
+def target_from_paths(paths: Sequence[str | os.PathLike]) -> str | list[str] | None:
+    """What to open for dropped/pasted paths: one path as it is; several: their image files."""
+    paths = [os.fspath(p) for p in paths]
+    if not paths:
+        return None
+    if len(paths) == 1:
+        return paths[0]
+    images = sorted(p for p in paths if os.path.isfile(p) and is_image_path(p))
+    if len(images) > 1:
+        return images
+    return images[0] if images else paths[0]
+
+
+def describe_target(target) -> str:
+    """A short phrase for the status bar: 'video clip.avi', '12 images', 'camera 0'."""
+    if isinstance(target, list):
+        return f"{len(target)} images"
+    text = str(target)
+    kind = describe(text)
+    if kind == "camera":
+        return f"camera {text.strip()}"
+    if kind == "stream":
+        return "the stream"
+    return f"{kind} {os.path.basename(text.rstrip('/')) or text}"
+
+
+class SourceBar(QToolBar):
+    source_chosen = Signal(object)  # a path, list of paths, camera index as text, or URL
+    image_pasted = Signal(object, str)  # RGB uint8 array, its name
+    play_pause = Signal()
+    step = Signal()
+    profile_chosen = Signal(str)
+    device_chosen = Signal(str)
+    per_channel_toggled = Signal(bool)
+    message = Signal(str, bool)  # status bar text, is_error
+
+    def __init__(self, settings: QSettings, parent: QWidget | None = None, *,
+                 devices: Sequence[str] = ("cpu",)) -> None:
+        super().__init__("Sources", parent)
+        self.settings = settings
+        self.setObjectName("sourceBar")
+        self.setMovable(False)
+        self.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self._add("Image\u2026", self.open_images, "Open one or more image files", QKeySequence.StandardKey.Open)
+        self._add("Folder\u2026", self.open_folder, "Open every image in a folder (labelled when its sub-folders "
+                                                    "are named after classes)")
+        self._add("Video\u2026", self.open_video, "Play a video file once, in real time")
+        self._add("Camera\u2026", self.open_camera, "Use a webcam by its index")
+        self._add("Stream\u2026", self.open_stream, "Open a network stream (rtsp://, http://)")
+        self._add("CIFAR-10 test\u2026", self.open_cifar, "The labelled CIFAR-10 test set: running accuracy")
+        self._add("Paste", self.paste, "Classify the image on the clipboard", QKeySequence.StandardKey.Paste)
+        self.addSeparator()
+        self.play_action = self._add("Pause", self.play_pause.emit, "Play / pause (Space)", Qt.Key.Key_Space)
+        self.step_action = self._add("Step", self.step.emit, "One frame forward, paused (Right arrow)",
+                                     Qt.Key.Key_Right)
+        icons = self.style()
+        self._play_icon = icons.standardIcon(QStyle.StandardPixmap.SP_MediaPlay)
+        self._pause_icon = icons.standardIcon(QStyle.StandardPixmap.SP_MediaPause)
+        self.play_action.setIcon(self._pause_icon)
+        self.step_action.setIcon(icons.standardIcon(QStyle.StandardPixmap.SP_MediaSeekForward))
+        self.addSeparator()
+        self.profile_box = self._combo("Profile", PROFILES, "Which trained line-up: 32x32 CIFAR-10 or 224x224 ImageNet")
+        self.profile_box.currentTextChanged.connect(self.profile_chosen.emit)
+        self.device_box = self._combo("Device", devices, "Where the networks run")
+        self.device_box.currentTextChanged.connect(self.device_chosen.emit)
+        self.addSeparator()
+        self.scale_action = QAction("Per-channel scale", self)
+        self.scale_action.setCheckable(True)
+        self.scale_action.setToolTip("Feature maps: stretch every channel to its own range (on) or share one "
+                                     "range so channels compare (off)")
+        self.scale_action.toggled.connect(self.per_channel_toggled.emit)
+        self.addAction(self.scale_action)
+
+    def _add(self, text: str, slot, tip: str, shortcut=None) -> QAction:
+        action = QAction(text, self)
+        action.setToolTip(tip)
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+            action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+        action.triggered.connect(lambda _checked=False: slot())
+        self.addAction(action)
+        return action
+
+    def _combo(self, title: str, items: Sequence[str], tip: str) -> QComboBox:
+        label = QLabel(title, self)
+        box = QComboBox(self)
+        box.addItems(list(items))
+        box.setToolTip(tip)
+        box.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
+        self.addWidget(label)
+        self.addWidget(box)
+        return box
+
+    def set_playing(self, playing: bool) -> None:
+        self.play_action.setText("Pause" if playing else "Play")
+        self.play_action.setIcon(self._pause_icon if playing else self._play_icon)
+
+    def set_profile(self, profile: str) -> None:
+        self.profile_box.blockSignals(True)
+        self.profile_box.setCurrentText(profile)
+        self.profile_box.blockSignals(False)
+
+    def set_device(self, device: str) -> None:
+        self.device_box.blockSignals(True)
+        if self.device_box.findText(device) < 0:
+            self.device_box.addItem(device)
+        self.device_box.setCurrentText(device)
+        self.device_box.blockSignals(False)
+
+    # -- choosing a source ---------------------------------------------------------------------
+
+    def _last_folder(self) -> str:
+        folder = str(self.settings.value("last_folder", "") or "")
+        return folder if folder and os.path.isdir(folder) else os.path.expanduser("~")
+
+    def remember_folder(self, path: str) -> None:
+        folder = path if os.path.isdir(path) else os.path.dirname(path)
+        if folder:
+            self.settings.setValue("last_folder", folder)
+
+    def choose(self, target) -> None:
+        """Open ``target`` (from a dialog, a drop or a paste) and remember where it was."""
+        first = target[0] if isinstance(target, list) else target
+        if describe(str(first)) not in ("camera", "stream"):
+            self.remember_folder(str(first))
+        self.source_chosen.emit(target)
+
+    def open_images(self) -> None:
+        paths, _ = QFileDialog.getOpenFileNames(self, "Open images", self._last_folder(), IMAGE_FILTER)
+        if paths:
+            self.choose(paths if len(paths) > 1 else paths[0])
+
+    def open_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open a folder of images", self._last_folder())
+        if path:
+            self.choose(path)
+
+    def open_video(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open a video", self._last_folder(), VIDEO_FILTER)
+        if path:
+            self.choose(path)
+
+    def open_camera(self) -> None:
+        index, ok = QInputDialog.getInt(self, "Camera", "Camera index (0 is the first camera):",
+                                        int(self.settings.value("camera_index", 0) or 0), 0, 63)
+        if ok:
+            self.settings.setValue("camera_index", index)
+            self.message.emit(f"Opening camera {index}\u2026 (a message follows if there is none)", False)
+            self.choose(str(index))
+
+    def open_stream(self) -> None:
+        url, ok = QInputDialog.getText(self, "Network stream", "Stream address (rtsp://\u2026, http://\u2026):",
+                                       text=str(self.settings.value("stream_url", "") or ""))
+        url = url.strip()
+        if not ok or not url:
+            return
+        if describe(url) != "stream":
+            self.message.emit(f"Not a stream address: {url!r} (expected something like rtsp://host/path)", True)
+            return
+        self.settings.setValue("stream_url", url)
+        self.message.emit("Connecting to the stream\u2026", False)
+        self.source_chosen.emit(url)
+
+    def cifar_start_path(self) -> str:
+        remembered = str(self.settings.value("cifar10_path", "") or "")
+        if remembered and os.path.exists(remembered):
+            return remembered
+        return str(DEFAULT_CIFAR) if DEFAULT_CIFAR.exists() else self._last_folder()
+
+    def open_cifar(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "The CIFAR-10 archive (or cancel and use Folder\u2026 for an "
+                                              "unpacked one)", self.cifar_start_path(), CIFAR_FILTER)
+        if path:
+            self.open_cifar_path(path)
+
+    def open_cifar_path(self, path: str) -> None:
+        self.settings.setValue("cifar10_path", path)
+        self.message.emit("Loading the CIFAR-10 test set\u2026 (the first time takes a while)", False)
+        self.source_chosen.emit(path)
+
+    def paste(self) -> None:
+        clipboard = QGuiApplication.clipboard()
+        mime = clipboard.mimeData()
+        if mime is not None and mime.hasImage():
+            try:
+                self.image_pasted.emit(qimage_to_rgb(clipboard.image()), "pasted image")
+            except (ValueError, TypeError) as e:
+                self.message.emit(f"Cannot paste: {e}", True)
+            return
+        if mime is not None and mime.hasUrls():
+            paths = [u.toLocalFile() for u in mime.urls() if u.isLocalFile()]
+            target = target_from_paths(paths)
+            if target is not None:
+                self.choose(target)
+                return
+        if mime is not None and mime.hasText() and os.path.exists(mime.text().strip()):
+            self.choose(mime.text().strip())
+            return
+        self.message.emit("Nothing to paste: the clipboard holds no image or file", True)

@@ -1,0 +1,66 @@
+"""``python main.py --source ... --quit-after ... --report ... --screenshot ...``, run in-process."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+
+from tests.gui_fixtures import gui_settings, no_thread_leak, window_threads  # noqa: F401
+from tests.media import write_video
+
+REPORT_KEYS = {"frames_shown", "frames_dropped", "results_skipped_by_display", "frames_dropped_by_engine",
+               "pipeline_fps", "max_stall_ms", "latency_ms_p50", "frames_processed", "errors", "profile",
+               "device", "duration_s"}
+
+
+def test_quit_after_writes_a_screenshot_and_a_report(qapp, tmp_path, gui_settings, window_threads, no_thread_leak):
+    from PySide6.QtGui import QImage
+
+    from gui.app import run_window
+
+    video = write_video(tmp_path / "clip.avi", frames=60, size=(640, 480))
+    report, shot = tmp_path / "report.json", tmp_path / "shot.png"
+    args = argparse.Namespace(window_source=str(video), window_profile="cifar10", window_device="cpu",
+                              quit_after=6.0, report=str(report), screenshot=str(shot), command=None)
+    hook = sys.excepthook
+    assert run_window(args) == 0
+    assert sys.excepthook is hook  # restored for whoever runs next
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = QImage(str(shot))
+    assert not image.isNull() and image.width() >= 1000 and image.height() >= 700
+    data = json.loads(report.read_text())
+    assert REPORT_KEYS <= set(data)
+    assert data["frames_shown"] >= 1 and data["frames_processed"] >= data["frames_shown"]
+    assert data["frames_dropped"] == data["frames_dropped_by_engine"] + data["results_skipped_by_display"]
+    assert set(data["latency_ms_p50"]) == {"lenet5", "alexnet", "vgg16", "enet"}
+    assert all(v is None or v > 0 for v in data["latency_ms_p50"].values())
+    assert data["profile"] == "cifar10" and data["device"] == "cpu" and data["errors"] == 0
+    assert data["engine_stopped_cleanly"] is True
+    assert 5.0 <= data["duration_s"] < 30
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.avi", "report.json", "settings.ini", "shot.png"]
+
+
+def test_an_unexpected_exception_is_one_line_not_a_traceback():
+    from gui.app import make_excepthook
+
+    class Window:
+        errors: list[str] = []
+        status = ""
+
+        def set_status(self, text, error=False):
+            self.status = text
+
+        def close(self):
+            pass
+
+    window, err = Window(), io.StringIO()
+    hook = make_excepthook(window, err)
+    try:
+        raise ValueError("bad thing\nsecond line")
+    except ValueError:
+        hook(*sys.exc_info())
+    assert err.getvalue() == "internal error: ValueError: bad thing\n"
+    assert window.status == "internal error: ValueError: bad thing"
+    assert window.errors == ["internal error: ValueError: bad thing"]

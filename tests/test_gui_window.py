@@ -1,0 +1,192 @@
+"""The main window, offscreen, over the real engine: sources, panels in lockstep, layer picker,
+errors, export, settings, and a clean shutdown (no thread left behind)."""
+
+from __future__ import annotations
+
+import csv
+import time
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+from PySide6.QtGui import QDropEvent
+
+from tests.gui_fixtures import gui_settings, make_window, no_thread_leak, window_threads  # noqa: F401
+from tests.media import write_image, write_video
+
+LONG = 60_000  # ms: the CPU is shared and slow; waits end as soon as their condition holds
+
+
+def _panels(window):
+    return {p.name: p for p in window.panels if p.isVisible()}
+
+
+def test_a_video_runs_and_all_panels_show_the_same_frame(make_window, tmp_path, qtbot):
+    video = write_video(tmp_path / "clip.avi", frames=24, size=(640, 480))
+    window = make_window(str(video))
+    panels = _panels(window)
+    assert list(panels) == ["lenet5", "alexnet", "vgg16", "enet"]
+    qtbot.waitUntil(lambda: window.frames_shown >= 3, timeout=LONG)
+    frame_ids = {name: p.frame_id for name, p in panels.items()}
+    assert len(set(frame_ids.values())) == 1, frame_ids
+    assert next(iter(frame_ids.values())) == window.shown_frame_id
+    for panel in panels.values():
+        assert panel.bars.labels and len(panel.bars.labels) == 5
+        assert panel.features.mosaic is not None and panel.features.mosaic.shown > 0
+        assert panel.input_view.image.image is not None
+        assert panel.latency.text().endswith("ms")
+    assert panels["enet"].class_map_box.isVisible() and "%" in panels["enet"].note.text()  # the legend
+    qtbot.waitUntil(lambda: window.table.table.item(0, 6).text() not in ("", "\u2013"), timeout=LONG)
+    assert window.table.table.rowCount() == 4
+    assert window.report()["frames_shown"] == window.frames_shown
+
+
+def test_the_layer_picker_changes_the_feature_maps(make_window, tmp_path, qtbot):
+    image = write_image(tmp_path / "red.png", size=(64, 48))
+    window = make_window(str(image))
+    alexnet = _panels(window)["alexnet"]
+    qtbot.waitUntil(lambda: alexnet.features.shape == (64, 32, 32), timeout=LONG)
+    qtbot.waitUntil(lambda: window.bridge.source_ended, timeout=LONG)
+    assert alexnet.select_layer("features.conv3")
+    assert alexnet.features.shape is None  # cleared until the layer's output arrives
+    # The single image has ended: the window runs it again so the new layer appears at once.
+    qtbot.waitUntil(lambda: alexnet.features.shape == (384, 7, 7), timeout=LONG)
+    assert alexnet.features.layer == "features.conv3"
+    assert alexnet.features.mosaic.total == 384 and alexnet.features.mosaic.shown == 64
+    assert alexnet.features.caption.text().startswith("384\u00d77\u00d77")
+    assert window.layer_choice["alexnet"] == "features.conv3"
+
+
+def test_clicking_a_tile_paints_that_channel_over_the_input(make_window, tmp_path, qtbot):
+    window = make_window(str(write_image(tmp_path / "a.png")))
+    vgg = _panels(window)["vgg16"]
+    qtbot.waitUntil(lambda: vgg.features.mosaic is not None and vgg.frame_id is not None, timeout=LONG)
+    plain = np.array(vgg.input_view.image.image, copy=True)
+    x, y = vgg.features.mosaic.tile_origin(3)
+    vgg.features._clicked(x + 0.5, y + 0.5)
+    assert vgg.features.selected == 3
+    assert "channel 3" in vgg.input_caption.text()
+    assert not np.array_equal(plain, vgg.input_view.image.image)
+    vgg.features._clicked(x + 0.5, y + 0.5)  # again: cleared
+    assert vgg.features.selected is None
+    window.source_bar.scale_action.setChecked(True)
+    assert all(p.features.per_channel for p in _panels(window).values())
+
+
+def test_an_empty_file_is_reported_in_the_status_bar(make_window, tmp_path, qtbot):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"")
+    window = make_window()
+    window.open_source(str(broken))
+    qtbot.waitUntil(lambda: "empty file" in window.status_text.text(), timeout=LONG)
+    assert window.errors and "broken.jpg" in window.errors[0]
+    assert "\n" not in window.status_text.text()
+    # the engine is still alive: a good image after the bad one is shown
+    window.open_source(str(write_image(tmp_path / "ok.png")))
+    qtbot.waitUntil(lambda: window.frames_shown >= 1, timeout=LONG)
+
+
+def test_closing_while_a_video_plays_stops_everything_within_two_seconds(make_window, tmp_path, qtbot):
+    video = write_video(tmp_path / "long.avi", frames=300, size=(640, 480))
+    window = make_window(str(video))
+    qtbot.waitUntil(lambda: window.frames_shown >= 2, timeout=LONG)
+    assert not window.bridge.source_ended
+    started = time.monotonic()
+    window.close()
+    assert time.monotonic() - started < 2.0
+    assert window.engine_stopped_cleanly
+    # the no_thread_leak fixture then checks that no engine, feeder or control thread is left
+
+
+def test_export_csv_writes_the_whole_table(make_window, tmp_path, qtbot):
+    window = make_window(str(write_image(tmp_path / "a.png")))
+    qtbot.waitUntil(lambda: window.frames_shown >= 1, timeout=LONG)
+    qtbot.waitUntil(lambda: window.table.entries and window.table.entries[0].p50_ms is not None, timeout=LONG)
+    target = tmp_path / "out" / "table.csv"
+    assert not window.table.export(target)  # no such folder: an error on the status bar, not a crash
+    assert window.status_text.text().startswith("Export failed")
+    target.parent.mkdir()
+    assert window.table.export(target)
+    with open(target, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["model"] for r in rows] == ["lenet5", "alexnet", "vgg16", "enet"]
+    assert all(float(r["latency_p50_ms"]) > 0 and int(r["params"]) > 0 for r in rows)
+    assert "Exported 4 networks" in window.status_text.text()
+    assert [p.name for p in target.parent.iterdir()] == ["table.csv"]
+
+
+def test_pause_step_and_play(make_window, tmp_path, qtbot):
+    folder = tmp_path / "pics"
+    for i in range(40):
+        write_image(folder / f"{i:02d}.png", color=(i * 6, 100, 200))
+    window = make_window(str(folder))
+    qtbot.waitUntil(lambda: window.bridge.processed >= 2, timeout=LONG)
+    window.toggle_play()
+    assert window.bridge.paused and window.source_bar.play_action.text() == "Play"
+    qtbot.wait(400)
+    settled = window.bridge.processed
+    qtbot.wait(400)
+    assert window.bridge.processed <= settled + 1  # at most the frame that was already in the slot
+    before = window.bridge.processed
+    window.step()
+    qtbot.waitUntil(lambda: window.bridge.processed >= before + 1, timeout=LONG)
+    window.toggle_play()
+    assert not window.bridge.paused
+
+
+def test_a_pasted_or_dropped_image_is_shown(make_window, tmp_path, qtbot):
+    from PySide6.QtGui import QColor, QGuiApplication, QImage
+    window = make_window()
+    image = QImage(60, 40, QImage.Format.Format_RGB32)
+    image.fill(QColor(255, 0, 0))
+    QGuiApplication.clipboard().setImage(image)
+    window.source_bar.paste()  # what Ctrl+V does
+    qtbot.waitUntil(lambda: window.frames_shown >= 1, timeout=LONG)
+    panel = _panels(window)["lenet5"]
+    assert panel.input_view.image.image[..., 0].mean() > 150  # the red picture reached the networks
+    assert window.last_snapshot is not None
+    shown = window.frames_shown
+    dropped = write_image(tmp_path / "dropped.png", color=(0, 200, 0))
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(dropped))])
+    event = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                       Qt.KeyboardModifier.NoModifier)
+    window.dropEvent(event)
+    qtbot.waitUntil(lambda: window.frames_shown > shown, timeout=LONG)
+    assert window.bridge.target == str(dropped)
+
+
+def test_window_state_goes_to_the_private_settings_file(make_window, gui_settings, qtbot, monkeypatch):
+    window = make_window()
+    assert not window.restored_geometry
+    window.source_bar.scale_action.setChecked(True)
+    window.close()
+    assert gui_settings.exists()
+    text = gui_settings.read_text()
+    assert "geometry" in text and "per_channel=true" in text
+    again = make_window()
+    assert again.source_bar.scale_action.isChecked()
+    # offscreen there is no screen to fit: the geometry is stored but the designed size is used
+    assert not again.restored_geometry and again.width() == 1600
+    monkeypatch.setattr("gui.main_window._headless", lambda: False)  # as on a desktop
+    assert make_window().restored_geometry
+
+
+@pytest.mark.parametrize("profile", ["imagenet"])
+def test_the_imagenet_profile_says_which_networks_have_no_weights(make_window, profile, tmp_path, qtbot):
+    window = make_window(profile=profile)
+    panels = _panels(window)
+    assert window.session.profile == "imagenet"
+    for name in ("lenet5", "enet"):
+        assert panels[name].status.text() == "UNTRAINED"
+        assert "random weights" in panels[name].note.text().lower()
+    assert "not downloaded" in panels["alexnet"].note.text()
+    assert not panels["enet"].class_map_box.isVisible()  # no class map at this size
+
+
+def test_a_missing_camera_is_a_clear_message(make_window, qtbot):
+    window = make_window()
+    window.open_source("63")  # no machine has a 64th camera
+    qtbot.waitUntil(lambda: "camera 63: cannot open" in window.status_text.text(), timeout=LONG)
+    assert "another index" in window.status_text.text()
+    assert window.errors == [e for e in window.errors if e.startswith("camera 63")]
