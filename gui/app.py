@@ -87,6 +87,9 @@ def run_window(args) -> int:
     app.setApplicationName("CNN Arena")
     style.configure_pyqtgraph()
     configure_threads()
+    # The engine thread holds the interpreter lock between torch calls; by default another thread
+    # waits up to 5 ms for its turn, and a redraw needs many turns. 1 ms keeps the window fluid.
+    sys.setswitchinterval(0.001)
     app.setStyleSheet(style.STYLESHEET)
     window = MainWindow(profile=getattr(args, "window_profile", None) or "cifar10",
                         device=getattr(args, "window_device", None) or "cpu")

@@ -14,6 +14,7 @@ main thread never waits for them.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import queue
@@ -107,6 +108,10 @@ class EngineBridge(QObject):
             # Counting MACs builds each network on the meta device (up to a second for VGG at
             # 224x224, cached afterwards): here, on the engine's thread, never on the main thread.
             self.session_ready.emit(event.session, session_complexity(event.session))
+            # The networks are tens of thousands of long-lived objects; a full garbage collection
+            # walking them all stalls whichever thread triggers it, often the window's. Frozen,
+            # they are left out of every collection from now on.
+            gc.freeze()
         self.event.emit(event)
 
     # -- main thread ---------------------------------------------------------------------------
