@@ -37,8 +37,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from engine.files import atomic_write
 from engine.models.registry import CIFAR10_CLASSES
-from engine.weights import atomic_write
 
 SPLITS = ("train", "test")
 IMAGE_SIZE = 32
@@ -312,6 +312,7 @@ def _write_cache(path: Path, arrays: tuple[np.ndarray, np.ndarray]) -> None:
             np.savez(f, images=images, labels=labels)
 
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, write)
     except OSError:
         pass  # a read-only or full cache folder costs only speed

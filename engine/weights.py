@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ import torchvision
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from engine.files import atomic_write
 from engine.models.registry import ModelSpec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -181,30 +181,12 @@ def save_weights(model: nn.Module, path: str | os.PathLike, metrics: Mapping[str
     path = Path(path)
     tensors = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
                for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
     if metrics is not None:
         text = json.dumps(metrics, indent=2, sort_keys=True) + "\n"
         atomic_write(path.with_suffix(".json"), lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return path
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place.
-
-    A full disk or a crash leaves the old file (or none), never a partial one.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_name, 0o666 & ~umask)  # mkstemp's 0600 would make shared weights unreadable to others
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _first_line(e: BaseException) -> str:

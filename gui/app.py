@@ -12,31 +12,19 @@ import json
 import os
 import signal
 import sys
-import tempfile
 import traceback
-from pathlib import Path
 
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
+from engine.files import atomic_write
 from gui import style
 from gui.main_window import MainWindow
 
 
 def write_json_atomic(path: str | os.PathLike, data: dict) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def save_screenshot(window: MainWindow, path: str | os.PathLike) -> bool:

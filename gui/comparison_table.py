@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from PySide6.QtWidgets import (
 
 from engine.cli import human_count
 from engine.complexity import Complexity
+from engine.files import atomic_write
 from engine.metrics import MetricsSnapshot
 from engine.worker import ModelInfo
 from gui import style
@@ -112,23 +112,14 @@ def csv_rows(entries: Sequence[TableEntry]) -> list[list[object]]:
 
 def write_csv_atomic(path: str | os.PathLike, header: Sequence[str], rows: Sequence[Sequence[object]]) -> Path:
     """Write a CSV next to ``path`` and move it into place: readers never see a partial file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(header)
             writer.writerows(rows)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
+
+    atomic_write(path, write)
+    return Path(path)
 
 
 class ComparisonTable(QWidget):
