@@ -369,6 +369,7 @@ class MainWindow(QMainWindow):
             if result.ok and result.results and self.session is not None:
                 self._draw_frame(result)
                 self.frames_shown += 1
+                self.stall_meter.mark_first_frame()
         if self._slow_dirty and now - self._slow_at >= SLOW_REFRESH_S:
             self._slow_at = now
             self._slow_dirty = False
@@ -410,6 +411,9 @@ class MainWindow(QMainWindow):
             "pipeline_fps": _finite(snapshot.pipeline_fps) if snapshot is not None else 0.0,
             "max_stall_ms": round(self.stall_meter.max_stall_ms, 1),
             "stalls_over_50ms": self.stall_meter.stalls_over_50ms,
+            "max_stall_ms_after_first_frame": round(self.stall_meter.max_stall_after_first_frame_ms, 1),
+            "first_frame_at_s": self.stall_meter.first_frame_at,
+            "long_stalls_at_s_ms": self.stall_meter.long_stalls,
             "latency_ms_p50": {name: _finite(s.p50_ms) for name, s in models.items()},
             "latency_ms_p95": {name: _finite(s.p95_ms) for name, s in models.items()},
             "running_top1": {name: _finite(s.top1) for name, s in models.items()},

@@ -27,10 +27,14 @@ class StallMeter(QObject):
         self._last: float | None = None
         self.max_stall_ms = 0.0
         self.stalls_over_50ms = 0
+        self.long_stalls: list[tuple[float, float]] = []  # (seconds since start, stall ms), over 50 ms
         self.beats = 0
+        self._started: float | None = None
+        self.first_frame_at: float | None = None  # seconds since start when the first frame was drawn
+        self.max_stall_after_first_frame_ms = 0.0
 
     def start(self) -> None:
-        self._last = self._clock()
+        self._last = self._started = self._clock()
         self._timer.start()
 
     def stop(self) -> None:
@@ -43,13 +47,21 @@ class StallMeter(QObject):
             self.record((now - self._last) * 1000.0)
         self._last = now
 
+    def mark_first_frame(self) -> None:
+        if self.first_frame_at is None and self._started is not None:
+            self.first_frame_at = self._clock() - self._started
+
     def record(self, gap_ms: float) -> None:
         self.beats += 1
         stall = gap_ms - self.interval_ms
         if stall > self.max_stall_ms:
             self.max_stall_ms = stall
+        if self.first_frame_at is not None and stall > self.max_stall_after_first_frame_ms:
+            self.max_stall_after_first_frame_ms = stall
         if stall > 50.0:
             self.stalls_over_50ms += 1
+            since = self._clock() - self._started if self._started is not None else 0.0
+            self.long_stalls.append((round(since, 2), round(stall, 1)))
 
 
 class CostRecorder:
