@@ -201,6 +201,14 @@ class InferenceSession:
         finally:
             net.hooks = [_Tap(net.loaded.model.get_submodule(layer), net.captured, layer) for layer in net.capture]
 
+    def warm_up(self, runs: int = 2) -> None:
+        """Run every network on a blank frame: the first passes build the CPU kernels for each
+        layer shape (seconds for ENet), which should not be billed to the first real frame."""
+        _, h, w = self.spec(self.names[0]).input_size
+        blank = np.zeros((h, w, 3), np.uint8)
+        for _ in range(runs):
+            self.run(blank)
+
     # -- running -------------------------------------------------------------------------------
 
     def run(self, frame: np.ndarray, frame_id: int = 0, source: str = "", label: int | None = None) -> FrameResult:

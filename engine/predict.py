@@ -36,6 +36,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise CliError(str(e)) from None
     for message in session.messages:
         print(f"warning: {message}", file=sys.stderr)
+    session.warm_up()
     answers, failed = [], False
     for frame_id, path in enumerate(args.images):
         try:

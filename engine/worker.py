@@ -366,6 +366,7 @@ class Engine:
                 captures[name] = (session.spec(name).default_layer,)
         session.set_capture(captures)
         self._captures.update(captures)
+        session.warm_up()
         self.session = session
         self.metrics = MetricsTracker(session.names, session.spec(session.names[0]).num_classes)
         self.info = SessionInfo(config.profile, str(device), tuple(self._model_info(session, n) for n in session.names),
