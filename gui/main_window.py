@@ -94,6 +94,8 @@ class MainWindow(QMainWindow):
         self.panels: list[ModelPanel] = []
         self._ensure_panels(len(comparison_specs(profile)))
         self.plots = LivePlots(self)
+        self._slow_parts = [self.plots.latency, self.plots.fps, self.plots.accuracy, self.plots.tradeoff]
+        self._slow_part = 0
         self.table = ComparisonTable(self)
         bottom_plots = QWidget(self)
         plots_layout = QHBoxLayout(bottom_plots)
@@ -370,10 +372,10 @@ class MainWindow(QMainWindow):
                 self._draw_frame(result)
                 self.frames_shown += 1
                 self.stall_meter.mark_first_frame()
-        if self._slow_dirty and now - self._slow_at >= SLOW_REFRESH_S:
+        if self._slow_dirty and now - self._slow_at >= SLOW_REFRESH_S / (len(self._slow_parts) + 1):
             self._slow_at = now
-            self._slow_dirty = False
-            self._draw_slow()
+            if self._draw_slow():
+                self._slow_dirty = False
         if payload is not None:
             self.redraw_cost.add((time.perf_counter() - now) * 1000.0)
 
@@ -388,13 +390,22 @@ class MainWindow(QMainWindow):
                 panel.show_result(result.frame_id, r, truth, same.get(panel.name, 0), total)
         self.shown_frame_id = result.frame_id
 
-    def _draw_slow(self) -> None:
+    def _draw_slow(self) -> bool:
+        """One of the slow parts (a plot, or the table) per call, in turn: their repaints cost a few
+        milliseconds each, and doing all five in one tick was the window's longest regular stall."""
         snapshot = self.last_snapshot
         if snapshot is not None and self.session is not None:
-            self.plots.show_snapshot(snapshot)
-            self.table.set_entries(table_entries(self.session.profile, self.session.models, self.costs,
-                                                 self.years, snapshot))
+            part = self._slow_part % (len(self._slow_parts) + 1)
+            self._slow_part += 1
+            if part < len(self._slow_parts):
+                self._slow_parts[part].show_snapshot(snapshot)
+            else:
+                self.table.set_entries(table_entries(self.session.profile, self.session.models, self.costs,
+                                                     self.years, snapshot))
+            self._update_counters()
+            return part == len(self._slow_parts)  # a round is complete
         self._update_counters()
+        return True
 
     # -- the run report ------------------------------------------------------------------------
 
