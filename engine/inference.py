@@ -9,12 +9,14 @@ single-threaded code: :mod:`engine.worker` runs it on a background thread, the C
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -46,8 +48,11 @@ class LayerInfo:
     shape: tuple[int, int, int]  # (C, H, W) of its output at the network's input size
 
 
-@dataclass(frozen=True)
-class ModelResult:
+class ModelResult(NamedTuple):
+    """One network's answer to one frame. A named tuple rather than a frozen dataclass: it is made
+    for every network on every frame, and building a frozen dataclass costs as much as the rest of
+    LeNet-5's post-processing."""
+
     model: str
     top_indices: np.ndarray  # (k,) int64, best first
     top_probs: np.ndarray  # (k,) float32
@@ -247,23 +252,35 @@ class InferenceSession:
                 confidence = frozen(pixel_confidence.float().cpu().numpy())
             else:
                 logits = model(x)
-        # Softmax and top-k in numpy: on ten numbers each torch call would cost more than the math.
-        scores = (logits if logits.device.type == "cpu" else logits.cpu()).numpy()[0].astype(np.float64)
-        probs = np.exp(scores - scores.max())
-        probs = frozen((probs / probs.sum()).astype(np.float32))
-        k = min(self.top_k, probs.size)
-        if probs.size > 64:
-            top = np.argpartition(-probs, k - 1)[:k]
-            top = frozen(top[np.argsort(-probs[top], kind="stable")])
-        else:
-            top = frozen(np.argsort(-probs, kind="stable")[:k])
+        probs, top = softmax_top_k((logits if logits.is_cpu else logits.cpu()).numpy().reshape(-1), self.top_k)
         activations = MappingProxyType({layer: frozen(t.cpu().numpy()) for layer, t in net.captured.items()})
+        top_probs = frozen(probs[top])
+        labels = tuple(spec.class_names[i] for i in top)
         forward_ms = (time.perf_counter() - t0) * 1000
-        return ModelResult(
-            model=spec.name, top_indices=top, top_probs=frozen(probs[top]),
-            top_labels=tuple(spec.class_names[i] for i in top), probs=probs, preprocess_ms=pre_ms,
-            forward_ms=forward_ms, view=view, activations=activations, class_map=class_map,
-            class_map_confidence=confidence)
+        return ModelResult(spec.name, top, top_probs, labels, probs, pre_ms, forward_ms, view, activations,
+                           class_map, confidence)
+
+
+def softmax_top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities (float32) and the indices of the ``k`` largest, best first, both read-only.
+
+    Ten numbers are faster in plain Python than through numpy's per-call overhead; a thousand
+    are not.
+    """
+    k = min(k, scores.size)
+    if scores.size <= 64:
+        values = scores.tolist()
+        peak = max(values)
+        exps = [math.exp(v - peak) for v in values]
+        total = sum(exps)
+        probs = np.array([e / total for e in exps], np.float32)
+        top = np.array(sorted(range(len(values)), key=values.__getitem__, reverse=True)[:k], np.int64)
+    else:
+        shifted = np.exp(scores.astype(np.float64) - scores.max())
+        probs = (shifted / shifted.sum()).astype(np.float32)
+        top = np.argpartition(-probs, k - 1)[:k]
+        top = top[np.argsort(-probs[top], kind="stable")]
+    return frozen(probs), frozen(top)
 
 
 def without_in_place_ops(model: nn.Module) -> int:

@@ -100,3 +100,15 @@ def test_cuda_request_without_cuda_runs_on_cpu():
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     assert InferenceSession("cifar10", "cuda", models=["lenet5"]).device.type == "cpu"
+
+
+@pytest.mark.parametrize("classes", [10, 1000])
+def test_softmax_top_k_matches_torch(classes):
+    from engine.inference import softmax_top_k
+
+    scores = np.random.default_rng(classes).normal(size=classes).astype(np.float32)
+    probs, top = softmax_top_k(scores, 5)
+    expected = torch.from_numpy(scores).softmax(0)
+    np.testing.assert_allclose(probs, expected.numpy(), rtol=1e-5, atol=1e-7)
+    assert list(top) == expected.topk(5).indices.tolist()
+    assert not probs.flags.writeable and not top.flags.writeable
