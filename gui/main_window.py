@@ -79,6 +79,7 @@ class MainWindow(QMainWindow):
         self._pending_target = None
         self._slow_dirty = False
         self._slow_at = 0.0
+        self._filling = False
         self._closed = False
         self._status_is_error = False
 
@@ -321,17 +322,44 @@ class MainWindow(QMainWindow):
                 self.years[m.name] = None
         self._ensure_panels(len(session.models))
         per_channel = self.source_bar.scale_action.isChecked()
+        # Each step below makes Qt repaint a large part of the window; run one step per pass of the
+        # event loop, so that no single pass repaints everything at once (a visible stall).
+        steps = []
         for panel, info in zip(self.panels, session.models):
-            panel.set_info(info, costs.get(info.name), self.years[info.name], self.layer_choice.get(info.name))
-            panel.features.set_per_channel(per_channel)
-            if panel.layer and panel.layer != info.default_layer:
-                self.bridge.set_capture(info.name, panel.layer)
+            def fill(panel=panel, info=info) -> None:
+                panel.set_info(info, costs.get(info.name), self.years[info.name], self.layer_choice.get(info.name))
+                panel.features.set_per_channel(per_channel)
+                if panel.layer and panel.layer != info.default_layer:
+                    self.bridge.set_capture(info.name, panel.layer)
+            steps.append(fill)
         num_classes = len(session.models[0].class_names) if session.models else 10
-        self.plots.set_models([PlotModel(m.name, m.title.split(" (")[0], style.model_color(i),
-                                         costs[m.name].macs if costs.get(m.name) else None, m.test_top1, m.status)
-                               for i, m in enumerate(session.models)], num_classes)
+        steps.append(lambda: self.plots.set_models(
+            [PlotModel(m.name, m.title.split(" (")[0], style.model_color(i),
+                       costs[m.name].macs if costs.get(m.name) else None, m.test_top1, m.status)
+             for i, m in enumerate(session.models)], num_classes))
+        steps.append(lambda: self.table.set_entries(
+            table_entries(session.profile, session.models, costs, self.years, None)))
         self.last_snapshot = None
-        self.table.set_entries(table_entries(session.profile, session.models, costs, self.years, None))
+        self._filling = True  # panels may show the old session's networks until the steps are done
+        self._run_in_turn(steps, lambda: self._session_ready(session))
+
+    @property
+    def ready(self) -> bool:
+        """The networks are loaded and every panel shows them."""
+        return self.session is not None and not self._filling
+
+    def _run_in_turn(self, steps: list, then) -> None:
+        """Run ``steps`` one per event-loop pass, then ``then``."""
+        if not steps:
+            then()
+            return
+        steps[0]()
+        QTimer.singleShot(0, lambda: self._run_in_turn(steps[1:], then))
+
+    def _session_ready(self, session: SessionInfo) -> None:
+        if session is not self.session:
+            return  # another session arrived meanwhile
+        self._filling = False
         untrained = [m.title.split(" (")[0] for m in session.models if m.status == "untrained"]
         note = (f" \u2014 UNTRAINED (random weights): {', '.join(untrained)}" if untrained else "")
         self.set_status(f"{len(session.models)} networks on {session.device} ({session.profile}){note}")
@@ -368,7 +396,7 @@ class MainWindow(QMainWindow):
             result, snapshot = payload
             self.last_snapshot = snapshot
             self._slow_dirty = True
-            if result.ok and result.results and self.session is not None:
+            if result.ok and result.results and self.session is not None and not self._filling:
                 self._draw_frame(result)
                 self.frames_shown += 1
                 self.stall_meter.mark_first_frame()

@@ -73,7 +73,7 @@ def make_window(qtbot, gui_settings, window_threads, no_thread_leak):
         windows.append(window)
         window.show()
         window.start(source)
-        qtbot.waitUntil(lambda: window.session is not None, timeout=60_000)
+        qtbot.waitUntil(lambda: window.ready, timeout=60_000)
         return window
 
     yield make
