@@ -168,7 +168,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.source:
         log(f"pipeline: {args.frames} frames of {args.source} through the engine ...")
         del session
-        report.update(bench_pipeline({"profile": args.profile, "device": args.device}, args.source, args.frames))
+        report.update(bench_pipeline({"profile": args.profile, "device": args.device, "threads": args.threads},
+                                     args.source, args.frames))
+        report["pipeline_threads"] = torch.get_num_threads()
     if args.json:
         print_json(report)
         return 0

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from engine.device import resolve_device
+from engine.device import engine_threads, resolve_device
 from engine.imageio import InputError
 from engine.inference import FrameResult, InferenceSession, LayerInfo, ModelResult
 from engine.metrics import MetricsSnapshot, MetricsTracker
@@ -79,11 +79,12 @@ class Engine:
     def __init__(self, profile: str = "cifar10", device: str = "cpu", *, models: Iterable[str] | None = None,
                  weights: Mapping[str, str] | None = None, on_result: ResultCallback | None = None,
                  on_event: Callable[[EngineEvent], None] | None = None, capture_default_layers: bool = True,
-                 top_k: int = 5) -> None:
+                 top_k: int = 5, threads: int | None = None) -> None:
         self.on_result = on_result or (lambda result, metrics: None)
         self.on_event = on_event or (lambda event: None)
         self.capture_default_layers = capture_default_layers
         self.top_k = top_k
+        self.threads = threads  # torch's CPU threads; None: engine_threads()
         self._config: _Config | None = _Config(profile, device, tuple(models) if models else None,
                                                tuple(sorted((weights or {}).items())))
         self._cond = threading.Condition()
@@ -320,6 +321,7 @@ class Engine:
     # -- worker thread -------------------------------------------------------------------------
 
     def _run(self) -> None:
+        torch.set_num_threads(self.threads or engine_threads())
         while not self._stop.is_set():
             with self._cond:
                 while not self._stop.is_set() and self._config is None and (
