@@ -161,6 +161,11 @@ class MainWindow(QMainWindow):
                                   and not _headless())
         if self.restored_geometry:
             self.restoreGeometry(geometry)
+            # The panels clip their text below about 1400x900: a smaller saved size (say, from a
+            # run on a small virtual screen) is not reopened where the screen has room.
+            floor = QSize(1400, 900).boundedTo(default_size())
+            if self.width() < floor.width() or self.height() < floor.height():
+                self.resize(self.size().expandedTo(floor))
         else:
             self.resize(default_size())
         state = self.settings.value("window/splitter")
