@@ -39,8 +39,13 @@ def rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
-def bench_latency(session: InferenceSession, runs: int = 200, warmup: int = 20, block: int = 10) -> dict[str, dict]:
-    """Raw versus engine latency for every network of ``session`` (activation capture as set)."""
+def bench_latency(session: InferenceSession, runs: int = 200, warmup: int = 20, block: int = 10,
+                  min_seconds: float = 0.0) -> dict[str, dict]:
+    """Raw versus engine latency for every network of ``session`` (activation capture as set).
+
+    At least ``runs`` of each, and more for a fast network until ``min_seconds`` have passed: a
+    median over a few hundred sub-millisecond runs moves with the machine's load.
+    """
     out = {}
     for name in session.names:
         spec, model, net = session.spec(name), session.model(name), session._nets[name]
@@ -57,7 +62,9 @@ def bench_latency(session: InferenceSession, runs: int = 200, warmup: int = 20, 
             for _ in range(warmup):
                 forward(x)
                 session._forward(net, x, view, 0.0)
-            for _ in range(max(1, runs // block)):
+            started, blocks = time.perf_counter(), 0
+            while blocks < max(1, runs // block) or time.perf_counter() - started < min_seconds:
+                blocks += 1
                 with session.bare(name):  # the floor runs without the capture hooks
                     for _ in range(block):
                         synchronize(session.device)
@@ -157,7 +164,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     session.set_capture({n: (session.spec(n).default_layer,) for n in session.names})
     log = (lambda *a: None) if args.json else (lambda *a: print(*a, flush=True))
     log(f"latency on {session.device}, {torch.get_num_threads()} threads, {args.runs} runs per network ...")
-    models = bench_latency(session, runs=args.runs)
+    models = bench_latency(session, runs=args.runs, min_seconds=2.0)
     default_batch = 256 if session.device.type == "cuda" or args.profile == "cifar10" else 16
     for name in session.names:
         rate, batch = bench_throughput(session, name, default_batch)

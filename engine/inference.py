@@ -9,7 +9,6 @@ single-threaded code: :mod:`engine.worker` runs it on a background thread, the C
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -56,7 +55,7 @@ class ModelResult(NamedTuple):
     model: str
     top_indices: np.ndarray  # (k,) int64, best first
     top_probs: np.ndarray  # (k,) float32
-    top_labels: tuple[str, ...]
+    class_names: tuple[str, ...]  # the network's vocabulary (shared, not copied): see top_labels
     probs: np.ndarray  # (classes,) float32 softmax
     preprocess_ms: float
     forward_ms: float  # input tensor to finished result: forward, capture, softmax (synced on CUDA)
@@ -64,6 +63,10 @@ class ModelResult(NamedTuple):
     activations: Mapping[str, np.ndarray]  # layer name -> (C, H, W) float32
     class_map: np.ndarray | None = None  # (H, W) uint8 argmax of per-pixel logits (ENet)
     class_map_confidence: np.ndarray | None = None  # (H, W) float32 softmax max of the same
+
+    @property
+    def top_labels(self) -> tuple[str, ...]:
+        return tuple([self.class_names[i] for i in self.top_indices.tolist()])
 
     @property
     def top1(self) -> int:
@@ -97,6 +100,7 @@ class _Network:
     capture: tuple[str, ...] = ()
     hooks: list = field(default_factory=list)
     captured: dict[str, torch.Tensor] = field(default_factory=dict)
+    top_k: int = 5
 
 
 class InferenceSession:
@@ -127,7 +131,7 @@ class InferenceSession:
                 model = model.to(memory_format=torch.channels_last)  # oneDNN's fast path for convolutions
             without_in_place_ops(model)
             self._nets[spec.name] = _Network(LoadedModel(spec, model, loaded.status, loaded.source, loaded.metrics),
-                                             Preprocess.for_spec(spec))
+                                             Preprocess.for_spec(spec), top_k=min(top_k, spec.num_classes))
         for name in weights:
             self.messages.append(f"--weights {name}: no such model in the {profile} line-up")
         self._layers: dict[str, tuple[LayerInfo, ...]] = {}
@@ -220,6 +224,12 @@ class InferenceSession:
         """Every network on ``frame`` (RGB uint8, H x W x 3), in registration order."""
         self._apply_capture()
         started = time.perf_counter()
+        with torch.inference_mode():
+            results = self._run(frame)
+        return FrameResult(frame_id, source, label, frame if not frame.flags.writeable else frozen(frame.copy()),
+                           MappingProxyType(results), None, started, time.perf_counter())
+
+    def _run(self, frame: np.ndarray) -> dict[str, ModelResult]:
         views: dict[Preprocess, tuple[np.ndarray, torch.Tensor, float]] = {}
         results = {}
         for name, net in self._nets.items():
@@ -233,54 +243,58 @@ class InferenceSession:
                 views[net.preprocess] = (view, x, (time.perf_counter() - t0) * 1000)
             view, x, pre_ms = views[net.preprocess]
             results[name] = self._forward(net, x, view, pre_ms)
-        return FrameResult(frame_id, source, label, frame if not frame.flags.writeable else frozen(frame.copy()),
-                           MappingProxyType(results), None, started, time.perf_counter())
+        return results
 
     def _forward(self, net: _Network, x: torch.Tensor, view: np.ndarray, pre_ms: float) -> ModelResult:
-        """One network on one prepared input. The time covers everything from the input tensor to
-        the finished result: forward pass, activation copies, softmax, top-k and numpy arrays."""
+        """One network on one prepared input, under ``torch.inference_mode`` (which :meth:`run`
+        enters once per frame). The time covers everything from the input tensor to the finished
+        result: forward pass, activations, softmax, top-k and numpy arrays.
+
+        Every line here is on the clock: after a forward pass the processor's caches hold torch's
+        kernels, not Python's, so each extra Python step costs several times its usual price.
+        """
         spec, model = net.loaded.spec, net.loaded.model
-        net.captured.clear()
+        captured = net.captured
+        captured.clear()
         class_map = confidence = None
         synchronize(self.device)
         t0 = time.perf_counter()
-        with torch.inference_mode():
-            if spec.has_class_map:
-                logits, pixel_logits = model.forward_with_map(x)
-                pixel_confidence, pixel_class = pixel_logits[0].softmax(0).max(0)
-                class_map = frozen(pixel_class.to(torch.uint8).cpu().numpy())
-                confidence = frozen(pixel_confidence.float().cpu().numpy())
-            else:
-                logits = model(x)
-        probs, top = softmax_top_k((logits if logits.is_cpu else logits.cpu()).numpy().reshape(-1), self.top_k)
-        activations = MappingProxyType({layer: frozen(t.cpu().numpy()) for layer, t in net.captured.items()})
-        top_probs = frozen(probs[top])
-        labels = tuple(spec.class_names[i] for i in top)
+        if spec.has_class_map:
+            logits, pixel_logits = model.forward_with_map(x)
+            pixel_confidence, pixel_class = pixel_logits[0].softmax(0).max(0)
+            class_map = frozen(pixel_class.to(torch.uint8).cpu().numpy())
+            confidence = frozen(pixel_confidence.float().cpu().numpy())
+        else:
+            logits = model(x)
+        # Softmax and top-k in torch: after a forward pass, two torch calls cost less than the
+        # numpy or pure-Python equivalents, whose code has just been pushed out of the caches.
+        p = logits.softmax(1)
+        if not p.is_cpu:
+            p = p.float().cpu()
+        top_probs, top = p.topk(net.top_k)
+        probs = p.numpy()[0]
+        probs.flags.writeable = False
+        top = top.numpy()[0]
+        top.flags.writeable = False
+        top_probs = top_probs.numpy()[0]
+        top_probs.flags.writeable = False
+        activations = MappingProxyType({layer: _array(t) for layer, t in captured.items()}) if captured \
+            else NO_ACTIVATIONS
         forward_ms = (time.perf_counter() - t0) * 1000
-        return ModelResult(spec.name, top, top_probs, labels, probs, pre_ms, forward_ms, view, activations,
-                           class_map, confidence)
+        return ModelResult(spec.name, top, top_probs, spec.class_names, probs, pre_ms, forward_ms, view,
+                           activations, class_map, confidence)
 
 
-def softmax_top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities (float32) and the indices of the ``k`` largest, best first, both read-only.
+NO_ACTIVATIONS: Mapping[str, np.ndarray] = MappingProxyType({})
 
-    Ten numbers are faster in plain Python than through numpy's per-call overhead; a thousand
-    are not.
-    """
-    k = min(k, scores.size)
-    if scores.size <= 64:
-        values = scores.tolist()
-        peak = max(values)
-        exps = [math.exp(v - peak) for v in values]
-        total = sum(exps)
-        probs = np.array([e / total for e in exps], np.float32)
-        top = np.array(sorted(range(len(values)), key=values.__getitem__, reverse=True)[:k], np.int64)
-    else:
-        shifted = np.exp(scores.astype(np.float64) - scores.max())
-        probs = (shifted / shifted.sum()).astype(np.float32)
-        top = np.argpartition(-probs, k - 1)[:k]
-        top = top[np.argsort(-probs[top], kind="stable")]
-    return frozen(probs), frozen(top)
+
+def _array(t: torch.Tensor) -> np.ndarray:
+    """A captured (1, C, H, W) output as a read-only (C, H, W) float32 array (no copy on the CPU)."""
+    if t.dtype != torch.float32 or not t.is_cpu:
+        t = t.float().cpu()
+    a = t.numpy()[0]
+    a.flags.writeable = False
+    return a
 
 
 def without_in_place_ops(model: nn.Module) -> int:
@@ -298,7 +312,7 @@ def without_in_place_ops(model: nn.Module) -> int:
 
 
 class _Tap:
-    """Keeps a copy of one module's output, like a forward hook, at a fraction of the cost.
+    """Keeps one module's output, like a forward hook, at a fraction of the cost.
 
     A registered forward hook sends every call of its module down torch's slow path (about as
     long as all of LeNet-5's convolutions); shadowing the module's ``forward`` with this object
@@ -312,10 +326,10 @@ class _Tap:
 
     def __call__(self, *args, **kwargs):
         output = self.inner(*args, **kwargs)
-        out = output[0] if isinstance(output, tuple) else output
         # No copy: the session's networks have no in-place operations (without_in_place_ops), so
-        # nothing writes over this output after it is made.
-        self.store[self.layer] = out[0] if out.dtype == torch.float32 else out[0].float()
+        # nothing writes over this output after it is made. Made a numpy array after the forward
+        # pass (doing it here, between two layers, costs several times more).
+        self.store[self.layer] = output[0] if isinstance(output, tuple) else output
         return output
 
     def remove(self) -> None:

@@ -102,13 +102,19 @@ def test_cuda_request_without_cuda_runs_on_cpu():
     assert InferenceSession("cifar10", "cuda", models=["lenet5"]).device.type == "cpu"
 
 
-@pytest.mark.parametrize("classes", [10, 1000])
-def test_softmax_top_k_matches_torch(classes):
-    from engine.inference import softmax_top_k
-
-    scores = np.random.default_rng(classes).normal(size=classes).astype(np.float32)
-    probs, top = softmax_top_k(scores, 5)
-    expected = torch.from_numpy(scores).softmax(0)
-    np.testing.assert_allclose(probs, expected.numpy(), rtol=1e-5, atol=1e-7)
-    assert list(top) == expected.topk(5).indices.tolist()
-    assert not probs.flags.writeable and not top.flags.writeable
+@pytest.mark.parametrize("profile", ["cifar10", "imagenet"])
+def test_probabilities_and_top_k_match_torch(profile):
+    """The session's softmax and top-k agree with torch's on the network's own logits."""
+    s = InferenceSession(profile, "cpu", models=["lenet5"])
+    frame = np.random.default_rng(3).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    r = s.run(frame).results["lenet5"]
+    net = s._nets["lenet5"]
+    with torch.inference_mode():
+        x = net.preprocess.tensor(net.preprocess.view(frame), s.device)
+        expected = s.model("lenet5")(x)[0].softmax(0)
+    np.testing.assert_allclose(r.probs, expected.numpy(), rtol=1e-5, atol=1e-7)
+    assert list(r.top_indices) == expected.topk(5).indices.tolist()
+    np.testing.assert_allclose(r.top_probs, expected.topk(5).values.numpy(), rtol=1e-6)
+    assert r.top_labels == tuple(s.spec("lenet5").class_names[i] for i in r.top_indices)
+    assert r.probs.dtype == np.float32 and r.top_indices.dtype == np.int64
+    assert not r.probs.flags.writeable and not r.top_indices.flags.writeable and not r.top_probs.flags.writeable
