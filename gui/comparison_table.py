@@ -37,6 +37,7 @@ from engine.metrics import MetricsSnapshot
 from engine.worker import ModelInfo
 from gui import style
 
+RESERVED_ROWS = 4  # the comparison's line-up
 COLUMNS = ("Network", "Year", "Params", "MACs", "Size MB", "Activations MB", "Latency p50 ms",
            "Latency p95 ms", "Test top-1", "Live top-1", "Weights")
 CSV_COLUMNS = ("network", "model", "profile", "year", "params", "macs", "size_mb", "activation_mb",
@@ -159,13 +160,16 @@ class ComparisonTable(QWidget):
         self.entries: list[TableEntry] = []
         self.colors: list[str] = []
         self.last_dir = ""
+        # Sized for the four networks of the comparison before they arrive: a table that grew when
+        # they did would re-lay out (and repaint) the whole window.
+        self._fit_height(RESERVED_ROWS)
 
     def set_entries(self, entries: list[TableEntry]) -> None:
         self.entries = entries
         rows = display_rows(entries)
         if self.table.rowCount() != len(rows):
             self.table.setRowCount(len(rows))
-            self._fit_height()
+            self._fit_height(max(RESERVED_ROWS, len(rows)))
         for r, row in enumerate(rows):
             for c, text in enumerate(row):
                 item = self.table.item(r, c)
@@ -184,12 +188,13 @@ class ComparisonTable(QWidget):
                 if c == len(row) - 1:
                     item.setForeground(QColor(style.BAD if text == "UNTRAINED" else style.TEXT))
 
-    def _fit_height(self) -> None:
-        """Exactly as tall as its rows: a table of four networks never needs a scroll bar."""
+    def _fit_height(self, rows: int) -> None:
+        """Exactly as tall as ``rows`` rows: a table of four networks never needs a scroll bar."""
         table = self.table
         height = (table.horizontalHeader().sizeHint().height() + 2 * table.frameWidth()
-                  + table.rowCount() * table.verticalHeader().defaultSectionSize() + 2)
-        table.setFixedHeight(height)
+                  + rows * table.verticalHeader().defaultSectionSize() + 2)
+        if table.height() != height or table.minimumHeight() != height:
+            table.setFixedHeight(height)
 
     def export_dialog(self) -> None:
         start = os.path.join(self.last_dir or os.path.expanduser("~"), "cnn-arena-comparison.csv")

@@ -11,7 +11,7 @@ import math
 import time
 from collections.abc import Callable
 
-from PySide6.QtCore import QByteArray, QSize, Qt, QTimer
+from PySide6.QtCore import QByteArray, QCoreApplication, QEvent, QSize, Qt, QTimer
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QMainWindow, QSizePolicy, QSplitter, QStatusBar, QWidget
 
@@ -29,7 +29,9 @@ from gui.settings import open_settings
 from gui.source_bar import SourceBar, describe_target, target_from_paths
 
 REDRAW_MS = 33  # at most 30 redraws a second
+STEP_GAP_MS = 15  # between two steps of work spread over several event-loop passes
 SLOW_REFRESH_S = 0.2  # plots and table: at most 5 a second (they change slowly, and cost most)
+SLOW_PART_BUDGET_MS = 6.0  # a tick whose frame took longer than this leaves the slow parts to the next
 
 
 def available_devices() -> list[str]:
@@ -95,7 +97,7 @@ class MainWindow(QMainWindow):
         self.panels: list[ModelPanel] = []
         self._ensure_panels(len(comparison_specs(profile)))
         self.plots = LivePlots(self)
-        self._slow_parts = [self.plots.latency, self.plots.fps, self.plots.accuracy, self.plots.tradeoff]
+        self._slow_parts = list(self.plots.all)
         self._slow_part = 0
         self.table = ComparisonTable(self)
         bottom_plots = QWidget(self)
@@ -329,6 +331,8 @@ class MainWindow(QMainWindow):
         per_channel = self.source_bar.scale_action.isChecked()
         # Each step below makes Qt repaint a large part of the window; run one step per pass of the
         # event loop, so that no single pass repaints everything at once (a visible stall).
+        # Each step repaints what it changed before the next begins: left to Qt, the repaints of
+        # all the steps would wait and come together (60 ms in one go, measured).
         steps = []
         for panel, info in zip(self.panels, session.models):
             def fill(panel=panel, info=info) -> None:
@@ -336,14 +340,25 @@ class MainWindow(QMainWindow):
                 panel.features.set_per_channel(per_channel)
                 if panel.layer and panel.layer != info.default_layer:
                     self.bridge.set_capture(info.name, panel.layer)
+                panel.repaint()
             steps.append(fill)
         num_classes = len(session.models[0].class_names) if session.models else 10
-        steps.append(lambda: self.plots.set_models(
-            [PlotModel(m.name, m.title.split(" (")[0], style.model_color(i),
-                       costs[m.name].macs if costs.get(m.name) else None, m.test_top1, m.status)
-             for i, m in enumerate(session.models)], num_classes))
-        steps.append(lambda: self.table.set_entries(
-            table_entries(session.profile, session.models, costs, self.years, None)))
+        plot_models = [PlotModel(m.name, m.title.split(" (")[0], style.model_color(i),
+                                 costs[m.name].macs if costs.get(m.name) else None, m.test_top1, m.status)
+                       for i, m in enumerate(session.models)]
+        for plot in self.plots.all:
+            def fill_plot(plot=plot) -> None:
+                plot.set_models(plot_models, num_classes)
+                # The scene tells its view what changed through queued calls: deliver them now,
+                # so that this plot's repaint happens here and not together with the others'.
+                QCoreApplication.sendPostedEvents(plot.widget.scene(), QEvent.Type.MetaCall)
+                plot.container.repaint()
+            steps.append(fill_plot)
+
+        def fill_table() -> None:
+            self.table.set_entries(table_entries(session.profile, session.models, costs, self.years, None))
+            self.table.repaint()
+        steps.append(fill_table)
         self.last_snapshot = None
         self._filling = True  # panels may show the old session's networks until the steps are done
         self._run_in_turn(steps, lambda: self._session_ready(session))
@@ -354,12 +369,15 @@ class MainWindow(QMainWindow):
         return self.session is not None and not self._filling
 
     def _run_in_turn(self, steps: list, then) -> None:
-        """Run ``steps`` one per event-loop pass, then ``then``."""
+        """Run ``steps`` one at a time, then ``then``, leaving the event loop a few milliseconds
+        between two steps: time to repaint what the last one changed and to serve the timers. (A
+        zero-delay timer would not do: Qt posts it as an event, handled in the same batch as the
+        repaint events of the step before, so the steps' costs would add up without a pause.)"""
         if not steps:
             then()
             return
         steps[0]()
-        QTimer.singleShot(0, lambda: self._run_in_turn(steps[1:], then))
+        QTimer.singleShot(STEP_GAP_MS, lambda: self._run_in_turn(steps[1:], then))
 
     def _session_ready(self, session: SessionInfo) -> None:
         if session is not self.session:
@@ -405,7 +423,12 @@ class MainWindow(QMainWindow):
                 self._draw_frame(result)
                 self.frames_shown += 1
                 self.stall_meter.mark_first_frame()
-        if self._slow_dirty and now - self._slow_at >= SLOW_REFRESH_S / (len(self._slow_parts) + 1):
+        # A plot or the table in a tick with time left, not on top of an expensive frame (the
+        # first frames of a session repaint everything and cost several times the usual); but
+        # never put off for longer than two refresh periods, however slow the frames are.
+        since = now - self._slow_at
+        roomy = (time.perf_counter() - now) * 1000.0 < SLOW_PART_BUDGET_MS or since >= 2 * SLOW_REFRESH_S
+        if self._slow_dirty and roomy and since >= SLOW_REFRESH_S / (len(self._slow_parts) + 1):
             self._slow_at = now
             if self._draw_slow():
                 self._slow_dirty = False

@@ -75,6 +75,9 @@ def layer_label(name: str, shape: tuple[int, ...]) -> str:
 def _badge(parent: QWidget) -> QLabel:
     label = QLabel(parent)
     label.setObjectName("badge")
+    policy = label.sizePolicy()
+    policy.setRetainSizeWhenHidden(True)  # showing or hiding it must not re-lay out the panel
+    label.setSizePolicy(policy)
     label.hide()
     return label
 
@@ -156,7 +159,8 @@ class ModelPanel(QFrame):
         self.input_caption = QLabel("", self)
         self.input_caption.setObjectName("dim")
         self.input_caption.setWordWrap(True)
-        self.input_caption.setFixedWidth(136)
+        self.input_caption.setFixedSize(136, 2 * self.input_caption.fontMetrics().lineSpacing() + 2)
+        self.input_caption.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
         left = QVBoxLayout()
         left.setSpacing(2)
         left.addWidget(self.input_view)

@@ -190,3 +190,21 @@ def test_a_missing_camera_is_a_clear_message(make_window, qtbot):
     qtbot.waitUntil(lambda: "camera 63: cannot open" in window.status_text.text(), timeout=LONG)
     assert "another index" in window.status_text.text()
     assert window.errors == [e for e in window.errors if e.startswith("camera 63")]
+
+
+def test_the_table_keeps_its_height_when_the_networks_arrive(qtbot):
+    """The table is sized for the comparison's four networks from the start: growing when they
+    arrive would re-lay out, and repaint, the whole window."""
+    from gui.comparison_table import ComparisonTable, TableEntry
+
+    def entries(n):
+        return [TableEntry(f"m{i}", f"Model {i}", "cifar10", 2000 + i, 1000, 2000, 1.0, 0.5, 1.0, 2.0, 10,
+                           0.5, None, 0, "trained") for i in range(n)]
+
+    table = ComparisonTable()
+    qtbot.addWidget(table)
+    before = table.table.height()
+    table.set_entries(entries(4))
+    assert table.table.rowCount() == 4 and table.table.height() == before
+    table.set_entries(entries(6))  # a longer line-up still fits without a scroll bar
+    assert table.table.height() > before
