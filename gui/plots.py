@@ -115,9 +115,10 @@ class _Plot:
         self.header.setTextFormat(Qt.TextFormat.RichText)
         self.header.setWordWrap(True)
         self.header.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        # Two lines, fixed: its text changes with every refresh, and a label that may change height
-        # makes Qt lay out (and repaint) the whole row of plots each time.
-        self.header.setFixedHeight(2 * self.header.fontMetrics().lineSpacing() + 6)
+        # A fixed height (three lines: the legend wraps once at 1400 px): its text changes with
+        # every refresh, and a label that may change height makes Qt lay out (and repaint) the
+        # whole row of plots each time.
+        self.header.setFixedHeight(3 * self.header.fontMetrics().lineSpacing() + 4)
         self.header.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
         self.header_row = QHBoxLayout()
         self.header_row.setContentsMargins(4, 0, 0, 0)
