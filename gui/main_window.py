@@ -11,7 +11,7 @@ import math
 import time
 from collections.abc import Callable
 
-from PySide6.QtCore import QByteArray, QCoreApplication, QEvent, QSize, Qt, QTimer
+from PySide6.QtCore import QByteArray, QSize, Qt, QTimer
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QMainWindow, QSizePolicy, QSplitter, QStatusBar, QWidget
 
@@ -331,8 +331,6 @@ class MainWindow(QMainWindow):
         per_channel = self.source_bar.scale_action.isChecked()
         # Each step below makes Qt repaint a large part of the window; run one step per pass of the
         # event loop, so that no single pass repaints everything at once (a visible stall).
-        # Each step repaints what it changed before the next begins: left to Qt, the repaints of
-        # all the steps would wait and come together (60 ms in one go, measured).
         steps = []
         for panel, info in zip(self.panels, session.models):
             def fill(panel=panel, info=info) -> None:
@@ -340,25 +338,14 @@ class MainWindow(QMainWindow):
                 panel.features.set_per_channel(per_channel)
                 if panel.layer and panel.layer != info.default_layer:
                     self.bridge.set_capture(info.name, panel.layer)
-                panel.repaint()
             steps.append(fill)
         num_classes = len(session.models[0].class_names) if session.models else 10
         plot_models = [PlotModel(m.name, m.title.split(" (")[0], style.model_color(i),
                                  costs[m.name].macs if costs.get(m.name) else None, m.test_top1, m.status)
                        for i, m in enumerate(session.models)]
-        for plot in self.plots.all:
-            def fill_plot(plot=plot) -> None:
-                plot.set_models(plot_models, num_classes)
-                # The scene tells its view what changed through queued calls: deliver them now,
-                # so that this plot's repaint happens here and not together with the others'.
-                QCoreApplication.sendPostedEvents(plot.widget.scene(), QEvent.Type.MetaCall)
-                plot.container.repaint()
-            steps.append(fill_plot)
-
-        def fill_table() -> None:
-            self.table.set_entries(table_entries(session.profile, session.models, costs, self.years, None))
-            self.table.repaint()
-        steps.append(fill_table)
+        steps.extend(lambda plot=plot: plot.set_models(plot_models, num_classes) for plot in self.plots.all)
+        steps.append(lambda: self.table.set_entries(
+            table_entries(session.profile, session.models, costs, self.years, None)))
         self.last_snapshot = None
         self._filling = True  # panels may show the old session's networks until the steps are done
         self._run_in_turn(steps, lambda: self._session_ready(session))
