@@ -54,7 +54,6 @@ class ModelResult(NamedTuple):
 
     model: str
     top_indices: np.ndarray  # (k,) int64, best first
-    top_probs: np.ndarray  # (k,) float32
     class_names: tuple[str, ...]  # the network's vocabulary (shared, not copied): see top_labels
     probs: np.ndarray  # (classes,) float32 softmax
     preprocess_ms: float
@@ -63,6 +62,11 @@ class ModelResult(NamedTuple):
     activations: Mapping[str, np.ndarray]  # layer name -> (C, H, W) float32
     class_map: np.ndarray | None = None  # (H, W) uint8 argmax of per-pixel logits (ENet)
     class_map_confidence: np.ndarray | None = None  # (H, W) float32 softmax max of the same
+
+    @property
+    def top_probs(self) -> np.ndarray:
+        """(k,) float32: the probabilities of :attr:`top_indices` (read from :attr:`probs`)."""
+        return frozen(self.probs[self.top_indices])
 
     @property
     def top_labels(self) -> tuple[str, ...]:
@@ -250,38 +254,42 @@ class InferenceSession:
         enters once per frame). The time covers everything from the input tensor to the finished
         result: forward pass, activations, softmax, top-k and numpy arrays.
 
-        Every line here is on the clock: after a forward pass the processor's caches hold torch's
-        kernels, not Python's, so each extra Python step costs several times its usual price.
+        Every line between the two clock readings counts: after a forward pass the processor's
+        caches hold torch's kernels, not Python's, so each Python step costs several times its
+        usual price. Hence torch for softmax and top-k (two calls, cheaper there than numpy or pure
+        Python), the one-layer case written out, and nothing looked up that could be looked up
+        before.
         """
-        spec, model = net.loaded.spec, net.loaded.model
-        captured = net.captured
+        spec, model, captured, k = net.loaded.spec, net.loaded.model, net.captured, net.top_k
+        on_cpu, has_class_map = self.device.type == "cpu", spec.has_class_map
         captured.clear()
         class_map = confidence = None
         synchronize(self.device)
         t0 = time.perf_counter()
-        if spec.has_class_map:
+        if has_class_map:
             logits, pixel_logits = model.forward_with_map(x)
             pixel_confidence, pixel_class = pixel_logits[0].softmax(0).max(0)
             class_map = frozen(pixel_class.to(torch.uint8).cpu().numpy())
             confidence = frozen(pixel_confidence.float().cpu().numpy())
         else:
             logits = model(x)
-        # Softmax and top-k in torch: after a forward pass, two torch calls cost less than the
-        # numpy or pure-Python equivalents, whose code has just been pushed out of the caches.
         p = logits.softmax(1)
-        if not p.is_cpu:
+        if not on_cpu:
             p = p.float().cpu()
-        top_probs, top = p.topk(net.top_k)
+        top = p.topk(k)[1].numpy()[0]
+        top.flags.writeable = False
         probs = p.numpy()[0]
         probs.flags.writeable = False
-        top = top.numpy()[0]
-        top.flags.writeable = False
-        top_probs = top_probs.numpy()[0]
-        top_probs.flags.writeable = False
-        activations = MappingProxyType({layer: _array(t) for layer, t in captured.items()}) if captured \
-            else NO_ACTIVATIONS
+        if on_cpu and len(captured) == 1:  # the usual case, written out (float32 on the CPU)
+            (layer, t), = captured.items()
+            a = t.numpy()[0]
+            a.flags.writeable = False
+            activations = MappingProxyType({layer: a})
+        else:
+            activations = MappingProxyType({layer: _array(t) for layer, t in captured.items()}) if captured \
+                else NO_ACTIVATIONS
         forward_ms = (time.perf_counter() - t0) * 1000
-        return ModelResult(spec.name, top, top_probs, spec.class_names, probs, pre_ms, forward_ms, view,
+        return ModelResult(spec.name, top, spec.class_names, probs, pre_ms, forward_ms, view,
                            activations, class_map, confidence)
 
 

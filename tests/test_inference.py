@@ -58,6 +58,12 @@ def test_activation_capture_returns_the_layer_output(session):
     # conv1 is followed by an in-place ReLU: the capture must hold the values before it
     assert conv1.min() < 0
     assert r["lenet5"].activations["features.tanh3"].shape == (16, 10, 10)
+    assert not conv1.flags.writeable
+    session.set_capture({"lenet5": ["features.c3", "features.tanh3"]})  # more than one layer
+    two = session.run(frame).results["lenet5"].activations
+    assert [(layer, a.shape, a.flags.writeable) for layer, a in two.items()] == \
+        [("features.c3", (16, 10, 10), False), ("features.tanh3", (16, 10, 10), False)]
+    np.testing.assert_allclose(np.tanh(two["features.c3"]), two["features.tanh3"], atol=1e-6)
     session.set_capture({"alexnet": []})
     assert session.run(frame).results["alexnet"].activations == {}
 

@@ -13,7 +13,7 @@ def fake(model: str, top: int, ms: float, classes: int = 10) -> ModelResult:
     probs = np.full(classes, 0.01, np.float32)
     probs[top] = 1 - 0.01 * (classes - 1)
     order = np.argsort(-probs, kind="stable")[:5]
-    return ModelResult(model, order, probs[order], tuple(str(i) for i in range(classes)), probs, 1.0, ms - 1.0,
+    return ModelResult(model, order, tuple(str(i) for i in range(classes)), probs, 1.0, ms - 1.0,
                        np.zeros((2, 2, 3), np.uint8), MappingProxyType({}))
 
 
