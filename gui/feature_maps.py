@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 from PySide6.QtCore import QRectF, Signal
-from PySide6.QtGui import QColor, QPen
-from PySide6.QtWidgets import QGraphicsRectItem, QLabel, QSizePolicy, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from gui import style
 from gui.image_canvas import ImageCanvas
@@ -40,14 +39,6 @@ class FeatureMapView(QWidget):
         layout.addWidget(self.canvas, 1)
         layout.addWidget(self.caption)
         self._lut = style.feature_lut()
-        self._highlight = QGraphicsRectItem()
-        pen = QPen(QColor("#ffffff"))
-        pen.setCosmetic(True)
-        pen.setWidth(2)
-        self._highlight.setPen(pen)
-        self._highlight.setZValue(10)
-        self._highlight.hide()
-        self.canvas.view.addItem(self._highlight)
         self.per_channel = False
         self.layer: str | None = None
         self.shape: tuple[int, ...] | None = None
@@ -82,7 +73,7 @@ class FeatureMapView(QWidget):
         self.canvas.clear()
         self.layer = self.shape = self.mosaic = self._activation = None
         self.selected = None
-        self._highlight.hide()
+        self.canvas.set_highlight(None)
         self.caption.setText(message)
 
     def selected_map(self) -> np.ndarray | None:
@@ -110,8 +101,7 @@ class FeatureMapView(QWidget):
 
     def _place_highlight(self) -> None:
         if self.selected is None or self.mosaic is None:
-            self._highlight.hide()
+            self.canvas.set_highlight(None)
             return
         x, y = self.mosaic.tile_origin(self.selected)
-        self._highlight.setRect(QRectF(x - 0.5, y - 0.5, self.mosaic.tile_w + 1, self.mosaic.tile_h + 1))
-        self._highlight.show()
+        self.canvas.set_highlight(QRectF(x - 0.5, y - 0.5, self.mosaic.tile_w + 1, self.mosaic.tile_h + 1))

@@ -1,7 +1,9 @@
-"""A small pyqtgraph canvas for one image: fixed aspect, no pan/zoom, clicks reported in pixels.
+"""A small canvas for one image: fixed aspect, pixels kept sharp, clicks reported in image pixels.
 
-Both the input view and the feature-map mosaic are one of these. The image item is updated in
-place (``setImage``), never rebuilt, and the view range changes only when the image's shape does.
+Both the input view and the feature-map mosaic are one of these. It is a plain widget that paints
+a ``QImage`` made over the numpy array (no copy for a contiguous array), not a graphics scene:
+Qt repaints every changed scene's window at once, scene by scene, so eight image scenes per frame
+would cost eight window repaints where plain widgets share one.
 """
 
 from __future__ import annotations
@@ -9,66 +11,108 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-import pyqtgraph as pg
-from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QSizePolicy
+from PySide6.QtCore import QPointF, QRectF, Qt
+from PySide6.QtGui import QColor, QImage, QMouseEvent, QPainter, QPaintEvent, QPen
+from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from gui import style
 
 
-class _ClickableImage(pg.ImageItem):
-    def __init__(self) -> None:
-        super().__init__(axisOrder="row-major")
-        self.on_click: Callable[[float, float], None] | None = None
-
-    def mouseClickEvent(self, ev) -> None:  # noqa: N802 - Qt's name
-        if self.on_click is not None and ev.button() == Qt.MouseButton.LeftButton:
-            pos = ev.pos()
-            self.on_click(pos.x(), pos.y())
-            ev.accept()
-        else:
-            ev.ignore()
-
-
-class ImageCanvas(pg.GraphicsView):
+class ImageCanvas(QWidget):
     """Shows an RGB uint8 image, or a uint8 index image through a lookup table."""
 
-    def __init__(self, parent=None, *, min_size: int = 96) -> None:
-        super().__init__(parent, background=style.PANEL)
-        self.setAntialiasing(False)  # pixels stay pixels (a 32x32 input is shown as it is)
+    def __init__(self, parent: QWidget | None = None, *, min_size: int = 96) -> None:
+        super().__init__(parent)
         self.setMinimumSize(min_size, min_size)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        self.view = pg.ViewBox(lockAspect=True, invertY=True, enableMouse=False, enableMenu=False,
-                               defaultPadding=0.0)
-        self.setCentralItem(self.view)
-        self.image = _ClickableImage()
-        self.view.addItem(self.image)
-        self._shape: tuple[int, ...] | None = None
-        self.setToolTip("")
+        self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)  # paints every pixel itself
+        self._background = QColor(style.PANEL)
+        self.array: np.ndarray | None = None  # what is shown: (H, W, 3) RGB or (H, W) indices
+        self._image: QImage | None = None
+        self._tables: dict[int, tuple[np.ndarray, list[int]]] = {}  # id(lut) -> (lut, Qt colour table)
+        self._highlight: QRectF | None = None
+        self._on_click: Callable[[float, float], None] | None = None
 
     @property
-    def on_click(self):
-        return self.image.on_click
+    def on_click(self) -> Callable[[float, float], None] | None:
+        return self._on_click
 
     @on_click.setter
     def on_click(self, callback: Callable[[float, float], None] | None) -> None:
-        self.image.on_click = callback
+        self._on_click = callback
         self.setCursor(Qt.CursorShape.PointingHandCursor if callback else Qt.CursorShape.ArrowCursor)
 
     def set_rgb(self, rgb: np.ndarray) -> None:
-        self.image.setImage(rgb, autoLevels=False, levels=(0, 255), lut=None)
-        self._fit(rgb.shape[:2])
+        rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+        h, w = rgb.shape[:2]
+        self._show(rgb, QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888))
 
     def set_indexed(self, index: np.ndarray, lut: np.ndarray) -> None:
         """``index`` (H, W) uint8 shown through ``lut`` (256, 3): exact colours, no autoscaling."""
-        self.image.setImage(index, autoLevels=False, levels=(0, 255), lut=lut)
-        self._fit(index.shape[:2])
+        index = np.ascontiguousarray(index, dtype=np.uint8)
+        h, w = index.shape
+        image = QImage(index.data, w, h, w, QImage.Format.Format_Indexed8)
+        image.setColorTable(self._table(lut))
+        self._show(index, image)
+
+    def set_highlight(self, rect: QRectF | None) -> None:
+        """Outline ``rect`` (in image pixels) with a white frame, or nothing."""
+        if rect != self._highlight:
+            self._highlight = rect
+            self.update()
 
     def clear(self) -> None:
-        self.image.clear()
-        self._shape = None
+        self.array = self._image = None
+        self.update()
 
-    def _fit(self, shape: tuple[int, ...]) -> None:
-        if shape != self._shape:
-            self._shape = shape
-            self.view.setRange(xRange=(0, shape[1]), yRange=(0, shape[0]), padding=0.0)
+    def image_rect(self) -> QRectF:
+        """Where the image is drawn: as large as fits, centred, at its own aspect ratio."""
+        if self.array is None:
+            return QRectF()
+        h, w = self.array.shape[:2]
+        scale = min(self.width() / w, self.height() / h)
+        return QRectF((self.width() - w * scale) / 2, (self.height() - h * scale) / 2, w * scale, h * scale)
+
+    def to_image(self, pos: QPointF) -> tuple[float, float] | None:
+        """Widget position -> image pixel coordinates, or None outside the image."""
+        target = self.image_rect()
+        if self.array is None or not target.contains(pos):
+            return None
+        h, w = self.array.shape[:2]
+        return ((pos.x() - target.x()) * w / target.width(), (pos.y() - target.y()) * h / target.height())
+
+    def _show(self, array: np.ndarray, image: QImage) -> None:
+        self.array, self._image = array, image  # the QImage reads the array's memory: keep both
+        self.update()
+
+    def _table(self, lut: np.ndarray) -> list[int]:
+        cached = self._tables.get(id(lut))
+        if cached is None or cached[0] is not lut:
+            rgb = np.asarray(lut, np.uint32)
+            table = (0xFF000000 | rgb[:, 0] << 16 | rgb[:, 1] << 8 | rgb[:, 2]).tolist()
+            cached = self._tables[id(lut)] = (lut, table)
+        return cached[1]
+
+    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 - Qt's name
+        painter = QPainter(self)
+        painter.fillRect(self.rect(), self._background)
+        if self._image is None:
+            return
+        target = self.image_rect()
+        painter.drawImage(target, self._image)  # no smoothing: a 32x32 input shows its pixels
+        if self._highlight is not None:
+            h, w = self.array.shape[:2]
+            sx, sy = target.width() / w, target.height() / h
+            r = self._highlight
+            pen = QPen(QColor("#ffffff"), 2)
+            painter.setPen(pen)
+            painter.drawRect(QRectF(target.x() + r.x() * sx, target.y() + r.y() * sy, r.width() * sx, r.height() * sy))
+
+    def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt's name
+        if self._on_click is not None and event.button() == Qt.MouseButton.LeftButton:
+            at = self.to_image(event.position())
+            if at is not None:
+                self._on_click(*at)
+                event.accept()
+                return
+        super().mousePressEvent(event)

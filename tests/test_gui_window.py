@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 
 from tests.gui_fixtures import gui_settings, make_window, no_thread_leak, window_threads  # noqa: F401
@@ -33,7 +33,7 @@ def test_a_video_runs_and_all_panels_show_the_same_frame(make_window, tmp_path, 
     for panel in panels.values():
         assert panel.bars.labels and len(panel.bars.labels) == 5
         assert panel.features.mosaic is not None and panel.features.mosaic.shown > 0
-        assert panel.input_view.image.image is not None
+        assert panel.input_view.array is not None
         assert panel.latency.text().endswith("ms")
     assert panels["enet"].class_map_box.isVisible() and "%" in panels["enet"].note.text()  # the legend
     qtbot.waitUntil(lambda: window.table.table.item(0, 6).text() not in ("", "\u2013"), timeout=LONG)
@@ -61,14 +61,20 @@ def test_clicking_a_tile_paints_that_channel_over_the_input(make_window, tmp_pat
     window = make_window(str(write_image(tmp_path / "a.png")))
     vgg = _panels(window)["vgg16"]
     qtbot.waitUntil(lambda: vgg.features.mosaic is not None and vgg.frame_id is not None, timeout=LONG)
-    plain = np.array(vgg.input_view.image.image, copy=True)
-    x, y = vgg.features.mosaic.tile_origin(3)
-    vgg.features._clicked(x + 0.5, y + 0.5)
+    plain = np.array(vgg.input_view.array, copy=True)
+    mosaic, canvas = vgg.features.mosaic, vgg.features.canvas
+    x, y = mosaic.tile_origin(3)
+    target = canvas.image_rect()  # mosaic pixels -> widget pixels, as the user sees them
+    h, w = mosaic.image.shape
+    at = QPoint(round(target.x() + (x + mosaic.tile_w / 2) * target.width() / w),
+                round(target.y() + (y + mosaic.tile_h / 2) * target.height() / h))
+    qtbot.mouseClick(canvas, Qt.MouseButton.LeftButton, pos=at)
     assert vgg.features.selected == 3
     assert "channel 3" in vgg.input_caption.text()
-    assert not np.array_equal(plain, vgg.input_view.image.image)
-    vgg.features._clicked(x + 0.5, y + 0.5)  # again: cleared
-    assert vgg.features.selected is None
+    assert not np.array_equal(plain, vgg.input_view.array)
+    assert canvas._highlight is not None and canvas._highlight.contains(QPointF(x + 1, y + 1))
+    qtbot.mouseClick(canvas, Qt.MouseButton.LeftButton, pos=at)  # again: cleared
+    assert vgg.features.selected is None and canvas._highlight is None
     window.source_bar.scale_action.setChecked(True)
     assert all(p.features.per_channel for p in _panels(window).values())
 
@@ -143,7 +149,7 @@ def test_a_pasted_or_dropped_image_is_shown(make_window, tmp_path, qtbot):
     window.source_bar.paste()  # what Ctrl+V does
     qtbot.waitUntil(lambda: window.frames_shown >= 1, timeout=LONG)
     panel = _panels(window)["lenet5"]
-    assert panel.input_view.image.image[..., 0].mean() > 150  # the red picture reached the networks
+    assert panel.input_view.array[..., 0].mean() > 150  # the red picture reached the networks
     assert window.last_snapshot is not None
     shown = window.frames_shown
     dropped = write_image(tmp_path / "dropped.png", color=(0, 200, 0))
