@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QPushButton,
+    QSizePolicy,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -123,6 +124,14 @@ def write_csv_atomic(path: str | os.PathLike, header: Sequence[str], rows: Seque
     return Path(path)
 
 
+class _TwoLines(QLabel):
+    """A wrapped label of a fixed height. Its height does not follow its width: such a height would
+    make the window's layout hold the table at full height on a short screen, not let it scroll."""
+
+    def hasHeightForWidth(self) -> bool:  # noqa: N802 - Qt's name
+        return False
+
+
 class ComparisonTable(QWidget):
     message = Signal(str, bool)  # text for the status bar, is_error
 
@@ -140,13 +149,15 @@ class ComparisonTable(QWidget):
         header.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         header.setDefaultAlignment(Qt.AlignmentFlag.AlignCenter)
         self.table.verticalHeader().setDefaultSectionSize(24)
-        self.table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
         self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.caption = QLabel("Parameters and MACs count convolutions and matrix products (1 MAC = 2 FLOPs); "
+        self.caption = _TwoLines("Parameters and MACs count convolutions and matrix products (1 MAC = 2 FLOPs); "
                               "size = fp32 weights; latency = preprocessing + forward, measured live; "
                               "live top-1 counts labelled frames (in brackets).", self)
         self.caption.setObjectName("dim")
         self.caption.setWordWrap(True)
+        self.caption.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.caption.setFixedHeight(2 * self.caption.fontMetrics().lineSpacing() + 2)
         self.export_button = QPushButton("Export CSV\u2026", self)
         self.export_button.clicked.connect(self.export_dialog)
         bottom = QHBoxLayout()
@@ -189,12 +200,17 @@ class ComparisonTable(QWidget):
                     item.setForeground(QColor(style.BAD if text == "UNTRAINED" else style.TEXT))
 
     def _fit_height(self, rows: int) -> None:
-        """Exactly as tall as ``rows`` rows: a table of four networks never needs a scroll bar."""
+        """At most as tall as ``rows`` rows (a table of four networks needs no scroll bar where the
+        window has room), at least two rows tall (a short screen scrolls it). Both bounds are set
+        once, not from the rows shown, so rows arriving never re-lay out the window."""
         table = self.table
-        height = (table.horizontalHeader().sizeHint().height() + 2 * table.frameWidth()
-                  + rows * table.verticalHeader().defaultSectionSize() + 2)
-        if table.height() != height or table.minimumHeight() != height:
-            table.setFixedHeight(height)
+
+        def height(n: int) -> int:
+            return (table.horizontalHeader().sizeHint().height() + 2 * table.frameWidth()
+                    + n * table.verticalHeader().defaultSectionSize() + 2)
+        if table.maximumHeight() != height(rows):
+            table.setMaximumHeight(height(rows))
+            table.setMinimumHeight(height(min(rows, 2)))
 
     def export_dialog(self) -> None:
         start = os.path.join(self.last_dir or os.path.expanduser("~"), "cnn-arena-comparison.csv")

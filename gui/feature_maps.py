@@ -27,7 +27,7 @@ class FeatureMapView(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.canvas = ImageCanvas(self, min_size=120)
+        self.canvas = ImageCanvas(self, min_size=64)
         self.canvas.on_click = self._clicked
         self.canvas.setToolTip("Click a channel to paint it over the input; click it again to clear")
         self.caption = QLabel(" ", self)

@@ -202,8 +202,6 @@ class ModelPanel(QFrame):
         self.features = FeatureMapView(self)
         self.features.channel_selected.connect(lambda _channel: self._paint_input())
 
-        # Explicit minimum sizes: text that changes every frame must not re-lay out the window.
-        self.setMinimumSize(230, 440)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(8, 6, 8, 6)
         layout.setSpacing(4)
@@ -214,6 +212,11 @@ class ModelPanel(QFrame):
         layout.addWidget(note_row)
         layout.addLayout(picker)
         layout.addWidget(self.features, 1)
+        # An explicit minimum size, set once: text that changes every frame must not re-lay out
+        # the window. Its height is what the rows need (a shorter panel would overlap them), with
+        # a few pixels for labels that are still empty now.
+        self.ensurePolished()  # the style sheet's paddings count
+        self.setMinimumSize(230, layout.minimumSize().height() + 4)
 
     # -- session -------------------------------------------------------------------------------
 

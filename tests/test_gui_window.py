@@ -209,8 +209,39 @@ def test_the_table_keeps_its_height_when_the_networks_arrive(qtbot):
 
     table = ComparisonTable()
     qtbot.addWidget(table)
+    table.resize(1200, 400)  # room to spare: the table takes its full four-row height
+    table.show()
+    qtbot.waitExposed(table)
+    bounds = (table.table.minimumHeight(), table.table.maximumHeight())
     before = table.table.height()
+    assert before == bounds[1] > bounds[0]
     table.set_entries(entries(4))
+    qtbot.wait(10)
     assert table.table.rowCount() == 4 and table.table.height() == before
+    assert (table.table.minimumHeight(), table.table.maximumHeight()) == bounds
+    assert not table.table.verticalScrollBar().isVisible()
+    table.resize(1200, table.minimumSizeHint().height())  # a short window: down to two rows, scrolling
+    qtbot.waitUntil(lambda: table.table.height() == bounds[0])
+    table.resize(1200, 400)
     table.set_entries(entries(6))  # a longer line-up still fits without a scroll bar
-    assert table.table.height() > before
+    qtbot.waitUntil(lambda: table.table.height() > before)
+    assert not table.table.verticalScrollBar().isVisible()
+
+
+def test_a_laptop_screen_squeezes_nothing_into_anything(make_window, tmp_path, qtbot):
+    """On a 1366x768 screen (a window of about 1300x700) every panel keeps the height its rows
+    need, and the table gives way (it scrolls) rather than covering the plots."""
+    window = make_window(str(write_image(tmp_path / "a.png")))
+    window.resize(1300, 700)
+    qtbot.waitUntil(lambda: window.height() <= 700)
+    qtbot.waitUntil(lambda: all(p.frame_id is not None for p in _panels(window).values()), timeout=LONG)
+    qtbot.wait(50)
+    for panel in _panels(window).values():
+        assert panel.height() >= panel.minimumHeight() > 300
+    splitter, table = window.splitter, window.table
+    assert splitter.geometry().bottom() < table.geometry().top()
+    assert table.geometry().bottom() <= window.centralWidget().height()
+    assert table.table.height() >= table.table.minimumHeight()
+    window.resize(1600, 1000)  # room again: all four rows, no scroll bar
+    qtbot.waitUntil(lambda: table.table.height() == table.table.maximumHeight())
+    qtbot.waitUntil(lambda: not table.table.verticalScrollBar().isVisible())
