@@ -280,7 +280,8 @@ class InferenceSession:
         top.flags.writeable = False
         probs = p.numpy()[0]
         probs.flags.writeable = False
-        if on_cpu and len(captured) == 1:  # the usual case, written out (float32 on the CPU)
+        if on_cpu and len(captured) == 1:  # the usual case, written out: on the CPU a session's
+            # networks stay float32 (nothing casts them), so their outputs need no conversion
             (layer, t), = captured.items()
             a = t.numpy()[0]
             a.flags.writeable = False

@@ -157,6 +157,7 @@ class ComparisonTable(QWidget):
         self.caption.setObjectName("dim")
         self.caption.setWordWrap(True)
         self.caption.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.caption.ensurePolished()  # the style sheet's font, not the default one
         self.caption.setFixedHeight(2 * self.caption.fontMetrics().lineSpacing() + 2)
         self.export_button = QPushButton("Export CSV\u2026", self)
         self.export_button.clicked.connect(self.export_dialog)
@@ -201,7 +202,7 @@ class ComparisonTable(QWidget):
 
     def _fit_height(self, rows: int) -> None:
         """At most as tall as ``rows`` rows (a table of four networks needs no scroll bar where the
-        window has room), at least two rows tall (a short screen scrolls it). Both bounds are set
+        window has room), at least one row tall (a short screen scrolls it). Both bounds are set
         once, not from the rows shown, so rows arriving never re-lay out the window."""
         table = self.table
 
@@ -210,7 +211,7 @@ class ComparisonTable(QWidget):
                     + n * table.verticalHeader().defaultSectionSize() + 2)
         if table.maximumHeight() != height(rows):
             table.setMaximumHeight(height(rows))
-            table.setMinimumHeight(height(min(rows, 2)))
+            table.setMinimumHeight(height(min(rows, 1)))
 
     def export_dialog(self) -> None:
         start = os.path.join(self.last_dir or os.path.expanduser("~"), "cnn-arena-comparison.csv")

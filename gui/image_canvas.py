@@ -43,12 +43,16 @@ class ImageCanvas(QWidget):
         self.setCursor(Qt.CursorShape.PointingHandCursor if callback else Qt.CursorShape.ArrowCursor)
 
     def set_rgb(self, rgb: np.ndarray) -> None:
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or 0 in rgb.shape:
+            raise ValueError(f"an RGB image is (H, W, 3) and not empty, not {rgb.shape}")
         rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
         h, w = rgb.shape[:2]
         self._show(rgb, QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888))
 
     def set_indexed(self, index: np.ndarray, lut: np.ndarray) -> None:
         """``index`` (H, W) uint8 shown through ``lut`` (256, 3): exact colours, no autoscaling."""
+        if index.ndim != 2 or 0 in index.shape:
+            raise ValueError(f"an index image is (H, W) and not empty, not {index.shape}")
         index = np.ascontiguousarray(index, dtype=np.uint8)
         h, w = index.shape
         image = QImage(index.data, w, h, w, QImage.Format.Format_Indexed8)

@@ -134,7 +134,8 @@ class MainWindow(QMainWindow):
         status.addPermanentWidget(self.counters)
         self.setStatusBar(status)
         self.setAcceptDrops(True)
-        self.setMinimumSize(1024, 640)  # fits a 1366x768 laptop screen
+        # No explicit minimum size: the layout's own (about 950x700, for a 1366x768 screen) keeps
+        # every row and panel from being squeezed into the next.
 
         self.source_bar.source_chosen.connect(self.open_source)
         self.source_bar.image_pasted.connect(self.show_image)

@@ -159,6 +159,7 @@ class ModelPanel(QFrame):
         self.input_caption = QLabel("", self)
         self.input_caption.setObjectName("dim")
         self.input_caption.setWordWrap(True)
+        self.input_caption.ensurePolished()  # the style sheet's font, not the default one
         self.input_caption.setFixedSize(136, 2 * self.input_caption.fontMetrics().lineSpacing() + 2)
         self.input_caption.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
         left = QVBoxLayout()

@@ -110,7 +110,7 @@ class _Plot:
         for axis in item.axes.values():
             axis["item"].setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self.widget.setMouseEnabled(x=False, y=False)
-        self.widget.setMinimumHeight(80)
+        self.widget.setMinimumHeight(72)
         self.header = QLabel(f"<b>{title}</b>")
         self.header.setTextFormat(Qt.TextFormat.RichText)
         self.header.setWordWrap(True)
