@@ -29,6 +29,7 @@ class FeatureMapView(QWidget):
         super().__init__(parent)
         self.canvas = ImageCanvas(self, min_size=64)
         self.canvas.on_click = self._clicked
+        self.canvas.describe = self.describe_at
         self.canvas.setToolTip("Click a channel to paint it over the input; click it again to clear")
         self.caption = QLabel(" ", self)
         self.caption.setObjectName("dim")
@@ -89,6 +90,18 @@ class FeatureMapView(QWidget):
         if self.layer is not None and self._activation is not None:
             self.set_activation(self.layer, self._activation)
         self.channel_selected.emit(channel)
+
+    def describe_at(self, x: float, y: float) -> str:
+        """The channel under mosaic pixel (x, y) and its values, for the tooltip ("" on a gap)."""
+        if self.mosaic is None or self._activation is None:
+            return ""
+        channel = self.mosaic.channel_at(x, y)
+        if channel is None:
+            return ""
+        values = self._activation[channel]
+        action = "click to clear" if channel == self.selected else "click to paint it over the input"
+        return (f"channel {channel} of {self.layer}: min {float(values.min()):.3g}, "
+                f"mean {float(values.mean()):.3g}, max {float(values.max()):.3g} \u00b7 {action}")
 
     def _clicked(self, x: float, y: float) -> None:
         if self.mosaic is None:

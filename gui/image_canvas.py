@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QImage, QMouseEvent, QPainter, QPaintEvent, QPen
-from PySide6.QtWidgets import QSizePolicy, QWidget
+from PySide6.QtWidgets import QSizePolicy, QToolTip, QWidget
 
 from gui import style
 
@@ -32,6 +32,7 @@ class ImageCanvas(QWidget):
         self._tables: dict[int, tuple[np.ndarray, list[int]]] = {}  # id(lut) -> (lut, Qt colour table)
         self._highlight: QRectF | None = None
         self._on_click: Callable[[float, float], None] | None = None
+        self._describe: Callable[[float, float], str] | None = None
 
     @property
     def on_click(self) -> Callable[[float, float], None] | None:
@@ -41,6 +42,17 @@ class ImageCanvas(QWidget):
     def on_click(self, callback: Callable[[float, float], None] | None) -> None:
         self._on_click = callback
         self.setCursor(Qt.CursorShape.PointingHandCursor if callback else Qt.CursorShape.ArrowCursor)
+
+    @property
+    def describe(self) -> Callable[[float, float], str] | None:
+        """Given image pixel coordinates under the mouse, the tooltip to show there ("" for the
+        widget's own tooltip)."""
+        return self._describe
+
+    @describe.setter
+    def describe(self, callback: Callable[[float, float], str] | None) -> None:
+        self._describe = callback
+        self.setMouseTracking(callback is not None)
 
     def set_rgb(self, rgb: np.ndarray) -> None:
         if rgb.ndim != 3 or rgb.shape[2] != 3 or 0 in rgb.shape:
@@ -111,6 +123,13 @@ class ImageCanvas(QWidget):
             pen = QPen(QColor("#ffffff"), 2)
             painter.setPen(pen)
             painter.drawRect(QRectF(target.x() + r.x() * sx, target.y() + r.y() * sy, r.width() * sx, r.height() * sy))
+
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt's name
+        if self._describe is not None:
+            at = self.to_image(event.position())
+            text = (self._describe(*at) if at is not None else "") or self.toolTip()
+            QToolTip.showText(event.globalPosition().toPoint(), text, self)
+        super().mouseMoveEvent(event)
 
     def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt's name
         if self._on_click is not None and event.button() == Qt.MouseButton.LeftButton:

@@ -68,6 +68,11 @@ def test_clicking_a_tile_paints_that_channel_over_the_input(make_window, tmp_pat
     h, w = mosaic.image.shape
     at = QPoint(round(target.x() + (x + mosaic.tile_w / 2) * target.width() / w),
                 round(target.y() + (y + mosaic.tile_h / 2) * target.height() / h))
+    text = vgg.features.describe_at(x + 1, y + 1)  # what hovering there tells
+    values = vgg.features._activation[3]
+    assert text.startswith("channel 3 of features.conv1_1: ") and f"max {float(values.max()):.3g}" in text
+    assert vgg.features.describe_at(x + mosaic.tile_w + 0.5, y + 1) == ""  # the gap between tiles
+    qtbot.mouseMove(canvas, at)  # the tooltip path runs without error (pytest-qt fails on one)
     qtbot.mouseClick(canvas, Qt.MouseButton.LeftButton, pos=at)
     assert vgg.features.selected == 3
     assert "channel 3" in vgg.input_caption.text()
