@@ -394,7 +394,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from engine.complexity import count_params
     from engine.data import DataError, has_split_layout, load_cifar10, train_val_split
     from engine.models.registry import RegistryError, get_spec
-    from engine.weights import save_weights
+    from engine.weights import as_stored, save_weights, storage_for
 
     try:
         spec = get_spec(args.model, "cifar10")
@@ -444,8 +444,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise CliError(str(e)) from None
 
     say("evaluating on the test set ...")
-    # Measured on the weights as they are shipped (fp16) and the way `python main.py eval` runs them.
-    model = model.half().float()
+    # Measured on the weights as they are shipped (fp16, or int8 for a large network) and the way
+    # `python main.py eval` runs them.
+    storage = storage_for(model)
+    model = as_stored(model.cpu(), storage)
     logits = predict_logits(spec, model.to(device), test_images, device=device, tta=recipe.tta_flip)
     test_top1, test_top5 = topk_accuracy(logits, test_labels)
     model = model.to("cpu")
@@ -456,11 +458,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         "device": device_label(device), "torch": torch.__version__, "recipe": asdict(recipe),
         "seed": args.seed, "tta_flip": recipe.tta_flip,
         "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "data": describe_source(str(args.data)), "limit": args.limit,
+        "data": describe_source(str(args.data)), "limit": args.limit, "storage": storage,
     })
     out = Path(args.out) / (spec.weights or f"{spec.name}_{spec.profile}.safetensors")
     try:
-        save_weights(model, out, metrics)
+        save_weights(model, out, metrics, storage=storage)
     except OSError as e:
         raise CliError(f"cannot write {out}: {e.strerror or e}") from None
     val_text = f"val top-1 {100 * metrics['val_top1']:.2f}%, " if "val_top1" in metrics else ""

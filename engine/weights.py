@@ -2,8 +2,10 @@
 
 Three kinds of weights:
 
-- our own, trained by ``python main.py train``: ``assets/weights/<name>_<profile>.safetensors`` (fp16
-  or fp32) with a metrics JSON of the same stem beside it;
+- our own, trained by ``python main.py train``: ``assets/weights/<name>_<profile>.safetensors`` with a
+  metrics JSON of the same stem beside it. Floats are stored as fp16, or, for a network whose fp16
+  file would pass :data:`FILE_BUDGET_BYTES`, its convolution and linear weights as int8 with one
+  fp32 scale per output channel (``<key>:scale``); either way they load as fp32;
 - torchvision's ImageNet weights for AlexNet and VGG, named by their weights enum; they come from
   torchvision's cache (``TORCH_HOME``) and are downloaded only when the caller allows it;
 - a user's checkpoint: safetensors, or a ``.pth``/``.pt`` read with ``torch.load(weights_only=True)``
@@ -103,6 +105,53 @@ def resolve(spec: ModelSpec, weights_dir: Path | None = None) -> WeightsInfo:
     return WeightsInfo(UNTRAINED, None, f"torchvision {spec.weights} not downloaded (download on request)")
 
 
+FILE_BUDGET_BYTES = 20_000_000  # a shipped weights file above this is stored as int8 (see encode_state)
+SCALE_SUFFIX = ":scale"  # "<key>:scale" holds the per-output-channel scales of an int8 "<key>"
+STORAGES = ("fp32", "fp16", "int8")
+
+
+def storage_for(model: nn.Module) -> str:
+    """fp16, or int8 where the fp16 file would pass :data:`FILE_BUDGET_BYTES`."""
+    fp16_bytes = sum(2 * v.numel() for v in model.state_dict().values() if v.is_floating_point())
+    return "int8" if fp16_bytes > FILE_BUDGET_BYTES else "fp16"
+
+
+def encode_state(state: Mapping[str, torch.Tensor], storage: str = "fp16") -> dict[str, torch.Tensor]:
+    """A state dict as it is written: fp32 as it is, fp16 floats, or int8 weights (symmetric, one
+    scale per output channel; only tensors of two or more dimensions, the rest fp16)."""
+    if storage not in STORAGES:
+        raise ValueError(f"storage is one of {', '.join(STORAGES)}, not {storage!r}")
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        value = value.detach().cpu()
+        if not value.is_floating_point() or storage == "fp32":
+            out[key] = value.contiguous()
+        elif storage == "int8" and value.dim() >= 2:
+            w = value.float()
+            scale = w.abs().amax(dim=tuple(range(1, w.dim()))).clamp_min(1e-12) / 127
+            out[key] = (w / scale.view(-1, *[1] * (w.dim() - 1))).round().clamp(-127, 127).to(torch.int8).contiguous()
+            out[key + SCALE_SUFFIX] = scale.contiguous()
+        else:
+            out[key] = value.half().contiguous()
+    return out
+
+
+def decode_state(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inverse of :func:`encode_state`: int8 weights times their scales; other tensors as they are."""
+    out = {k: v for k, v in tensors.items() if not k.endswith(SCALE_SUFFIX)}
+    for key in list(out):
+        scale = tensors.get(key + SCALE_SUFFIX)
+        if scale is not None and out[key].dtype == torch.int8:
+            out[key] = out[key].float() * scale.float().view(-1, *[1] * (out[key].dim() - 1))
+    return out
+
+
+def as_stored(model: nn.Module, storage: str) -> nn.Module:
+    """``model`` with its weights replaced by what a file of ``storage`` gives back when loaded."""
+    model.load_state_dict(decode_state(encode_state(model.state_dict(), storage)))  # copied in its dtypes
+    return model
+
+
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A state dict from safetensors or a ``.pth``/``.pt`` file, without running any pickled code."""
     path = Path(path)
@@ -113,7 +162,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise WeightsError(f"{name}: empty file (0 bytes)")
     if path.suffix == ".safetensors":
         try:
-            return load_file(str(path))
+            return decode_state(load_file(str(path)))
         except (SafetensorError, OSError, ValueError, RuntimeError) as e:
             raise WeightsError(f"{name}: corrupt or truncated safetensors file ({_first_line(e)})") from None
     try:
@@ -176,11 +225,10 @@ def load_model(spec: ModelSpec, weights_path: str | os.PathLike | None = None, *
 
 
 def save_weights(model: nn.Module, path: str | os.PathLike, metrics: Mapping[str, Any] | None = None,
-                 *, half: bool = True) -> Path:
-    """Write safetensors (fp16 floats when ``half``) and the metrics JSON beside it, atomically."""
+                 *, storage: str = "fp16") -> Path:
+    """Write safetensors (see :func:`encode_state`) and the metrics JSON beside it, atomically."""
     path = Path(path)
-    tensors = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
-               for k, v in model.state_dict().items()}
+    tensors = encode_state(model.state_dict(), storage)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
     if metrics is not None:

@@ -132,6 +132,7 @@ def test_cmd_train_end_to_end(tmp_path, capsys):
     assert metrics["train_images"] == 48 and metrics["val_images"] == 16 and metrics["test_images"] == 12
     assert metrics["data"]["name"] == "tiny.tar.gz" and len(metrics["data"]["sha256"]) == 64
     assert metrics["recipe"]["epochs"] == 1 and metrics["recipe"]["batch_size"] == 16
+    assert metrics["storage"] == "fp16"  # LeNet-5 is far under the file budget
     captured = capsys.readouterr()
     assert "epoch 1/1" in captured.err and "test top-1" in captured.out
 

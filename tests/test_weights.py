@@ -10,15 +10,19 @@ from safetensors.torch import save_file
 from engine.models.registry import get_spec
 from engine.weights import (
     CUSTOM,
+    FILE_BUDGET_BYTES,
     PRETRAINED,
+    SCALE_SUFFIX,
     UNTRAINED,
     WeightsError,
+    as_stored,
     atomic_write,
     hub_cache_path,
     load_model,
     read_state_dict,
     resolve,
     save_weights,
+    storage_for,
 )
 
 
@@ -36,6 +40,32 @@ def test_roundtrip_fp16_with_metrics(tmp_path):
     x = torch.randn(2, 3, 32, 32)
     with torch.inference_mode():
         torch.testing.assert_close(loaded.model(x), model(x), atol=2e-2, rtol=1e-2)
+
+
+def test_int8_storage_halves_the_file_and_keeps_the_answers(tmp_path):
+    spec = get_spec("alexnet")
+    model = spec.build().eval()
+    half, small = tmp_path / "half.safetensors", tmp_path / "small.safetensors"
+    save_weights(model, half)
+    save_weights(model, small, storage="int8")
+    assert small.stat().st_size < 0.55 * half.stat().st_size
+    loaded = load_model(spec, small)
+    c1 = loaded.model.features.conv1.weight
+    assert c1.dtype == torch.float32 and SCALE_SUFFIX not in "".join(loaded.model.state_dict())
+    # one scale per output channel: each channel's largest weight comes back almost exactly
+    step = model.features.conv1.weight.abs().amax(dim=(1, 2, 3)) / 127
+    assert ((c1 - model.features.conv1.weight).abs().amax(dim=(1, 2, 3)) <= step / 2 + 1e-6).all()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded.model(x), model(x), atol=5e-2, rtol=5e-2)
+        stored = as_stored(model, "int8")  # what training evaluates is what the file gives back
+        torch.testing.assert_close(stored(x), loaded.model(x))
+
+
+def test_only_a_network_too_large_for_fp16_is_stored_as_int8():
+    assert storage_for(get_spec("lenet5").build()) == "fp16"
+    assert storage_for(get_spec("vgg16").build()) == "int8"  # 14.7 M parameters: 29 MB in fp16
+    assert 2 * 14_724_042 > FILE_BUDGET_BYTES > 2 * 5_870_000
 
 
 def test_pth_state_dict_loads(tmp_path):
