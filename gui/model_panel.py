@@ -72,6 +72,28 @@ def layer_label(name: str, shape: tuple[int, ...]) -> str:
     return f"{name}   {shape_text(shape)}"
 
 
+def _label(parent: QWidget, name: str = "", *, width: int | None = None) -> QLabel:
+    """An empty label; with ``width``, of that fixed width and right-aligned (a number column)."""
+    label = QLabel("", parent)
+    if name:
+        label.setObjectName(name)
+    if width is not None:
+        label.setFixedWidth(width)
+        label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+    return label
+
+
+def _row(*items: QWidget | None) -> QHBoxLayout:
+    """A row of widgets; ``None`` is the stretch that pushes what follows to the right."""
+    row = QHBoxLayout()
+    for item in items:
+        if item is None:
+            row.addStretch(1)
+        else:
+            row.addWidget(item)
+    return row
+
+
 def _badge(parent: QWidget) -> QLabel:
     label = QLabel(parent)
     label.setObjectName("badge")
@@ -121,37 +143,19 @@ class ModelPanel(QFrame):
         self.title = QLabel("\u2013", self)
         self.title.setObjectName("panelTitle")
         self.title.setStyleSheet(f"color: {self.color};")
-        self.year = QLabel("", self)
-        self.year.setObjectName("dim")
+        self.year = _label(self, "dim")
         self.status = _badge(self)
-        head = QHBoxLayout()
-        head.addWidget(self.title)
-        head.addWidget(self.year)
-        head.addStretch(1)
-        head.addWidget(self.status)
+        head = _row(self.title, self.year, None, self.status)
 
-        self.cost = QLabel("", self)
-        self.cost.setObjectName("dim")
-        self.latency = QLabel("", self)
+        self.cost = _label(self, "dim")
+        self.latency = _label(self, width=90)
         self.latency.setStyleSheet("font-weight: bold;")
-        self.latency.setFixedWidth(90)
-        self.latency.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        costs = QHBoxLayout()
-        costs.addWidget(self.cost)
-        costs.addStretch(1)
-        costs.addWidget(self.latency)
+        costs = _row(self.cost, None, self.latency)
 
         self.agree = _badge(self)
         self.correct = _badge(self)
-        self.frame_label = QLabel("", self)
-        self.frame_label.setObjectName("dim")
-        self.frame_label.setFixedWidth(110)
-        self.frame_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        badges = QHBoxLayout()
-        badges.addWidget(self.agree)
-        badges.addWidget(self.correct)
-        badges.addStretch(1)
-        badges.addWidget(self.frame_label)
+        self.frame_label = _label(self, "dim", width=110)
+        badges = _row(self.agree, self.correct, None, self.frame_label)
 
         self.input_view = ImageCanvas(self, min_size=96)
         self.input_view.setFixedSize(136, 136)
