@@ -68,13 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's)")
     bench.add_argument("--json", action="store_true")
 
-    train = sub.add_parser("train", help="train one cifar10 network and write its weights")
-    train.add_argument("--model", required=True)
+    train = sub.add_parser("train", help="train a cifar10 network (or all four), resumably, and write its weights")
+    train.add_argument("--model", required=True, help="a cifar10 network, or 'all' for the four in turn")
     train.add_argument("--data", required=True, metavar="PATH",
                        help="CIFAR-10 archive, ImageFolder directory, or 'download' (torchvision)")
     train.add_argument("--epochs", type=int)
     train.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    train.add_argument("--out", default="assets/weights", metavar="DIR")
+    train.add_argument("--out", metavar="DIR",
+                       help="where the weights go (default: the user's runs folder; a file there is backed up)")
+    train.add_argument("--resume", action="store_true", help="continue the saved run with the same recipe and data")
+    train.add_argument("--restart", action="store_true", help="discard a saved unfinished run and start over")
+    train.add_argument("--nice", action="store_true", help="run at the lowest CPU priority")
     train.add_argument("--batch-size", type=int)
     train.add_argument("--lr", type=float)
     train.add_argument("--val", type=int, default=5000, metavar="N", help="training images held out")
@@ -87,7 +91,7 @@ def run_command(args: argparse.Namespace) -> int:
     """Run a parsed headless command; returns the exit status."""
     handlers = {"info": cmd_info, "predict": _lazy("engine.predict", "cmd_predict"),
                 "eval": _lazy("engine.evaluation", "cmd_eval"), "bench": _lazy("engine.bench", "cmd_bench"),
-                "train": _lazy("engine.training", "cmd_train")}
+                "train": _lazy("engine.training.command", "cmd_train")}
     try:
         return handlers[args.command](args)
     except CliError as e:

@@ -59,7 +59,7 @@ def is_image_path(path: str | os.PathLike) -> bool:
 
 def read_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """RGB uint8 array (H, W, 3), C-contiguous, upright per EXIF orientation."""
-    name = _display_name(path)
+    name = display_name(path)
     try:
         info = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
@@ -88,7 +88,7 @@ def decode_image_bytes(
     data: bytes, *, name: str = "image", max_pixels: int = MAX_PIXELS
 ) -> np.ndarray:
     """Same from bytes (clipboard paste, archive members)."""
-    name = _display_name(name)
+    name = display_name(name)
     if len(data) == 0:
         raise InputError(f"{name}: empty data (0 bytes)")
     return _decode(io.BytesIO(bytes(data)), name, max_pixels)
@@ -249,18 +249,18 @@ def _mp(pixels: int) -> str:
 
 def _reason(e: Exception) -> str:
     text = (e.strerror if isinstance(e, OSError) and e.strerror else str(e)) or type(e).__name__
-    return _one_line(text, 60)
+    return one_line(text, 60)
 
 
-def _display_name(path) -> str:
+def display_name(path) -> str:
     try:
         raw = os.fsdecode(path)
     except TypeError:
         raw = str(path)
-    return _one_line(Path(raw).name or raw or "image", 80)
+    return one_line(Path(raw).name or raw or "image", 80)
 
 
-def _one_line(text: str, limit: int) -> str:
+def one_line(text: str, limit: int) -> str:
     text = "".join(c if c.isprintable() else "?" for c in text)
     if len(text) > limit:
         keep = (limit - 1) // 2

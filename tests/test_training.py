@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +16,20 @@ from engine.cli import build_parser, run_command
 from engine.evaluation import predict_logits
 from engine.models.registry import get_spec
 from engine.preprocess import normalise, normaliser
-from engine.training import RECIPES, Recipe, augment, lr_factor, recipe_for, train, training_loss
+from engine.jobs import Cancelled, JobState
+from engine.training import (
+    RECIPES,
+    CheckpointPlan,
+    Recipe,
+    alternating_flips,
+    augment,
+    flip_coins,
+    load_checkpoint,
+    lr_factor,
+    recipe_for,
+    train,
+    training_loss,
+)
 from engine.weights import TRAINED, load_model, read_metrics, save_weights
 from tests.test_data import class_image, make_tiny_archive
 
@@ -79,6 +94,7 @@ def test_a_few_steps_lower_the_loss_of_lenet():
     after = mean_loss(spec, trained, images, labels, recipe)
     assert after < before - 0.05, (before, after)
     assert metrics["steps"] == 6 * 3 and metrics["epochs"] == 6 and np.isfinite(metrics["final_loss"])
+    assert [h["epoch"] for h in metrics["history"]] == list(range(1, 7)) and metrics["sittings"] == 1
 
 
 def test_training_is_reproducible():
@@ -115,6 +131,12 @@ def test_weights_round_trip_in_fp16(tmp_path):
     assert read_metrics(tmp_path / spec.weights)["test_top1"] == 0.5
 
 
+def argv_of(args) -> list[str]:
+    return ["train", "--model", args.model, "--data", args.data, "--epochs", str(args.epochs), "--limit",
+            str(args.limit), "--val", str(args.val), "--device", args.device, "--out", args.out,
+            "--batch-size", str(args.batch_size)]
+
+
 def test_cmd_train_end_to_end(tmp_path, capsys):
     archive = make_tiny_archive(tmp_path / "tiny.tar.gz", train_per_class=30, test_per_class=4)
     out = tmp_path / "weights"
@@ -135,6 +157,12 @@ def test_cmd_train_end_to_end(tmp_path, capsys):
     assert metrics["storage"] == "fp16"  # LeNet-5 is far under the file budget
     captured = capsys.readouterr()
     assert "epoch 1/1" in captured.err and "test top-1" in captured.out
+    # Again into the same folder: the first file is kept as a dated backup, not overwritten.
+    first = weights.read_bytes()
+    assert run_command(build_parser().parse_args([*argv_of(args), "--restart"])) == 0
+    backups = sorted(out.glob("lenet5_cifar10.bak-*.safetensors"))
+    assert len(backups) == 1 and backups[0].read_bytes() == first and backups[0].with_suffix(".json").is_file()
+    assert weights.is_file()
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -156,3 +184,111 @@ def test_cmd_train_bad_data(tmp_path, capsys):
                                       "--device", "cpu", "--out", str(tmp_path / "w")])
     assert run_command(args) == 2
     assert "missing.tar.gz: no such file" in capsys.readouterr().err
+
+
+# --- resumable runs ----------------------------------------------------------------------------
+
+def _states_equal(a, b) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize("name", ["lenet5", "enet"])
+def test_a_stopped_and_resumed_run_ends_with_the_same_weights(tmp_path, name):
+    """Stopped mid-epoch 2 of 3, resumed from the checkpoint after epoch 1: bit-identical weights
+    (dropout, EMA, alternating flip, translation and bf16 autocast included)."""
+    spec = get_spec(name)
+    images, labels = tiny_set(8)
+    recipe = replace(RECIPES[name], epochs=3, batch_size=8, ema=0.9)
+    val = (images[::4], labels[::4])
+    identity = {"model": name}
+    straight, m1 = train(spec, images, labels, recipe, seed=3, val=val,
+                         checkpoint=CheckpointPlan(tmp_path / "a.pt", identity))
+
+    job = JobState()
+
+    def stop_in_epoch_2(status):
+        if status.epoch == 2 and status.step == 2:
+            job.cancel()
+
+    with pytest.raises(Cancelled):
+        train(spec, images, labels, recipe, seed=3, val=val, progress=stop_in_epoch_2, job=job,
+              checkpoint=CheckpointPlan(tmp_path / "b.pt", identity))
+    saved = load_checkpoint(tmp_path / "b.pt")
+    assert saved["epoch"] == 1 and saved["step"] == 3 and saved["identity"] == identity
+    resumed, m2 = train(spec, images, labels, recipe, seed=3, val=val,
+                        checkpoint=CheckpointPlan(tmp_path / "b.pt", identity, saved))
+    assert _states_equal(straight, resumed)
+    assert m2["sittings"] == 2 and m1["sittings"] == 1
+    assert [h["loss"] for h in m1["history"]] == [h["loss"] for h in m2["history"]]
+    assert m1["val_top1"] == m2["val_top1"] and m1["ema_used"] == m2["ema_used"]
+
+
+def test_alternating_flip_mirrors_each_image_on_exactly_every_other_epoch():
+    coins = flip_coins(1000, seed=7)
+    assert 400 < int(coins.sum()) < 600  # a fair coin per image
+    assert torch.equal(coins, flip_coins(1000, seed=7)) and not torch.equal(coins, flip_coins(1000, seed=8))
+    epochs = torch.stack([alternating_flips(coins, e) for e in range(6)])  # (epochs, images)
+    assert torch.all(epochs[1:] != epochs[:-1])  # every image changes side every epoch
+    assert torch.all(epochs.sum(0) == 3)  # mirrored in exactly 3 of 6 epochs
+    # and augment obeys the mask it is given: no crop, so a flipped image is exactly its mirror
+    batch = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8))
+    mask = torch.tensor([True, False, True, False])
+    out = augment(batch, Recipe(epochs=1, batch_size=4, lr=0.1, crop_pad=0), torch.Generator(), mask)
+    for i in range(4):
+        assert torch.equal(out[i], batch[i].flip(1) if mask[i] else batch[i])
+
+
+def _train_argv(archive, *extra: str) -> list[str]:
+    return ["train", "--model", "lenet5", "--data", str(archive), "--limit", "48", "--val", "12",
+            "--device", "cpu", "--batch-size", "12", *extra]
+
+
+def test_a_resume_of_a_different_run_is_refused_in_one_line(tmp_path, capsys):
+    archive = make_tiny_archive(tmp_path / "tiny.tar.gz", train_per_class=20, test_per_class=2)
+    assert run_command(build_parser().parse_args(_train_argv(archive, "--epochs", "1"))) == 0
+    run_dir = Path(os.environ["CNN_ARENA_CACHE"]) / "runs" / "lenet5_cifar10"  # conftest's private cache
+    assert (run_dir / "lenet5_cifar10.safetensors").is_file()  # the default output: the runs folder
+    capsys.readouterr()
+    # a second run without --resume or --restart would discard the saved one: refused
+    assert run_command(build_parser().parse_args(_train_argv(archive, "--epochs", "2"))) == 2
+    assert "--resume continues it" in capsys.readouterr().err
+    # --resume with another recipe: refused, naming what differs
+    assert run_command(build_parser().parse_args(_train_argv(archive, "--epochs", "2", "--lr", "0.01",
+                                                             "--resume"))) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: lenet5: the saved run (epoch 1/1) is a different run")
+    assert "recipe.lr 0.05 -> 0.01" in err and "recipe.epochs 1 -> 2" in err
+    # --resume of the same, finished run: nothing to do
+    assert run_command(build_parser().parse_args(_train_argv(archive, "--epochs", "1", "--resume"))) == 0
+    assert "already trained" in capsys.readouterr().err
+    assert load_checkpoint(run_dir / "checkpoint.pt")["epoch"] == 1  # untouched by the refusals
+
+
+def test_sigint_during_training_exits_130_and_leaves_a_loadable_checkpoint(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    archive = make_tiny_archive(tmp_path / "tiny.tar.gz", train_per_class=20, test_per_class=2)
+    env = {**os.environ, "CNN_ARENA_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    root = Path(__file__).resolve().parent.parent
+    argv = [sys.executable, str(root / "main.py"), *_train_argv(archive, "--epochs", "400")]
+    ckpt = tmp_path / "cache" / "runs" / "lenet5_cifar10" / "checkpoint.pt"
+    proc = subprocess.Popen(argv, env=env, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ckpt.exists(), proc.stderr.read() if proc.poll() is not None else "no checkpoint in 120 s"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "--resume" in err.strip().splitlines()[-1]
+    saved = load_checkpoint(ckpt)
+    assert 1 <= saved["epoch"] < 400 and saved["identity"]["recipe"]["epochs"] == 400

@@ -1,0 +1,26 @@
+"""Training CIFAR-10 networks: recipes, augmentation, the resumable loop, checkpoints, the command.
+
+Plain functions first (:func:`train`); ``python main.py train`` (:mod:`engine.training.command`) is a
+thin layer over them.
+"""
+
+from engine.training.augment import alternating_flips, augment, flip_coins
+from engine.training.checkpoint import CheckpointError, identity_mismatch, load_checkpoint, save_checkpoint
+from engine.training.loop import (
+    CheckpointPlan,
+    TrainStatus,
+    build_for_training,
+    kaiming_init,
+    train,
+    training_loss,
+    uses_autocast,
+    zero_init_residual,
+)
+from engine.training.recipes import EPOCHS, RECIPES, Recipe, lr_factor, recipe_for
+
+__all__ = [
+    "EPOCHS", "RECIPES", "CheckpointError", "CheckpointPlan", "Recipe", "TrainStatus", "alternating_flips",
+    "augment", "build_for_training", "flip_coins", "identity_mismatch", "kaiming_init", "load_checkpoint",
+    "lr_factor", "recipe_for", "save_checkpoint", "train", "training_loss", "uses_autocast",
+    "zero_init_residual",
+]

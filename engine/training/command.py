@@ -1,0 +1,325 @@
+"""``python main.py train``: one network or all four, checkpointed every epoch, resumable, stoppable.
+
+- Output goes to the user's runs folder (``<cache>/runs/<model>_cifar10/``) unless ``--out`` names
+  another folder; a weights file already there is renamed to a dated backup, never overwritten.
+- ``--resume`` continues the run whose identity (model, recipe, data hash, split, seed) matches;
+  any other is refused with one line that names what differs. Without it, an unfinished run is
+  never discarded silently: ``--restart`` says so explicitly.
+- Ctrl-C or SIGTERM stops before the next step; the last checkpoint stays as it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import hashlib
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.device import device_label, resolve_device
+from engine.evaluation import predict_logits, sample_indices, topk_accuracy
+from engine.files import atomic_write
+from engine.imageio import display_name
+from engine.jobs import Cancelled, JobState
+from engine.models.registry import ModelSpec
+from engine.training.checkpoint import FILE_NAME, CheckpointError, identity_mismatch, load_checkpoint
+from engine.training.loop import CheckpointPlan, TrainStatus, train
+from engine.training.recipes import recipe_for
+
+ALL = "all"
+DONE_FILE = "done.json"
+
+
+class TerminalProgress:
+    """A one-line progress bar on stderr (``\\r`` on a terminal; a full line every 30 s in a log),
+    and one line per finished epoch with its validation accuracy."""
+
+    def __init__(self, name: str, stream=None, log_interval_s: float = 30.0) -> None:
+        self.name = name
+        self.stream = stream or sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.interval = 0.1 if self.tty else log_interval_s
+        self.last = 0.0
+
+    def __call__(self, s: TrainStatus) -> None:
+        end_of_epoch = s.step == s.steps
+        if end_of_epoch and s.val_top1 is None and self.tty:
+            return  # the epoch's line follows once validation is done
+        now = time.monotonic()
+        if now - self.last < self.interval and not end_of_epoch:
+            return
+        self.last = now
+        if end_of_epoch:
+            val = f" val top-1 {100 * s.val_top1:.2f}%" if s.val_top1 is not None else ""
+            line = (f"{self.name} epoch {s.epoch}/{s.epochs} done: loss {s.loss:.4f}{val} "
+                    f"{s.images_per_s:.0f} img/s ETA {clock(s.eta_s)}")
+        else:
+            width = 20
+            filled = int(width * s.step / s.steps)
+            bar = "#" * filled + "." * (width - filled)
+            line = (f"{self.name} epoch {s.epoch}/{s.epochs} [{bar}] step {s.step}/{s.steps} "
+                    f"loss {s.loss:.4f} lr {s.lr:.4f} {s.images_per_s:.0f} img/s ETA {clock(s.eta_s)}")
+        if self.tty:
+            self.stream.write("\r" + line.ljust(100) + ("\n" if end_of_epoch else ""))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def clock(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+def describe_source(source: str) -> dict[str, Any]:
+    """Name (never the full path), size and, for a file under 1 GB, its sha256."""
+    if source == "download":
+        return {"name": "torchvision CIFAR-10", "size": None, "sha256": None}
+    path = Path(source)
+    info: dict[str, Any] = {"name": path.name, "size": None, "sha256": None}
+    if path.is_file():
+        info["size"] = path.stat().st_size
+        if info["size"] < 1 << 30:
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            info["sha256"] = h.hexdigest()
+    return info
+
+
+def runs_dir() -> Path:
+    """The user's own training runs: ``<cache>/runs`` (``$CNN_ARENA_CACHE`` or ``~/.cache/cnn-arena``)."""
+    from engine.data import default_cache_dir
+    return default_cache_dir() / "runs"
+
+
+def backup_existing(path: Path) -> Path | None:
+    """Rename ``path`` (and its metrics JSON) to a dated backup beside it; returns the backup's path."""
+    if not path.exists():
+        return None
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    backup = path.with_name(f"{path.stem}.bak-{stamp}{path.suffix}")
+    n = 1
+    while backup.exists() or backup.with_suffix(".json").exists():
+        backup = path.with_name(f"{path.stem}.bak-{stamp}-{n}{path.suffix}")
+        n += 1
+    os.replace(path, backup)
+    if path.with_suffix(".json").exists():
+        os.replace(path.with_suffix(".json"), backup.with_suffix(".json"))
+    return backup
+
+
+@contextmanager
+def stop_on_signals(job: JobState) -> Iterator[None]:
+    """SIGINT and SIGTERM cancel ``job`` at its next step; a second Ctrl-C interrupts at once."""
+    if sys.platform == "win32" or not _main_thread():
+        yield
+        return
+
+    def handler(signum, frame):  # noqa: ARG001
+        if job.cancelled and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        job.cancel()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _main_thread() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from engine.cli import CliError
+    from engine.data import DataError, has_split_layout, load_cifar10, train_val_split
+    from engine.models.registry import RegistryError, comparison_specs, get_spec
+
+    if args.model == ALL:
+        specs = list(comparison_specs("cifar10"))
+    else:
+        try:
+            specs = [get_spec(args.model, "cifar10")]
+        except RegistryError as e:
+            raise CliError(f"{e}; train trains cifar10 networks only (or 'all')") from None
+    try:
+        device = resolve_device(args.device, strict=True)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    for flag, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size), ("--limit", args.limit)):
+        if value is not None and value <= 0:
+            raise CliError(f"{flag} must be positive")
+    if args.lr is not None and not args.lr > 0:
+        raise CliError("--lr must be positive")
+    if args.val < 0:
+        raise CliError("--val must be 0 or more")
+    if args.resume and args.restart:
+        raise CliError("--resume and --restart exclude each other")
+    if args.nice:
+        try:
+            os.nice(19)
+        except (OSError, AttributeError):
+            pass  # not every system lets a process lower its own priority; training still runs
+
+    say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+    data_name = "torchvision CIFAR-10" if args.data == "download" else display_name(args.data)
+    say(f"loading {data_name} ...")
+    t0 = time.perf_counter()
+    try:
+        if not has_split_layout(args.data):
+            raise CliError(f"{data_name}: training needs separate train/ and test/ folders")
+        train_images, train_labels = load_cifar10(args.data, "train", progress=_load_progress(say))
+        test_images, test_labels = load_cifar10(args.data, "test")
+    except DataError as e:
+        raise CliError(str(e)) from None
+    say(f"loaded {len(train_labels)} train and {len(test_labels)} test images in {time.perf_counter() - t0:.1f} s")
+    if args.limit is not None:
+        keep = sample_indices(len(train_labels), args.limit, seed=args.seed)
+        train_images, train_labels = train_images[keep], train_labels[keep]
+    if args.val >= len(train_labels):
+        raise CliError(f"--val {args.val} leaves no training images out of {len(train_labels)}")
+    fit_idx, val_idx = train_val_split(len(train_labels), args.val, args.seed)
+    data = {"fit": (train_images[fit_idx], train_labels[fit_idx]),
+            "val": (train_images[val_idx], train_labels[val_idx]) if args.val else None,
+            "test": (test_images, test_labels), "source": describe_source(str(args.data))}
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    job = JobState()
+    with stop_on_signals(job):
+        for spec in specs:
+            try:
+                _train_one(spec, args, device, data, job, say)
+            except Cancelled:
+                return 130
+    return 0
+
+
+def _train_one(spec: ModelSpec, args: argparse.Namespace, device: torch.device, data: dict[str, Any],
+               job: JobState, say: Callable[[str], None]) -> None:
+    from engine.cli import CliError
+    from engine.complexity import count_params
+    from engine.weights import as_stored, save_weights, storage_for
+
+    recipe = recipe_for(spec, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
+    fit_images, fit_labels = data["fit"]
+    source = data["source"]
+    identity = {"model": spec.name, "profile": spec.profile, "recipe": asdict(recipe),
+                "data": source["sha256"] or source["name"], "train_images": int(len(fit_labels)),
+                "val_images": int(args.val), "limit": args.limit, "seed": args.seed}
+    run_dir = runs_dir() / f"{spec.name}_{spec.profile}"
+    ckpt_path = run_dir / FILE_NAME
+    out_dir = Path(args.out) if args.out else run_dir
+    out = out_dir / (spec.weights or f"{spec.name}_{spec.profile}.safetensors")
+
+    resume_from = None
+    if ckpt_path.exists():
+        try:
+            saved = load_checkpoint(ckpt_path)
+        except CheckpointError as e:
+            raise CliError(f"{spec.name}: {e}; --restart starts a new run") from None
+        done_at = f"epoch {saved.get('epoch')}/{saved.get('identity', {}).get('recipe', {}).get('epochs')}"
+        if args.resume:
+            mismatch = identity_mismatch(saved.get("identity", {}), identity)
+            if mismatch:
+                raise CliError(f"{spec.name}: the saved run ({done_at}) is a different run: {mismatch}; "
+                               "--restart starts a new one")
+            if _finished(run_dir, identity, out):
+                say(f"{spec.name}: already trained to {done_at}; {out} is its result (skipped)")
+                return
+            resume_from = saved
+            say(f"{spec.name}: resuming after {done_at}")
+        elif not args.restart:
+            raise CliError(f"{spec.name}: a run is saved in {run_dir} ({done_at}); --resume continues it, "
+                           "--restart starts over")
+    elif args.resume:
+        say(f"{spec.name}: no saved run; starting one")
+
+    say(f"training {spec.name} on {device_label(device)}: {len(fit_labels)} images, {args.val} held out for "
+        f"validation, {recipe.epochs} epochs of batch {min(recipe.batch_size, len(fit_labels))}, peak lr {recipe.lr}; "
+        f"checkpoints in {run_dir}")
+    plan = CheckpointPlan(ckpt_path, identity, resume_from)
+    try:
+        model, metrics = train(spec, fit_images, fit_labels, recipe, device=device,
+                               progress=TerminalProgress(spec.name), val=data["val"], seed=args.seed,
+                               checkpoint=plan, job=job)
+    except FloatingPointError as e:
+        raise CliError(str(e)) from None
+    except CheckpointError as e:
+        raise CliError(f"{spec.name}: {e}; --restart starts a new run") from None
+    except Cancelled:
+        last = "no epoch finished yet" if not ckpt_path.exists() else f"the checkpoint in {run_dir} is kept"
+        say(f"{spec.name}: stopped; {last}. Continue with: python main.py train --model {args.model} "
+            f"--data {data['source']['name']} --resume")
+        raise
+
+    say("evaluating on the test set ...")
+    # Measured on the weights as they are shipped (fp16, or int8 for a large network) and the way
+    # `python main.py eval` runs them.
+    storage = storage_for(model)
+    model = as_stored(model.cpu(), storage)
+    test_images, test_labels = data["test"]
+    logits = predict_logits(spec, model.to(device), test_images, device=device, tta=recipe.tta_flip)
+    test_top1, test_top5 = topk_accuracy(logits, test_labels)
+    plain_top1, _ = topk_accuracy(predict_logits(spec, model, test_images, device=device), test_labels)
+    model = model.to("cpu")
+    metrics.update({
+        "model": spec.name, "profile": spec.profile, "params": count_params(model),
+        "test_top1": test_top1, "test_top5": test_top5, "test_top1_no_tta": plain_top1,
+        "test_images": int(len(test_labels)), "train_images": int(len(fit_labels)), "val_images": int(args.val),
+        "device": device_label(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "recipe": asdict(recipe), "seed": args.seed, "tta_flip": recipe.tta_flip,
+        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "data": source, "limit": args.limit, "storage": storage,
+    })
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        backup = backup_existing(out)
+        save_weights(model, out, metrics, storage=storage)
+        atomic_write(run_dir / DONE_FILE, lambda tmp: tmp.write_text(
+            json.dumps({"identity": identity, "weights": str(out)}, indent=2), encoding="utf-8"))
+    except OSError as e:
+        raise CliError(f"cannot write {out}: {e.strerror or e}") from None
+    if backup is not None:
+        say(f"kept the previous {out.name} as {backup.name}")
+    val_text = f"val top-1 {100 * metrics['val_top1']:.2f}%, " if "val_top1" in metrics else ""
+    print(f"{spec.name}: {val_text}test top-1 {100 * test_top1:.2f}% (flip TTA; {100 * plain_top1:.2f}% without), "
+          f"top-5 {100 * test_top5:.2f}% after {recipe.epochs} epochs in {clock(metrics['wall_time_s'])}; "
+          f"wrote {out} and {out.with_suffix('.json').name}", flush=True)
+
+
+def _finished(run_dir: Path, identity: dict[str, Any], out: Path) -> bool:
+    try:
+        done = json.loads((run_dir / DONE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return done.get("identity") == identity and Path(done.get("weights", "")) == out and out.exists()
+
+
+def _load_progress(say: Callable[[str], None]) -> Callable[[int, int], None]:
+    last = [-1]
+
+    def report(done: int, total: int) -> None:
+        pct = int(100 * done / total) if total else 100
+        if pct // 10 != last[0] // 10:
+            last[0] = pct
+            say(f"  decoding: {pct}%")
+
+    return report

@@ -1,0 +1,307 @@
+"""The training loop: :func:`train`, a plain function that checkpoints every epoch and resumes.
+
+- The whole training set lives on the device as one ``uint8`` tensor; every batch is augmented
+  there (:mod:`engine.training.augment`).
+- Channels-last memory layout; bf16 autocast on CUDA, and on the CPU where the recipe says so (batch
+  norm and the loss stay in fp32).
+- SGD with Nesterov momentum, weight decay on weights only, the recipe's per-step learning rate,
+  label smoothing, an exponential moving average of the weights.
+- ENet's loss adds ``aux_weight`` times the cross-entropy of its per-pixel class map averaged over
+  the image, which is what makes the map the window overlays light up on the object.
+- After every epoch: accuracy on the validation split (no test-time augmentation), then a
+  checkpoint (:mod:`engine.training.checkpoint`). A run stopped at any step and resumed from its
+  last checkpoint ends with exactly the weights of a run that never stopped (on the CPU): every
+  random state is saved, and the per-image flip coins are a function of the seed.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from engine.device import synchronize
+from engine.evaluation import predict_logits, topk_accuracy
+from engine.jobs import JobState
+from engine.models.registry import ModelSpec
+from engine.preprocess import normalise, normaliser
+from engine.training.augment import alternating_flips, augment, flip_coins
+from engine.training.checkpoint import CheckpointError, save_checkpoint
+from engine.training.recipes import Recipe, lr_factor
+
+
+@dataclass(frozen=True)
+class TrainStatus:
+    """One progress report: after every optimiser step, and once more after each epoch's validation."""
+
+    epoch: int  # 1-based
+    epochs: int
+    step: int  # 1-based within the epoch
+    steps: int  # per epoch
+    loss: float  # running mean over the epoch so far
+    images_per_s: float  # training throughput in this epoch
+    eta_s: float  # seconds until training (not the final evaluation) ends, at this sitting's pace
+    lr: float
+    val_top1: float | None = None  # set on the report that ends an epoch, when there is a validation split
+
+
+Progress = Callable[[TrainStatus], None]
+
+
+@dataclass(frozen=True)
+class CheckpointPlan:
+    """Where a run checkpoints, what identifies it, and the checkpoint it continues from (if any)."""
+
+    path: Path
+    identity: dict[str, Any]
+    resume_from: dict[str, Any] | None = None
+
+
+def training_loss(spec: ModelSpec, model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe) -> torch.Tensor:
+    if spec.has_class_map:
+        logits, pixel_logits = model.forward_with_map(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
+        if recipe.aux_weight:
+            pooled = pixel_logits.float().mean(dim=(2, 3))
+            loss = loss + recipe.aux_weight * F.cross_entropy(pooled, y, label_smoothing=recipe.label_smoothing)
+        return loss
+    return F.cross_entropy(model(x).float(), y, label_smoothing=recipe.label_smoothing)
+
+
+def uses_autocast(device: torch.device, recipe: Recipe) -> bool:
+    return device.type == "cuda" or recipe.cpu_bf16
+
+
+def build_for_training(spec: ModelSpec, recipe: Recipe) -> nn.Module:
+    model = spec.build()
+    if recipe.kaiming_init:
+        kaiming_init(model)
+    if recipe.zero_init_residual:
+        zero_init_residual(model)
+    return model
+
+
+def train(spec: ModelSpec, images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, recipe: Recipe, *,
+          device: torch.device | str = "cpu", progress: Progress | None = None,
+          val: tuple[np.ndarray, np.ndarray] | None = None, seed: int = 0,
+          model: nn.Module | None = None, checkpoint: CheckpointPlan | None = None,
+          job: JobState | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Train ``spec``'s network (or ``model``) on uint8 NHWC ``images``; returns it (CPU, eval mode)
+    and metrics: final_loss, steps, epochs, wall_time_s, train_time_s, images_per_s, history (one
+    entry per epoch), val_top1/val_top5 (with ``val``), ema_used, sittings.
+
+    With ``checkpoint``, a checkpoint is written after every epoch and, with ``resume_from``, training
+    continues from it. ``job.cancel()`` stops the run before its next step (raising
+    :class:`engine.jobs.Cancelled`); the last checkpoint is left as it was.
+    """
+    device = torch.device(device) if isinstance(device, str) else device
+    torch.manual_seed(seed)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    if model is None:
+        model = build_for_training(spec, recipe)
+    model = model.to(device).train()
+    if recipe.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    data = torch.as_tensor(images).to(device)
+    targets = torch.as_tensor(labels).long().to(device)
+    n = data.shape[0]
+    if n == 0:
+        raise ValueError("no training images")
+    batch_size = min(recipe.batch_size, n)
+    steps_per_epoch = n // batch_size  # drop the last partial batch: constant batch statistics
+    total = steps_per_epoch * recipe.epochs
+    norm = normaliser(spec.mean, spec.std, device)
+    autocast = uses_autocast(device, recipe)
+    report_every = 1 if device.type == "cpu" else 20
+    coins = flip_coins(n, seed, device) if recipe.flip and recipe.alternate_flip else None
+
+    optimiser = torch.optim.SGD(_param_groups(model, recipe.weight_decay), lr=recipe.lr,
+                                momentum=recipe.momentum, nesterov=recipe.nesterov)
+    ema_model = copy.deepcopy(model).eval() if recipe.ema else None
+    step_fn = _make_step(spec, model, optimiser, recipe, device, autocast)
+
+    first_epoch, step, history, spent = 0, 0, [], {"wall_s": 0.0, "train_s": 0.0, "sittings": 0}
+    if checkpoint is not None and checkpoint.resume_from is not None:
+        first_epoch, step, history, spent = _restore(checkpoint.resume_from, model, optimiser, ema_model, gen)
+    sittings = spent["sittings"] + 1
+
+    synchronize(device)
+    sitting_start = time.perf_counter()
+    wall_before, train_before = spent["wall_s"], spent["train_s"]
+    train_s = 0.0
+    steps_this_sitting = 0
+    final_loss = history[-1]["loss"] if history else float("nan")
+    for epoch in range(first_epoch, recipe.epochs):
+        order = torch.randperm(n, device=device, generator=gen)
+        flips = alternating_flips(coins, epoch) if coins is not None else None
+        loss_sum = torch.zeros((), device=device)
+        epoch_start = time.perf_counter()
+        for i in range(steps_per_epoch):
+            if job is not None:
+                job.check()
+            idx = order[i * batch_size:(i + 1) * batch_size]
+            x = normalise(augment(data[idx], recipe, gen, None if flips is None else flips[idx]), norm,
+                          channels_last=recipe.channels_last)
+            lr = recipe.lr * lr_factor(step, total, recipe)
+            for group in optimiser.param_groups:
+                group["lr"] = lr
+            loss = step_fn(x, targets[idx])
+            loss_sum += loss.detach()
+            step += 1
+            steps_this_sitting += 1
+            if ema_model is not None:
+                _update_ema(ema_model, model, min(recipe.ema, (1 + step) / (10 + step)))
+            # Reading the loss waits for the device: on a GPU only every few steps.
+            if progress is not None and (report_every == 1 or step % report_every == 0 or i + 1 == steps_per_epoch):
+                mean_loss = (loss_sum / (i + 1)).item()
+                elapsed = time.perf_counter() - epoch_start
+                ips = (i + 1) * batch_size / elapsed if elapsed > 0 else 0.0
+                pace = (time.perf_counter() - sitting_start) / steps_this_sitting
+                progress(TrainStatus(epoch + 1, recipe.epochs, i + 1, steps_per_epoch, mean_loss, ips,
+                                     pace * (total - step), lr))
+        synchronize(device)
+        epoch_train_s = time.perf_counter() - epoch_start
+        train_s += epoch_train_s
+        final_loss = (loss_sum / max(1, steps_per_epoch)).item()
+        if not math.isfinite(final_loss):
+            raise FloatingPointError(f"the loss became {final_loss} in epoch {epoch + 1}; try a lower --lr")
+        entry: dict[str, Any] = {"epoch": epoch + 1, "loss": round(final_loss, 5), "lr_end": lr,
+                                 "images_per_s": round(steps_per_epoch * batch_size / epoch_train_s, 1)}
+        if val is not None and len(val[1]) > 0:
+            entry["val_top1"] = _accuracy(spec, model, val, device, recipe, tta=False)[0]
+            model.train()
+        history.append(entry)
+        wall = wall_before + time.perf_counter() - sitting_start
+        if checkpoint is not None:
+            save_checkpoint(checkpoint.path, {
+                "identity": checkpoint.identity, "epoch": epoch + 1, "step": step, "history": history,
+                "spent": {"wall_s": wall, "train_s": train_before + train_s, "sittings": sittings},
+                "model": model.state_dict(), "optimiser": optimiser.state_dict(),
+                "ema": ema_model.state_dict() if ema_model is not None else None,
+                "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
+            })
+        if progress is not None:
+            pace = (time.perf_counter() - sitting_start) / max(1, steps_this_sitting)
+            progress(TrainStatus(epoch + 1, recipe.epochs, steps_per_epoch, steps_per_epoch, final_loss,
+                                 entry["images_per_s"], pace * (total - step), lr, entry.get("val_top1")))
+    synchronize(device)
+    wall = wall_before + time.perf_counter() - sitting_start
+    train_total = train_before + train_s
+
+    model.eval()
+    metrics: dict[str, Any] = {"final_loss": final_loss, "steps": step, "epochs": recipe.epochs,
+                               "wall_time_s": round(wall, 2), "train_time_s": round(train_total, 2),
+                               "images_per_s": round(step * batch_size / train_total, 1) if train_total > 0 else 0.0,
+                               "sittings": sittings, "history": history, "ema_used": False}
+    if val is not None and len(val[1]) > 0:
+        chosen = model
+        top1, top5 = _accuracy(spec, model, val, device, recipe, tta=recipe.tta_flip)
+        if ema_model is not None:
+            e1, e5 = _accuracy(spec, ema_model, val, device, recipe, tta=recipe.tta_flip)
+            metrics["val_top1_raw"] = top1
+            metrics["val_top1_ema"] = e1
+            if e1 > top1:
+                chosen, top1, top5 = ema_model, e1, e5
+                metrics["ema_used"] = True
+        model = chosen
+        metrics["val_top1"], metrics["val_top5"] = top1, top5
+    model = model.to("cpu").to(memory_format=torch.contiguous_format).eval()
+    return model, metrics
+
+
+def _restore(payload: dict[str, Any], model: nn.Module, optimiser: torch.optim.Optimizer,
+             ema_model: nn.Module | None, gen: torch.Generator) -> tuple[int, int, list, dict[str, Any]]:
+    try:
+        model.load_state_dict(payload["model"])
+        optimiser.load_state_dict(payload["optimiser"])
+        if ema_model is not None:
+            ema_model.load_state_dict(payload["ema"])
+        gen.set_state(payload["generator"])
+        torch.set_rng_state(payload["torch_rng"])
+        if payload.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state(payload["cuda_rng"])
+        return int(payload["epoch"]), int(payload["step"]), list(payload["history"]), dict(payload["spent"])
+    except (KeyError, RuntimeError, TypeError, ValueError) as e:
+        raise CheckpointError(f"the checkpoint does not fit this run ({str(e).splitlines()[0][:120]})") from None
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def kaiming_init(model: nn.Module) -> None:
+    """He-normal weights (fan-in, ReLU gain) for every conv and linear layer, zero biases.
+
+    PyTorch's default initialisation shrinks the signal layer after layer; a deep ReLU network with
+    no batch norm (AlexNet) then sits at chance for hundreds of steps before it starts to learn.
+    """
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    for module in layers:
+        nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    if layers and isinstance(layers[-1], nn.Linear):  # the classifier starts near uniform outputs
+        nn.init.normal_(layers[-1].weight, std=0.01)
+
+
+def zero_init_residual(model: nn.Module) -> int:
+    """Zero the scale of the batch norm that ends each residual branch (ENet's regular bottlenecks),
+    so that every block starts as the identity: deep residual stacks then train stably at a high
+    learning rate from the first step (Goyal et al. 2017). Returns how many were zeroed."""
+    from engine.models.enet import Bottleneck
+
+    count = 0
+    for module in model.modules():
+        if isinstance(module, Bottleneck):
+            norms = [m for m in module.expand if isinstance(m, nn.BatchNorm2d)]
+            if norms:
+                nn.init.zeros_(norms[-1].weight)
+                count += 1
+    return count
+
+
+def _make_step(spec: ModelSpec, model: nn.Module, optimiser: torch.optim.Optimizer, recipe: Recipe,
+               device: torch.device, autocast: bool) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    forward = torch.compile(model) if recipe.compile else model
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            loss = training_loss(spec, forward, x, y, recipe)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        if recipe.grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+        optimiser.step()
+        return loss
+
+    return step
+
+
+@torch.no_grad()
+def _update_ema(ema_model: nn.Module, model: nn.Module, decay: float) -> None:
+    for e, p in zip(ema_model.parameters(), model.parameters(), strict=True):
+        e.lerp_(p, 1.0 - decay)
+    for e, b in zip(ema_model.buffers(), model.buffers(), strict=True):
+        e.copy_(b)
+
+
+def _accuracy(spec: ModelSpec, model: nn.Module, data: tuple[Any, Any], device: torch.device,
+              recipe: Recipe, *, tta: bool) -> tuple[float, float]:
+    logits = predict_logits(spec, model, data[0], device=device, tta=tta, autocast=uses_autocast(device, recipe))
+    top1, top5 = topk_accuracy(logits, data[1])
+    return top1, top5
