@@ -17,16 +17,14 @@ before and after, and the threads left behind.
 
 from __future__ import annotations
 
-import argparse
-import os
 import threading
 import time
 
 import numpy as np
 import torch
 
-from engine.cli import CliError, format_table, print_json
 from engine.device import synchronize
+from engine.events import Error
 from engine.imageio import InputError
 from engine.inference import InferenceSession
 from engine.metrics import percentiles
@@ -48,14 +46,14 @@ def bench_latency(session: InferenceSession, runs: int = 200, warmup: int = 20, 
     """
     out = {}
     for name in session.names:
-        spec, model, net = session.spec(name), session.model(name), session._nets[name]
+        spec, net = session.spec(name), session._nets[name]
         c, h, w = spec.input_size
         frame = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
         view = net.preprocess.view(frame)
         x = net.preprocess.tensor(view, session.device)
         if session.device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
-        forward = model.forward_with_map if spec.has_class_map else model
+        forward = session.adapter(name)
         raw, engine = [], []
         session._apply_capture()
         with torch.inference_mode():
@@ -84,8 +82,7 @@ def bench_latency(session: InferenceSession, runs: int = 200, warmup: int = 20, 
 
 def bench_throughput(session: InferenceSession, name: str, batch: int, seconds: float = 3.0) -> tuple[float, int]:
     """Images per second at the largest batch up to ``batch`` that fits; returns (rate, batch)."""
-    spec, model = session.spec(name), session.model(name)
-    forward = model.forward_with_map if spec.has_class_map else model
+    spec, forward = session.spec(name), session.adapter(name)
     while batch >= 1:
         try:
             x = torch.randn((batch, *spec.input_size), device=session.device)
@@ -107,7 +104,8 @@ def bench_throughput(session: InferenceSession, name: str, batch: int, seconds: 
 
 
 def bench_pipeline(session_args: dict, target: str, frames: int) -> dict:
-    """The whole engine on a source (looped until ``frames`` frames) with all activations on."""
+    """The whole engine on a source (looped until ``frames`` frames) with all activations on.
+    A source that cannot be read raises :class:`~engine.imageio.InputError`."""
     threads_before = threading.active_count()
     rss_before_load = rss_mb()
     rss_start: list[float] = []  # at the first result: networks loaded, buffers allocated
@@ -126,8 +124,8 @@ def bench_pipeline(session_args: dict, target: str, frames: int) -> dict:
             done.set()
 
     def on_event(event) -> None:
-        if event.kind == "error":
-            errors.append(event.message)
+        if isinstance(event, Error):
+            errors.append(event.text)
 
     engine = Engine(on_result=on_result, on_event=on_event, **session_args).start()
     try:
@@ -138,11 +136,9 @@ def bench_pipeline(session_args: dict, target: str, frames: int) -> dict:
             while not done.is_set() and not engine.wait_idle(timeout=0.5):
                 pass
             if count == 0 and errors:
-                raise CliError(errors[0])
+                raise InputError(errors[0])
         elapsed = time.perf_counter() - first[0]
         snapshot = engine.last[1] if engine.last else None
-    except InputError as e:
-        raise CliError(str(e)) from None
     finally:
         stopped = engine.stop(timeout=2.0)
     time.sleep(0.2)  # let finished threads leave threading's table
@@ -151,45 +147,3 @@ def bench_pipeline(session_args: dict, target: str, frames: int) -> dict:
             "rss_end_mb": rss_mb(), "dropped": engine.dropped,
             "engine_stopped": stopped, "threads_left": threading.active_count() - threads_before,
             "latency_ms_p50": {n: s.p50_ms for n, s in snapshot.models.items()} if snapshot else {}}
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.source and not (args.source.isdigit() or "://" in args.source or os.path.exists(args.source)):
-        raise CliError(f"{args.source}: no such file or folder")
-    session = InferenceSession(args.profile, args.device)
-    if args.device not in ("cpu", "auto") and session.device.type == "cpu":
-        print(f"warning: {args.device} is not available: measuring on the CPU", flush=True)
-    session.set_capture({n: (session.spec(n).default_layer,) for n in session.names})
-    log = (lambda *a: None) if args.json else (lambda *a: print(*a, flush=True))
-    log(f"latency on {session.device}, {torch.get_num_threads()} threads, {args.runs} runs per network ...")
-    models = bench_latency(session, runs=args.runs, min_seconds=2.0)
-    default_batch = 256 if session.device.type == "cuda" or args.profile == "cifar10" else 16
-    for name in session.names:
-        rate, batch = bench_throughput(session, name, default_batch)
-        models[name]["images_per_s"], models[name]["batch"] = rate, batch
-    report = {"device": str(session.device), "threads": torch.get_num_threads(), "profile": args.profile,
-              "torch": torch.__version__, "models": models, "pipeline_fps": None, "frames": 0,
-              "rss_start_mb": None, "rss_end_mb": None}
-    if args.source:
-        log(f"pipeline: {args.frames} frames of {args.source} through the engine ...")
-        del session
-        report.update(bench_pipeline({"profile": args.profile, "device": args.device, "threads": args.threads},
-                                     args.source, args.frames))
-        report["pipeline_threads"] = torch.get_num_threads()
-    if args.json:
-        print_json(report)
-        return 0
-    rows = [[n, f"{m['raw_ms_p50']:.3f}", f"{m['engine_ms_p50']:.3f}", f"{m['ratio']:.3f}",
-             f"{m['images_per_s']:.0f} (batch {m['batch']})", ", ".join(m["captured"])] for n, m in models.items()]
-    print(format_table(["model", "raw ms p50", "engine ms p50", "ratio", "images/s", "captured"], rows,
-                       right={1, 2, 3}))
-    if args.source:
-        print(f"pipeline: {report['pipeline_fps']:.1f} frames/s over {report['frames']} frames "
-              f"({report['dropped']} dropped); resident memory {report['rss_start_mb']:.0f} MB -> "
-              f"{report['rss_end_mb']:.0f} MB ({report['rss_end_mb'] - report['rss_start_mb']:+.1f} MB); "
-              f"threads left: {report['threads_left']}")
-        print("per-network latency in the pipeline (p50 ms): " +
-              ", ".join(f"{n} {v:.2f}" for n, v in report["latency_ms_p50"].items()))
-    return 0

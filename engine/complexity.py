@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from engine.models.adapter import ModelAdapter
 from engine.models.registry import ModelSpec, get_spec
 
 
@@ -28,11 +29,6 @@ class Complexity:
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def run_forward(spec: ModelSpec, model: nn.Module, x: torch.Tensor):
-    """The forward pass the app runs for this spec: ENet's includes its per-pixel decoder."""
-    return model.forward_with_map(x) if spec.has_class_map else model(x)
 
 
 def measure(spec: ModelSpec, model: nn.Module, input_size: tuple[int, int, int] | None = None) -> Complexity:
@@ -54,7 +50,7 @@ def measure(spec: ModelSpec, model: nn.Module, input_size: tuple[int, int, int] 
     try:
         counter = FlopCounterMode(display=False)
         with torch.inference_mode(), counter:
-            run_forward(spec, model.eval(), x)
+            ModelAdapter(spec, model.eval())(x)  # the pass the app runs: ENet's decoder included
     finally:
         for h in handles:
             h.remove()

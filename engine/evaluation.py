@@ -2,12 +2,11 @@
 
 :func:`prepare_batch` is the one way a ``uint8`` NHWC batch becomes the normalised float NCHW input
 a CIFAR network sees; training uses the same function, so what is evaluated is what was trained.
-:func:`evaluate` is the plain-function API; :func:`cmd_eval` is ``python main.py eval``.
+:func:`evaluate` is the plain-function API; ``python main.py eval`` (:mod:`engine.cli.evaluate`) prints it.
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -17,8 +16,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from engine.complexity import run_forward
-from engine.device import device_label, resolve_device, synchronize
+from engine.device import synchronize
+from engine.models.adapter import ModelAdapter
 from engine.models.registry import ModelSpec
 from engine.preprocess import normalise, normaliser
 
@@ -26,8 +25,7 @@ EVAL_BATCH = 256
 
 
 def image_logits(spec: ModelSpec, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    out = run_forward(spec, model, x)
-    return out[0] if isinstance(out, tuple) else out
+    return ModelAdapter(spec, model).logits(x)
 
 
 @torch.inference_mode()
@@ -139,45 +137,3 @@ def sample_indices(n: int, limit: int | None, seed: int = 0) -> np.ndarray:
     if limit <= 0:
         raise ValueError(f"limit must be positive, got {limit}")
     return np.sort(np.random.Generator(np.random.PCG64(seed)).permutation(n)[:limit])
-
-
-def cmd_eval(args: argparse.Namespace) -> int:
-    from engine.cli import CliError, format_table, print_json
-    from engine.data import DataError, load_cifar10
-    from engine.models.registry import RegistryError, comparison_specs, get_spec
-    from engine.weights import UNTRAINED, WeightsError, load_model
-
-    profile = getattr(args, "profile", None) or "cifar10"
-    try:
-        device = resolve_device(args.device, strict=True)
-    except ValueError as e:
-        raise CliError(str(e)) from None
-    try:
-        specs = [get_spec(n, profile) for n in args.models] if args.models else comparison_specs(profile)
-    except RegistryError as e:
-        raise CliError(str(e)) from None
-    if args.limit is not None and args.limit <= 0:
-        raise CliError("--limit must be a positive number of images")
-    try:
-        images, labels = load_cifar10(args.data, "test")
-    except DataError as e:
-        raise CliError(str(e)) from None
-    idx = sample_indices(len(labels), args.limit)
-    images, labels = images[idx], labels[idx]
-    try:
-        loaded = [load_model(spec) for spec in specs]
-    except WeightsError as e:
-        raise CliError(str(e)) from None
-    results = evaluate_results(loaded, images, labels, device=device, tta=args.tta)
-    if args.json:
-        print_json({r.name: r.as_dict() for r in results})
-        return 0
-    rows = [[r.name, f"{100 * r.top1:.2f}%", f"{100 * r.top5:.2f}%", r.images, f"{r.images_per_s:.0f}",
-             "UNTRAINED" if r.weights_status == UNTRAINED else r.weights_status] for r in results]
-    print(f"{profile} test set: {len(labels)} images, device {device_label(device)}"
-          f"{', flip TTA' if args.tta else ''}")
-    print(format_table(["model", "top-1", "top-5", "images", "images/s", "weights"], rows, right={1, 2, 3, 4}))
-    for r in results:
-        if r.weights_status == UNTRAINED:
-            print(f"  {r.name}: UNTRAINED (random weights): {r.weights_source}")
-    return 0

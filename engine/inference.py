@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from engine.device import resolve_device, share_cpu_with_opencv, synchronize
+from engine.models.adapter import ModelAdapter
 from engine.models.registry import ModelSpec, comparison_specs, get_spec
 from engine.preprocess import Preprocess
 from engine.weights import UNTRAINED, LoadedModel, WeightsError, load_model
@@ -91,6 +92,7 @@ class FrameResult:
     error: str | None = None  # one line, when the frame itself could not be read
     started: float = 0.0  # time.perf_counter() when inference began
     finished: float = 0.0
+    generation: int = 0  # the capture request (engine.events.RunRequest) this result answers
 
     @property
     def ok(self) -> bool:
@@ -100,6 +102,7 @@ class FrameResult:
 @dataclass
 class _Network:
     loaded: LoadedModel
+    adapter: ModelAdapter
     preprocess: Preprocess
     capture: tuple[str, ...] = ()
     hooks: list = field(default_factory=list)
@@ -111,8 +114,9 @@ class InferenceSession:
     """The networks of one profile on one device, ready to run frame after frame.
 
     ``models`` defaults to the comparison line-up of the profile; ``weights`` maps a model name to a
-    user's checkpoint. A checkpoint that does not fit leaves that model on its default weights and
-    records a one-line message in :attr:`messages`: a session always starts.
+    user's checkpoint. A checkpoint that cannot be read or does not fit raises :class:`WeightsError`
+    (one line): a session never runs on other weights than the ones asked for. Missing default
+    weights are not an error: that network runs untrained, and :attr:`messages` says so.
     """
 
     def __init__(self, profile: str = "cifar10", device: str = "cpu", models: Iterable[str] | None = None,
@@ -127,25 +131,27 @@ class InferenceSession:
         self._nets: dict[str, _Network] = {}
         self._capture_lock = threading.Lock()
         self._pending_capture: dict[str, tuple[str, ...]] | None = None
+        self._pending_generation = 0
+        self.generation = 0  # of the capture request the next frame answers
         weights = dict(weights or {})
+        unknown = [name for name in weights if name not in {s.name for s in specs}]
+        if unknown:
+            raise WeightsError(f"--weights {unknown[0]}: no such model in the {profile} line-up "
+                               f"({', '.join(s.name for s in specs)})")
         for spec in specs:
             loaded = self._load(spec, weights.pop(spec.name, None), allow_download)
             model = loaded.model.to(self.device)
             if self.device.type == "cpu":
                 model = model.to(memory_format=torch.channels_last)  # oneDNN's fast path for convolutions
             without_in_place_ops(model)
-            self._nets[spec.name] = _Network(LoadedModel(spec, model, loaded.status, loaded.source, loaded.metrics),
-                                             Preprocess.for_spec(spec), top_k=min(top_k, spec.num_classes))
-        for name in weights:
-            self.messages.append(f"--weights {name}: no such model in the {profile} line-up")
+            self._nets[spec.name] = _Network(
+                LoadedModel(spec, model, loaded.status, loaded.source, loaded.metrics, loaded.downloadable),
+                ModelAdapter(spec, model), Preprocess.for_spec(spec), top_k=min(top_k, spec.num_classes))
         self._layers: dict[str, tuple[LayerInfo, ...]] = {}
 
     def _load(self, spec: ModelSpec, path: str | None, allow_download: bool) -> LoadedModel:
         if path is not None:
-            try:
-                return load_model(spec, path)
-            except WeightsError as e:
-                self.messages.append(f"{spec.name}: {e}; using its default weights")
+            return load_model(spec, path)  # a user's file that does not fit is an error, not a fallback
         try:
             loaded = load_model(spec, allow_download=allow_download)
         except WeightsError as e:
@@ -168,17 +174,21 @@ class InferenceSession:
     def model(self, name: str) -> nn.Module:
         return self._nets[name].loaded.model
 
+    def adapter(self, name: str) -> ModelAdapter:
+        return self._nets[name].adapter
+
     def layers(self, name: str) -> tuple[LayerInfo, ...]:
         """The layers a person can look inside, in forward order, with their output shapes."""
         if name not in self._layers:
             net = self._nets[name]
-            self._layers[name] = feature_layers(net.loaded.spec, net.loaded.model, self.device)
+            self._layers[name] = feature_layers(net.adapter, self.device)
         return self._layers[name]
 
     # -- activation capture --------------------------------------------------------------------
 
-    def set_capture(self, captures: Mapping[str, Iterable[str]]) -> None:
-        """Which layers to capture, per model; takes effect at the next frame (thread-safe)."""
+    def set_capture(self, captures: Mapping[str, Iterable[str]], generation: int | None = None) -> None:
+        """Which layers to capture, per model; takes effect at the next frame (thread-safe), whose
+        result carries ``generation`` (default: one more than the last)."""
         request = {name: tuple(layers) for name, layers in captures.items()}
         for name, layers in request.items():
             if name not in self._nets:
@@ -189,10 +199,13 @@ class InferenceSession:
                 raise KeyError(f"{name} has no layer {unknown[0]!r}")
         with self._capture_lock:
             self._pending_capture = {**(self._pending_capture or {}), **request}
+            self._pending_generation = generation if generation is not None else self._pending_generation + 1
 
     def _apply_capture(self) -> None:
         with self._capture_lock:
             pending, self._pending_capture = self._pending_capture, None
+            if pending is not None:
+                self.generation = self._pending_generation
         for name, layers in (pending or {}).items():
             net = self._nets[name]
             for hook in net.hooks:
@@ -231,7 +244,7 @@ class InferenceSession:
         with torch.inference_mode():
             results = self._run(frame)
         return FrameResult(frame_id, source, label, frame if not frame.flags.writeable else frozen(frame.copy()),
-                           MappingProxyType(results), None, started, time.perf_counter())
+                           MappingProxyType(results), None, started, time.perf_counter(), self.generation)
 
     def _run(self, frame: np.ndarray) -> dict[str, ModelResult]:
         views: dict[Preprocess, tuple[np.ndarray, torch.Tensor, float]] = {}
@@ -260,19 +273,19 @@ class InferenceSession:
         Python), the one-layer case written out, and nothing looked up that could be looked up
         before.
         """
-        spec, model, captured, k = net.loaded.spec, net.loaded.model, net.captured, net.top_k
+        spec, adapter, captured, k = net.loaded.spec, net.adapter, net.captured, net.top_k
         on_cpu, has_class_map = self.device.type == "cpu", spec.has_class_map
         captured.clear()
         class_map = confidence = None
         synchronize(self.device)
         t0 = time.perf_counter()
         if has_class_map:
-            logits, pixel_logits = model.forward_with_map(x)
+            logits, pixel_logits = adapter.forward_map(x)
             pixel_confidence, pixel_class = pixel_logits[0].softmax(0).max(0)
             class_map = frozen(pixel_class.to(torch.uint8).cpu().numpy())
             confidence = frozen(pixel_confidence.float().cpu().numpy())
         else:
-            logits = model(x)
+            logits = adapter.model(x)
         p = logits.softmax(1)
         if not on_cpu:
             p = p.float().cpu()
@@ -346,12 +359,13 @@ class _Tap:
             del self.module.forward
 
 
-def feature_layers(spec: ModelSpec, model: nn.Module, device: torch.device | str = "cpu") -> tuple[LayerInfo, ...]:
+def feature_layers(adapter: ModelAdapter, device: torch.device | str = "cpu") -> tuple[LayerInfo, ...]:
     """Layers with a (C, H, W) output worth showing, found with one forward pass.
 
     Leaves inside plain containers (``features.conv1``) are listed; a composite block (ENet's
     ``stage2.bottleneck2_4``) is listed as one layer, its insides are not.
     """
+    spec, model = adapter.spec, adapter.model
     parents = {name: module for name, module in model.named_modules()}
     chosen: list[str] = []
     for name, module in model.named_modules():
@@ -378,7 +392,7 @@ def feature_layers(spec: ModelSpec, model: nn.Module, device: torch.device | str
     try:
         with torch.inference_mode():
             x = torch.zeros((1, *spec.input_size), device=device)
-            model.forward_with_map(x) if spec.has_class_map else model(x)
+            adapter(x)
     finally:
         for h in hooks:
             h.remove()

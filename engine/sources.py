@@ -47,6 +47,7 @@ class Source:
     fps: float | None = None  # the source's native rate, when it has one (video files)
     length: int | None = None  # number of frames, when known up front
     class_names: tuple[str, ...] | None = None  # what the labels index into; None: no labels of its own
+    camera = False  # a camera by index: when it cannot be opened, another index may work
 
     def __iter__(self) -> Iterator[Frame]:
         raise NotImplementedError
@@ -232,6 +233,7 @@ class LiveSource(Source):
                  open_timeout: float = 10.0, stall_timeout: float = 5.0) -> None:
         self.target = target
         self.name = f"camera {target}" if isinstance(target, int) else _redact(str(target))
+        self.camera = isinstance(target, int)
         self._factory = capture_factory or _open_capture
         self.open_timeout, self.stall_timeout = open_timeout, stall_timeout
         self._cond = threading.Condition()

@@ -23,6 +23,7 @@ import pickle
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +34,26 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from engine.files import atomic_write
+from engine.models.adapter import translate_checkpoint
 from engine.models.registry import ModelSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS_DIR = ROOT / "assets" / "weights"
 
-TRAINED = "trained"  # the project's own weights, with measured accuracy
-PRETRAINED = "pretrained"  # torchvision's ImageNet weights
-CUSTOM = "custom"  # a user's checkpoint
-UNTRAINED = "untrained"  # random weights
+class WeightsKind(str, Enum):
+    """Where a network's weights came from (a str, so that JSON and comparisons read it plainly)."""
+
+    BUNDLED = "bundled"  # the project's own, shipped in assets/weights, with measured accuracy
+    DOWNLOADED = "downloaded"  # torchvision's ImageNet weights, from its cache
+    CUSTOM = "custom"  # a user's checkpoint
+    UNTRAINED = "untrained"  # random weights
+
+    def __str__(self) -> str:
+        return self.value
+
+
+BUNDLED, DOWNLOADED, CUSTOM, UNTRAINED = WeightsKind.BUNDLED, WeightsKind.DOWNLOADED, WeightsKind.CUSTOM, \
+    WeightsKind.UNTRAINED
 
 
 class WeightsError(Exception):
@@ -52,19 +64,21 @@ class WeightsError(Exception):
 class WeightsInfo:
     """Where a spec's weights are, before anything is loaded."""
 
-    status: str  # TRAINED, PRETRAINED, or UNTRAINED when no usable file is there
+    status: WeightsKind  # BUNDLED, DOWNLOADED, or UNTRAINED when no usable file is there
     path: Path | None  # the file, when it is on this machine
     source: str  # one line: where they come from or why there are none
     metrics: Mapping[str, Any] | None = None  # the metrics JSON beside our own weights
+    downloadable: bool = False  # torchvision's weights exist but are not in its cache yet
 
 
 @dataclass(frozen=True)
 class LoadedModel:
     spec: ModelSpec
     model: nn.Module
-    status: str  # TRAINED, PRETRAINED, CUSTOM or UNTRAINED
+    status: WeightsKind
     source: str  # one line for the status bar / CLI
     metrics: Mapping[str, Any] | None = None
+    downloadable: bool = False
 
 
 def _hub_weights(spec: ModelSpec):
@@ -95,14 +109,15 @@ def resolve(spec: ModelSpec, weights_dir: Path | None = None) -> WeightsInfo:
     if spec.weights.endswith(".safetensors"):
         path = (weights_dir or WEIGHTS_DIR) / spec.weights
         if path.is_file():
-            return WeightsInfo(TRAINED, path, f"assets/weights/{path.name}", read_metrics(path))
+            return WeightsInfo(BUNDLED, path, f"assets/weights/{path.name}", read_metrics(path))
         return WeightsInfo(UNTRAINED, None, f"not trained yet: {path.name} is missing (python main.py train)")
     cached = hub_cache_path(spec)
     if cached is None:
         return WeightsInfo(UNTRAINED, None, f"unknown weights {spec.weights!r}")
     if cached.is_file():
-        return WeightsInfo(PRETRAINED, cached, f"torchvision {spec.weights}")
-    return WeightsInfo(UNTRAINED, None, f"torchvision {spec.weights} not downloaded (download on request)")
+        return WeightsInfo(DOWNLOADED, cached, f"torchvision {spec.weights}")
+    return WeightsInfo(UNTRAINED, None, f"torchvision {spec.weights} not downloaded (download on request)",
+                       downloadable=True)
 
 
 FILE_BUDGET_BYTES = 20_000_000  # a shipped weights file above this is stored as int8 (see encode_state)
@@ -182,6 +197,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 def apply_state_dict(spec: ModelSpec, model: nn.Module, state: Mapping[str, torch.Tensor], name: str) -> None:
     """Load ``state`` into ``model`` (fp32), or explain in one line why it does not fit."""
     own = model.state_dict()
+    if set(state) != set(own):
+        translated = translate_checkpoint(spec, state)  # torchvision's names for the same layers
+        if translated is not None:
+            state = translated
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     if missing or unexpected:
@@ -211,17 +230,17 @@ def load_model(spec: ModelSpec, weights_path: str | os.PathLike | None = None, *
         return LoadedModel(spec, model, CUSTOM, f"custom weights {Path(weights_path).name}")
     info = resolve(spec, weights_dir)
     hub = _hub_weights(spec)
-    if hub is not None and (info.status == PRETRAINED or allow_download):
+    if hub is not None and (info.status == DOWNLOADED or allow_download):
         try:
             model = spec.builder(weights=hub, progress=allow_download).eval()
         except (OSError, RuntimeError, ValueError) as e:  # network down, corrupt cache file
             raise WeightsError(f"{spec.weights}: could not load torchvision weights ({_first_line(e)})") from None
-        return LoadedModel(spec, model, PRETRAINED, f"torchvision {spec.weights}")
+        return LoadedModel(spec, model, DOWNLOADED, f"torchvision {spec.weights}")
     model = spec.build()
-    if info.status == TRAINED and info.path is not None:
+    if info.status == BUNDLED and info.path is not None:
         apply_state_dict(spec, model, read_state_dict(info.path), info.path.name)
-        return LoadedModel(spec, model, TRAINED, info.source, info.metrics)
-    return LoadedModel(spec, model, UNTRAINED, info.source)
+        return LoadedModel(spec, model, BUNDLED, info.source, info.metrics)
+    return LoadedModel(spec, model, UNTRAINED, info.source, downloadable=info.downloadable)
 
 
 def save_weights(model: nn.Module, path: str | os.PathLike, metrics: Mapping[str, Any] | None = None,
@@ -240,3 +259,14 @@ def save_weights(model: nn.Module, path: str | os.PathLike, metrics: Mapping[str
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return (text[0] if text else type(e).__name__)[:160]
+
+
+def parse_weights_args(items: list[str]) -> dict[str, str]:
+    """``["vgg16=my.pth", ...]`` (the ``--weights MODEL=PATH`` options) -> ``{"vgg16": "my.pth"}``."""
+    out = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name.strip() or not path:
+            raise WeightsError(f"--weights {item!r}: expected MODEL=PATH, e.g. vgg16=checkpoint.safetensors")
+        out[name.strip()] = path
+    return out

@@ -4,7 +4,11 @@
     engine.start()                                    # loads the networks in the background
     engine.set_source("clip.mp4")                     # a path, camera index, URL or Source
     engine.pause(); engine.step(); engine.resume()
+    engine.load_weights("vgg16", "mine.pth")          # refused in one Error event if it does not fit
     engine.stop()                                     # returns within a second
+
+Events (:mod:`engine.events`) are typed values: ``SessionReady`` with a ``ModelCard`` per network,
+``SourceStarted``, ``SourceEnded``, ``Notice``, ``Error(code, text)``, ``JobProgress``.
 
 Two threads: a *feeder* pulls frames from the source and puts them into a one-frame slot; the
 *worker* takes the frame from the slot, runs every network on it and calls ``on_result`` with an
@@ -21,49 +25,32 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from engine.complexity import Complexity, complexity
 from engine.device import engine_threads, resolve_device
+from engine.events import (
+    EngineEvent,
+    Error,
+    ErrorCode,
+    ModelCard,
+    Notice,
+    RunRequest,
+    SessionReady,
+    SourceEnded,
+    SourceStarted,
+)
 from engine.imageio import InputError
-from engine.inference import FrameResult, InferenceSession, LayerInfo, ModelResult
+from engine.inference import FrameResult, InferenceSession, ModelResult
 from engine.metrics import MetricsSnapshot, MetricsTracker
 from engine.models.registry import RegistryError
-from engine.sources import Frame, Source, open_source
-from engine.weights import LoadedModel
+from engine.sources import Frame, Source, describe, open_source
+from engine.weights import WeightsError
 
 ResultCallback = Callable[[FrameResult, MetricsSnapshot], None]
-
-
-@dataclass(frozen=True)
-class EngineEvent:
-    kind: str  # "session", "source", "source_ended", "error", "info"
-    message: str = ""
-    session: SessionInfo | None = None
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    name: str
-    title: str
-    status: str  # trained, pretrained, custom, untrained
-    source: str  # where its weights came from, one line
-    layers: tuple[LayerInfo, ...]
-    default_layer: str
-    has_class_map: bool
-    class_names: tuple[str, ...]
-    test_top1: float | None  # from the shipped metrics JSON
-    loaded: LoadedModel = field(repr=False, compare=False)
-
-
-@dataclass(frozen=True)
-class SessionInfo:
-    profile: str
-    device: str
-    models: tuple[ModelInfo, ...]
-    messages: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -81,7 +68,7 @@ class Engine:
                  on_event: Callable[[EngineEvent], None] | None = None, capture_default_layers: bool = True,
                  top_k: int = 5, threads: int | None = None) -> None:
         self.on_result = on_result or (lambda result, metrics: None)
-        self.on_event = on_event or (lambda event: None)
+        self.on_event: Callable[[EngineEvent], None] = on_event or (lambda event: None)
         self.capture_default_layers = capture_default_layers
         self.top_k = top_k
         self.threads = threads  # torch's CPU threads; None: engine_threads()
@@ -100,12 +87,14 @@ class Engine:
         self._source: Source | None = None
         self._thread = threading.Thread(target=self._run, name="engine worker", daemon=True)
         self.session: InferenceSession | None = None
-        self.info: SessionInfo | None = None
+        self.info: SessionReady | None = None
+        self._active: _Config | None = None  # the configuration of the running session
         self.metrics: MetricsTracker | None = None
         self.dropped = 0
         self.processed = 0
         self.last: tuple[FrameResult, MetricsSnapshot] | None = None
-        self._captures: dict[str, tuple[str, ...]] = {}
+        self.request = RunRequest()  # replaced, never changed: any thread may read it
+        self._request_lock = threading.Lock()
         self._busy = False
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -150,27 +139,42 @@ class Engine:
         """Rebuild the session (other profile, device or weights) on the worker thread.
         ``allow_download``: fetch torchvision's ImageNet weights that are not cached yet."""
         with self._cond:
-            base = self._config or self._current_config()
-            self._config = _Config(profile or base.profile, device or base.device,
+            base = self._config or self._active or _Config("cifar10", "cpu", None, ())
+            new_profile = profile or base.profile
+            # a user's checkpoint belongs to one profile's network: another profile starts without it
+            kept = base.weights if new_profile == base.profile else ()
+            self._config = _Config(new_profile, device or base.device,
                                    tuple(models) if models is not None else base.models,
-                                   tuple(sorted(weights.items())) if weights is not None else base.weights,
+                                   tuple(sorted(weights.items())) if weights is not None else kept,
                                    allow_download)
             self._cond.notify_all()
 
-    def _current_config(self) -> _Config:
-        info = self.info
-        return _Config(info.profile if info else "cifar10", info.device if info else "cpu", None, ())
+    def load_weights(self, model: str, path: str | os.PathLike | None) -> None:
+        """Run ``model`` on a user's checkpoint (safetensors, or a ``.pth`` in this project's or
+        torchvision's names), or with ``None`` on its default weights again. A file that does not
+        fit is refused with an ``Error(WEIGHTS)`` event and every network keeps the weights it had."""
+        with self._cond:
+            base = self._config or self._active or _Config("cifar10", "cpu", None, ())
+        weights = {name: p for name, p in base.weights if name != model}
+        if path is not None:
+            weights[model] = os.fspath(path)
+        self.configure(weights=weights)
 
-    def set_capture(self, captures: Mapping[str, Iterable[str]]) -> None:
-        """Which layers' activations to return, per model (replaces that model's previous choice)."""
-        request = {name: tuple(layers) for name, layers in captures.items()}
-        self._captures.update(request)
+    def set_capture(self, captures: Mapping[str, Iterable[str]]) -> int:
+        """Which layers' activations to return, per model (replaces that model's previous choice).
+
+        Returns the generation of the new :class:`RunRequest`: results from earlier generations
+        may still arrive and answer the old request."""
+        changes = {name: tuple(layers) for name, layers in captures.items()}
+        with self._request_lock:
+            self.request = request = self.request.with_captures(changes)
         session = self.session
         if session is not None:
             try:
-                session.set_capture({n: ls for n, ls in request.items() if n in session.names})
+                session.set_capture({n: ls for n, ls in changes.items() if n in session.names}, request.generation)
             except KeyError as e:
-                self._emit("error", str(e.args[0]))
+                self._emit(Error(ErrorCode.CAPTURE, str(e.args[0])))
+        return request.generation
 
     def pause(self) -> None:
         with self._cond:
@@ -258,13 +262,13 @@ class Engine:
             source = target if isinstance(target, Source) else open_source(
                 target, class_names, capture_factory=capture_factory)
         except InputError as e:
-            self._emit("error", str(e))
+            self._emit(source_error(target, e))
             return
         if stop.is_set():
             source.close()
             return
         self._source = source
-        self._emit("source", source.name)
+        self._emit(SourceStarted(source.name))
         session_classes = self.info.models[0].class_names if self.info and self.info.models else ()
         keep_labels = source.class_names is None or tuple(source.class_names) == tuple(session_classes)
         live = source.live or (realtime and source.fps is not None)
@@ -283,12 +287,15 @@ class Engine:
                     if delay > 0 and stop.wait(delay):
                         return
                     next_due = max(next_due + period, time.monotonic() - period)
+                if count == 0 and source.camera and frame.image is None:  # the camera never opened
+                    self._emit(Error(ErrorCode.CAMERA, frame.error or f"{source.name}: cannot open"))
+                    return
                 if frame.label is not None and not keep_labels:  # labels of another class list
                     frame = Frame(frame.frame_id, frame.image, frame.source, None, frame.error)
                 self._offer(frame, wait=not live, continuous=continuous, stop=stop)
                 count += 1
             if not stop.is_set():
-                self._emit("source_ended", f"{source.name}: end ({count} frames)")
+                self._emit(SourceEnded(f"{source.name}: end ({count} frames)"))
         finally:
             if self._source is source:
                 self._source = None
@@ -347,61 +354,67 @@ class Engine:
                     self._cond.notify_all()
 
     def _build(self, config: _Config) -> None:
+        """A new session for ``config``; on any failure the running session (if any) stays as it was."""
         device = resolve_device(config.device)
         if config.device not in ("cpu", "auto") and device.type == "cpu":
-            self._emit("error", f"{config.device} is not available here: running on the CPU")
+            self._emit(Error(ErrorCode.DEVICE, f"{config.device} is not available here: running on the CPU"))
         try:
             if config.allow_download:
-                self._emit("info", "downloading the ImageNet weights that are not cached yet ...")
+                self._emit(Notice("downloading the ImageNet weights that are not cached yet ..."))
             session = InferenceSession(config.profile, str(device), config.models, dict(config.weights),
                                        allow_download=config.allow_download, top_k=self.top_k)
-        except (RegistryError, ValueError, RuntimeError) as e:
-            self._emit("error", f"cannot load the networks: {e}")
+        except WeightsError as e:
+            if self.session is not None:
+                self._emit(Error(ErrorCode.WEIGHTS, f"{e}; the networks keep the weights they had"))
+                return
+            # nothing runs yet: start on the default weights rather than not at all
+            self._emit(Error(ErrorCode.WEIGHTS, f"{e}; starting on the default weights"))
+            self._build(_Config(config.profile, config.device, config.models, ()))
             return
-        captures = {}
-        for name in session.names:
-            wanted = self._captures.get(name)
-            known = {layer.name for layer in session.layers(name)}
-            if wanted is not None and all(layer in known for layer in wanted):
-                captures[name] = wanted
-            elif self.capture_default_layers:
-                captures[name] = (session.spec(name).default_layer,)
-        session.set_capture(captures)
-        self._captures.update(captures)
+        except (RegistryError, ValueError, RuntimeError) as e:
+            self._emit(Error(ErrorCode.SESSION, f"cannot load the networks: {e}"))
+            return
+        with self._request_lock:
+            current = self.request
+            captures = {}
+            for name in session.names:
+                wanted = current.captures.get(name)
+                known = {layer.name for layer in session.layers(name)}
+                if wanted is not None and all(layer in known for layer in wanted):
+                    captures[name] = wanted
+                elif self.capture_default_layers:
+                    captures[name] = (session.spec(name).default_layer,)
+            self.request = request = current.with_captures(captures)
+        session.set_capture(captures, request.generation)
         session.warm_up()
         self.session = session
+        self._active = _Config(config.profile, config.device, config.models, config.weights)
         self.metrics = MetricsTracker(session.names, session.spec(session.names[0]).num_classes)
-        self.info = SessionInfo(config.profile, str(device), tuple(self._model_info(session, n) for n in session.names),
-                                tuple(session.messages))
+        self.info = SessionReady(config.profile, str(device), tuple(model_card(session, n) for n in session.names),
+                                 tuple(session.messages))
         for message in session.messages:
-            self._emit("error", message)
-        self.on_event(EngineEvent("session", f"{len(session.names)} networks on {device}", self.info))
-
-    @staticmethod
-    def _model_info(session: InferenceSession, name: str) -> ModelInfo:
-        spec, loaded = session.spec(name), session.loaded(name)
-        top1 = (loaded.metrics or {}).get("test_top1")
-        return ModelInfo(name, spec.title, loaded.status, loaded.source, session.layers(name), spec.default_layer,
-                         spec.has_class_map, spec.class_names, top1, loaded)
+            self._emit(Notice(message))
+        self.on_event(self.info)
 
     def _process(self, frame: Frame, continuous: bool, replay: bool = False) -> None:
         session, metrics = self.session, self.metrics
         assert session is not None and metrics is not None
         if frame.image is None:
-            result = FrameResult(frame.frame_id, frame.source, frame.label, None, {}, frame.error or "unreadable frame")
-            self._emit("error", result.error or "")
+            result = FrameResult(frame.frame_id, frame.source, frame.label, None, {}, frame.error or "unreadable frame",
+                                 generation=session.generation)
+            self._emit(Error(ErrorCode.FRAME, result.error or ""))
         else:
             try:
                 result = session.run(frame.image, frame.frame_id, frame.source, frame.label)
             except torch.cuda.OutOfMemoryError:
-                self._emit("error", "the GPU ran out of memory: switching to the CPU")
+                self._emit(Error(ErrorCode.DEVICE, "the GPU ran out of memory: switching to the CPU"))
                 self.configure(device="cpu")
                 return
             except RuntimeError as e:  # e.g. an input a network cannot take
                 line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 result = FrameResult(frame.frame_id, frame.source, frame.label, frame.image, {},
-                                     f"{frame.source}: {line}")
-                self._emit("error", result.error or "")
+                                     f"{frame.source}: {line}", generation=session.generation)
+                self._emit(Error(ErrorCode.FRAME, result.error or ""))
         if not replay:
             metrics.update(result, continuous=continuous)
             self.processed += 1
@@ -409,8 +422,32 @@ class Engine:
         self.last = (result, snapshot)
         self.on_result(result, snapshot)
 
-    def _emit(self, kind: str, message: str) -> None:
-        self.on_event(EngineEvent(kind, message))
+    def _emit(self, event: EngineEvent) -> None:
+        self.on_event(event)
+
+
+def source_error(target: object, error: InputError) -> Error:
+    """The event for a source that cannot be opened: a camera's is told apart (try another index)."""
+    code = ErrorCode.CAMERA if isinstance(target, (str, int)) and describe(str(target)) == "camera" \
+        else ErrorCode.SOURCE
+    return Error(code, str(error))
+
+
+def model_card(session: InferenceSession, name: str) -> ModelCard:
+    spec, loaded = session.spec(name), session.loaded(name)
+    top1 = (loaded.metrics or {}).get("test_top1")
+    return ModelCard(name, spec.title, spec.family, spec.year, spec.paper, loaded.status, loaded.source,
+                     loaded.downloadable, session.layers(name), spec.default_layer, spec.has_class_map,
+                     spec.class_names, top1, _complexity(name, session.profile))
+
+
+def _complexity(name: str, profile: str) -> Complexity | None:
+    # Counting builds the network on the meta device (up to a second for VGG at 224x224, cached
+    # afterwards): on the engine's thread, never on the window's.
+    try:
+        return complexity(name, profile)
+    except (RegistryError, RuntimeError, ValueError):
+        return None
 
 
 def top_line(result: ModelResult) -> str:

@@ -17,7 +17,7 @@ import traceback
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
-from engine.files import atomic_write
+from engine.api import WeightsError, atomic_write, parse_weights_args
 from gui import style
 from gui.main_window import MainWindow
 
@@ -79,8 +79,13 @@ def run_window(args) -> int:
     # waits up to 5 ms for its turn, and a redraw needs many turns. 1 ms keeps the window fluid.
     sys.setswitchinterval(0.001)
     app.setStyleSheet(style.STYLESHEET)
+    try:
+        weights = parse_weights_args(getattr(args, "window_weights", None) or [])
+    except WeightsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     window = MainWindow(profile=getattr(args, "window_profile", None) or "cifar10",
-                        device=getattr(args, "window_device", None) or "cpu")
+                        device=getattr(args, "window_device", None) or "cpu", weights=weights)
     failures: list[str] = []
 
     def on_closing() -> None:

@@ -26,11 +26,19 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
-from engine.complexity import Complexity, complexity
-from engine.imageio import InputError
-from engine.models.registry import RegistryError
-from engine.sources import open_source
-from engine.worker import Engine, EngineEvent, SessionInfo
+from engine.api import (
+    Engine,
+    EngineEvent,
+    Error,
+    ErrorCode,
+    FrameReady,
+    InputError,
+    SessionReady,
+    SourceEnded,
+    SourceStarted,
+    open_source,
+    source_error,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +46,15 @@ log = logging.getLogger(__name__)
 class EngineBridge(QObject):
     """Owns the :class:`Engine`; every signal is delivered on the main thread."""
 
-    result_ready = Signal(object)  # (FrameResult, MetricsSnapshot)
+    result_ready = Signal(object)  # FrameReady
     event = Signal(object)  # EngineEvent
-    session_ready = Signal(object, object)  # SessionInfo, {model name: Complexity | None}
+    session_ready = Signal(object)  # SessionReady
 
     def __init__(self, profile: str = "cifar10", device: str = "cpu", parent: QObject | None = None,
-                 engine_factory: Callable[..., Engine] = Engine) -> None:
+                 engine_factory: Callable[..., Engine] = Engine, weights: dict[str, str] | None = None) -> None:
         super().__init__(parent)
-        self.engine = engine_factory(profile, device, on_result=self._on_result, on_event=self._on_event)
+        self.engine = engine_factory(profile, device, on_result=self._on_result, on_event=self._on_event,
+                                     **({"weights": weights} if weights else {}))
         self.latest: tuple[Any, Any] | None = None
         self._latest_is_new = False
         self.results_received = 0
@@ -90,7 +99,7 @@ class EngineBridge(QObject):
             return
         with self._inbox_lock:
             replaced = self._inbox is not None
-            self._inbox = (result, snapshot)
+            self._inbox = FrameReady(result, snapshot)
             if self._signal_in_flight:
                 if replaced:
                     self.results_skipped += 1  # (written here and in _store, always under the lock)
@@ -98,16 +107,14 @@ class EngineBridge(QObject):
                 return
             self._signal_in_flight = True
             self.results_received += 1
-        self.result_ready.emit((result, snapshot))
+        self.result_ready.emit(FrameReady(result, snapshot))
 
     def _on_event(self, event: EngineEvent) -> None:
         yield_to_window()
         if self._closing:
             return
-        if event.kind == "session" and event.session is not None:
-            # Counting MACs builds each network on the meta device (up to a second for VGG at
-            # 224x224, cached afterwards): here, on the engine's thread, never on the main thread.
-            self.session_ready.emit(event.session, session_complexity(event.session))
+        if isinstance(event, SessionReady):
+            self.session_ready.emit(event)
             # The networks are tens of thousands of long-lived objects; a full garbage collection
             # walking them all stalls whichever thread triggers it, often the window's. Frozen,
             # they are left out of every collection from now on.
@@ -126,9 +133,9 @@ class EngineBridge(QObject):
         self.latest, self._latest_is_new = payload, True
 
     def _note_event(self, event: EngineEvent) -> None:
-        if event.kind == "source":
+        if isinstance(event, SourceStarted):
             self.source_ended = False
-        elif event.kind == "source_ended":
+        elif isinstance(event, SourceEnded):
             self.source_ended = True
 
     def take_latest(self):
@@ -169,7 +176,7 @@ class EngineBridge(QObject):
         try:
             source = open_source(target, class_names)
         except InputError as e:
-            self._on_event(EngineEvent("error", str(e)))
+            self._on_event(source_error(target, e))
             return
         if self._closing:
             source.close()
@@ -179,14 +186,20 @@ class EngineBridge(QObject):
     def _submit_alone(self, image, name: str) -> None:
         self.engine.clear_source()
         self.engine.submit(image, source=name)
-        self._on_event(EngineEvent("source", name))
-        self._on_event(EngineEvent("source_ended", f"{name}: shown"))
+        self._on_event(SourceStarted(name))
+        self._on_event(SourceEnded(f"{name}: shown"))
 
     def configure(self, profile: str | None = None, device: str | None = None) -> None:
         self.engine.configure(profile, device)
 
-    def set_capture(self, model: str, layer: str) -> None:
-        self.engine.set_capture({model: [layer]})
+    def set_capture(self, model: str, layer: str) -> int:
+        """Show ``layer`` of ``model``; returns the generation from which results carry it."""
+        return self.engine.set_capture({model: [layer]})
+
+    def load_weights(self, model: str, path: str | None) -> None:
+        """Run ``model`` on a user's checkpoint (``None``: its default weights again); refused in
+        one line (an ``Error`` event) if it does not fit, and the networks keep what they had."""
+        self.engine.load_weights(model, path)
 
     def rerun_last(self) -> bool:
         """Run the last frame again (e.g. after a layer change while paused); False when none."""
@@ -226,7 +239,7 @@ class EngineBridge(QObject):
             try:
                 function(*args)
             except Exception as e:  # noqa: BLE001 - this thread must outlive any one failed request
-                self._on_event(EngineEvent("error", str(e).splitlines()[0] if str(e) else type(e).__name__))
+                self._on_event(Error(ErrorCode.INTERNAL, str(e).splitlines()[0] if str(e) else type(e).__name__))
 
 
 _lowered = threading.local()
@@ -251,14 +264,3 @@ def yield_to_window() -> None:
     except OSError as e:
         log.debug("cannot lower the priority of thread %s: %s", tid, e)
 
-
-def session_complexity(session: SessionInfo) -> dict[str, Complexity | None]:
-    """Static counts for each network of a session; None where they cannot be computed."""
-    out: dict[str, Complexity | None] = {}
-    for model in session.models:
-        try:
-            out[model.name] = complexity(model.name, session.profile)
-        except (RegistryError, RuntimeError, ValueError) as e:
-            log.warning("no complexity for %s: %s", model.name, e)
-            out[model.name] = None
-    return out

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,11 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.cli import human_count
-from engine.complexity import Complexity
-from engine.files import atomic_write
-from engine.metrics import MetricsSnapshot
-from engine.worker import ModelInfo
+from engine.api import MetricsSnapshot, ModelCard, WeightsKind, atomic_write, human_count
 from gui import style
 
 RESERVED_ROWS = 4  # the comparison's line-up
@@ -65,21 +61,20 @@ class TableEntry:
     status: str
 
 
-def table_entries(profile: str, models: Sequence[ModelInfo], costs: Mapping[str, Complexity | None],
-                  years: Mapping[str, int | None], snapshot: MetricsSnapshot | None) -> list[TableEntry]:
+def table_entries(profile: str, models: Sequence[ModelCard], snapshot: MetricsSnapshot | None) -> list[TableEntry]:
     entries = []
     for info in models:
-        cost = costs.get(info.name)
+        cost = info.complexity
         stats = snapshot.models.get(info.name) if snapshot is not None else None
         p50 = stats.p50_ms if stats is not None and stats.frames and math.isfinite(stats.p50_ms) else None
         p95 = stats.p95_ms if stats is not None and stats.frames and math.isfinite(stats.p95_ms) else None
         entries.append(TableEntry(
-            name=info.name, title=info.title.split(" (")[0], profile=profile, year=years.get(info.name),
+            name=info.name, title=info.family, profile=profile, year=info.year,
             params=cost.params if cost else None, macs=cost.macs if cost else None,
             size_mb=cost.size_mb if cost else None, activation_mb=cost.activation_mb if cost else None,
             p50_ms=p50, p95_ms=p95, frames=stats.frames if stats is not None else 0,
             test_top1=info.test_top1, live_top1=stats.top1 if stats is not None else None,
-            labelled=stats.labelled if stats is not None else 0, status=info.status))
+            labelled=stats.labelled if stats is not None else 0, status=info.weights))
     return entries
 
 
@@ -99,7 +94,7 @@ def display_rows(entries: Sequence[TableEntry]) -> list[list[str]]:
         rows.append([e.title, str(e.year or "\u2013"), human_count(e.params) if e.params is not None else "\u2013",
                      human_count(e.macs) if e.macs is not None else "\u2013", _num(e.size_mb, 1),
                      _num(e.activation_mb, 2), _num(e.p50_ms, 2), _num(e.p95_ms, 2), _pct(e.test_top1), live,
-                     e.status.upper() if e.status == "untrained" else e.status])
+                     e.status.upper() if e.status == WeightsKind.UNTRAINED else str(e.status)])
     return rows
 
 

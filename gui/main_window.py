@@ -15,9 +15,19 @@ from PySide6.QtCore import QByteArray, QSize, Qt, QTimer
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QMainWindow, QSizePolicy, QSplitter, QStatusBar, QVBoxLayout, QWidget
 
-from engine.metrics import MetricsSnapshot
-from engine.models.registry import RegistryError, comparison_specs, get_spec
-from engine.worker import EngineEvent, SessionInfo
+from engine.api import (
+    EngineEvent,
+    Error,
+    ErrorCode,
+    MetricsSnapshot,
+    Notice,
+    SessionReady,
+    SourceEnded,
+    SourceStarted,
+    WeightsKind,
+    comparison_specs,
+    display_name,
+)
 from gui import style
 from gui.bridge import EngineBridge
 from gui.comparison_table import ComparisonTable, table_entries
@@ -60,15 +70,13 @@ def _finite(value: float | None) -> float | None:
 
 class MainWindow(QMainWindow):
     def __init__(self, profile: str = "cifar10", device: str = "cpu", settings=None,
-                 bridge: EngineBridge | None = None) -> None:
+                 bridge: EngineBridge | None = None, weights: dict[str, str] | None = None) -> None:
         super().__init__()
         self.setWindowTitle("CNN Arena \u2014 LeNet-5 \u00b7 AlexNet \u00b7 VGG \u00b7 ENet, side by side")
         self.settings = settings if settings is not None else open_settings()
         self.profile, self.device = profile, device
-        self.bridge = bridge or EngineBridge(profile, device, self)
-        self.session: SessionInfo | None = None
-        self.costs: dict = {}
-        self.years: dict[str, int | None] = {}
+        self.bridge = bridge or EngineBridge(profile, device, self, weights=weights)
+        self.session: SessionReady | None = None
         self.layer_choice: dict[str, str] = {}  # model -> layer the person picked (kept across sessions)
         self.last_snapshot: MetricsSnapshot | None = None
         self.frames_shown = 0
@@ -287,9 +295,19 @@ class MainWindow(QMainWindow):
 
     def _layer_requested(self, model: str, layer: str) -> None:
         self.layer_choice[model] = layer
-        self.bridge.set_capture(model, layer)
+        generation = self.bridge.set_capture(model, layer)
+        for panel in self.panels:
+            if panel.name == model:
+                panel.capture_generation = generation
         if self.bridge.paused or self.bridge.source_ended or self.bridge.target is None:
             self.bridge.rerun_last()  # nothing new is coming: show the new layer on the same frame
+
+    def _weights_requested(self, model: str, path: str) -> None:
+        if path:
+            self.set_status(f"Loading {display_name(path)} into {model}\u2026")
+        else:
+            self.set_status(f"Back to the default weights of {model}\u2026")
+        self.bridge.load_weights(model, path or None)
 
     # -- drag and drop -------------------------------------------------------------------------
 
@@ -321,22 +339,17 @@ class MainWindow(QMainWindow):
         while len(self.panels) < count:
             panel = ModelPanel(len(self.panels), self.panel_row)
             panel.layer_requested.connect(self._layer_requested)
+            panel.weights_requested.connect(self._weights_requested)
             self.panel_layout.addWidget(panel, 1)
             self.panels.append(panel)
         for i, panel in enumerate(self.panels):
             panel.setVisible(i < count)
 
-    def _on_session(self, session: SessionInfo, costs: dict) -> None:
-        self.session, self.costs = session, costs
+    def _on_session(self, session: SessionReady) -> None:
+        self.session = session
         self.profile, self.device = session.profile, session.device
         self.source_bar.set_profile(session.profile)
         self.source_bar.set_device(session.device)
-        self.years = {}
-        for m in session.models:
-            try:
-                self.years[m.name] = get_spec(m.name, session.profile).year
-            except RegistryError:
-                self.years[m.name] = None
         self._ensure_panels(len(session.models))
         per_channel = self.source_bar.scale_action.isChecked()
         # Each step below makes Qt repaint a large part of the window; run one step per pass of the
@@ -344,18 +357,18 @@ class MainWindow(QMainWindow):
         steps = []
         for panel, info in zip(self.panels, session.models):
             def fill(panel=panel, info=info) -> None:
-                panel.set_info(info, costs.get(info.name), self.years[info.name], self.layer_choice.get(info.name))
+                panel.set_info(info, self.layer_choice.get(info.name))
                 panel.features.set_per_channel(per_channel)
                 if panel.layer and panel.layer != info.default_layer:
-                    self.bridge.set_capture(info.name, panel.layer)
+                    panel.capture_generation = self.bridge.set_capture(info.name, panel.layer)
             steps.append(fill)
         num_classes = len(session.models[0].class_names) if session.models else 10
-        plot_models = [PlotModel(m.name, m.title.split(" (")[0], style.model_color(i),
-                                 costs[m.name].macs if costs.get(m.name) else None, m.test_top1, m.status)
+        plot_models = [PlotModel(m.name, m.family, style.model_color(i),
+                                 m.complexity.macs if m.complexity else None, m.test_top1, m.weights)
                        for i, m in enumerate(session.models)]
         steps.extend(lambda plot=plot: plot.set_models(plot_models, num_classes) for plot in self.plots.all)
         steps.append(lambda: self.table.set_entries(
-            table_entries(session.profile, session.models, costs, self.years, None)))
+            table_entries(session.profile, session.models, None)))
         self.last_snapshot = None
         self._filling = True  # panels may show the old session's networks until the steps are done
         self._run_in_turn(steps, lambda: self._session_ready(session))
@@ -376,11 +389,11 @@ class MainWindow(QMainWindow):
         steps[0]()
         QTimer.singleShot(STEP_GAP_MS, lambda: self._run_in_turn(steps[1:], then))
 
-    def _session_ready(self, session: SessionInfo) -> None:
+    def _session_ready(self, session: SessionReady) -> None:
         if session is not self.session:
             return  # another session arrived meanwhile
         self._filling = False
-        untrained = [m.title.split(" (")[0] for m in session.models if m.status == "untrained"]
+        untrained = [m.family for m in session.models if m.weights == WeightsKind.UNTRAINED]
         note = (f" \u2014 UNTRAINED (random weights): {', '.join(untrained)}" if untrained else "")
         self.set_status(f"{len(session.models)} networks on {session.device} ({session.profile}){note}")
         target, self._pending_target = self._pending_target, None
@@ -391,21 +404,21 @@ class MainWindow(QMainWindow):
                             f"(or drop files here, or paste an image){note}")
 
     def _on_event(self, event: EngineEvent) -> None:
-        if event.kind == "error":
-            self.errors.append(event.message)
+        if isinstance(event, Error):
+            self.errors.append(event.text)
             hint = ""
-            if event.message.startswith("camera ") and "cannot open" in event.message:
+            if event.code == ErrorCode.CAMERA:
                 hint = " \u2014 try another index (Camera\u2026), or check that no other program uses it"
-            self.set_status(event.message + hint, True)
-        elif event.kind == "source":
-            self.set_status(f"Playing {event.message}")
+            self.set_status(event.text + hint, True)
+        elif isinstance(event, SourceStarted):
+            self.set_status(f"Playing {event.name}")
             self.source_bar.set_playing(not self.bridge.paused)
-        elif event.kind == "source_ended":
+        elif isinstance(event, SourceEnded):
             if not self._status_is_error:  # an error about this source stays readable
-                self.set_status(f"{event.message} \u2014 Play (Space) to run it again")
+                self.set_status(f"{event.text} \u2014 Play (Space) to run it again")
             self.source_bar.set_playing(False)
-        elif event.kind == "info":
-            self.set_status(event.message)
+        elif isinstance(event, Notice):
+            self.set_status(event.text)
 
     # -- drawing -------------------------------------------------------------------------------
 
@@ -440,7 +453,7 @@ class MainWindow(QMainWindow):
         for panel in self.panels:
             r = result.results.get(panel.name)
             if r is not None:
-                panel.show_result(result.frame_id, r, truth, same.get(panel.name, 0), total)
+                panel.show_result(result.frame_id, r, truth, same.get(panel.name, 0), total, result.generation)
         self.shown_frame_id = result.frame_id
 
     def _draw_slow(self) -> bool:
@@ -453,8 +466,7 @@ class MainWindow(QMainWindow):
             if part < len(self._slow_parts):
                 self._slow_parts[part].show_snapshot(snapshot)
             else:
-                self.table.set_entries(table_entries(self.session.profile, self.session.models, self.costs,
-                                                     self.years, snapshot))
+                self.table.set_entries(table_entries(self.session.profile, self.session.models, snapshot))
             self._update_counters()
             return part == len(self._slow_parts)  # a round is complete
         self._update_counters()
@@ -488,7 +500,7 @@ class MainWindow(QMainWindow):
             "error_messages": self.errors[-20:],
             "profile": session.profile if session else self.profile,
             "device": session.device if session else self.device,
-            "weights": {m.name: m.status for m in session.models} if session else {},
+            "weights": {m.name: str(m.weights) for m in session.models} if session else {},
             "source": describe_target(self.bridge.target) if self.bridge.target is not None else None,
             "duration_s": round(time.monotonic() - self.started_at, 2),
             "engine_stopped_cleanly": self.engine_stopped_cleanly,

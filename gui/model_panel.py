@@ -11,35 +11,35 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QFileDialog,
     QFrame,
     QHBoxLayout,
     QLabel,
+    QMenu,
     QSizePolicy,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
-from engine.cli import human_count
-from engine.complexity import Complexity
-from engine.inference import ModelResult
-from engine.worker import ModelInfo
+from engine.api import ModelCard, ModelResult, WeightsKind, human_count
 from gui import style
 from gui.feature_maps import FeatureMapView, shape_text
 from gui.image_canvas import ImageCanvas
 from gui.imaging import blend_channel, blend_class_map, class_shares
 from gui.topk_bars import TopKBars
 
-STATUS_BADGES = {  # status -> (text, background)
-    "trained": ("TRAINED", style.GOOD),
-    "pretrained": ("PRETRAINED", style.ACCENT),
-    "custom": ("CUSTOM WEIGHTS", style.WARN),
-    "untrained": ("UNTRAINED", style.BAD),
+STATUS_BADGES = {  # weights kind -> (text, background)
+    WeightsKind.BUNDLED: ("TRAINED", style.GOOD),
+    WeightsKind.DOWNLOADED: ("PRETRAINED", style.ACCENT),
+    WeightsKind.CUSTOM: ("CUSTOM", style.WARN),
+    WeightsKind.UNTRAINED: ("UNTRAINED", style.BAD),
 }
 
 
-def status_badge(status: str, test_top1: float | None) -> tuple[str, str]:
-    text, colour = STATUS_BADGES.get(status, (status.upper(), style.TEXT_DIM))
-    if status == "trained" and test_top1 is not None:
+def status_badge(status: WeightsKind | str, test_top1: float | None) -> tuple[str, str]:
+    text, colour = STATUS_BADGES.get(status, (str(status).upper(), style.TEXT_DIM))
+    if status == WeightsKind.BUNDLED and test_top1 is not None:
         text = f"TRAINED \u00b7 test {100 * test_top1:.1f}%"
     return text, colour
 
@@ -57,11 +57,11 @@ def agreement_badge(same: int, total: int) -> tuple[str, str]:
     return "disagrees", style.BAD
 
 
-def weights_note(status: str, source: str, name: str) -> str:
+def weights_note(status: WeightsKind | str, source: str, name: str, downloadable: bool = False) -> str:
     """One or two lines under the input: where the weights come from, or why there are none."""
-    if status != "untrained":
+    if status != WeightsKind.UNTRAINED:
         return f"Weights: {source}"
-    if "download on request" in source:
+    if downloadable:
         return "Random weights: the ImageNet weights are not downloaded (python main.py predict --download)"
     if "random weights" in source:
         return source[:1].upper() + source[1:] + "."
@@ -119,8 +119,12 @@ def _set_badge(label: QLabel, text: str, colour: str, tooltip: str = "") -> None
         label.show()
 
 
+WEIGHTS_FILTER = "Checkpoints (*.safetensors *.pth *.pt);;All files (*)"
+
+
 class ModelPanel(QFrame):
     layer_requested = Signal(str, str)  # model name, layer name
+    weights_requested = Signal(str, str)  # model name, checkpoint path ("" for the default weights)
 
     def __init__(self, index: int, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -128,9 +132,10 @@ class ModelPanel(QFrame):
         self.index = index
         self.color = style.model_color(index)
         self.name = ""
-        self.info: ModelInfo | None = None
+        self.info: ModelCard | None = None
         self.frame_id: int | None = None  # the frame this panel shows
         self.layer: str | None = None  # the layer the picker asks for
+        self.capture_generation = 0  # results answering an older capture request show other layers
         self.show_class_map = True
         self._result: ModelResult | None = None
         self._palette = style.class_palette(10)
@@ -145,7 +150,17 @@ class ModelPanel(QFrame):
         self.title.setStyleSheet(f"color: {self.color};")
         self.year = _label(self, "dim")
         self.status = _badge(self)
-        head = _row(self.title, self.year, None, self.status)
+        self.weights_button = QToolButton(self)
+        self.weights_button.setText("Weights")
+        self.weights_button.setAutoRaise(True)
+        self.weights_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.weights_button.setToolTip("Run this network on your own checkpoint (.safetensors, or a .pth in this "
+                                       "project's or torchvision's layer names), or go back to its default weights")
+        menu = QMenu(self.weights_button)
+        self.load_action = menu.addAction("Load weights\u2026", self._choose_weights)
+        self.default_action = menu.addAction("Use the default weights", lambda: self._request_weights(""))
+        self.weights_button.setMenu(menu)
+        head = _row(self.title, self.year, None, self.status, self.weights_button)
 
         self.cost = _label(self, "dim")
         self.latency = _label(self, width=90)
@@ -223,17 +238,26 @@ class ModelPanel(QFrame):
         self.ensurePolished()  # the style sheet's paddings count
         self.setMinimumSize(230, layout.minimumSize().height() + 4)
 
+    def _choose_weights(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, f"Weights for {self.name}", "", WEIGHTS_FILTER)
+        if path:
+            self._request_weights(path)
+
+    def _request_weights(self, path: str) -> None:
+        if self.name:
+            self.weights_requested.emit(self.name, path)
+
     # -- session -------------------------------------------------------------------------------
 
-    def set_info(self, info: ModelInfo, cost: Complexity | None, year: int | None,
-                 layer: str | None = None) -> None:
+    def set_info(self, info: ModelCard, layer: str | None = None) -> None:
         """A new session: who this network is, its layers, and which one to show."""
         self.info, self.name = info, info.name
-        self.title.setText(info.title.split(" (")[0])
-        self.title.setToolTip(info.title)
-        self.year.setText(str(year) if year else "")
-        text, colour = status_badge(info.status, info.test_top1)
-        _set_badge(self.status, text, colour, info.source)
+        cost = info.complexity
+        self.title.setText(info.family)
+        self.title.setToolTip(f"{info.title}: {info.paper}, {info.year}")
+        self.year.setText(str(info.year) if info.year else "")
+        text, colour = status_badge(info.weights, info.test_top1)
+        _set_badge(self.status, text, colour, info.weights_source)
         if cost is not None:
             self.cost.setText(f"{human_count(cost.params)} params \u00b7 {human_count(cost.macs)} MACs")
             self.cost.setToolTip(f"{cost.params:,} parameters, {cost.macs:,} multiply-accumulates per image, "
@@ -244,6 +268,7 @@ class ModelPanel(QFrame):
         self.class_map_box.setVisible(info.has_class_map)
         self._palette = style.class_palette(max(1, len(info.class_names)))
         self._set_note_for_weights()
+        self.default_action.setEnabled(info.weights == WeightsKind.CUSTOM)
         known = {entry.name for entry in info.layers}
         self.layer = layer if layer in known else (info.default_layer if info.default_layer in known else
                                                     (info.layers[0].name if info.layers else None))
@@ -271,8 +296,8 @@ class ModelPanel(QFrame):
         if info is None or info.has_class_map:
             self.note.setText("")
             return
-        self.note.setText(weights_note(info.status, info.source, info.name))
-        self.note.setToolTip(info.source)
+        self.note.setText(weights_note(info.weights, info.weights_source, info.name, info.downloadable))
+        self.note.setToolTip(info.weights_source)
 
     def _layer_chosen(self, index: int) -> None:
         layer = self.layers.itemData(index)
@@ -295,7 +320,10 @@ class ModelPanel(QFrame):
 
     # -- per frame -----------------------------------------------------------------------------
 
-    def show_result(self, frame_id: int, result: ModelResult, truth: str | None, same: int, total: int) -> None:
+    def show_result(self, frame_id: int, result: ModelResult, truth: str | None, same: int, total: int,
+                    generation: int = 0) -> None:
+        """``generation``: the capture request the frame answers; one older than the layer picked
+        last (:attr:`capture_generation`) keeps the feature maps as they are."""
         self.frame_id, self._result = frame_id, result
         self.frame_label.setText(f"frame {frame_id}")
         self.latency.setText(f"{result.latency_ms:.1f} ms")
@@ -309,7 +337,8 @@ class ModelPanel(QFrame):
         else:
             _set_badge(self.correct, f"\u2717 label: {truth}", style.BAD, f"wrong: the label is {truth}")
         self.bars.set_predictions(result.top_labels, result.top_probs, truth)
-        activation = result.activations.get(self.layer) if self.layer else None
+        current = generation >= self.capture_generation
+        activation = result.activations.get(self.layer) if self.layer and current else None
         if activation is not None and activation.ndim == 3:
             self.features.set_activation(self.layer, activation)
         if result.class_map is not None and self.info is not None and self.info.has_class_map:

@@ -20,8 +20,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QComboBox, QGraphicsItem, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
-from engine.cli import human_count
-from engine.metrics import MetricsSnapshot
+from engine.api import MetricsSnapshot, human_count
 from gui import style
 
 HISTORY = 300  # frames, as the engine's metrics window

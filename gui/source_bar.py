@@ -16,9 +16,7 @@ from PySide6.QtCore import QSettings, Qt, Signal
 from PySide6.QtGui import QAction, QGuiApplication, QImage, QKeySequence
 from PySide6.QtWidgets import QComboBox, QFileDialog, QInputDialog, QLabel, QStyle, QToolBar, QWidget
 
-from engine.imageio import IMAGE_SUFFIXES, is_image_path
-from engine.models.registry import PROFILES
-from engine.sources import VIDEO_SUFFIXES, describe
+from engine.api import IMAGE_SUFFIXES, PROFILES, VIDEO_SUFFIXES, describe, is_image_path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CIFAR = ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.gz"

@@ -53,7 +53,9 @@ def test_predict_never_prints_a_traceback_in_a_real_process(tmp_path):
 
 def test_bench_json_contract(tmp_path, capsys):
     video = write_video(tmp_path / "v.avi", frames=5, size=(160, 120))
-    assert main(["bench", "--runs", "10", "--source", str(video), "--frames", "8", "--json"]) == 0
+    # --min-seconds 0: ten timed runs are enough for the contract (the default 2 s suits real numbers)
+    assert main(["bench", "--runs", "10", "--min-seconds", "0", "--source", str(video), "--frames", "8",
+                 "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["device"] == "cpu"
     assert set(report["models"]) == {"lenet5", "alexnet", "vgg16", "enet"}
@@ -69,3 +71,41 @@ def test_bench_json_contract(tmp_path, capsys):
 def test_bench_missing_source_is_one_line(capsys):
     assert main(["bench", "--source", "/no/such/video.mp4", "--runs", "5"]) == 2
     assert "video.mp4: no such file" in capsys.readouterr().err
+
+
+def test_predict_loads_a_torchvision_alexnet_checkpoint(tmp_path, capsys):
+    """torchvision's own layer names (features.0, classifier.1, ...) load into the renamed AlexNet."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    reference = torchvision.models.alexnet()  # random weights: no download
+    checkpoint = tmp_path / "A.pth"
+    torch.save(reference.state_dict(), checkpoint)
+    image = write_image(tmp_path / "cat.png")
+    assert main(["predict", "--profile", "imagenet", "--weights", f"alexnet={checkpoint}", str(image), "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)[0]["results"]["alexnet"]
+    assert answer["weights"] == "custom"
+    # the same answer as torchvision's module on the same input: the weights really went where they belong
+    from engine.imageio import read_image
+    from engine.models.registry import get_spec
+    from engine.preprocess import Preprocess
+    pre = Preprocess.for_spec(get_spec("alexnet", "imagenet"))
+    with torch.inference_mode():
+        probs = reference.eval()(pre.tensor(pre.view(read_image(image)))).softmax(1)[0]
+    top = probs.topk(5)
+    assert [t["prob"] for t in answer["top"]] == pytest.approx(top.values.tolist(), abs=1e-5)
+
+
+@pytest.mark.parametrize("command", [["predict", "IMG"], ["eval", "--data", "DATA"], ["bench", "--runs", "1"]])
+def test_a_checkpoint_of_the_wrong_shape_exits_2_with_one_line(tmp_path, capsys, command):
+    import torch
+    import torchvision
+
+    checkpoint = tmp_path / "vgg.pth"
+    torch.save(torchvision.models.vgg11().state_dict(), checkpoint)  # ImageNet VGG-11 for CIFAR-10 AlexNet
+    argv = [str(write_image(tmp_path / "a.png")) if a == "IMG" else str(tmp_path / "none") if a == "DATA" else a
+            for a in command]
+    assert main([*argv, "--weights", f"alexnet={checkpoint}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: vgg.pth: not weights for alexnet (cifar10)")

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 import gui  # noqa: F401 - the Qt work-around, before anything else touches Qt
-from engine.complexity import Complexity
-from engine.metrics import MetricsTracker
+from engine.api import Complexity, MetricsTracker, ModelCard, WeightsKind
 from gui.comparison_table import (
     COLUMNS,
     CSV_COLUMNS,
@@ -148,27 +147,27 @@ def test_agreement_counts_networks_with_the_same_answer():
 
 def test_weights_notes_say_why_there_are_no_weights():
     from gui.model_panel import weights_note
-    assert weights_note("trained", "assets/weights/x.safetensors", "x") == "Weights: assets/weights/x.safetensors"
-    assert "not downloaded" in weights_note("untrained", "torchvision ... (download on request)", "alexnet")
+    assert weights_note("bundled", "assets/weights/x.safetensors", "x") == "Weights: assets/weights/x.safetensors"
+    assert "not downloaded" in weights_note("untrained", "torchvision AlexNet_Weights", "alexnet", downloadable=True)
     assert "train --model vgg16" in weights_note("untrained", "not trained yet: vgg16...", "vgg16")
 
 
 def test_status_badges_say_untrained_plainly():
     assert status_badge("untrained", None)[0] == "UNTRAINED"
-    assert status_badge("trained", 0.931)[0] == "TRAINED \u00b7 test 93.1%"
+    assert status_badge("bundled", 0.931)[0] == "TRAINED \u00b7 test 93.1%"
     assert layer_label("features.conv1_1", (64, 32, 32)) == "features.conv1_1   64\u00d732\u00d732"
 
 
-def _info(name, status="untrained", top1=None):
-    from engine.worker import ModelInfo
-    return ModelInfo(name, f"{name.upper()} ({name})", status, "here", (), "", False, ("x", "y"), top1, None)
+def _card(name, year, status=WeightsKind.UNTRAINED, top1=None, cost=None):
+    return ModelCard(name, f"{name.upper()} ({name})", name.upper(), year, "a paper", status, "here", False, (), "",
+                     False, ("x", "y"), top1, cost)
 
 
 def test_table_rows_combine_static_counts_and_live_metrics():
-    infos = [_info("lenet5", "trained", 0.7), _info("vgg16")]
-    costs = {"lenet5": Complexity(62006, 651720, 0.25, 0.06), "vgg16": None}
+    infos = [_card("lenet5", 1998, WeightsKind.BUNDLED, 0.7, Complexity(62006, 651720, 0.25, 0.06)),
+             _card("vgg16", 2014)]
     tracker = MetricsTracker(["lenet5", "vgg16"], 2)
-    entries = table_entries("cifar10", infos, costs, {"lenet5": 1998, "vgg16": 2014}, tracker.snapshot())
+    entries = table_entries("cifar10", infos, tracker.snapshot())
     rows = display_rows(entries)
     assert len(rows) == 2 and all(len(r) == len(COLUMNS) for r in rows)
     assert rows[0][:4] == ["LENET5", "1998", "62.01k", "651.72k"]

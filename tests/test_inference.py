@@ -5,8 +5,10 @@ import pytest
 import torch
 
 from engine.inference import InferenceSession, feature_layers
+from engine.models.adapter import ModelAdapter
 from engine.models.registry import get_spec
 from engine.preprocess import Preprocess
+from engine.weights import WeightsError
 
 
 @pytest.fixture(scope="module")
@@ -76,12 +78,12 @@ def test_capturing_an_unknown_layer_is_refused(session):
 def test_feature_layers_are_readable_and_shaped():
     spec = get_spec("enet")
     model = spec.build()
-    layers = {layer.name: layer for layer in feature_layers(spec, model)}
+    layers = {layer.name: layer for layer in feature_layers(ModelAdapter(spec, model))}
     assert layers["initial"].shape == (16, 16, 16)
     assert layers["stage2.bottleneck2_4"].shape == (128, 4, 4)
     assert layers["fullconv"].shape == (10, 32, 32)
     assert not any(".conv" in name.split("bottleneck")[-1] for name in layers)  # blocks, not their insides
-    vgg = {layer.name for layer in feature_layers(get_spec("vgg16"), get_spec("vgg16").build())}
+    vgg = {layer.name for layer in feature_layers(ModelAdapter(get_spec("vgg16"), get_spec("vgg16").build()))}
     assert {"features.conv1_1", "features.relu5_3", "features.pool5"} <= vgg
 
 
@@ -93,13 +95,15 @@ def test_imagenet_preprocessing_crops_the_centre():
     assert pre.view(frame).max() == 0 and pre.view(frame).shape == (224, 224, 3)
 
 
-def test_custom_weights_that_do_not_fit_leave_defaults_and_a_message(tmp_path):
+def test_custom_weights_that_do_not_fit_are_refused_in_one_line(tmp_path):
+    """A session never runs on other weights than the ones asked for: no silent fallback."""
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x00" * 7)
-    s = InferenceSession("cifar10", models=["lenet5"], weights={"lenet5": str(bad), "resnet": "x.pth"})
-    assert s.names == ["lenet5"]
-    assert any(m.startswith("lenet5: bad.safetensors") for m in s.messages)
-    assert any("resnet" in m for m in s.messages)
+    with pytest.raises(WeightsError, match=r"^bad.safetensors: corrupt or truncated") as e:
+        InferenceSession("cifar10", models=["lenet5"], weights={"lenet5": str(bad)})
+    assert "\n" not in str(e.value)
+    with pytest.raises(WeightsError, match=r"--weights resnet: no such model in the cifar10 line-up \(lenet5\)"):
+        InferenceSession("cifar10", models=["lenet5"], weights={"resnet": "x.pth"})
 
 
 def test_cuda_request_without_cuda_runs_on_cpu():

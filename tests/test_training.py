@@ -14,9 +14,9 @@ import torch.nn.functional as F
 
 from engine.cli import build_parser, run_command
 from engine.evaluation import predict_logits
+from engine.jobs import Cancelled, JobState
 from engine.models.registry import get_spec
 from engine.preprocess import normalise, normaliser
-from engine.jobs import Cancelled, JobState
 from engine.training import (
     RECIPES,
     CheckpointPlan,
@@ -30,7 +30,7 @@ from engine.training import (
     train,
     training_loss,
 )
-from engine.weights import TRAINED, load_model, read_metrics, save_weights
+from engine.weights import BUNDLED, load_model, read_metrics, save_weights
 from tests.test_data import class_image, make_tiny_archive
 
 
@@ -124,7 +124,7 @@ def test_weights_round_trip_in_fp16(tmp_path):
     model = spec.build()
     save_weights(model, tmp_path / spec.weights, {"test_top1": 0.5, "test_top5": 0.9})
     loaded = load_model(spec, weights_dir=tmp_path)
-    assert loaded.status == TRAINED
+    assert loaded.status == BUNDLED
     ref = predict_logits(spec, model, images, device=torch.device("cpu"))
     got = predict_logits(spec, loaded.model, images, device=torch.device("cpu"))
     assert torch.allclose(ref, got, atol=2e-2, rtol=1e-2)

@@ -10,8 +10,8 @@ from safetensors.torch import save_file
 from engine.models.registry import get_spec
 from engine.weights import (
     CUSTOM,
+    DOWNLOADED,
     FILE_BUDGET_BYTES,
-    PRETRAINED,
     SCALE_SUFFIX,
     UNTRAINED,
     WeightsError,
@@ -36,7 +36,7 @@ def test_roundtrip_fp16_with_metrics(tmp_path):
     model = spec.build()
     save_weights(model, tmp_path / spec.weights, {"test_top1": 0.61})
     loaded = load_model(spec, weights_dir=tmp_path)
-    assert loaded.status == "trained" and loaded.metrics == {"test_top1": 0.61}
+    assert loaded.status == "bundled" and loaded.metrics == {"test_top1": 0.61}
     x = torch.randn(2, 3, 32, 32)
     with torch.inference_mode():
         torch.testing.assert_close(loaded.model(x), model(x), atol=2e-2, rtol=1e-2)
@@ -136,9 +136,9 @@ def test_torchvision_weights_load_from_a_prepared_cache(tmp_path, monkeypatch):
     path = hub_cache_path(spec)
     path.parent.mkdir(parents=True)
     torch.save(reference.state_dict(), path)
-    assert resolve(spec).status == PRETRAINED
+    assert resolve(spec).status == DOWNLOADED
     loaded = load_model(spec)  # no network: only the cache
-    assert loaded.status == PRETRAINED
+    assert loaded.status == DOWNLOADED
     assert torch.equal(loaded.model.features.conv1.weight, reference.features[0].weight)
 
 

@@ -6,6 +6,7 @@ import time
 import numpy as np
 import pytest
 
+from engine.events import Error, ErrorCode
 from engine.sources import ArraySource, Frame, Source
 from engine.worker import Engine
 from tests.media import FakeCapture, write_image, write_video
@@ -34,7 +35,7 @@ class Recorder:
         raise AssertionError("timed out waiting for the engine")
 
     def kinds(self) -> list[str]:
-        return [e.kind for e in self.events]
+        return [type(e).__name__ for e in self.events]
 
 
 @pytest.fixture
@@ -42,7 +43,7 @@ def engine_and_recorder():
     rec = Recorder()
     threads_before = set(threading.enumerate())
     engine = Engine(models=["lenet5", "enet"], on_result=rec.on_result, on_event=rec.on_event).start()
-    rec.wait(lambda r: "session" in r.kinds())
+    rec.wait(lambda r: "SessionReady" in r.kinds())
     yield engine, rec
     assert engine.stop(timeout=2.0)
     time.sleep(0.05)
@@ -52,7 +53,7 @@ def engine_and_recorder():
 def test_video_runs_through_without_drops_when_not_realtime(engine_and_recorder, tmp_path):
     engine, rec = engine_and_recorder
     engine.set_source(write_video(tmp_path / "v.avi", frames=8), realtime=False)
-    rec.wait(lambda r: "source_ended" in r.kinds())
+    rec.wait(lambda r: "SourceEnded" in r.kinds())
     assert engine.wait_idle(30)
     ids = [r.frame_id for r, _ in rec.results]
     assert ids == list(range(8)) and engine.dropped == 0
@@ -77,7 +78,7 @@ class SlowLive(Source):
 def test_latest_frame_wins_and_drops_are_counted(engine_and_recorder):
     engine, rec = engine_and_recorder
     engine.set_source(SlowLive())
-    rec.wait(lambda r: "source_ended" in r.kinds())
+    rec.wait(lambda r: "SourceEnded" in r.kinds())
     assert engine.wait_idle(30)
     ids = [r.frame_id for r, _ in rec.results]
     assert ids == sorted(ids) and ids[-1] == 199  # the newest frame is always the one processed
@@ -109,7 +110,8 @@ def test_bad_frames_and_bad_sources_are_messages_not_crashes(engine_and_recorder
     bad, good = rec.results[0][0], rec.results[1][0]
     assert bad.error == "empty.jpg: empty file (0 bytes)" and good.ok
     engine.set_source(tmp_path / "missing.mp4")
-    rec.wait(lambda r: any(e.kind == "error" and "missing.mp4" in e.message for e in r.events))
+    rec.wait(lambda r: any(isinstance(e, Error) and e.code == ErrorCode.SOURCE and "missing.mp4" in e.text
+                           for e in r.events))
     engine.submit(np.zeros((10, 10, 3), np.uint8), "pasted")
     rec.wait(lambda r: r.results[-1][0].source == "pasted")  # still running
 
@@ -117,7 +119,7 @@ def test_bad_frames_and_bad_sources_are_messages_not_crashes(engine_and_recorder
 def test_unplugged_camera_reports_and_engine_keeps_running(engine_and_recorder):
     engine, rec = engine_and_recorder
     engine.set_source("0", capture_factory=lambda t: FakeCapture(t, frames=10))
-    rec.wait(lambda r: any("stopped sending frames" in e.message for e in r.events))
+    rec.wait(lambda r: any("stopped sending frames" in getattr(e, "text", "") for e in r.events))
     assert any(r.ok for r, _ in rec.results)
     engine.submit(np.zeros((10, 10, 3), np.uint8), "after")
     rec.wait(lambda r: r.results[-1][0].source == "after")
@@ -139,8 +141,56 @@ def test_capture_choice_survives_and_configure_rebuilds(engine_and_recorder):
     rec.wait(lambda r: len(r.results) == 1)
     assert list(rec.results[0][0].results["lenet5"].activations) == ["features.c3"]
     engine.configure(models=["lenet5"])
-    rec.wait(lambda r: r.kinds().count("session") == 2)
+    rec.wait(lambda r: r.kinds().count("SessionReady") == 2)
     assert engine.info.models[0].name == "lenet5" and len(engine.info.models) == 1
+
+
+def test_results_say_which_capture_request_they_answer(engine_and_recorder):
+    engine, rec = engine_and_recorder
+    first = engine.request.generation
+    engine.submit(np.zeros((32, 32, 3), np.uint8))
+    rec.wait(lambda r: len(r.results) == 1)
+    assert rec.results[0][0].generation == first
+    generation = engine.set_capture({"lenet5": ["features.c3"]})
+    assert generation == first + 1 == engine.request.generation
+    assert engine.request.captures["lenet5"] == ("features.c3",) and engine.request.captures["enet"] == ("initial",)
+    engine.submit(np.zeros((32, 32, 3), np.uint8))
+    rec.wait(lambda r: len(r.results) == 2)
+    newest = rec.results[1][0]
+    assert newest.generation == generation and list(newest.results["lenet5"].activations) == ["features.c3"]
+
+
+def test_weights_that_do_not_fit_are_refused_and_the_network_keeps_its_own(engine_and_recorder, tmp_path):
+    import torch
+
+    from engine.events import Error, ErrorCode
+    from engine.models.registry import get_spec
+    from engine.weights import WeightsKind, save_weights
+
+    engine, rec = engine_and_recorder
+    assert engine.info.card("lenet5").weights == WeightsKind.BUNDLED
+    before = engine.session.model("lenet5").features.c1.weight.detach().clone()
+    wrong = tmp_path / "enet.pth"
+    torch.save(get_spec("enet").build().state_dict(), wrong)
+    engine.load_weights("lenet5", wrong)
+    rec.wait(lambda r: any(isinstance(e, Error) and e.code == ErrorCode.WEIGHTS for e in r.events))
+    error = next(e for e in rec.events if isinstance(e, Error))
+    assert error.text.startswith("enet.pth: not weights for lenet5 (cifar10)") and "keep the weights" in error.text
+    assert torch.equal(engine.session.model("lenet5").features.c1.weight, before)
+    assert rec.kinds().count("SessionReady") == 1  # no new session
+
+    torch.manual_seed(1)
+    mine = get_spec("lenet5").build()
+    save_weights(mine, tmp_path / "mine.safetensors", storage="fp32")
+    engine.load_weights("lenet5", tmp_path / "mine.safetensors")
+    rec.wait(lambda r: r.kinds().count("SessionReady") == 2)
+    card = engine.info.card("lenet5")
+    assert card.weights == WeightsKind.CUSTOM and "mine.safetensors" in card.weights_source
+    assert engine.info.card("enet").weights == WeightsKind.BUNDLED
+    assert torch.equal(engine.session.model("lenet5").features.c1.weight, mine.features.c1.weight)
+    engine.load_weights("lenet5", None)  # back to the bundled file
+    rec.wait(lambda r: r.kinds().count("SessionReady") == 3)
+    assert engine.info.card("lenet5").weights == WeightsKind.BUNDLED
 
 
 class SlowReads(Source):

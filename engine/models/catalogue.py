@@ -58,12 +58,13 @@ def _register_cifar10() -> None:
 def _register_imagenet() -> None:
     register(ModelSpec(name="lenet5", builder=lenet5, weights=None, note=_NO_IMAGENET_WEIGHTS, **_LENET, **_IMAGENET))
     register(ModelSpec(name="alexnet", builder=alexnet_imagenet, weights="AlexNet_Weights.IMAGENET1K_V1",
-                       **_ALEXNET, **_IMAGENET))
+                       reference_builder=torchvision.models.alexnet, **_ALEXNET, **_IMAGENET))
     for depth in (16, 11, 13, 19):
         for bn in (False, True):
             suffix = "_bn" if bn else ""
             register(ModelSpec(name=f"vgg{depth}{suffix}", builder=partial(vgg_imagenet, depth, bn),
-                               weights=f"VGG{depth}{suffix.upper()}_Weights.IMAGENET1K_V1", **_VGG, **_IMAGENET))
+                               weights=f"VGG{depth}{suffix.upper()}_Weights.IMAGENET1K_V1",
+                           reference_builder=getattr(torchvision.models, f"vgg{depth}{suffix}"), **_VGG, **_IMAGENET))
         if depth == 16:  # ENet sits right after the comparison's VGG so display order stays by year
             # Untrained, a 1000-class per-pixel map would cost 200 MB and seconds per frame and
             # mean nothing: at this size ENet runs as a classifier only.

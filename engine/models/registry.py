@@ -48,6 +48,9 @@ class ModelSpec:
     default_layer: str = ""
     has_class_map: bool = False  # per-pixel class logits next to the image logits (ENet)
     note: str = ""
+    # The builder whose state-dict names a user's checkpoint may use (torchvision's own alexnet or
+    # vgg16, before this project renamed the layers): see engine.models.adapter.translate_checkpoint.
+    reference_builder: Callable[..., nn.Module] | None = field(default=None, repr=False, compare=False)
 
     @property
     def key(self) -> tuple[str, str]:

@@ -1,6 +1,6 @@
 """Training CIFAR-10 networks: recipes, augmentation, the resumable loop, checkpoints, the command.
 
-Plain functions first (:func:`train`); ``python main.py train`` (:mod:`engine.training.command`) is a
+Plain functions first (:func:`train`); ``python main.py train`` (:mod:`engine.cli.train`) is a
 thin layer over them.
 """
 

@@ -36,12 +36,15 @@ def identity_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> str | N
                 if a.get(sub) != b.get(sub):
                     diffs.append(f"{key}.{sub} {a.get(sub)!r} -> {b.get(sub)!r}")
         elif a != b:
-            shown = (lambda v: f"{v[:12]}..." if isinstance(v, str) and len(v) > 16 else repr(v))
-            diffs.append(f"{key} {shown(a)} -> {shown(b)}")
+            diffs.append(f"{key} {_short(a)} -> {_short(b)}")
     if not diffs:
         return None
     more = f" and {len(diffs) - 3} more" if len(diffs) > 3 else ""
     return ", ".join(diffs[:3]) + more
+
+
+def _short(value: Any) -> str:
+    return f"{value[:12]}..." if isinstance(value, str) and len(value) > 16 else repr(value)
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:

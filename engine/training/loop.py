@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from engine.device import synchronize
 from engine.evaluation import predict_logits, topk_accuracy
 from engine.jobs import JobState
+from engine.models.adapter import ModelAdapter
 from engine.models.registry import ModelSpec
 from engine.preprocess import normalise, normaliser
 from engine.training.augment import alternating_flips, augment, flip_coins
@@ -67,14 +68,12 @@ class CheckpointPlan:
 
 
 def training_loss(spec: ModelSpec, model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe) -> torch.Tensor:
-    if spec.has_class_map:
-        logits, pixel_logits = model.forward_with_map(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
-        if recipe.aux_weight:
-            pooled = pixel_logits.float().mean(dim=(2, 3))
-            loss = loss + recipe.aux_weight * F.cross_entropy(pooled, y, label_smoothing=recipe.label_smoothing)
-        return loss
-    return F.cross_entropy(model(x).float(), y, label_smoothing=recipe.label_smoothing)
+    logits, pixel_logits = ModelAdapter(spec, model)(x)
+    loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
+    if pixel_logits is not None and recipe.aux_weight:
+        pooled = pixel_logits.float().mean(dim=(2, 3))
+        loss = loss + recipe.aux_weight * F.cross_entropy(pooled, y, label_smoothing=recipe.label_smoothing)
+    return loss
 
 
 def uses_autocast(device: torch.device, recipe: Recipe) -> bool:

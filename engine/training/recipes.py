@@ -49,8 +49,11 @@ class Recipe:
 
 
 RECIPES: dict[str, Recipe] = {
-    # tanh and no batch norm; hardly any weight decay on a 62k-parameter network.
-    "lenet5": Recipe(epochs=EPOCHS, batch_size=256, lr=0.05, weight_decay=5e-5, warmup=0.1, cpu_bf16=True),
+    # tanh and no batch norm; hardly any weight decay on a 62k-parameter network, which underfits. Measured
+    # on the validation split (30 epochs, flip TTA) against this file's defaults (64.5%): label smoothing
+    # 0.1 instead of 0.2 gave 65.8%, translation by 2 pixels instead of 4 gave 66.3%; both kept.
+    "lenet5": Recipe(epochs=EPOCHS, batch_size=256, lr=0.05, weight_decay=5e-5, warmup=0.1, label_smoothing=0.1,
+                     crop_pad=2, cpu_bf16=True),
     # No batch norm: He initialisation (PyTorch's default leaves it at chance for hundreds of steps),
     # a lower peak and gradient clipping against the early spikes.
     "alexnet": Recipe(epochs=EPOCHS, batch_size=256, lr=0.03, warmup=0.15, kaiming_init=True, grad_clip=5.0,

@@ -7,16 +7,14 @@ Every number the window shows can be printed from here. Commands print a table f
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from collections.abc import Sequence
 from typing import Any
 
+from engine.cli.output import CliError, format_table, print_json
 from engine.models.registry import PROFILES
+from engine.text import human_count
 
-
-class CliError(Exception):
-    """A one-line message for the terminal; the command exits with status 2."""
+__all__ = ["CliError", "build_parser", "run_command"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     window.add_argument("--quit-after", type=float, metavar="SECONDS", help="close the window after this long")
     window.add_argument("--report", metavar="FILE.json", help="on closing, write a JSON run report")
     window.add_argument("--screenshot", metavar="FILE.png", help="on closing, save a screenshot of the window")
+    window.add_argument("--weights", dest="window_weights", action="append", default=[], metavar="MODEL=PATH",
+                        help="a custom checkpoint for one network (repeatable)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     info = sub.add_parser("info", help="the comparison table: parameters, MACs, size, memory, accuracy")
@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--limit", type=int, metavar="N", help="only N images, spread evenly over the classes")
     evaluate.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     evaluate.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
+    evaluate.add_argument("--weights", action="append", default=[], metavar="MODEL=PATH",
+                          help="a custom checkpoint for one network (repeatable)")
     evaluate.add_argument("--json", action="store_true")
 
     bench = sub.add_parser("bench", help="latency, engine overhead, throughput and memory")
@@ -66,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--frames", type=int, default=300, metavar="N")
     bench.add_argument("--runs", type=int, default=200, metavar="N", help="timed runs per model")
     bench.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's)")
+    bench.add_argument("--min-seconds", type=float, default=2.0, metavar="S",
+                       help="time each network for at least this long (a fast network's median needs it)")
+    bench.add_argument("--weights", action="append", default=[], metavar="MODEL=PATH",
+                       help="a custom checkpoint for one network (repeatable)")
     bench.add_argument("--json", action="store_true")
 
     train = sub.add_parser("train", help="train a cifar10 network (or all four), resumably, and write its weights")
@@ -89,11 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_command(args: argparse.Namespace) -> int:
     """Run a parsed headless command; returns the exit status."""
-    handlers = {"info": cmd_info, "predict": _lazy("engine.predict", "cmd_predict"),
-                "eval": _lazy("engine.evaluation", "cmd_eval"), "bench": _lazy("engine.bench", "cmd_bench"),
-                "train": _lazy("engine.training.command", "cmd_train")}
     try:
-        return handlers[args.command](args)
+        return _handler(args.command)(args)
     except CliError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -102,37 +105,24 @@ def run_command(args: argparse.Namespace) -> int:
         return 130
 
 
-def _lazy(module: str, function: str):
-    def run(args: argparse.Namespace) -> int:
-        import importlib
-        return getattr(importlib.import_module(module), function)(args)
-    return run
-
-
-def print_json(obj: Any) -> None:
-    json.dump(obj, sys.stdout, indent=2)
-    sys.stdout.write("\n")
-
-
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: set[int] | None = None) -> str:
-    """An aligned plain-text table; columns in ``right`` are right-aligned (numbers)."""
-    right = right or set()
-    cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = []
-    for n, row in enumerate(cells):
-        padded = (c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
-        lines.append("  ".join(padded).rstrip())
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def human_count(n: float) -> str:
-    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= size:
-            return f"{n / size:.2f}{unit}"
-    return str(int(n))
+def _handler(command: str):
+    """The command's function, imported only when it runs (each pulls in what it needs: torch,
+    OpenCV, the data loaders), so that ``--help`` and ``info`` start fast."""
+    if command == "info":
+        return cmd_info
+    if command == "predict":
+        from engine.cli.predict import cmd_predict
+        return cmd_predict
+    if command == "eval":
+        from engine.cli.evaluate import cmd_eval
+        return cmd_eval
+    if command == "bench":
+        from engine.cli.bench import cmd_bench
+        return cmd_bench
+    if command == "train":
+        from engine.cli.train import cmd_train
+        return cmd_train
+    raise ValueError(f"unknown command {command!r}")
 
 
 def info_rows(profile: str | None) -> list[dict[str, Any]]:
@@ -150,7 +140,8 @@ def info_rows(profile: str | None) -> list[dict[str, Any]]:
             "params": c.params, "macs": c.macs, "size_mb": round(c.size_mb, 3),
             "activation_mb": round(c.activation_mb, 3), "input_size": list(spec.input_size),
             "weights": str(w.path) if w.path else None, "weights_status": w.status,
-            "weights_source": w.source, "top1": metrics.get("test_top1"), "top5": metrics.get("test_top5"),
+            "weights_source": w.source, "downloadable": w.downloadable,
+            "top1": metrics.get("test_top1"), "top5": metrics.get("test_top5"),
             "comparison": spec in _comparison(spec.profile),
         })
     return rows
@@ -186,7 +177,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def _weights_label(row: dict[str, Any]) -> str:
     if row["weights_status"] != "untrained":
         return row["weights_status"]
-    return "not downloaded" if "download on request" in row["weights_source"] else "UNTRAINED"
+    return "not downloaded" if row["downloadable"] else "UNTRAINED"
 
 
 def _weights_note(row: dict[str, Any]) -> str:
@@ -194,7 +185,17 @@ def _weights_note(row: dict[str, Any]) -> str:
     if label == "not downloaded":
         return "not downloaded: torchvision's ImageNet weights are fetched only when you ask (predict --download)"
     if label == "UNTRAINED":
-        if "no ImageNet weights" in row["weights_source"]:
+        if row["profile"] != "cifar10":
             return f"UNTRAINED: {row['weights_source']}"
         return "UNTRAINED: random weights; python main.py train --model NAME --data PATH trains them"
     return ""
+
+
+
+def parse_weights(items: list[str]) -> dict[str, str]:
+    """``--weights MODEL=PATH`` options as a mapping; a malformed one is a :class:`CliError`."""
+    from engine.weights import WeightsError, parse_weights_args
+    try:
+        return parse_weights_args(items)
+    except WeightsError as e:
+        raise CliError(str(e)) from None

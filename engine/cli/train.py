@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from engine.cli.output import CliError
 from engine.device import device_label, resolve_device
 from engine.evaluation import predict_logits, sample_indices, topk_accuracy
 from engine.files import atomic_write
@@ -148,7 +149,6 @@ def _main_thread() -> bool:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from engine.cli import CliError
     from engine.data import DataError, has_split_layout, load_cifar10, train_val_split
     from engine.models.registry import RegistryError, comparison_specs, get_spec
 
@@ -214,7 +214,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _train_one(spec: ModelSpec, args: argparse.Namespace, device: torch.device, data: dict[str, Any],
                job: JobState, say: Callable[[str], None]) -> None:
-    from engine.cli import CliError
     from engine.complexity import count_params
     from engine.weights import as_stored, save_weights, storage_for
 

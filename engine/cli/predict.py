@@ -1,7 +1,8 @@
 """``python main.py predict IMAGE...``: every network of a profile on each image.
 
 Each image is answered on its own: a file that cannot be read gets a one-line error and the others
-are still answered. Exit status 0 when every image was read, 2 when any was not.
+are still answered. Exit status 0 when every image was read, 2 when any was not, or when a
+``--weights`` file cannot be used (nothing is answered on other weights than the ones asked for).
 """
 
 from __future__ import annotations
@@ -9,21 +10,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engine.cli import CliError, format_table, print_json
+from engine.cli import parse_weights
+from engine.cli.output import CliError, format_table, print_json
 from engine.imageio import InputError, read_image
 from engine.inference import InferenceSession
 from engine.models.registry import RegistryError
-
-
-def parse_weights(items: list[str]) -> dict[str, str]:
-    """``["vgg16=my.pth", ...]`` -> ``{"vgg16": "my.pth"}``."""
-    out = {}
-    for item in items:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise CliError(f"--weights {item!r}: expected MODEL=PATH, e.g. vgg16=checkpoint.safetensors")
-        out[name.strip()] = path
-    return out
+from engine.weights import WeightsError
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -32,7 +24,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     try:
         session = InferenceSession(args.profile, args.device, weights=parse_weights(args.weights),
                                    allow_download=getattr(args, "download", False), top_k=args.top)
-    except RegistryError as e:
+    except (RegistryError, WeightsError) as e:
         raise CliError(str(e)) from None
     for message in session.messages:
         print(f"warning: {message}", file=sys.stderr)

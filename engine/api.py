@@ -1,0 +1,47 @@
+"""The engine as the window (or a script, a notebook) sees it: the only engine module ``gui`` imports.
+
+    from engine.api import Engine, SessionReady, Error
+
+    engine = Engine("cifar10", on_result=show, on_event=handle).start()
+    engine.set_source("clip.mp4")
+    engine.load_weights("vgg16", "mine.pth")
+
+Everything here is either the :class:`Engine` (which runs on its own threads and is driven from any
+thread), a typed immutable event or result, or a small pure helper the window needs to describe
+what it shows. No ``nn.Module``, tensor or mutable engine object crosses to the caller.
+"""
+
+from __future__ import annotations
+
+from engine.complexity import Complexity
+from engine.events import (
+    EngineEvent,
+    Error,
+    ErrorCode,
+    FrameReady,
+    ModelCard,
+    Notice,
+    RunRequest,
+    SessionReady,
+    SourceEnded,
+    SourceStarted,
+)
+from engine.files import atomic_write
+from engine.imageio import IMAGE_SUFFIXES, InputError, display_name, is_image_path
+from engine.inference import FrameResult, LayerInfo, ModelResult
+from engine.jobs import Cancelled, JobProgress, JobState
+from engine.metrics import MetricsSnapshot, MetricsTracker
+from engine.models.registry import PROFILES, RegistryError, comparison_specs, get_spec
+from engine.sources import VIDEO_SUFFIXES, Source, describe, open_source
+from engine.text import human_count
+from engine.weights import WeightsError, WeightsKind, parse_weights_args
+from engine.worker import Engine, source_error
+
+__all__ = [
+    "IMAGE_SUFFIXES", "PROFILES", "VIDEO_SUFFIXES", "Cancelled", "Complexity", "Engine", "EngineEvent", "Error",
+    "ErrorCode", "FrameReady", "FrameResult", "InputError", "JobProgress", "JobState", "LayerInfo",
+    "MetricsSnapshot", "MetricsTracker", "ModelCard", "ModelResult", "Notice", "RegistryError", "RunRequest",
+    "SessionReady", "Source", "SourceEnded", "SourceStarted", "WeightsError", "WeightsKind", "atomic_write",
+    "comparison_specs", "describe", "display_name", "get_spec", "human_count", "is_image_path", "open_source",
+    "parse_weights_args", "source_error",
+]

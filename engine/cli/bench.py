@@ -1,0 +1,68 @@
+"""``python main.py bench``: latency against the floor, throughput, and the whole pipeline (see
+:mod:`engine.bench` for what each number covers)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import torch
+
+from engine.bench import bench_latency, bench_pipeline, bench_throughput
+from engine.cli import parse_weights
+from engine.cli.output import CliError, format_table, print_json
+from engine.imageio import InputError
+from engine.inference import InferenceSession
+from engine.models.registry import RegistryError
+from engine.weights import WeightsError
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.source and not (args.source.isdigit() or "://" in args.source or os.path.exists(args.source)):
+        raise CliError(f"{args.source}: no such file or folder")
+    if not args.min_seconds >= 0:
+        raise CliError("--min-seconds must be 0 or more")
+    weights = parse_weights(args.weights)
+    try:
+        session = InferenceSession(args.profile, args.device, weights=weights)
+    except (RegistryError, WeightsError) as e:
+        raise CliError(str(e)) from None
+    if args.device not in ("cpu", "auto") and session.device.type == "cpu":
+        print(f"warning: {args.device} is not available: measuring on the CPU", flush=True)
+    session.set_capture({n: (session.spec(n).default_layer,) for n in session.names})
+    log = (lambda *a: None) if args.json else (lambda *a: print(*a, flush=True))
+    log(f"latency on {session.device}, {torch.get_num_threads()} threads, {args.runs} runs per network ...")
+    models = bench_latency(session, runs=args.runs, min_seconds=args.min_seconds)
+    default_batch = 256 if session.device.type == "cuda" or args.profile == "cifar10" else 16
+    for name in session.names:
+        rate, batch = bench_throughput(session, name, default_batch)
+        models[name]["images_per_s"], models[name]["batch"] = rate, batch
+    report = {"device": str(session.device), "threads": torch.get_num_threads(), "profile": args.profile,
+              "torch": torch.__version__, "models": models, "pipeline_fps": None, "frames": 0,
+              "rss_start_mb": None, "rss_end_mb": None}
+    if args.source:
+        log(f"pipeline: {args.frames} frames of {args.source} through the engine ...")
+        del session
+        try:
+            report.update(bench_pipeline({"profile": args.profile, "device": args.device, "threads": args.threads,
+                                          "weights": weights}, args.source, args.frames))
+        except InputError as e:
+            raise CliError(str(e)) from None
+        report["pipeline_threads"] = torch.get_num_threads()
+    if args.json:
+        print_json(report)
+        return 0
+    rows = [[n, f"{m['raw_ms_p50']:.3f}", f"{m['engine_ms_p50']:.3f}", f"{m['ratio']:.3f}",
+             f"{m['images_per_s']:.0f} (batch {m['batch']})", ", ".join(m["captured"])] for n, m in models.items()]
+    print(format_table(["model", "raw ms p50", "engine ms p50", "ratio", "images/s", "captured"], rows,
+                       right={1, 2, 3}))
+    if args.source:
+        print(f"pipeline: {report['pipeline_fps']:.1f} frames/s over {report['frames']} frames "
+              f"({report['dropped']} dropped); resident memory {report['rss_start_mb']:.0f} MB -> "
+              f"{report['rss_end_mb']:.0f} MB ({report['rss_end_mb'] - report['rss_start_mb']:+.1f} MB); "
+              f"threads left: {report['threads_left']}")
+        print("per-network latency in the pipeline (p50 ms): " +
+              ", ".join(f"{n} {v:.2f}" for n, v in report["latency_ms_p50"].items()))
+    return 0

@@ -1,0 +1,55 @@
+"""``python main.py eval``: top-1/top-5 accuracy and throughput on a labelled test set."""
+
+from __future__ import annotations
+
+import argparse
+
+from engine.cli import parse_weights
+from engine.cli.output import CliError, format_table, print_json
+from engine.data import DataError, load_cifar10
+from engine.device import device_label, resolve_device
+from engine.evaluation import evaluate_results, sample_indices
+from engine.models.registry import RegistryError, comparison_specs, get_spec
+from engine.weights import UNTRAINED, WeightsError, load_model
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    profile = getattr(args, "profile", None) or "cifar10"
+    try:
+        device = resolve_device(args.device, strict=True)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    try:
+        specs = [get_spec(n, profile) for n in args.models] if args.models else comparison_specs(profile)
+    except RegistryError as e:
+        raise CliError(str(e)) from None
+    if args.limit is not None and args.limit <= 0:
+        raise CliError("--limit must be a positive number of images")
+    weights = parse_weights(args.weights)
+    unknown = [name for name in weights if name not in {s.name for s in specs}]
+    if unknown:
+        names = ", ".join(s.name for s in specs)
+        raise CliError(f"--weights {unknown[0]}: not one of the networks evaluated ({names})")
+    try:  # before the data, which may take a while to decode the first time
+        loaded = [load_model(spec, weights.get(spec.name)) for spec in specs]
+    except WeightsError as e:
+        raise CliError(str(e)) from None
+    try:
+        images, labels = load_cifar10(args.data, "test")
+    except DataError as e:
+        raise CliError(str(e)) from None
+    idx = sample_indices(len(labels), args.limit)
+    images, labels = images[idx], labels[idx]
+    results = evaluate_results(loaded, images, labels, device=device, tta=args.tta)
+    if args.json:
+        print_json({r.name: r.as_dict() for r in results})
+        return 0
+    rows = [[r.name, f"{100 * r.top1:.2f}%", f"{100 * r.top5:.2f}%", r.images, f"{r.images_per_s:.0f}",
+             "UNTRAINED" if r.weights_status == UNTRAINED else r.weights_status] for r in results]
+    print(f"{profile} test set: {len(labels)} images, device {device_label(device)}"
+          f"{', flip TTA' if args.tta else ''}")
+    print(format_table(["model", "top-1", "top-5", "images", "images/s", "weights"], rows, right={1, 2, 3, 4}))
+    for r in results:
+        if r.weights_status == UNTRAINED:
+            print(f"  {r.name}: UNTRAINED (random weights): {r.weights_source}")
+    return 0

@@ -1,0 +1,111 @@
+"""What the engine tells whoever drives it: typed, immutable events and model cards.
+
+Every event is a frozen value that holds plain data and numpy arrays only (never a module, a tensor
+or anything mutable), so it may cross from the engine's threads to the window's. State is a type or
+an enum, never a sentence to search.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from types import MappingProxyType
+from typing import NamedTuple
+
+from engine.complexity import Complexity
+from engine.inference import FrameResult, LayerInfo
+from engine.jobs import JobProgress
+from engine.metrics import MetricsSnapshot
+from engine.weights import WeightsKind
+
+
+class ErrorCode(str, Enum):
+    SOURCE = "source"  # a file, folder or stream that cannot be opened
+    CAMERA = "camera"  # a camera that cannot be opened (another index may work)
+    FRAME = "frame"  # one frame that cannot be read or run
+    WEIGHTS = "weights"  # a checkpoint that does not load or does not fit
+    DEVICE = "device"  # a device that is not there, or ran out of memory
+    SESSION = "session"  # the networks could not be loaded
+    CAPTURE = "capture"  # a layer that does not exist
+    DOWNLOAD = "download"  # weights that could not be downloaded
+    INTERNAL = "internal"  # anything else: a bug, reported in one line
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """One network of a session, as a person sees it."""
+
+    name: str
+    title: str  # e.g. "VGG (vgg16)"
+    family: str
+    year: int
+    paper: str
+    weights: WeightsKind
+    weights_source: str  # one line: where the weights came from, or why there are none
+    downloadable: bool  # no weights here, but torchvision's can be downloaded on request
+    layers: tuple[LayerInfo, ...]
+    default_layer: str
+    has_class_map: bool
+    class_names: tuple[str, ...] = field(repr=False)
+    test_top1: float | None  # from the metrics JSON beside bundled weights
+    complexity: Complexity | None  # None where it cannot be counted
+
+
+@dataclass(frozen=True)
+class SessionReady:
+    """The networks are loaded (again, after a profile, device or weights change)."""
+
+    profile: str
+    device: str
+    models: tuple[ModelCard, ...]
+    messages: tuple[str, ...] = ()
+
+    def card(self, name: str) -> ModelCard | None:
+        return next((m for m in self.models if m.name == name), None)
+
+
+@dataclass(frozen=True)
+class SourceStarted:
+    name: str
+
+
+@dataclass(frozen=True)
+class SourceEnded:
+    text: str
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something a person should read that is not a failure (a download starting, ...)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Error:
+    code: ErrorCode
+    text: str  # one line
+
+
+class FrameReady(NamedTuple):
+    """One frame's results and the metrics after it (a named tuple: made for every frame)."""
+
+    result: FrameResult
+    metrics: MetricsSnapshot
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What to compute besides the predictions, per network: for now the layers whose activations
+    come back. Immutable; each change is a new request with a higher ``generation``, and every
+    :class:`FrameResult` says which generation it answers."""
+
+    generation: int = 0
+    captures: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
+
+    def with_captures(self, changes: Mapping[str, tuple[str, ...]]) -> RunRequest:
+        return RunRequest(self.generation + 1, MappingProxyType({**self.captures, **changes}))
+
+
+EngineEvent = SessionReady | SourceStarted | SourceEnded | Notice | Error | JobProgress
