@@ -120,8 +120,7 @@ class InferenceSession:
     """
 
     def __init__(self, profile: str = "cifar10", device: str = "cpu", models: Iterable[str] | None = None,
-                 weights: Mapping[str, str] | None = None, *, allow_download: bool = False,
-                 top_k: int = 5) -> None:
+                 weights: Mapping[str, str] | None = None, *, top_k: int = 5) -> None:
         share_cpu_with_opencv()
         self.profile = profile
         self.device = resolve_device(device)
@@ -139,7 +138,7 @@ class InferenceSession:
             raise WeightsError(f"--weights {unknown[0]}: no such model in the {profile} line-up "
                                f"({', '.join(s.name for s in specs)})")
         for spec in specs:
-            loaded = self._load(spec, weights.pop(spec.name, None), allow_download)
+            loaded = self._load(spec, weights.pop(spec.name, None))
             model = loaded.model.to(self.device)
             if self.device.type == "cpu":
                 model = model.to(memory_format=torch.channels_last)  # oneDNN's fast path for convolutions
@@ -149,11 +148,11 @@ class InferenceSession:
                 ModelAdapter(spec, model), Preprocess.for_spec(spec), top_k=min(top_k, spec.num_classes))
         self._layers: dict[str, tuple[LayerInfo, ...]] = {}
 
-    def _load(self, spec: ModelSpec, path: str | None, allow_download: bool) -> LoadedModel:
+    def _load(self, spec: ModelSpec, path: str | None) -> LoadedModel:
         if path is not None:
             return load_model(spec, path)  # a user's file that does not fit is an error, not a fallback
         try:
-            loaded = load_model(spec, allow_download=allow_download)
+            loaded = load_model(spec)  # downloads are a job of their own (engine.jobs.download)
         except WeightsError as e:
             self.messages.append(f"{spec.name}: {e}")
             loaded = LoadedModel(spec, spec.build(), UNTRAINED, str(e))

@@ -81,7 +81,7 @@ class LoadedModel:
     downloadable: bool = False
 
 
-def _hub_weights(spec: ModelSpec):
+def hub_weights(spec: ModelSpec):
     enum_name, _, member = (spec.weights or "").partition(".")
     enum = getattr(torchvision.models, enum_name, None)
     return getattr(enum, member, None) if enum is not None else None
@@ -89,7 +89,7 @@ def _hub_weights(spec: ModelSpec):
 
 def hub_cache_path(spec: ModelSpec) -> Path | None:
     """Where torchvision keeps (or would keep) this spec's hub weights."""
-    hub = _hub_weights(spec)
+    hub = hub_weights(spec)
     if hub is None:
         return None
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(hub.url)
@@ -229,7 +229,7 @@ def load_model(spec: ModelSpec, weights_path: str | os.PathLike | None = None, *
         apply_state_dict(spec, model, read_state_dict(weights_path), Path(weights_path).name)
         return LoadedModel(spec, model, CUSTOM, f"custom weights {Path(weights_path).name}")
     info = resolve(spec, weights_dir)
-    hub = _hub_weights(spec)
+    hub = hub_weights(spec)
     if hub is not None and (info.status == DOWNLOADED or allow_download):
         try:
             model = spec.builder(weights=hub, progress=allow_download).eval()

@@ -45,8 +45,10 @@ from engine.events import (
 )
 from engine.imageio import InputError
 from engine.inference import FrameResult, InferenceSession, ModelResult
+from engine.jobs import Cancelled, JobState
+from engine.jobs.download import DownloadError, download_weights
 from engine.metrics import MetricsSnapshot, MetricsTracker
-from engine.models.registry import RegistryError
+from engine.models.registry import RegistryError, list_specs
 from engine.sources import Frame, Source, describe, open_source
 from engine.weights import WeightsError
 
@@ -59,7 +61,6 @@ class _Config:
     device: str
     models: tuple[str, ...] | None
     weights: tuple[tuple[str, str], ...]
-    allow_download: bool = False
 
 
 class Engine:
@@ -95,6 +96,8 @@ class Engine:
         self.last: tuple[FrameResult, MetricsSnapshot] | None = None
         self.request = RunRequest()  # replaced, never changed: any thread may read it
         self._request_lock = threading.Lock()
+        self._job: JobState | None = None
+        self._job_thread: threading.Thread | None = None
         self._busy = False
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -111,10 +114,11 @@ class Engine:
         """Stop the source and the worker; True when every thread ended within ``timeout``."""
         deadline = time.monotonic() + timeout
         self._stop.set()
+        self.cancel_job()
         self._stop_feeder()
         with self._cond:
             self._cond.notify_all()
-        threads = [*self._feeders, self._thread]
+        threads = [*self._feeders, self._thread, *([self._job_thread] if self._job_thread else [])]
         for thread in threads:
             if thread.is_alive() and thread is not threading.current_thread():
                 thread.join(max(0.0, deadline - time.monotonic()))
@@ -134,10 +138,8 @@ class Engine:
     # -- control (any thread) ------------------------------------------------------------------
 
     def configure(self, profile: str | None = None, device: str | None = None, *,
-                  models: Iterable[str] | None = None, weights: Mapping[str, str] | None = None,
-                  allow_download: bool = False) -> None:
-        """Rebuild the session (other profile, device or weights) on the worker thread.
-        ``allow_download``: fetch torchvision's ImageNet weights that are not cached yet."""
+                  models: Iterable[str] | None = None, weights: Mapping[str, str] | None = None) -> None:
+        """Rebuild the session (other profile, device or weights) on the worker thread."""
         with self._cond:
             base = self._config or self._active or _Config("cifar10", "cpu", None, ())
             new_profile = profile or base.profile
@@ -145,8 +147,7 @@ class Engine:
             kept = base.weights if new_profile == base.profile else ()
             self._config = _Config(new_profile, device or base.device,
                                    tuple(models) if models is not None else base.models,
-                                   tuple(sorted(weights.items())) if weights is not None else kept,
-                                   allow_download)
+                                   tuple(sorted(weights.items())) if weights is not None else kept)
             self._cond.notify_all()
 
     def load_weights(self, model: str, path: str | os.PathLike | None) -> None:
@@ -159,6 +160,42 @@ class Engine:
         if path is not None:
             weights[model] = os.fspath(path)
         self.configure(weights=weights)
+
+    def download_weights(self) -> bool:
+        """Download the current profile's missing torchvision weights on a job thread (never the
+        inference thread), reporting ``JobProgress`` events; then load them. False when a download
+        is already running. :meth:`cancel_job` stops it and leaves no partial file."""
+        with self._cond:
+            if self._job_thread is not None and self._job_thread.is_alive():
+                return False
+            profile = (self._config or self._active or _Config("cifar10", "cpu", None, ())).profile
+            self._job = job = JobState(on_progress=self._emit)
+            self._job_thread = threading.Thread(target=self._download, args=(profile, job),
+                                                name="engine download", daemon=True)
+            self._job_thread.start()
+        return True
+
+    def cancel_job(self) -> None:
+        job = self._job
+        if job is not None:
+            job.cancel()
+
+    def _download(self, profile: str, job: JobState) -> None:
+        try:
+            done = download_weights(list_specs(profile), job)
+        except Cancelled:
+            self._emit(Notice("download cancelled; nothing partial was kept"))
+            return
+        except DownloadError as e:
+            self._emit(Error(ErrorCode.DOWNLOAD, str(e)))
+            if not job.partial.get("downloaded"):
+                return
+            done = job.partial["downloaded"]
+        if self._stop.is_set():
+            return
+        self._emit(Notice(f"downloaded {', '.join(done)}; loading ..." if done else "every download is cached"))
+        if done:
+            self.configure()  # the new files load on the worker thread, from torch hub's cache
 
     def set_capture(self, captures: Mapping[str, Iterable[str]]) -> int:
         """Which layers' activations to return, per model (replaces that model's previous choice).
@@ -359,10 +396,8 @@ class Engine:
         if config.device not in ("cpu", "auto") and device.type == "cpu":
             self._emit(Error(ErrorCode.DEVICE, f"{config.device} is not available here: running on the CPU"))
         try:
-            if config.allow_download:
-                self._emit(Notice("downloading the ImageNet weights that are not cached yet ..."))
             session = InferenceSession(config.profile, str(device), config.models, dict(config.weights),
-                                       allow_download=config.allow_download, top_k=self.top_k)
+                                       top_k=self.top_k)
         except WeightsError as e:
             if self.session is not None:
                 self._emit(Error(ErrorCode.WEIGHTS, f"{e}; the networks keep the weights they had"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,3 +30,33 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: s
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+class JobProgressBar:
+    """A job's progress on stderr: one rewritten line on a terminal, a line every few seconds in a log."""
+
+    def __init__(self, stream=None, log_interval_s: float = 5.0) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.interval = 0.1 if self.tty else log_interval_s
+        self.last = 0.0
+        self.label = ""
+
+    def __call__(self, p) -> None:  # an engine.jobs.JobProgress
+        finished = p.total > 0 and p.done >= p.total
+        now = time.monotonic()
+        if now - self.last < self.interval and not finished and p.text == self.label:
+            return
+        self.last, self.label = now, p.text
+        if p.total > 0:
+            width = 20
+            filled = int(width * p.done / p.total)
+            bar = "#" * filled + "." * (width - filled)
+            line = f"{p.job} {p.text} [{bar}] {p.done / 1e6:.1f}/{p.total / 1e6:.1f} MB"
+        else:
+            line = f"{p.job} {p.text} {p.done / 1e6:.1f} MB"
+        if self.tty:
+            self.stream.write("\r" + line.ljust(90) + ("\n" if finished else ""))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()

@@ -11,19 +11,26 @@ import argparse
 import sys
 
 from engine.cli import parse_weights
-from engine.cli.output import CliError, format_table, print_json
+from engine.cli.output import CliError, JobProgressBar, format_table, print_json
 from engine.imageio import InputError, read_image
 from engine.inference import InferenceSession
-from engine.models.registry import RegistryError
+from engine.jobs import JobState
+from engine.jobs.download import DownloadError, download_weights
+from engine.models.registry import RegistryError, list_specs
 from engine.weights import WeightsError
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     if args.top < 1:
         raise CliError("--top must be at least 1")
+    weights = parse_weights(args.weights)
+    if getattr(args, "download", False):
+        try:
+            download_weights(list_specs(args.profile), JobState(on_progress=JobProgressBar()))
+        except DownloadError as e:
+            raise CliError(str(e)) from None
     try:
-        session = InferenceSession(args.profile, args.device, weights=parse_weights(args.weights),
-                                   allow_download=getattr(args, "download", False), top_k=args.top)
+        session = InferenceSession(args.profile, args.device, weights=weights, top_k=args.top)
     except (RegistryError, WeightsError) as e:
         raise CliError(str(e)) from None
     for message in session.messages:

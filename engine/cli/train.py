@@ -53,9 +53,9 @@ class TerminalProgress:
         self.last = 0.0
 
     def __call__(self, s: TrainStatus) -> None:
-        end_of_epoch = s.step == s.steps
-        if end_of_epoch and s.val_top1 is None and self.tty:
-            return  # the epoch's line follows once validation is done
+        end_of_epoch = s.epoch_done
+        if s.step == s.steps and not end_of_epoch:
+            return  # the epoch's line follows once validation and the checkpoint are done
         now = time.monotonic()
         if now - self.last < self.interval and not end_of_epoch:
             return

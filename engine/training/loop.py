@@ -53,6 +53,7 @@ class TrainStatus:
     eta_s: float  # seconds until training (not the final evaluation) ends, at this sitting's pace
     lr: float
     val_top1: float | None = None  # set on the report that ends an epoch, when there is a validation split
+    epoch_done: bool = False  # the report after the epoch's validation and checkpoint
 
 
 Progress = Callable[[TrainStatus], None]
@@ -193,7 +194,7 @@ def train(spec: ModelSpec, images: np.ndarray | torch.Tensor, labels: np.ndarray
         if progress is not None:
             pace = (time.perf_counter() - sitting_start) / max(1, steps_this_sitting)
             progress(TrainStatus(epoch + 1, recipe.epochs, steps_per_epoch, steps_per_epoch, final_loss,
-                                 entry["images_per_s"], pace * (total - step), lr, entry.get("val_top1")))
+                                 entry["images_per_s"], pace * (total - step), lr, entry.get("val_top1"), True))
     synchronize(device)
     wall = wall_before + time.perf_counter() - sitting_start
     train_total = train_before + train_s

@@ -1,0 +1,108 @@
+"""Downloads as a job, against an HTTP server on the loopback address: progress, hash check, cancel."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import threading
+from pathlib import Path
+
+import pytest
+
+from engine.jobs import Cancelled, JobState
+from engine.jobs.download import DownloadError, download_file
+
+PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
+PREFIX = hashlib.sha256(PAYLOAD).hexdigest()[:8]
+
+
+@pytest.fixture
+def server():
+    """Serves PAYLOAD at /good, a truncated body at /short and a 404 elsewhere; 127.0.0.1 only."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            if self.path in ("/good", "/short"):
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(PAYLOAD)))
+                self.end_headers()
+                self.wfile.write(PAYLOAD if self.path == "/good" else PAYLOAD[:1000])
+            else:
+                self.send_error(404)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(5)
+
+
+def test_a_download_reports_progress_and_checks_the_hash_in_its_name(server, tmp_path):
+    seen = []
+    dest = tmp_path / "hub" / f"net-{PREFIX}.pth"
+    assert download_file(f"{server}/good", dest, JobState(on_progress=seen.append)) == dest
+    assert dest.read_bytes() == PAYLOAD
+    assert seen[0].done == 0 and seen[-1].done == seen[-1].total == len(PAYLOAD)
+    assert [p.done for p in seen] == sorted(p.done for p in seen) and len(seen) > 10
+    wrong = tmp_path / "hub" / "net-deadbeef.pth"
+    with pytest.raises(DownloadError, match="corrupt"):
+        download_file(f"{server}/good", wrong, JobState())
+    assert not wrong.exists() and list((tmp_path / "hub").iterdir()) == [dest]  # no partial file left
+
+
+@pytest.mark.parametrize("path, message", [("/short", "broke off"), ("/missing", "cannot download")])
+def test_a_failed_download_is_one_line_and_leaves_nothing(server, tmp_path, path, message):
+    with pytest.raises(DownloadError, match=message) as e:
+        download_file(f"{server}{path}", tmp_path / "x.pth", JobState())
+    assert "\n" not in str(e.value) and list(tmp_path.iterdir()) == []
+
+
+def test_a_cancelled_download_stops_and_leaves_nothing(server, tmp_path):
+    job = JobState()
+
+    def cancel_halfway(p):
+        if p.done > len(PAYLOAD) // 2:
+            job.cancel()
+
+    job._on_progress = cancel_halfway
+    with pytest.raises(Cancelled):
+        download_file(f"{server}/good", tmp_path / f"net-{PREFIX}.pth", job)
+    assert list(Path(tmp_path).iterdir()) == []
+
+
+def test_the_engine_downloads_off_the_inference_thread_and_reports_progress(monkeypatch):
+    import time
+
+    import engine.worker as worker
+    from engine.events import Error, ErrorCode, Notice
+    from engine.jobs import JobProgress
+    from engine.jobs.download import DownloadError
+
+    threads = []
+
+    def fake_download(specs, job):
+        threads.append(threading.current_thread().name)
+        for done in (0, 50, 100):
+            job.report(JobProgress("download", done, 100, "alexnet"))
+        raise DownloadError("alexnet: cannot download (no network)")
+
+    monkeypatch.setattr(worker, "download_weights", fake_download)
+    events = []
+    engine = worker.Engine("cifar10", models=["lenet5"], on_event=events.append).start()
+    try:
+        assert engine.download_weights()
+        deadline = time.monotonic() + 30
+        while not any(isinstance(e, Error) for e in events) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        progress = [e.done for e in events if isinstance(e, JobProgress)]
+        assert progress == [0, 50, 100] and threads == ["engine download"]
+        error = next(e for e in events if isinstance(e, Error))
+        assert error.code == ErrorCode.DOWNLOAD and error.text == "alexnet: cannot download (no network)"
+        assert not any(isinstance(e, Notice) and "loading" in e.text for e in events)
+    finally:
+        assert engine.stop(2.0)
