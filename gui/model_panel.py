@@ -151,7 +151,7 @@ class ModelPanel(QFrame):
         self.year = _label(self, "dim")
         self.status = _badge(self)
         self.weights_button = QToolButton(self)
-        self.weights_button.setText("Weights")
+        self.weights_button.setText("Change")
         self.weights_button.setAutoRaise(True)
         self.weights_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
         self.weights_button.setToolTip("Run this network on your own checkpoint (.safetensors, or a .pth in this "
@@ -160,7 +160,7 @@ class ModelPanel(QFrame):
         self.load_action = menu.addAction("Load weights\u2026", self._choose_weights)
         self.default_action = menu.addAction("Use the default weights", lambda: self._request_weights(""))
         self.weights_button.setMenu(menu)
-        head = _row(self.title, self.year, None, self.status, self.weights_button)
+        head = _row(self.title, self.year, None, self.status)
 
         self.cost = _label(self, "dim")
         self.latency = _label(self, width=90)
@@ -207,6 +207,7 @@ class ModelPanel(QFrame):
         note_layout.setContentsMargins(0, 0, 0, 0)
         note_layout.addWidget(self.class_map_box)
         note_layout.addWidget(self.note, 1)
+        note_layout.addWidget(self.weights_button, 0, Qt.AlignmentFlag.AlignTop)
 
         self.layers = QComboBox(self)
         self.layers.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)

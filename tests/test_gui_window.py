@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -193,6 +194,31 @@ def test_the_imagenet_profile_says_which_networks_have_no_weights(make_window, p
         assert "random weights" in panels[name].note.text().lower()
     assert "not downloaded" in panels["alexnet"].note.text()
     assert not panels["enet"].class_map_box.isVisible()  # no class map at this size
+
+
+def test_load_weights_on_a_panel_shows_custom_and_a_misfit_is_refused(make_window, qtbot, tmp_path):
+    import shutil
+
+    import torch
+
+    from engine.models.registry import get_spec
+
+    window = make_window()
+    panels = _panels(window)
+    mine = tmp_path / "my lenet.safetensors"
+    shutil.copy(Path(__file__).resolve().parent.parent / "assets" / "weights" / "lenet5_cifar10.safetensors", mine)
+    assert panels["lenet5"].load_action.isEnabled() and not panels["lenet5"].default_action.isEnabled()
+    panels["lenet5"]._request_weights(str(mine))  # what the file dialog hands over
+    qtbot.waitUntil(lambda: panels["lenet5"].status.text() == "CUSTOM" and window.ready, timeout=LONG)
+    assert "my lenet.safetensors" in panels["lenet5"].note.text() and panels["lenet5"].default_action.isEnabled()
+    wrong = tmp_path / "vgg.pth"
+    torch.save(get_spec("vgg16").build().state_dict(), wrong)
+    panels["lenet5"]._request_weights(str(wrong))
+    qtbot.waitUntil(lambda: "vgg.pth: not weights for lenet5" in window.status_text.text(), timeout=LONG)
+    assert "keep the weights they had" in window.status_text.text()
+    assert panels["lenet5"].status.text() == "CUSTOM"  # still the file that fitted
+    panels["lenet5"].default_action.trigger()
+    qtbot.waitUntil(lambda: panels["lenet5"].status.text().startswith("TRAINED"), timeout=LONG)
 
 
 def test_a_missing_camera_is_a_clear_message(make_window, qtbot):

@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--runs", type=int, default=200, metavar="N", help="timed runs per model")
     bench.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's)")
     bench.add_argument("--min-seconds", type=float, default=2.0, metavar="S",
-                       help="time each network for at least this long (a fast network's median needs it)")
+                       help="time each network's latency and throughput for at least this long "
+                            "(a fast network's median needs it)")
     bench.add_argument("--weights", action="append", default=[], metavar="MODEL=PATH",
                        help="a custom checkpoint for one network (repeatable)")
     bench.add_argument("--json", action="store_true")

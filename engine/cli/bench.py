@@ -37,7 +37,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     models = bench_latency(session, runs=args.runs, min_seconds=args.min_seconds)
     default_batch = 256 if session.device.type == "cuda" or args.profile == "cifar10" else 16
     for name in session.names:
-        rate, batch = bench_throughput(session, name, default_batch)
+        rate, batch = bench_throughput(session, name, default_batch, seconds=args.min_seconds)
         models[name]["images_per_s"], models[name]["batch"] = rate, batch
     report = {"device": str(session.device), "threads": torch.get_num_threads(), "profile": args.profile,
               "torch": torch.__version__, "models": models, "pipeline_fps": None, "frames": 0,
