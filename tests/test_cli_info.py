@@ -48,3 +48,19 @@ def test_unknown_command_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["no-such-command"])
     assert exit_info.value.code == 2
+
+
+def test_a_closed_pipe_is_not_a_traceback():
+    """`python main.py info | head -1`: the reader leaves before the table is written; the command
+    stops quietly instead of printing a BrokenPipeError traceback."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen([sys.executable, "main.py", "info"], cwd=root, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # long before the command has imported torch and written anything
+    err = proc.stderr.read()
+    assert proc.wait(timeout=240) == 0
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
