@@ -387,7 +387,8 @@ class MainWindow(QMainWindow):
             then()
             return
         steps[0]()
-        QTimer.singleShot(STEP_GAP_MS, lambda: self._run_in_turn(steps[1:], then))
+        # with the window as the timer's context: a window closed meanwhile cancels the rest
+        QTimer.singleShot(STEP_GAP_MS, self, lambda: self._run_in_turn(steps[1:], then))
 
     def _session_ready(self, session: SessionReady) -> None:
         if session is not self.session:

@@ -100,12 +100,13 @@ def test_predict_loads_a_torchvision_alexnet_checkpoint(tmp_path, capsys):
 @pytest.mark.parametrize("command", [["predict", "IMG"], ["eval", "--data", "DATA"], ["bench", "--runs", "1"]])
 def test_a_checkpoint_of_the_wrong_shape_exits_2_with_one_line(tmp_path, capsys, command):
     import torch
-    import torchvision
 
-    checkpoint = tmp_path / "vgg.pth"
-    torch.save(torchvision.models.vgg11().state_dict(), checkpoint)  # ImageNet VGG-11 for CIFAR-10 AlexNet
+    from engine.models.registry import get_spec
+
+    checkpoint = tmp_path / "enet.pth"
+    torch.save(get_spec("enet").build().state_dict(), checkpoint)  # ENet's weights offered to AlexNet
     argv = [str(write_image(tmp_path / "a.png")) if a == "IMG" else str(tmp_path / "none") if a == "DATA" else a
             for a in command]
     assert main([*argv, "--weights", f"alexnet={checkpoint}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: vgg.pth: not weights for alexnet (cifar10)")
+    assert len(err) == 1 and err[0].startswith("error: enet.pth: not weights for alexnet (cifar10)")

@@ -218,7 +218,7 @@ def test_load_weights_on_a_panel_shows_custom_and_a_misfit_is_refused(make_windo
     assert "keep the weights they had" in window.status_text.text()
     assert panels["lenet5"].status.text() == "CUSTOM"  # still the file that fitted
     panels["lenet5"].default_action.trigger()
-    qtbot.waitUntil(lambda: panels["lenet5"].status.text().startswith("TRAINED"), timeout=LONG)
+    qtbot.waitUntil(lambda: panels["lenet5"].status.text().startswith("TRAINED") and window.ready, timeout=LONG)
 
 
 def test_a_missing_camera_is_a_clear_message(make_window, qtbot):
