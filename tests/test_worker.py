@@ -250,3 +250,23 @@ def test_labels_of_another_class_list_are_not_scored(engine_and_recorder, tmp_pa
     engine.set_source(source)
     rec.wait(lambda r: len(r.results) == 1)
     assert rec.results[0][0].label is None and rec.results[0][1].models["lenet5"].top1 is None
+
+
+def test_a_bad_checkpoint_at_start_reports_and_starts_on_the_default_weights(tmp_path):
+    from engine.events import Error, ErrorCode, SessionReady
+    from engine.weights import WeightsKind
+
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a checkpoint")
+    rec = Recorder()
+    engine = Engine(models=["lenet5"], weights={"lenet5": str(bad)}, on_result=rec.on_result,
+                    on_event=rec.on_event).start()
+    try:
+        rec.wait(lambda r: "SessionReady" in r.kinds())
+        error = next(e for e in rec.events if isinstance(e, Error))
+        assert error.code == ErrorCode.WEIGHTS and error.text.startswith("bad.safetensors: corrupt or truncated")
+        assert error.text.endswith("starting on the default weights")
+        ready = next(e for e in rec.events if isinstance(e, SessionReady))
+        assert ready.card("lenet5").weights == WeightsKind.BUNDLED
+    finally:
+        assert engine.stop(2.0)
