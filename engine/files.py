@@ -16,10 +16,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> No
     path = Path(path)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp_name, 0o644)  # mkstemp's 0600 would make shipped weights unreadable to other users
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        # mkstemp's 0600 would make shipped weights unreadable to other users; set after writing,
+        # since a writer may replace the file (safetensors' save_file does)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

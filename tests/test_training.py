@@ -129,6 +129,8 @@ def test_weights_round_trip_in_fp16(tmp_path):
     got = predict_logits(spec, loaded.model, images, device=torch.device("cpu"))
     assert torch.allclose(ref, got, atol=2e-2, rtol=1e-2)
     assert read_metrics(tmp_path / spec.weights)["test_top1"] == 0.5
+    if os.name == "posix":  # readable by everyone, like any other file a user shares
+        assert (tmp_path / spec.weights).stat().st_mode & 0o777 == 0o644
 
 
 def argv_of(args) -> list[str]:
