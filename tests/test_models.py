@@ -71,3 +71,17 @@ def test_builders_refuse_weights_they_cannot_have():
         lenet5(weights="anything")
     with pytest.raises(ValueError):
         vgg_cifar(16, weights="anything")
+
+
+@pytest.mark.parametrize("name", ["lenet5", "alexnet", "vgg16", "enet"])
+def test_the_adapter_splits_every_network_into_features_and_head(name):
+    from engine.models.adapter import ModelAdapter
+    from engine.models.registry import get_spec
+
+    spec = get_spec(name)
+    adapter = ModelAdapter(spec, spec.build())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        features = adapter.forward_features(x)
+        assert features.dim() == 4
+        assert torch.allclose(adapter.forward_head(features), adapter.logits(x), atol=1e-5)

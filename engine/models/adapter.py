@@ -68,10 +68,6 @@ class ModelAdapter:
     def layer(self, name: str) -> nn.Module:
         return self.model.get_submodule(name)
 
-    def to(self, *args, **kwargs) -> ModelAdapter:
-        self.model = self.model.to(*args, **kwargs)
-        return self
-
 
 def translate_checkpoint(spec: ModelSpec, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
     """``state`` renamed from the layout of the spec's reference builder (torchvision's, for the

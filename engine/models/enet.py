@@ -251,6 +251,13 @@ class ENetClassifier(ENet):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._classify(self.encode(x))
 
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder's last map (stage 3, 128 channels at 1/8 of the input)."""
+        return self.encode(x)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self._classify(features)
+
     def forward_with_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(image logits (N, C), per-pixel logits (N, C, H, W))."""
         features, pixel_logits = self.segment(x)
