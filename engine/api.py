@@ -32,16 +32,17 @@ from engine.inference import FrameResult, LayerInfo, ModelResult
 from engine.jobs import Cancelled, JobProgress, JobState
 from engine.metrics import MetricsSnapshot, MetricsTracker
 from engine.models.registry import PROFILES, RegistryError, comparison_specs, get_spec
+from engine.probes import Activations, ProbeRequest
 from engine.sources import VIDEO_SUFFIXES, Source, describe, open_source
 from engine.text import human_count
 from engine.weights import WeightsError, WeightsKind, parse_weights_args
 from engine.worker import Engine, source_error
 
 __all__ = [
-    "IMAGE_SUFFIXES", "PROFILES", "VIDEO_SUFFIXES", "Cancelled", "Complexity", "Engine", "EngineEvent", "Error",
-    "ErrorCode", "FrameReady", "FrameResult", "InputError", "JobProgress", "JobState", "LayerInfo",
-    "MetricsSnapshot", "MetricsTracker", "ModelCard", "ModelResult", "Notice", "RegistryError", "RunRequest",
-    "SessionReady", "Source", "SourceEnded", "SourceStarted", "WeightsError", "WeightsKind", "atomic_write",
-    "comparison_specs", "describe", "display_name", "get_spec", "human_count", "is_image_path", "open_source",
-    "parse_weights_args", "source_error",
+    "Activations", "Cancelled", "Complexity", "Engine", "EngineEvent", "Error", "ErrorCode", "FrameReady",
+    "FrameResult", "IMAGE_SUFFIXES", "InputError", "JobProgress", "JobState", "LayerInfo", "MetricsSnapshot",
+    "MetricsTracker", "ModelCard", "ModelResult", "Notice", "PROFILES", "ProbeRequest", "RegistryError", "RunRequest",
+    "SessionReady", "Source", "SourceEnded", "SourceStarted", "VIDEO_SUFFIXES", "WeightsError", "WeightsKind",
+    "atomic_write", "comparison_specs", "describe", "display_name", "get_spec", "human_count", "is_image_path",
+    "open_source", "parse_weights_args", "source_error",
 ]

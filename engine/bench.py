@@ -55,7 +55,7 @@ def bench_latency(session: InferenceSession, runs: int = 200, warmup: int = 20, 
             x = x.contiguous(memory_format=torch.channels_last)
         forward = session.adapter(name)
         raw, engine = [], []
-        session._apply_capture()
+        session._apply_probes()
         with torch.inference_mode():
             for _ in range(warmup):
                 forward(x)
@@ -63,7 +63,7 @@ def bench_latency(session: InferenceSession, runs: int = 200, warmup: int = 20, 
             started, blocks = time.perf_counter(), 0
             while blocks < max(1, runs // block) or time.perf_counter() - started < min_seconds:
                 blocks += 1
-                with session.bare(name):  # the floor runs without the capture hooks
+                with session.bare(name):  # the floor runs without the taps
                     for _ in range(block):
                         synchronize(session.device)
                         t0 = time.perf_counter()

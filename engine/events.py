@@ -17,6 +17,7 @@ from engine.complexity import Complexity
 from engine.inference import FrameResult, LayerInfo
 from engine.jobs import JobProgress
 from engine.metrics import MetricsSnapshot
+from engine.probes import Activations, ProbeRequest
 from engine.weights import WeightsKind
 
 
@@ -97,15 +98,23 @@ class FrameReady(NamedTuple):
 
 @dataclass(frozen=True)
 class RunRequest:
-    """What to compute besides the predictions, per network: for now the layers whose activations
-    come back. Immutable; each change is a new request with a higher ``generation``, and every
-    :class:`FrameResult` says which generation it answers."""
+    """What to compute besides the predictions: per network, a tuple of probe requests
+    (:mod:`engine.probes`; ``Activations(layers)`` for the feature maps). Immutable; each change is
+    a new request with a higher ``generation``, and every :class:`FrameResult` says which generation
+    it answers, so a reader drops results of older ones by rule."""
 
     generation: int = 0
-    captures: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    probes: Mapping[str, tuple[ProbeRequest, ...]] = field(default_factory=lambda: MappingProxyType({}))
 
-    def with_captures(self, changes: Mapping[str, tuple[str, ...]]) -> RunRequest:
-        return RunRequest(self.generation + 1, MappingProxyType({**self.captures, **changes}))
+    def with_probes(self, changes: Mapping[str, tuple[ProbeRequest, ...]]) -> RunRequest:
+        return RunRequest(self.generation + 1, MappingProxyType({**self.probes, **changes}))
+
+    def layers(self, model: str) -> tuple[str, ...] | None:
+        """The layers whose activations ``model`` returns; None when nothing was asked for it."""
+        probes = self.probes.get(model)
+        if probes is None:
+            return None
+        return tuple(layer for p in probes if isinstance(p, Activations) for layer in p.layers)
 
 
 EngineEvent = SessionReady | SourceStarted | SourceEnded | Notice | Error | JobProgress

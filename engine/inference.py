@@ -3,7 +3,8 @@
 An :class:`InferenceSession` owns the loaded networks and runs every one of them on the same frame,
 each through its own preprocessing, and returns one immutable :class:`FrameResult`: per network the
 top-k answer, the full probability vector, the latency split into preprocessing and forward, the
-activations of the layers the caller asked for, and ENet's per-pixel class map. It is plain,
+activations of the layers the caller asked for, ENet's per-pixel class map, and the results of any
+other probe (:mod:`engine.probes`) asked for. It is plain,
 single-threaded code: :mod:`engine.worker` runs it on a background thread, the CLI calls it directly.
 """
 
@@ -22,9 +23,11 @@ import torch
 import torch.nn as nn
 
 from engine.device import resolve_device, share_cpu_with_opencv, synchronize
-from engine.models.adapter import ModelAdapter
+from engine.models.adapter import ModelAdapter, Tap
 from engine.models.registry import ModelSpec, comparison_specs, get_spec
 from engine.preprocess import Preprocess
+from engine.probes import Activations, ProbeRequest, run_probe
+from engine.probes.base import read_only
 from engine.weights import UNTRAINED, LoadedModel, WeightsError, load_model
 
 CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
@@ -63,6 +66,8 @@ class ModelResult(NamedTuple):
     activations: Mapping[str, np.ndarray]  # layer name -> (C, H, W) float32
     class_map: np.ndarray | None = None  # (H, W) uint8 argmax of per-pixel logits (ENet)
     class_map_confidence: np.ndarray | None = None  # (H, W) float32 softmax max of the same
+    probes: Mapping[str, object] = MappingProxyType({})  # probe name -> result, for probes other
+    # than activations (engine.probes); not included in forward_ms
 
     @property
     def top_probs(self) -> np.ndarray:
@@ -104,10 +109,15 @@ class _Network:
     loaded: LoadedModel
     adapter: ModelAdapter
     preprocess: Preprocess
-    capture: tuple[str, ...] = ()
-    hooks: list = field(default_factory=list)
+    probes: tuple[ProbeRequest, ...] = ()
+    capture: tuple[str, ...] = ()  # the layers whose activations come back in ModelResult
+    extra: tuple[ProbeRequest, ...] = ()  # the probes other than activations
+    taps: list[Tap] = field(default_factory=list)
     captured: dict[str, torch.Tensor] = field(default_factory=dict)
     top_k: int = 5
+
+    def tapped_layers(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(layer for probe in self.probes for layer in probe.layers))
 
 
 class InferenceSession:
@@ -128,10 +138,10 @@ class InferenceSession:
         self.messages: list[str] = []
         specs = [get_spec(n, profile) for n in models] if models is not None else comparison_specs(profile)
         self._nets: dict[str, _Network] = {}
-        self._capture_lock = threading.Lock()
-        self._pending_capture: dict[str, tuple[str, ...]] | None = None
+        self._probe_lock = threading.Lock()
+        self._pending_probes: dict[str, tuple[ProbeRequest, ...]] | None = None
         self._pending_generation = 0
-        self.generation = 0  # of the capture request the next frame answers
+        self.generation = 0  # of the probe request (engine.events.RunRequest) the next frame answers
         weights = dict(weights or {})
         unknown = [name for name in weights if name not in {s.name for s in specs}]
         if unknown:
@@ -183,48 +193,63 @@ class InferenceSession:
             self._layers[name] = feature_layers(net.adapter, self.device)
         return self._layers[name]
 
-    # -- activation capture --------------------------------------------------------------------
+    # -- probes ----------------------------------------------------------------------------------
 
-    def set_capture(self, captures: Mapping[str, Iterable[str]], generation: int | None = None) -> None:
-        """Which layers to capture, per model; takes effect at the next frame (thread-safe), whose
-        result carries ``generation`` (default: one more than the last)."""
-        request = {name: tuple(layers) for name, layers in captures.items()}
-        for name, layers in request.items():
+    def set_probes(self, probes: Mapping[str, Iterable[ProbeRequest]], generation: int | None = None) -> None:
+        """What to compute besides the predictions, per model (replacing that model's probes); takes
+        effect at the next frame (thread-safe), whose result carries ``generation`` (default: one
+        more than the last). A layer a network does not have raises ``KeyError`` at once."""
+        request = {name: tuple(wanted) for name, wanted in probes.items()}
+        for name, wanted in request.items():
             if name not in self._nets:
                 raise KeyError(f"no model {name!r} in this session")
             known = dict(self._nets[name].loaded.model.named_modules())
-            unknown = [layer for layer in layers if layer not in known]
+            unknown = [layer for probe in wanted for layer in probe.layers if layer not in known]
             if unknown:
                 raise KeyError(f"{name} has no layer {unknown[0]!r}")
-        with self._capture_lock:
-            self._pending_capture = {**(self._pending_capture or {}), **request}
+        with self._probe_lock:
+            self._pending_probes = {**(self._pending_probes or {}), **request}
             self._pending_generation = generation if generation is not None else self._pending_generation + 1
 
-    def _apply_capture(self) -> None:
-        with self._capture_lock:
-            pending, self._pending_capture = self._pending_capture, None
+    def set_capture(self, captures: Mapping[str, Iterable[str]], generation: int | None = None) -> None:
+        """Which layers' activations to return, per model: :meth:`set_probes` with one
+        :class:`~engine.probes.Activations` each (none for an empty list)."""
+        self.set_probes({name: activation_probes(layers) for name, layers in captures.items()}, generation)
+
+    def probes(self, name: str) -> tuple[ProbeRequest, ...]:
+        """The probes the next frame runs on ``name`` (pending ones included)."""
+        with self._probe_lock:
+            pending = (self._pending_probes or {}).get(name)
+        return pending if pending is not None else self._nets[name].probes
+
+    def _apply_probes(self) -> None:
+        with self._probe_lock:
+            pending, self._pending_probes = self._pending_probes, None
             if pending is not None:
                 self.generation = self._pending_generation
-        for name, layers in (pending or {}).items():
+        for name, probes in (pending or {}).items():
             net = self._nets[name]
-            for hook in net.hooks:
-                hook.remove()
+            for tap in net.taps:
+                tap.remove()
             net.captured.clear()
-            # Hooks stay registered from frame to frame: adding and removing them per frame would
+            net.probes = probes
+            net.capture = tuple(layer for p in probes if isinstance(p, Activations) for layer in p.layers)
+            net.extra = tuple(p for p in probes if not isinstance(p, Activations))
+            # Taps stay in place from frame to frame: placing and removing them per frame would
             # cost more than LeNet-5's whole forward pass.
-            net.capture = layers
-            net.hooks = [_Tap(net.loaded.model.get_submodule(layer), net.captured, layer) for layer in layers]
+            net.taps = net.adapter.tap(net.tapped_layers(), net.captured)
 
     @contextmanager
     def bare(self, name: str):
-        """The network with its capture hooks detached: what a plain forward pass costs."""
+        """The network with its taps removed: what a plain forward pass costs."""
+        self._apply_probes()
         net = self._nets[name]
-        for hook in net.hooks:
-            hook.remove()
+        for tap in net.taps:
+            tap.remove()
         try:
             yield net.loaded.model
         finally:
-            net.hooks = [_Tap(net.loaded.model.get_submodule(layer), net.captured, layer) for layer in net.capture]
+            net.taps = net.adapter.tap(net.tapped_layers(), net.captured)
 
     def warm_up(self, runs: int = 2) -> None:
         """Run every network on a blank frame: the first passes build the CPU kernels for each
@@ -238,14 +263,18 @@ class InferenceSession:
 
     def run(self, frame: np.ndarray, frame_id: int = 0, source: str = "", label: int | None = None) -> FrameResult:
         """Every network on ``frame`` (RGB uint8, H x W x 3), in registration order."""
-        self._apply_capture()
+        self._apply_probes()
         started = time.perf_counter()
         with torch.inference_mode():
-            results = self._run(frame)
+            results, inputs = self._run(frame)
+        for name, net in self._nets.items():
+            if net.extra:  # outside inference mode: a probe may need gradients
+                results[name] = results[name]._replace(probes=MappingProxyType(
+                    {p.name: run_probe(p, net.adapter, inputs[net.preprocess], net.captured) for p in net.extra}))
         return FrameResult(frame_id, source, label, frame if not frame.flags.writeable else frozen(frame.copy()),
                            MappingProxyType(results), None, started, time.perf_counter(), self.generation)
 
-    def _run(self, frame: np.ndarray) -> dict[str, ModelResult]:
+    def _run(self, frame: np.ndarray) -> tuple[dict[str, ModelResult], dict[Preprocess, torch.Tensor]]:
         views: dict[Preprocess, tuple[np.ndarray, torch.Tensor, float]] = {}
         results = {}
         for name, net in self._nets.items():
@@ -259,7 +288,7 @@ class InferenceSession:
                 views[net.preprocess] = (view, x, (time.perf_counter() - t0) * 1000)
             view, x, pre_ms = views[net.preprocess]
             results[name] = self._forward(net, x, view, pre_ms)
-        return results
+        return results, {p: x for p, (_, x, _) in views.items()}
 
     def _forward(self, net: _Network, x: torch.Tensor, view: np.ndarray, pre_ms: float) -> ModelResult:
         """One network on one prepared input, under ``torch.inference_mode`` (which :meth:`run`
@@ -292,14 +321,15 @@ class InferenceSession:
         top.flags.writeable = False
         probs = p.numpy()[0]
         probs.flags.writeable = False
-        if on_cpu and len(captured) == 1:  # the usual case, written out: on the CPU a session's
+        capture = net.capture
+        if on_cpu and len(capture) == 1:  # the usual case, written out: on the CPU a session's
             # networks stay float32 (nothing casts them), so their outputs need no conversion
-            (layer, t), = captured.items()
-            a = t.numpy()[0]
+            layer = capture[0]
+            a = captured[layer].numpy()[0]
             a.flags.writeable = False
             activations = MappingProxyType({layer: a})
-        else:
-            activations = MappingProxyType({layer: _array(t) for layer, t in captured.items()}) if captured \
+        else:  # the activations probe's reading of the pass (engine.probes.activations), item 0
+            activations = MappingProxyType({layer: _array(captured[layer]) for layer in capture}) if capture \
                 else NO_ACTIVATIONS
         forward_ms = (time.perf_counter() - t0) * 1000
         return ModelResult(spec.name, top, spec.class_names, probs, pre_ms, forward_ms, view,
@@ -311,11 +341,12 @@ NO_ACTIVATIONS: Mapping[str, np.ndarray] = MappingProxyType({})
 
 def _array(t: torch.Tensor) -> np.ndarray:
     """A captured (1, C, H, W) output as a read-only (C, H, W) float32 array (no copy on the CPU)."""
-    if t.dtype != torch.float32 or not t.is_cpu:
-        t = t.float().cpu()
-    a = t.numpy()[0]
-    a.flags.writeable = False
-    return a
+    return read_only(t)[0]
+
+
+def activation_probes(layers: Iterable[str]) -> tuple[ProbeRequest, ...]:
+    layers = tuple(layers)
+    return (Activations(layers),) if layers else ()
 
 
 def without_in_place_ops(model: nn.Module) -> int:
@@ -330,32 +361,6 @@ def without_in_place_ops(model: nn.Module) -> int:
             module.inplace = False
             changed += 1
     return changed
-
-
-class _Tap:
-    """Keeps one module's output, like a forward hook, at a fraction of the cost.
-
-    A registered forward hook sends every call of its module down torch's slow path (about as
-    long as all of LeNet-5's convolutions); shadowing the module's ``forward`` with this object
-    keeps the fast path and adds one Python call. ``remove()`` restores the class's forward.
-    """
-
-    def __init__(self, module: nn.Module, store: dict[str, torch.Tensor], layer: str) -> None:
-        self.module, self.store, self.layer = module, store, layer
-        self.inner = module.forward
-        module.forward = self  # an instance attribute: shadows the class's method
-
-    def __call__(self, *args, **kwargs):
-        output = self.inner(*args, **kwargs)
-        # No copy: the session's networks have no in-place operations (without_in_place_ops), so
-        # nothing writes over this output after it is made. Made a numpy array after the forward
-        # pass (doing it here, between two layers, costs several times more).
-        self.store[self.layer] = output[0] if isinstance(output, tuple) else output
-        return output
-
-    def remove(self) -> None:
-        if self.module.__dict__.get("forward") is self:
-            del self.module.forward
 
 
 def feature_layers(adapter: ModelAdapter, device: torch.device | str = "cpu") -> tuple[LayerInfo, ...]:

@@ -44,11 +44,12 @@ from engine.events import (
     SourceStarted,
 )
 from engine.imageio import InputError
-from engine.inference import FrameResult, InferenceSession, ModelResult
+from engine.inference import FrameResult, InferenceSession, ModelResult, activation_probes
 from engine.jobs import Cancelled, JobState
 from engine.jobs.download import DownloadError, download_weights
 from engine.metrics import MetricsSnapshot, MetricsTracker
 from engine.models.registry import RegistryError, list_specs
+from engine.probes import ProbeRequest
 from engine.sources import Frame, Source, describe, open_source
 from engine.weights import WeightsError
 
@@ -198,17 +199,22 @@ class Engine:
             self.configure()  # the new files load on the worker thread, from torch hub's cache
 
     def set_capture(self, captures: Mapping[str, Iterable[str]]) -> int:
-        """Which layers' activations to return, per model (replaces that model's previous choice).
+        """Which layers' activations to return, per model: :meth:`set_probes` with one
+        ``Activations`` probe each."""
+        return self.set_probes({name: activation_probes(layers) for name, layers in captures.items()})
 
-        Returns the generation of the new :class:`RunRequest`: results from earlier generations
-        may still arrive and answer the old request."""
-        changes = {name: tuple(layers) for name, layers in captures.items()}
+    def set_probes(self, probes: Mapping[str, Iterable[ProbeRequest]]) -> int:
+        """What to compute besides the predictions, per model (replaces that model's previous
+        probes). Returns the generation of the new :class:`RunRequest`: results from earlier
+        generations may still arrive and answer the old request. A layer a network lacks is an
+        ``Error(CAPTURE)`` event."""
+        changes = {name: tuple(wanted) for name, wanted in probes.items()}
         with self._request_lock:
-            self.request = request = self.request.with_captures(changes)
+            self.request = request = self.request.with_probes(changes)
         session = self.session
         if session is not None:
             try:
-                session.set_capture({n: ls for n, ls in changes.items() if n in session.names}, request.generation)
+                session.set_probes({n: ps for n, ps in changes.items() if n in session.names}, request.generation)
             except KeyError as e:
                 self._emit(Error(ErrorCode.CAPTURE, str(e.args[0])))
         return request.generation
@@ -411,16 +417,16 @@ class Engine:
             return
         with self._request_lock:
             current = self.request
-            captures = {}
-            for name in session.names:
-                wanted = current.captures.get(name)
+            probes = {}
+            for name in session.names:  # what was asked for carries over where the layers still exist
+                wanted = current.probes.get(name)
                 known = {layer.name for layer in session.layers(name)}
-                if wanted is not None and all(layer in known for layer in wanted):
-                    captures[name] = wanted
+                if wanted is not None and all(layer in known for p in wanted for layer in p.layers):
+                    probes[name] = wanted
                 elif self.capture_default_layers:
-                    captures[name] = (session.spec(name).default_layer,)
-            self.request = request = current.with_captures(captures)
-        session.set_capture(captures, request.generation)
+                    probes[name] = activation_probes((session.spec(name).default_layer,))
+            self.request = request = current.with_probes(probes)
+        session.set_probes(probes, request.generation)
         session.warm_up()
         self.session = session
         self._active = _Config(config.profile, config.device, config.models, config.weights)

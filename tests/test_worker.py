@@ -153,7 +153,7 @@ def test_results_say_which_capture_request_they_answer(engine_and_recorder):
     assert rec.results[0][0].generation == first
     generation = engine.set_capture({"lenet5": ["features.c3"]})
     assert generation == first + 1 == engine.request.generation
-    assert engine.request.captures["lenet5"] == ("features.c3",) and engine.request.captures["enet"] == ("initial",)
+    assert engine.request.layers("lenet5") == ("features.c3",) and engine.request.layers("enet") == ("initial",)
     engine.submit(np.zeros((32, 32, 3), np.uint8))
     rec.wait(lambda r: len(r.results) == 2)
     newest = rec.results[1][0]

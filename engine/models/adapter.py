@@ -8,6 +8,8 @@ The rest of the engine never asks which family a network belongs to. It calls:
   classifier on top of it (timm's split; Grad-CAM and embeddings start here);
 - ``forward_map(x)``: ``(image logits, per-pixel logits)``, for networks that have a class map;
 - ``layer(name)``: a module by its readable name (``features.conv3``, ``stage2.bottleneck2_4``);
+- ``tap(layers, store)``: named taps that keep those layers' outputs in ``store`` on every pass
+  until removed (``tapped`` is the same as a context manager);
 - :func:`translate_checkpoint`: a state dict in torchvision's names, renamed to this project's.
 
 A new network is a model file plus one registry entry; a model class may define
@@ -17,7 +19,8 @@ A new network is a model file plus one registry entry; a model class may define
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import torch
@@ -67,6 +70,52 @@ class ModelAdapter:
 
     def layer(self, name: str) -> nn.Module:
         return self.model.get_submodule(name)
+
+    def tap(self, layers: Iterable[str], store: dict[str, torch.Tensor]) -> list[Tap]:
+        """Keep the output of each of ``layers`` in ``store`` (by layer name) on every forward pass,
+        until each returned :class:`Tap` is removed. An unknown layer raises ``AttributeError``
+        before any tap is placed."""
+        modules = [(name, self.model.get_submodule(name)) for name in layers]
+        return [Tap(module, store, name) for name, module in modules]
+
+    @contextmanager
+    def tapped(self, layers: Iterable[str], store: dict[str, torch.Tensor]) -> Iterator[dict[str, torch.Tensor]]:
+        taps = self.tap(layers, store)
+        try:
+            yield store
+        finally:
+            for t in taps:
+                t.remove()
+
+
+class Tap:
+    """Keeps one module's output, like a forward hook, at a fraction of the cost.
+
+    Why not ``register_forward_hook``: a registered hook sends every call of its module down
+    torch's slow path, which at batch 1 costs about as long as all of LeNet-5's convolutions, and
+    the live engine keeps a tap on every network on every frame. Instead the tap shadows the
+    module's ``forward`` with this object (an instance attribute; the class is untouched), which
+    keeps the fast path and adds one Python call. ``remove()`` restores the class's forward.
+
+    Nothing is copied: outputs are kept as made. The engine's networks run without in-place
+    operations (:func:`engine.inference.without_in_place_ops`), so nothing overwrites them later.
+    """
+
+    __slots__ = ("module", "store", "layer", "inner")
+
+    def __init__(self, module: nn.Module, store: dict[str, torch.Tensor], layer: str) -> None:
+        self.module, self.store, self.layer = module, store, layer
+        self.inner = module.forward
+        module.forward = self
+
+    def __call__(self, *args, **kwargs):
+        output = self.inner(*args, **kwargs)
+        self.store[self.layer] = output[0] if isinstance(output, tuple) else output
+        return output
+
+    def remove(self) -> None:
+        if self.module.__dict__.get("forward") is self:
+            del self.module.forward
 
 
 def translate_checkpoint(spec: ModelSpec, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
