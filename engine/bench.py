@@ -27,6 +27,7 @@ from engine.device import synchronize
 from engine.events import Error
 from engine.imageio import InputError
 from engine.inference import InferenceSession
+from engine.jobs import JobProgress, JobState
 from engine.metrics import percentiles
 from engine.sources import open_source
 from engine.worker import Engine
@@ -38,14 +39,21 @@ def rss_mb() -> float:
 
 
 def bench_latency(session: InferenceSession, runs: int = 200, warmup: int = 20, block: int = 10,
-                  min_seconds: float = 0.0) -> dict[str, dict]:
+                  min_seconds: float = 0.0, job: JobState | None = None) -> dict[str, dict]:
     """Raw versus engine latency for every network of ``session`` (activation capture as set).
 
     At least ``runs`` of each, and more for a fast network until ``min_seconds`` have passed: a
-    median over a few hundred sub-millisecond runs moves with the machine's load.
+    median over a few hundred sub-millisecond runs moves with the machine's load. With a ``job``:
+    progress by network, a cancel between blocks of runs, and the networks measured so far in
+    ``job.partial["latency"]``.
     """
-    out = {}
-    for name in session.names:
+    out: dict[str, dict] = {}
+    if job is not None:
+        job.partial["latency"] = out
+    for i, name in enumerate(session.names):
+        if job is not None:
+            job.check()
+            job.report(JobProgress("bench", i, len(session.names), f"latency {name}", "networks"))
         spec, net = session.spec(name), session._nets[name]
         c, h, w = spec.input_size
         frame = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
@@ -62,6 +70,8 @@ def bench_latency(session: InferenceSession, runs: int = 200, warmup: int = 20, 
                 session._forward(net, x, view, 0.0)
             started, blocks = time.perf_counter(), 0
             while blocks < max(1, runs // block) or time.perf_counter() - started < min_seconds:
+                if job is not None:
+                    job.check()
                 blocks += 1
                 with session.bare(name):  # the floor runs without the taps
                     for _ in range(block):
@@ -80,8 +90,10 @@ def bench_latency(session: InferenceSession, runs: int = 200, warmup: int = 20, 
     return out
 
 
-def bench_throughput(session: InferenceSession, name: str, batch: int, seconds: float = 3.0) -> tuple[float, int]:
-    """Images per second at the largest batch up to ``batch`` that fits; returns (rate, batch)."""
+def bench_throughput(session: InferenceSession, name: str, batch: int, seconds: float = 3.0,
+                     job: JobState | None = None) -> tuple[float, int]:
+    """Images per second at the largest batch up to ``batch`` that fits; returns (rate, batch).
+    A ``job`` can cancel it between batches."""
     spec, forward = session.spec(name), session.adapter(name)
     while batch >= 1:
         try:
@@ -93,6 +105,8 @@ def bench_throughput(session: InferenceSession, name: str, batch: int, seconds: 
                 synchronize(session.device)
                 done, t0 = 0, time.perf_counter()
                 while done == 0 or time.perf_counter() - t0 < seconds:
+                    if job is not None:
+                        job.check()
                     forward(x)
                     done += batch
                 synchronize(session.device)

@@ -8,7 +8,7 @@ a CIFAR network sees; training uses the same function, so what is evaluated is w
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from engine.device import synchronize
+from engine.jobs import JobProgress, JobState
 from engine.models.adapter import ModelAdapter
 from engine.models.registry import ModelSpec
 from engine.preprocess import normalise, normaliser
@@ -31,11 +32,12 @@ def image_logits(spec: ModelSpec, model: nn.Module, x: torch.Tensor) -> torch.Te
 @torch.inference_mode()
 def predict_logits(spec: ModelSpec, model: nn.Module, images: torch.Tensor | np.ndarray, *,
                    device: torch.device, batch_size: int = EVAL_BATCH, tta: bool = False,
-                   autocast: bool | None = None) -> torch.Tensor:
+                   autocast: bool | None = None, on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
     """Float32 image logits ``(N, C)`` on the CPU for ``uint8 (N, H, W, 3)`` images.
 
     ``tta`` averages the logits of each image and its mirror image. ``autocast`` (default: on CUDA
-    only) runs the network in bf16.
+    only) runs the network in bf16. ``on_batch(images)`` is called before each batch with the
+    number of images done so far (a job's progress and cancel point).
     """
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(images)
@@ -45,6 +47,8 @@ def predict_logits(spec: ModelSpec, model: nn.Module, images: torch.Tensor | np.
     use_autocast = (device.type == "cuda") if autocast is None else autocast
     out = []
     for start in range(0, images.shape[0], batch_size):
+        if on_batch is not None:
+            on_batch(start)
         x = normalise(images[start:start + batch_size], norm)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_autocast):
             logits = image_logits(spec, model, x).float()
@@ -90,26 +94,41 @@ class EvalResult:
 
 def evaluate(models: Iterable[Any], images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, *,
              device: torch.device | str = "cpu", batch_size: int = EVAL_BATCH,
-             tta: bool = False) -> dict[str, dict[str, Any]]:
+             tta: bool = False, job: JobState | None = None) -> dict[str, dict[str, Any]]:
     """Accuracy and speed of each model on ``images`` (uint8 NHWC) with ``labels``.
 
     ``models`` holds :class:`engine.weights.LoadedModel` objects or :class:`ModelSpec` objects (loaded
     with their default weights). Returns ``{name: {top1, top5, images, images_per_s, seconds,
-    weights_status, weights_source}}`` in the order given.
+    weights_status, weights_source}}`` in the order given. With a ``job``: progress in images over
+    all the models, and a cancel between batches (:class:`~engine.jobs.Cancelled`); the networks
+    finished by then are in ``job.partial["results"]``.
     """
     return {r.name: r.as_dict() for r in evaluate_results(models, images, labels, device=device,
-                                                         batch_size=batch_size, tta=tta)}
+                                                         batch_size=batch_size, tta=tta, job=job)}
 
 
 def evaluate_results(models: Iterable[Any], images, labels, *, device: torch.device | str = "cpu",
-                     batch_size: int = EVAL_BATCH, tta: bool = False) -> list[EvalResult]:
+                     batch_size: int = EVAL_BATCH, tta: bool = False, job: JobState | None = None) -> list[EvalResult]:
     from engine.weights import LoadedModel, load_model
 
     device = torch.device(device) if isinstance(device, str) else device
     images_t = torch.as_tensor(images).to(device)
     labels_t = torch.as_tensor(labels).long()
-    results = []
-    for item in models:
+    models = list(models)
+    n = int(images_t.shape[0])
+    results: list[EvalResult] = []
+    if job is not None:
+        job.partial["results"] = results
+    for i, item in enumerate(models):
+        on_batch = None
+        if job is not None:
+            name = item.name if isinstance(item, ModelSpec) else item.spec.name
+
+            def on_batch(done: int, offset: int = i * n, name: str = name) -> None:
+                job.check()
+                job.report(JobProgress("eval", offset + done, n * len(models), name, "images"))
+
+            on_batch(0)
         loaded = load_model(item) if isinstance(item, ModelSpec) else item
         if not isinstance(loaded, LoadedModel):
             raise TypeError(f"expected a LoadedModel or ModelSpec, got {type(item).__name__}")
@@ -118,12 +137,15 @@ def evaluate_results(models: Iterable[Any], images, labels, *, device: torch.dev
         predict_logits(loaded.spec, model, images_t[:min(8, images_t.shape[0])], device=device, batch_size=batch_size)
         synchronize(device)
         start = time.perf_counter()
-        logits = predict_logits(loaded.spec, model, images_t, device=device, batch_size=batch_size, tta=tta)
+        logits = predict_logits(loaded.spec, model, images_t, device=device, batch_size=batch_size, tta=tta,
+                                on_batch=on_batch)
         synchronize(device)
         seconds = time.perf_counter() - start
         top1, top5 = topk_accuracy(logits, labels_t)
         results.append(EvalResult(loaded.spec.name, top1, top5, int(labels_t.shape[0]), seconds,
                                   loaded.status, loaded.source))
+    if job is not None:
+        job.report(JobProgress("eval", n * len(models), n * len(models), "done", "images"))
     return results
 
 

@@ -110,3 +110,23 @@ def test_a_checkpoint_of_the_wrong_shape_exits_2_with_one_line(tmp_path, capsys,
     assert main([*argv, "--weights", f"alexnet={checkpoint}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: enet.pth: not weights for alexnet (cifar10)")
+
+
+def test_bench_latency_as_a_job_cancels_between_blocks_and_keeps_what_it_measured():
+    from engine.bench import bench_latency
+    from engine.inference import InferenceSession
+    from engine.jobs import Cancelled, JobState
+
+    session = InferenceSession("cifar10", models=["lenet5", "enet"])
+    seen = []
+
+    def on_progress(p):
+        seen.append((p.done, p.total, p.text, p.unit))
+        if p.text == "latency enet":
+            job.cancel()
+
+    job = JobState(on_progress=on_progress)
+    with pytest.raises(Cancelled):
+        bench_latency(session, runs=10, warmup=1, job=job)
+    assert seen == [(0, 2, "latency lenet5", "networks"), (1, 2, "latency enet", "networks")]
+    assert list(job.partial["latency"]) == ["lenet5"] and job.partial["latency"]["lenet5"]["runs"] == 10

@@ -11,7 +11,8 @@ import torch.nn as nn
 
 from engine.cli import build_parser, run_command
 from engine.device import resolve_device
-from engine.evaluation import evaluate, sample_indices, topk_accuracy
+from engine.evaluation import evaluate, evaluate_results, sample_indices, topk_accuracy
+from engine.jobs import Cancelled, JobProgress, JobState
 from engine.models.registry import get_spec
 from engine.preprocess import normalise, normaliser
 from engine.weights import UNTRAINED, LoadedModel
@@ -48,6 +49,28 @@ def test_evaluate_fixed_model():
     assert row["images"] == 4 and row["images_per_s"] > 0 and row["weights_status"] == UNTRAINED
     with_tta = evaluate([loaded], images, labels, device="cpu", tta=True)["lenet5"]
     assert with_tta["top1"] == pytest.approx(0.25)
+
+
+def test_evaluate_as_a_job_reports_images_and_keeps_finished_networks_on_cancel():
+    first = LoadedModel(get_spec("lenet5"), FixedLogits(), UNTRAINED, "test model")
+    second = LoadedModel(get_spec("alexnet"), FixedLogits(), UNTRAINED, "test model")
+    images, labels = np.zeros((5, 32, 32, 3), np.uint8), np.array([9, 9, 9, 0, 0])
+    seen = []
+    job = JobState(on_progress=seen.append)
+    evaluate_results([first, second], images, labels, batch_size=2, job=job)
+    assert [(p.done, p.text) for p in seen] == [
+        (0, "lenet5"), (0, "lenet5"), (2, "lenet5"), (4, "lenet5"),
+        (5, "alexnet"), (5, "alexnet"), (7, "alexnet"), (9, "alexnet"), (10, "done")]
+    assert {(p.total, p.unit) for p in seen} == {(10, "images")}
+
+    def cancel_at_second(p: JobProgress) -> None:
+        if p.text == "alexnet":
+            job.cancel()
+
+    job = JobState(on_progress=cancel_at_second)
+    with pytest.raises(Cancelled):
+        evaluate_results([first, second], images, labels, batch_size=2, job=job)
+    assert [(r.name, r.top1) for r in job.partial["results"]] == [("lenet5", pytest.approx(0.6))]
 
 
 def test_prepare_batch_matches_the_definition():

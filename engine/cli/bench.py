@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 import torch
 
 from engine.bench import bench_latency, bench_pipeline, bench_throughput
 from engine.cli import parse_weights
-from engine.cli.output import CliError, format_table, print_json
+from engine.cli.output import CliError, JobProgressBar, format_table, print_json, stop_on_signals
 from engine.imageio import InputError
 from engine.inference import InferenceSession
+from engine.jobs import Cancelled, JobProgress, JobState
 from engine.models.registry import RegistryError
 from engine.weights import WeightsError
 
@@ -34,11 +36,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     session.set_capture({n: (session.spec(n).default_layer,) for n in session.names})
     log = (lambda *a: None) if args.json else (lambda *a: print(*a, flush=True))
     log(f"latency on {session.device}, {torch.get_num_threads()} threads, {args.runs} runs per network ...")
-    models = bench_latency(session, runs=args.runs, min_seconds=args.min_seconds)
+    job = JobState(on_progress=None if args.json else JobProgressBar())
     default_batch = 256 if session.device.type == "cuda" or args.profile == "cifar10" else 16
-    for name in session.names:
-        rate, batch = bench_throughput(session, name, default_batch, seconds=args.min_seconds)
-        models[name]["images_per_s"], models[name]["batch"] = rate, batch
+    with stop_on_signals(job):
+        try:
+            models = bench_latency(session, runs=args.runs, min_seconds=args.min_seconds, job=job)
+            for i, name in enumerate(session.names):
+                job.report(JobProgress("bench", i, len(session.names), f"throughput {name}", "networks"))
+                rate, batch = bench_throughput(session, name, default_batch, seconds=args.min_seconds, job=job)
+                models[name]["images_per_s"], models[name]["batch"] = rate, batch
+        except Cancelled:  # Ctrl-C: a bench's numbers are only comparable when all are taken
+            measured = ", ".join(job.partial.get("latency", {})) or "none"
+            print(f"bench stopped; latency measured for: {measured} (not reported: incomplete)", file=sys.stderr)
+            return 130
     report = {"device": str(session.device), "threads": torch.get_num_threads(), "profile": args.profile,
               "torch": torch.__version__, "models": models, "pipeline_fps": None, "frames": 0,
               "rss_start_mb": None, "rss_end_mb": None}

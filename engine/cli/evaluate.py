@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from engine.cli import parse_weights
-from engine.cli.output import CliError, format_table, print_json
+from engine.cli.output import CliError, JobProgressBar, format_table, print_json, stop_on_signals
 from engine.data import DataError, load_cifar10
 from engine.device import device_label, resolve_device
 from engine.evaluation import evaluate_results, sample_indices
+from engine.jobs import Cancelled, JobState
 from engine.models.registry import RegistryError, comparison_specs, get_spec
 from engine.weights import UNTRAINED, WeightsError, load_model
 
@@ -40,10 +42,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise CliError(str(e)) from None
     idx = sample_indices(len(labels), args.limit)
     images, labels = images[idx], labels[idx]
-    results = evaluate_results(loaded, images, labels, device=device, tta=args.tta)
+    job = JobState(on_progress=JobProgressBar())
+    status = 0
+    with stop_on_signals(job):
+        try:
+            results = evaluate_results(loaded, images, labels, device=device, tta=args.tta, job=job)
+        except Cancelled:  # Ctrl-C: what was finished is still worth printing
+            results, status = job.partial["results"], 130
+            done = ", ".join(r.name for r in results) or "none"
+            print(f"eval stopped: finished networks: {done}", file=sys.stderr)
     if args.json:
         print_json({r.name: r.as_dict() for r in results})
-        return 0
+        return status
     rows = [[r.name, f"{100 * r.top1:.2f}%", f"{100 * r.top5:.2f}%", r.images, f"{r.images_per_s:.0f}",
              "UNTRAINED" if r.weights_status == UNTRAINED else r.weights_status] for r in results]
     print(f"{profile} test set: {len(labels)} images, device {device_label(device)}"
@@ -52,4 +62,4 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for r in results:
         if r.weights_status == UNTRAINED:
             print(f"  {r.name}: UNTRAINED (random weights): {r.weights_source}")
-    return 0
+    return status

@@ -1,11 +1,15 @@
-"""What every command prints: one-line errors, aligned tables, JSON."""
+"""What every command prints: one-line errors, aligned tables, JSON, a job's progress; and how a
+command's job hears Ctrl-C."""
 
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -32,6 +36,27 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: s
     return "\n".join(lines)
 
 
+@contextmanager
+def stop_on_signals(job) -> Iterator[None]:
+    """SIGINT and SIGTERM cancel ``job`` (an engine.jobs.JobState) at its next safe point; a
+    second Ctrl-C interrupts at once. Only the main thread can take signals: elsewhere, no change."""
+    if sys.platform == "win32" or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):  # noqa: ARG001
+        if job.cancelled and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        job.cancel()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
 class JobProgressBar:
     """A job's progress on stderr: one rewritten line on a terminal, a line every few seconds in a log."""
 
@@ -50,11 +75,11 @@ class JobProgressBar:
         self.last, self.label = now, p.text
         if p.total > 0:
             width = 20
-            filled = int(width * p.done / p.total)
+            filled = int(width * min(p.done, p.total) / p.total)
             bar = "#" * filled + "." * (width - filled)
-            line = f"{p.job} {p.text} [{bar}] {p.done / 1e6:.1f}/{p.total / 1e6:.1f} MB"
+            line = f"{p.job} {p.text} [{bar}] {p.amount()}"
         else:
-            line = f"{p.job} {p.text} {p.done / 1e6:.1f} MB"
+            line = f"{p.job} {p.text} {p.amount()}"
         if self.tty:
             self.stream.write("\r" + line.ljust(90) + ("\n" if finished else ""))
         else:

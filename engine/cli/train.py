@@ -15,18 +15,16 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from engine.cli.output import CliError
+from engine.cli.output import CliError, stop_on_signals
 from engine.device import device_label, resolve_device
 from engine.evaluation import predict_logits, sample_indices, topk_accuracy
 from engine.files import atomic_write
@@ -121,31 +119,6 @@ def backup_existing(path: Path) -> Path | None:
     if path.with_suffix(".json").exists():
         os.replace(path.with_suffix(".json"), backup.with_suffix(".json"))
     return backup
-
-
-@contextmanager
-def stop_on_signals(job: JobState) -> Iterator[None]:
-    """SIGINT and SIGTERM cancel ``job`` at its next step; a second Ctrl-C interrupts at once."""
-    if sys.platform == "win32" or not _main_thread():
-        yield
-        return
-
-    def handler(signum, frame):  # noqa: ARG001
-        if job.cancelled and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        job.cancel()
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-
-def _main_thread() -> bool:
-    import threading
-    return threading.current_thread() is threading.main_thread()
 
 
 def cmd_train(args: argparse.Namespace) -> int:

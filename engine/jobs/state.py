@@ -14,12 +14,21 @@ class Cancelled(Exception):
 
 @dataclass(frozen=True)
 class JobProgress:
-    """One progress report: ``done`` of ``total`` units (``total`` 0 when unknown) and a line of text."""
+    """One progress report: ``done`` of ``total`` units (``total`` 0 when unknown) and a line of
+    text. ``unit`` names what is counted: ``"bytes"`` (a download), ``"images"``, ``"runs"``, ..."""
 
     job: str
     done: int
     total: int
     text: str = ""
+    unit: str = "bytes"
+
+    def amount(self) -> str:
+        """``done``/``total`` in words: "12.5/233.1 MB", "2,560/10,000 images"."""
+        if self.unit == "bytes":
+            done = f"{self.done / 1e6:.1f}"
+            return f"{done}/{self.total / 1e6:.1f} MB" if self.total > 0 else f"{done} MB"
+        return f"{self.done:,}/{self.total:,} {self.unit}" if self.total > 0 else f"{self.done:,} {self.unit}"
 
     @property
     def fraction(self) -> float | None:
