@@ -19,6 +19,8 @@ from engine.events import (
     Error,
     ErrorCode,
     FrameReady,
+    JobEnded,
+    JobOutcome,
     ModelCard,
     Notice,
     RunRequest,
@@ -40,9 +42,9 @@ from engine.worker import Engine, source_error
 
 __all__ = [
     "Activations", "Cancelled", "Complexity", "Engine", "EngineEvent", "Error", "ErrorCode", "FrameReady",
-    "FrameResult", "IMAGE_SUFFIXES", "InputError", "JobProgress", "JobState", "LayerInfo", "MetricsSnapshot",
-    "MetricsTracker", "ModelCard", "ModelResult", "Notice", "PROFILES", "ProbeRequest", "RegistryError", "RunRequest",
-    "SessionReady", "Source", "SourceEnded", "SourceStarted", "VIDEO_SUFFIXES", "WeightsError", "WeightsKind",
-    "atomic_write", "comparison_specs", "describe", "display_name", "get_spec", "human_count", "is_image_path",
-    "open_source", "parse_weights_args", "source_error",
+    "FrameResult", "IMAGE_SUFFIXES", "InputError", "JobEnded", "JobOutcome", "JobProgress", "JobState", "LayerInfo",
+    "MetricsSnapshot", "MetricsTracker", "ModelCard", "ModelResult", "Notice", "PROFILES", "ProbeRequest",
+    "RegistryError", "RunRequest", "SessionReady", "Source", "SourceEnded", "SourceStarted", "VIDEO_SUFFIXES",
+    "WeightsError", "WeightsKind", "atomic_write", "comparison_specs", "describe", "display_name", "get_spec",
+    "human_count", "is_image_path", "open_source", "parse_weights_args", "source_error",
 ]

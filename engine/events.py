@@ -51,6 +51,7 @@ class ModelCard:
     class_names: tuple[str, ...] = field(repr=False)
     test_top1: float | None  # from the metrics JSON beside bundled weights
     complexity: Complexity | None  # None where it cannot be counted
+    download_bytes: int | None = None  # the size of the download, where there is one
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,22 @@ class SourceEnded:
 class Notice:
     """Something a person should read that is not a failure (a download starting, ...)."""
 
+    text: str
+
+
+class JobOutcome(str, Enum):
+    DONE = "done"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class JobEnded:
+    """A job (a download, ...) is over; ``text`` says how, in one line. Comes after its last
+    :class:`JobProgress` and before whatever the job then sets off (a reload)."""
+
+    job: str
+    outcome: JobOutcome
     text: str
 
 
@@ -117,4 +134,4 @@ class RunRequest:
         return tuple(layer for p in probes if isinstance(p, Activations) for layer in p.layers)
 
 
-EngineEvent = SessionReady | SourceStarted | SourceEnded | Notice | Error | JobProgress
+EngineEvent = SessionReady | SourceStarted | SourceEnded | Notice | Error | JobProgress | JobEnded

@@ -87,6 +87,14 @@ def hub_weights(spec: ModelSpec):
     return getattr(enum, member, None) if enum is not None else None
 
 
+def hub_download_bytes(spec: ModelSpec) -> int | None:
+    """The size of the spec's torchvision weights file, from torchvision's own metadata (known
+    offline); None when it has none."""
+    hub = hub_weights(spec)
+    size_mb = hub.meta.get("_file_size") if hub is not None else None
+    return int(size_mb * 1024 * 1024) if size_mb else None
+
+
 def hub_cache_path(spec: ModelSpec) -> Path | None:
     """Where torchvision keeps (or would keep) this spec's hub weights."""
     hub = hub_weights(spec)

@@ -36,6 +36,8 @@ from engine.events import (
     EngineEvent,
     Error,
     ErrorCode,
+    JobEnded,
+    JobOutcome,
     ModelCard,
     Notice,
     RunRequest,
@@ -51,7 +53,7 @@ from engine.metrics import MetricsSnapshot, MetricsTracker
 from engine.models.registry import RegistryError, list_specs
 from engine.probes import ProbeRequest
 from engine.sources import Frame, Source, describe, open_source
-from engine.weights import WeightsError
+from engine.weights import WeightsError, hub_download_bytes
 
 ResultCallback = Callable[[FrameResult, MetricsSnapshot], None]
 
@@ -162,16 +164,18 @@ class Engine:
             weights[model] = os.fspath(path)
         self.configure(weights=weights)
 
-    def download_weights(self) -> bool:
-        """Download the current profile's missing torchvision weights on a job thread (never the
-        inference thread), reporting ``JobProgress`` events; then load them. False when a download
-        is already running. :meth:`cancel_job` stops it and leaves no partial file."""
+    def download_weights(self, models: Iterable[str] | None = None) -> bool:
+        """Download the current profile's missing torchvision weights (of ``models``, default all)
+        on a job thread (never the inference thread), reporting ``JobProgress`` events and one
+        ``JobEnded``; then load them. False when a job is already running. :meth:`cancel_job`
+        stops it and leaves no partial file."""
         with self._cond:
             if self._job_thread is not None and self._job_thread.is_alive():
                 return False
             profile = (self._config or self._active or _Config("cifar10", "cpu", None, ())).profile
             self._job = job = JobState(on_progress=self._emit)
-            self._job_thread = threading.Thread(target=self._download, args=(profile, job),
+            wanted = set(models) if models is not None else None
+            self._job_thread = threading.Thread(target=self._download, args=(profile, wanted, job),
                                                 name="engine download", daemon=True)
             self._job_thread.start()
         return True
@@ -181,20 +185,29 @@ class Engine:
         if job is not None:
             job.cancel()
 
-    def _download(self, profile: str, job: JobState) -> None:
+    def _download(self, profile: str, wanted: set[str] | None, job: JobState) -> None:
+        specs = [s for s in list_specs(profile) if wanted is None or s.name in wanted]
         try:
-            done = download_weights(list_specs(profile), job)
+            done = download_weights(specs, job)
         except Cancelled:
-            self._emit(Notice("download cancelled; nothing partial was kept"))
+            self._emit(JobEnded("download", JobOutcome.CANCELLED, "download cancelled; nothing partial was kept"))
             return
         except DownloadError as e:
+            self._emit(JobEnded("download", JobOutcome.FAILED, str(e)))
             self._emit(Error(ErrorCode.DOWNLOAD, str(e)))
             if not job.partial.get("downloaded"):
                 return
             done = job.partial["downloaded"]
+        except Exception as e:  # noqa: BLE001 - a job thread must end with an event, never silently
+            text = f"download failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+            self._emit(JobEnded("download", JobOutcome.FAILED, text))
+            self._emit(Error(ErrorCode.DOWNLOAD, text))
+            return
+        else:
+            text = f"downloaded {', '.join(done)}; loading ..." if done else "every download is cached"
+            self._emit(JobEnded("download", JobOutcome.DONE, text))
         if self._stop.is_set():
             return
-        self._emit(Notice(f"downloaded {', '.join(done)}; loading ..." if done else "every download is cached"))
         if done:
             self.configure()  # the new files load on the worker thread, from torch hub's cache
 
@@ -479,7 +492,8 @@ def model_card(session: InferenceSession, name: str) -> ModelCard:
     top1 = (loaded.metrics or {}).get("test_top1")
     return ModelCard(name, spec.title, spec.family, spec.year, spec.paper, loaded.status, loaded.source,
                      loaded.downloadable, session.layers(name), spec.default_layer, spec.has_class_map,
-                     spec.class_names, top1, _complexity(name, session.profile))
+                     spec.class_names, top1, _complexity(name, session.profile),
+                     hub_download_bytes(spec) if loaded.downloadable else None)
 
 
 def _complexity(name: str, profile: str) -> Complexity | None:

@@ -201,6 +201,14 @@ class EngineBridge(QObject):
         one line (an ``Error`` event) if it does not fit, and the networks keep what they had."""
         self.engine.load_weights(model, path)
 
+    def download_weights(self, model: str) -> bool:
+        """Download ``model``'s torchvision weights as a job (``JobProgress``, then ``JobEnded``),
+        then load them; False when another job is running."""
+        return self.engine.download_weights([model])
+
+    def cancel_job(self) -> None:
+        self.engine.cancel_job()
+
     def rerun_last(self) -> bool:
         """Run the last frame again (e.g. after a layer change while paused); False when none."""
         return self.engine.rerun_last()

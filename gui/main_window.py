@@ -19,6 +19,9 @@ from engine.api import (
     EngineEvent,
     Error,
     ErrorCode,
+    JobEnded,
+    JobOutcome,
+    JobProgress,
     MetricsSnapshot,
     Notice,
     SessionReady,
@@ -32,6 +35,7 @@ from gui import style
 from gui.bridge import EngineBridge
 from gui.comparison_table import ComparisonTable, table_entries
 from gui.imaging import agreement
+from gui.job_bar import JobBar
 from gui.model_panel import ModelPanel
 from gui.pacing import CostRecorder, StallMeter
 from gui.plots import LivePlots, PlotModel
@@ -138,7 +142,10 @@ class MainWindow(QMainWindow):
         self.counters.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         status = QStatusBar(self)
         status.setSizeGripEnabled(False)
+        self.job_bar = JobBar(self)
+        self.job_bar.cancel_requested.connect(self.bridge.cancel_job)
         status.addWidget(self.status_text, 1)
+        status.addPermanentWidget(self.job_bar)
         status.addPermanentWidget(self.counters)
         self.setStatusBar(status)
         self.setAcceptDrops(True)
@@ -309,6 +316,12 @@ class MainWindow(QMainWindow):
             self.set_status(f"Back to the default weights of {model}\u2026")
         self.bridge.load_weights(model, path or None)
 
+    def _download_requested(self, model: str) -> None:
+        if self.bridge.download_weights(model):
+            self.set_status(f"Downloading the ImageNet weights of {model}\u2026")
+        else:
+            self.set_status("Another download is running: wait for it, or cancel it", True)
+
     # -- drag and drop -------------------------------------------------------------------------
 
     def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt's name
@@ -340,6 +353,7 @@ class MainWindow(QMainWindow):
             panel = ModelPanel(len(self.panels), self.panel_row)
             panel.layer_requested.connect(self._layer_requested)
             panel.weights_requested.connect(self._weights_requested)
+            panel.download_requested.connect(self._download_requested)
             self.panel_layout.addWidget(panel, 1)
             self.panels.append(panel)
         for i, panel in enumerate(self.panels):
@@ -420,6 +434,12 @@ class MainWindow(QMainWindow):
             self.source_bar.set_playing(False)
         elif isinstance(event, Notice):
             self.set_status(event.text)
+        elif isinstance(event, JobProgress):
+            self.job_bar.show_progress(event)
+        elif isinstance(event, JobEnded):
+            self.job_bar.end(event)
+            if event.outcome != JobOutcome.FAILED:  # a failure also comes as an Error, which stays
+                self.set_status(event.text)
 
     # -- drawing -------------------------------------------------------------------------------
 

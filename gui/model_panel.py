@@ -62,7 +62,7 @@ def weights_note(status: WeightsKind | str, source: str, name: str, downloadable
     if status != WeightsKind.UNTRAINED:
         return f"Weights: {source}"
     if downloadable:
-        return "Random weights: the ImageNet weights are not downloaded (python main.py predict --download)"
+        return "Random weights: ImageNet weights not downloaded yet (Change \u25b8 Download)"
     if "random weights" in source:
         return source[:1].upper() + source[1:] + "."
     return f"Random weights, its answers are noise: not trained yet (python main.py train --model {name})"
@@ -125,6 +125,7 @@ WEIGHTS_FILTER = "Checkpoints (*.safetensors *.pth *.pt);;All files (*)"
 class ModelPanel(QFrame):
     layer_requested = Signal(str, str)  # model name, layer name
     weights_requested = Signal(str, str)  # model name, checkpoint path ("" for the default weights)
+    download_requested = Signal(str)  # model name: download its torchvision weights
 
     def __init__(self, index: int, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -159,6 +160,8 @@ class ModelPanel(QFrame):
         menu = QMenu(self.weights_button)
         self.load_action = menu.addAction("Load weights\u2026", self._choose_weights)
         self.default_action = menu.addAction("Use the default weights", lambda: self._request_weights(""))
+        self.download_action = menu.addAction("Download weights", lambda: self.download_requested.emit(self.name))
+        self.download_action.setVisible(False)
         self.weights_button.setMenu(menu)
         head = _row(self.title, self.year, None, self.status)
 
@@ -270,6 +273,10 @@ class ModelPanel(QFrame):
         self._palette = style.class_palette(max(1, len(info.class_names)))
         self._set_note_for_weights()
         self.default_action.setEnabled(info.weights == WeightsKind.CUSTOM)
+        self.download_action.setVisible(info.downloadable)
+        if info.downloadable:
+            size = f" ({info.download_bytes / 1e6:.0f} MB)" if info.download_bytes else ""
+            self.download_action.setText(f"Download the ImageNet weights{size}")
         known = {entry.name for entry in info.layers}
         self.layer = layer if layer in known else (info.default_layer if info.default_layer in known else
                                                     (info.layers[0].name if info.layers else None))

@@ -79,7 +79,7 @@ def test_the_engine_downloads_off_the_inference_thread_and_reports_progress(monk
     import time
 
     import engine.worker as worker
-    from engine.events import Error, ErrorCode, Notice
+    from engine.events import Error, ErrorCode, JobEnded, JobOutcome
     from engine.jobs import JobProgress
     from engine.jobs.download import DownloadError
 
@@ -87,6 +87,7 @@ def test_the_engine_downloads_off_the_inference_thread_and_reports_progress(monk
 
     def fake_download(specs, job):
         threads.append(threading.current_thread().name)
+        assert [s.name for s in specs] == ["alexnet"]
         for done in (0, 50, 100):
             job.report(JobProgress("download", done, 100, "alexnet"))
         raise DownloadError("alexnet: cannot download (no network)")
@@ -95,7 +96,7 @@ def test_the_engine_downloads_off_the_inference_thread_and_reports_progress(monk
     events = []
     engine = worker.Engine("cifar10", models=["lenet5"], on_event=events.append).start()
     try:
-        assert engine.download_weights()
+        assert engine.download_weights(["alexnet"])
         deadline = time.monotonic() + 30
         while not any(isinstance(e, Error) for e in events) and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -103,6 +104,8 @@ def test_the_engine_downloads_off_the_inference_thread_and_reports_progress(monk
         assert progress == [0, 50, 100] and threads == ["engine download"]
         error = next(e for e in events if isinstance(e, Error))
         assert error.code == ErrorCode.DOWNLOAD and error.text == "alexnet: cannot download (no network)"
-        assert not any(isinstance(e, Notice) and "loading" in e.text for e in events)
+        ended = [e for e in events if isinstance(e, JobEnded)]
+        assert ended == [JobEnded("download", JobOutcome.FAILED, "alexnet: cannot download (no network)")]
+        assert events.index(ended[0]) > max(i for i, e in enumerate(events) if isinstance(e, JobProgress))
     finally:
         assert engine.stop(2.0)

@@ -185,7 +185,7 @@ def test_window_state_goes_to_the_private_settings_file(make_window, gui_setting
 
 
 @pytest.mark.parametrize("profile", ["imagenet"])
-def test_the_imagenet_profile_says_which_networks_have_no_weights(make_window, profile, tmp_path, qtbot):
+def test_the_imagenet_profile_says_which_networks_have_no_weights(make_window, profile, tmp_path, qtbot, monkeypatch):
     window = make_window(profile=profile)
     panels = _panels(window)
     assert window.session.profile == "imagenet"
@@ -194,6 +194,33 @@ def test_the_imagenet_profile_says_which_networks_have_no_weights(make_window, p
         assert "random weights" in panels[name].note.text().lower()
     assert "not downloaded" in panels["alexnet"].note.text()
     assert not panels["enet"].class_map_box.isVisible()  # no class map at this size
+
+    # Change > Download runs as a job: a progress bar with MB and speed in the status bar, and Cancel
+    import engine.worker as worker
+    from engine.jobs import JobProgress
+
+    asked = []
+
+    def slow_download(specs, job):  # stands in for the network: 1 MB every 20 ms until cancelled
+        asked.extend(s.name for s in specs)
+        for step in range(500):
+            job.check()
+            job.report(JobProgress("download", step * 1_000_000, 244_000_000, "alexnet (alexnet.pth)"))
+            time.sleep(0.02)
+        return []
+
+    monkeypatch.setattr(worker, "download_weights", slow_download)
+    action = panels["alexnet"].download_action
+    assert action.isVisible() and action.text() == "Download the ImageNet weights (244 MB)"
+    assert not panels["lenet5"].download_action.isVisible()
+    action.trigger()
+    qtbot.waitUntil(lambda: "MB/s" in window.job_bar.text.text(), timeout=LONG)
+    assert window.job_bar.isVisible() and asked == ["alexnet"]
+    assert window.job_bar.text.text().startswith("download alexnet (alexnet.pth): ")
+    window.job_bar.cancel.click()
+    qtbot.waitUntil(lambda: not window.job_bar.isVisible(), timeout=LONG)
+    assert window.status_text.text() == "download cancelled; nothing partial was kept"
+    assert panels["alexnet"].status.text() == "UNTRAINED"
 
 
 def test_load_weights_on_a_panel_shows_custom_and_a_misfit_is_refused(make_window, qtbot, tmp_path):

@@ -1,0 +1,64 @@
+"""A long job's progress in the status bar: what it is doing, a bar, and Cancel.
+
+Hidden when no job runs. It reads the engine's ``JobProgress`` and ``JobEnded`` events and shows
+how much is done in the job's own unit (MB with the speed for a download, images for an
+evaluation); Cancel asks the engine to stop the job at its next safe point.
+"""
+
+from __future__ import annotations
+
+import time
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QToolButton, QWidget
+
+from engine.api import JobEnded, JobProgress
+
+
+class JobBar(QWidget):
+    cancel_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.text = QLabel("", self)
+        self.bar = QProgressBar(self)
+        self.bar.setFixedWidth(160)
+        self.bar.setTextVisible(False)
+        self.cancel = QToolButton(self)
+        self.cancel.setText("Cancel")
+        self.cancel.setToolTip("Stop this job; nothing half-done is kept")
+        self.cancel.clicked.connect(self._cancel)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 8, 0)
+        layout.addWidget(self.text)
+        layout.addWidget(self.bar)
+        layout.addWidget(self.cancel)
+        self._started: float | None = None
+        self._first_done = 0
+        self.hide()
+
+    def show_progress(self, p: JobProgress) -> None:
+        now = time.monotonic()
+        if self._started is None or not self.isVisible():
+            self._started, self._first_done = now, p.done
+            self.cancel.setEnabled(True)
+        if p.total > 0:
+            self.bar.setRange(0, 1000)
+            self.bar.setValue(int(1000 * min(p.done, p.total) / p.total))
+        else:
+            self.bar.setRange(0, 0)  # busy, amount unknown
+        line = f"{p.job} {p.text}: {p.amount()}"
+        elapsed = now - self._started
+        if p.unit == "bytes" and elapsed >= 0.5:
+            line += f", {(p.done - self._first_done) / 1e6 / elapsed:.1f} MB/s"
+        self.text.setText(line)
+        self.show()
+
+    def end(self, event: JobEnded) -> None:
+        self._started = None
+        self.hide()
+
+    def _cancel(self) -> None:
+        self.cancel.setEnabled(False)
+        self.text.setText(self.text.text() + " \u2014 cancelling\u2026")
+        self.cancel_requested.emit()
