@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import time
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QToolButton, QWidget
 
 from engine.api import JobEnded, JobProgress
+
+MAX_TEXT_PX = 300  # beside the status line and the counters on a 1366-pixel screen; the whole line is the tooltip
 
 
 class JobBar(QWidget):
@@ -21,8 +23,9 @@ class JobBar(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.text = QLabel("", self)
+        self.text.setFixedWidth(MAX_TEXT_PX)  # elided to fit, never squeezed
         self.bar = QProgressBar(self)
-        self.bar.setFixedWidth(160)
+        self.bar.setFixedWidth(120)
         self.bar.setTextVisible(False)
         self.cancel = QToolButton(self)
         self.cancel.setText("Cancel")
@@ -47,12 +50,18 @@ class JobBar(QWidget):
             self.bar.setValue(int(1000 * min(p.done, p.total) / p.total))
         else:
             self.bar.setRange(0, 0)  # busy, amount unknown
-        line = f"{p.job} {p.text}: {p.amount()}"
+        line = p.amount()  # the numbers first: they survive when the line is cut short
         elapsed = now - self._started
         if p.unit == "bytes" and elapsed >= 0.5:
-            line += f", {(p.done - self._first_done) / 1e6 / elapsed:.1f} MB/s"
-        self.text.setText(line)
+            line += f" \u00b7 {(p.done - self._first_done) / 1e6 / elapsed:.1f} MB/s"
+        line += f" \u00b7 {p.job} {p.text}"
+        self._set_line(line)
         self.show()
+
+    def _set_line(self, line: str) -> None:
+        self.text.setToolTip(line)
+        room = MAX_TEXT_PX - 2 * self.text.margin() - 8  # the style sheet's padding
+        self.text.setText(self.text.fontMetrics().elidedText(line, Qt.TextElideMode.ElideRight, room))
 
     def end(self, event: JobEnded) -> None:
         self._started = None
@@ -60,5 +69,5 @@ class JobBar(QWidget):
 
     def _cancel(self) -> None:
         self.cancel.setEnabled(False)
-        self.text.setText(self.text.text() + " \u2014 cancelling\u2026")
+        self._set_line("cancelling \u00b7 " + self.text.toolTip())
         self.cancel_requested.emit()

@@ -145,7 +145,7 @@ class MainWindow(QMainWindow):
         self.job_bar = JobBar(self)
         self.job_bar.cancel_requested.connect(self.bridge.cancel_job)
         status.addWidget(self.status_text, 1)
-        status.addPermanentWidget(self.job_bar)
+        status.addWidget(self.job_bar)
         status.addPermanentWidget(self.counters)
         self.setStatusBar(status)
         self.setAcceptDrops(True)

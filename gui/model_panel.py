@@ -62,9 +62,10 @@ def weights_note(status: WeightsKind | str, source: str, name: str, downloadable
     if status != WeightsKind.UNTRAINED:
         return f"Weights: {source}"
     if downloadable:
-        return "Random weights: ImageNet weights not downloaded yet (Change \u25b8 Download)"
-    if "random weights" in source:
-        return source[:1].upper() + source[1:] + "."
+        return "Random weights: not downloaded yet (Change \u25b8 Download)"
+    if "random weights" in source:  # e.g. "no ImageNet weights exist ...: random weights, for ..."
+        reason, colon, _ = source.partition(":")  # the whole sentence stays in the tooltip
+        return f"Random weights: {reason}." if colon else source[:1].upper() + source[1:]
     return f"Random weights, its answers are noise: not trained yet (python main.py train --model {name})"
 
 

@@ -214,9 +214,9 @@ def test_the_imagenet_profile_says_which_networks_have_no_weights(make_window, p
     assert action.isVisible() and action.text() == "Download the ImageNet weights (244 MB)"
     assert not panels["lenet5"].download_action.isVisible()
     action.trigger()
-    qtbot.waitUntil(lambda: "MB/s" in window.job_bar.text.text(), timeout=LONG)
+    qtbot.waitUntil(lambda: "MB/s" in window.job_bar.text.toolTip(), timeout=LONG)
     assert window.job_bar.isVisible() and asked == ["alexnet"]
-    assert window.job_bar.text.text().startswith("download alexnet (alexnet.pth): ")
+    assert window.job_bar.text.toolTip().endswith(" MB/s \u00b7 download alexnet (alexnet.pth)")
     window.job_bar.cancel.click()
     qtbot.waitUntil(lambda: not window.job_bar.isVisible(), timeout=LONG)
     assert window.status_text.text() == "download cancelled; nothing partial was kept"
