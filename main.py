@@ -31,5 +31,15 @@ def main(argv: list[str] | None = None) -> int:
     return run_window(args)
 
 
+def run() -> int:
+    """``main()`` for the process: Ctrl-C at any moment, even while torch is still being imported,
+    is one line and status 130, never a traceback."""
+    try:
+        return main()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

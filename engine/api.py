@@ -29,13 +29,14 @@ from engine.events import (
     SourceStarted,
 )
 from engine.files import atomic_write
-from engine.imageio import IMAGE_SUFFIXES, InputError, display_name, is_image_path
+from engine.imageio import IMAGE_SUFFIXES, InputError, display_name, is_image_path, one_line
 from engine.inference import FrameResult, LayerInfo, ModelResult
 from engine.jobs import Cancelled, JobProgress, JobState
 from engine.metrics import MetricsSnapshot, MetricsTracker
 from engine.models.registry import PROFILES, RegistryError, comparison_specs, get_spec
 from engine.probes import Activations, ProbeRequest
 from engine.sources import VIDEO_SUFFIXES, Source, describe, open_source
+from engine.streams import redact_url
 from engine.text import human_count
 from engine.weights import WeightsError, WeightsKind, parse_weights_args
 from engine.worker import Engine, source_error
@@ -46,5 +47,5 @@ __all__ = [
     "MetricsSnapshot", "MetricsTracker", "ModelCard", "ModelResult", "Notice", "PROFILES", "ProbeRequest",
     "RegistryError", "RunRequest", "SessionReady", "Source", "SourceEnded", "SourceStarted", "VIDEO_SUFFIXES",
     "WeightsError", "WeightsKind", "atomic_write", "comparison_specs", "describe", "display_name", "get_spec",
-    "human_count", "is_image_path", "open_source", "parse_weights_args", "source_error",
+    "human_count", "is_image_path", "one_line", "redact_url", "open_source", "parse_weights_args", "source_error",
 ]

@@ -25,7 +25,7 @@ import torch
 
 from engine.device import synchronize
 from engine.events import Error
-from engine.imageio import InputError
+from engine.imageio import InputError, display_name
 from engine.inference import InferenceSession
 from engine.jobs import JobProgress, JobState
 from engine.metrics import percentiles
@@ -119,7 +119,8 @@ def bench_throughput(session: InferenceSession, name: str, batch: int, seconds: 
 
 def bench_pipeline(session_args: dict, target: str, frames: int) -> dict:
     """The whole engine on a source (looped until ``frames`` frames) with all activations on.
-    A source that cannot be read raises :class:`~engine.imageio.InputError`."""
+    Only frames the networks answered count; a source that cannot be read, or yields no readable
+    frame in a whole pass, raises :class:`~engine.imageio.InputError`."""
     threads_before = threading.active_count()
     rss_before_load = rss_mb()
     rss_start: list[float] = []  # at the first result: networks loaded, buffers allocated
@@ -130,6 +131,8 @@ def bench_pipeline(session_args: dict, target: str, frames: int) -> dict:
 
     def on_result(result, snapshot) -> None:
         nonlocal count
+        if not result.ok or not result.results:  # an unreadable frame is not a frame per second
+            return
         count += 1
         if count == 1:
             first.append(time.perf_counter())
@@ -149,8 +152,8 @@ def bench_pipeline(session_args: dict, target: str, frames: int) -> dict:
             engine.set_source(target, realtime=False)
             while not done.is_set() and not engine.wait_idle(timeout=0.5):
                 pass
-            if count == 0 and errors:
-                raise InputError(errors[0])
+            if count == 0:
+                raise InputError(errors[0] if errors else f"{display_name(target)}: no frame could be read")
         elapsed = time.perf_counter() - first[0]
         snapshot = engine.last[1] if engine.last else None
     finally:

@@ -23,7 +23,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.imageio import InputError, is_image_path, read_image, to_rgb_uint8
+from engine.imageio import InputError, display_name, is_image_path, read_image, to_rgb_uint8
+from engine.streams import StreamError, preflight, redact_url
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
@@ -68,7 +69,8 @@ def _freeze(image: np.ndarray) -> np.ndarray:
 
 
 def _short(path: str | os.PathLike) -> str:
-    return os.path.basename(os.fspath(path).rstrip("/\\")) or os.fspath(path)
+    """The name of ``path`` as it may be shown: its last part, control characters escaped."""
+    return display_name(os.fspath(path).rstrip("/\\") or os.fspath(path))
 
 
 def label_of(path: Path, root: Path | None, class_names: Sequence[str]) -> int | None:
@@ -232,7 +234,7 @@ class LiveSource(Source):
     def __init__(self, target: int | str, capture_factory: Callable[..., object] | None = None, *,
                  open_timeout: float = 10.0, stall_timeout: float = 5.0) -> None:
         self.target = target
-        self.name = f"camera {target}" if isinstance(target, int) else _redact(str(target))
+        self.name = f"camera {target}" if isinstance(target, int) else redact_url(str(target))
         self.camera = isinstance(target, int)
         self._factory = capture_factory or _open_capture
         self.open_timeout, self.stall_timeout = open_timeout, stall_timeout
@@ -246,6 +248,13 @@ class LiveSource(Source):
         self._thread.start()
 
     def _read_loop(self) -> None:
+        if isinstance(self.target, str) and self._factory is _open_capture:
+            try:  # first from Python, where a dead server blocks nothing else (engine.streams)
+                if not preflight(self.target, self._stop, self.open_timeout):
+                    return  # closed while waiting
+            except StreamError as e:
+                self._fail(str(e))
+                return
         try:
             capture = self._factory(self.target)
         except (cv2.error, OSError, ValueError) as e:
@@ -300,10 +309,11 @@ class LiveSource(Source):
                 return
 
     def close(self) -> None:
+        """Returns at once: the reader thread releases the capture when its read returns (a capture
+        is never released from another thread while a read may be under way inside OpenCV)."""
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
-        self._thread.join(timeout=1.0)  # a capture stuck inside the driver is left to its daemon thread
 
 
 def _open_capture(target: int | str):
@@ -311,11 +321,6 @@ def _open_capture(target: int | str):
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 8000, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 5000]
         return cv2.VideoCapture(target, cv2.CAP_FFMPEG, params)
     return cv2.VideoCapture(target)
-
-
-def _redact(url: str) -> str:
-    """A stream's address without any password in it."""
-    return re.sub(r"//[^/@]*@", "//", url)
 
 
 class DatasetSource(Source):
@@ -379,20 +384,23 @@ def open_source(target: str | os.PathLike | Sequence[str | os.PathLike], class_n
         return LiveSource(int(text), capture_factory)
     if kind == "stream":
         return LiveSource(text, capture_factory)
-    if kind in ("dataset",) or (kind == "folder" and _looks_like_cifar(Path(text))):
-        return DatasetSource(text)
-    if kind == "folder":
-        return FolderSource(text, class_names)
+    # A FIFO, a device or a socket would block the first read for good, whatever its name says.
     if not os.path.lexists(text):
         raise InputError(f"{_short(text)}: no such file or folder")
-    if kind == "video":
-        return VideoSource(text, capture_factory or cv2.VideoCapture)
     try:
         mode = os.stat(text).st_mode
     except OSError as e:
         raise InputError(f"{_short(text)}: cannot read ({e.strerror or e})") from None
-    if not stat.S_ISREG(mode):
-        raise InputError(f"{_short(text)}: not a regular file")
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise InputError(f"{_short(text)}: not a regular file or a folder")
+    if kind in ("dataset",) or (kind == "folder" and _looks_like_cifar(Path(text))):
+        return DatasetSource(text)
+    if kind == "folder":
+        return FolderSource(text, class_names)
+    if stat.S_ISDIR(mode):
+        raise InputError(f"{_short(text)}: a folder with a file's name")
+    if kind == "video":
+        return VideoSource(text, capture_factory or cv2.VideoCapture)
     return ImageFilesSource([text], class_names)
 
 

@@ -87,6 +87,7 @@ class Engine:
         self._steps = 0
         self._feeder: threading.Thread | None = None  # the current one
         self._feeders: list[threading.Thread] = []  # every one not known to have ended
+        self._opening: set[threading.Thread] = set()  # feeders still inside open_source
         self._feed_stop: threading.Event | None = None
         self._source: Source | None = None
         self._thread = threading.Thread(target=self._run, name="engine worker", daemon=True)
@@ -121,7 +122,10 @@ class Engine:
         self._stop_feeder()
         with self._cond:
             self._cond.notify_all()
-        threads = [*self._feeders, self._thread, *([self._job_thread] if self._job_thread else [])]
+        # A feeder still opening its source (a FIFO, a dead mount, a data set being decoded) holds
+        # nothing and is given up: it closes what it opened as soon as its open returns.
+        feeders = [t for t in self._feeders if t not in self._opening]
+        threads = [*feeders, self._thread, *([self._job_thread] if self._job_thread else [])]
         for thread in threads:
             if thread.is_alive() and thread is not threading.current_thread():
                 thread.join(max(0.0, deadline - time.monotonic()))
@@ -314,17 +318,25 @@ class Engine:
 
     def _feed(self, target, stop: threading.Event, realtime: bool, interval: float, capture_factory) -> None:
         class_names = self.info.models[0].class_names if self.info and self.info.models else ()
+        me = threading.current_thread()
+        self._opening.add(me)
         try:
             source = target if isinstance(target, Source) else open_source(
                 target, class_names, capture_factory=capture_factory)
         except InputError as e:
-            self._emit(source_error(target, e))
+            if not stop.is_set():  # a source given up on has nothing left to say
+                self._emit(source_error(target, e))
             return
+        except Exception as e:  # noqa: BLE001 - a bug in a reader is one line, not a dead thread
+            if not stop.is_set():
+                self._emit(Error(ErrorCode.SOURCE, f"cannot open the source: {one_line_error(e)}"))
+            return
+        finally:
+            self._opening.discard(me)
         if stop.is_set():
             source.close()
             return
         self._source = source
-        self._emit(SourceStarted(source.name))
         session_classes = self.info.models[0].class_names if self.info and self.info.models else ()
         keep_labels = source.class_names is None or tuple(source.class_names) == tuple(session_classes)
         live = source.live or (realtime and source.fps is not None)
@@ -348,6 +360,8 @@ class Engine:
                     return
                 if frame.label is not None and not keep_labels:  # labels of another class list
                     frame = Frame(frame.frame_id, frame.image, frame.source, None, frame.error)
+                if count == 0:  # playing means a frame came, not that a connection opened
+                    self._emit(SourceStarted(source.name))
                 self._offer(frame, wait=not live, continuous=continuous, stop=stop)
                 count += 1
             if not stop.is_set():
@@ -404,14 +418,24 @@ class Engine:
                     self._build(config)
                 elif frame is not None:
                     self._process(frame, continuous, replay)
+            except Exception as e:  # noqa: BLE001 - the worker outlives any one failure
+                code = ErrorCode.SESSION if config is not None else ErrorCode.FRAME
+                self._emit(Error(code, f"{'cannot load the networks' if config is not None else 'frame failed'}: "
+                                       f"{one_line_error(e)}"))
             finally:
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
 
     def _build(self, config: _Config) -> None:
-        """A new session for ``config``; on any failure the running session (if any) stays as it was."""
-        device = resolve_device(config.device)
+        """A new session for ``config``; on any failure the running session (if any) stays as it was
+        and the failure is one ``Error`` event."""
+        try:
+            device = resolve_device(config.device)
+        except ValueError as e:
+            keep = "; the networks stay where they were" if self.session is not None else "; choose cpu"
+            self._emit(Error(ErrorCode.DEVICE, f"{e}{keep}"))
+            return
         if config.device not in ("cpu", "auto") and device.type == "cpu":
             self._emit(Error(ErrorCode.DEVICE, f"{config.device} is not available here: running on the CPU"))
         try:
@@ -426,8 +450,18 @@ class Engine:
             self._build(_Config(config.profile, config.device, config.models, ()))
             return
         except (RegistryError, ValueError, RuntimeError) as e:
-            self._emit(Error(ErrorCode.SESSION, f"cannot load the networks: {e}"))
+            self._emit(Error(ErrorCode.SESSION, f"cannot load the networks: {one_line_error(e)}"))
             return
+        try:
+            self._start_session(session, config, device)
+        except Exception as e:  # noqa: BLE001 - out of memory in the warm-up, ...: keep what runs
+            del session
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            keep = "; the networks keep running as they were" if self.session is not None else ""
+            self._emit(Error(ErrorCode.SESSION, f"cannot start the networks: {one_line_error(e)}{keep}"))
+
+    def _start_session(self, session: InferenceSession, config: _Config, device: torch.device) -> None:
         with self._request_lock:
             current = self.request
             probes = {}
@@ -441,11 +475,12 @@ class Engine:
             self.request = request = current.with_probes(probes)
         session.set_probes(probes, request.generation)
         session.warm_up()
+        info = SessionReady(config.profile, str(device), tuple(model_card(session, n) for n in session.names),
+                            tuple(session.messages))
         self.session = session
         self._active = _Config(config.profile, config.device, config.models, config.weights)
         self.metrics = MetricsTracker(session.names, session.spec(session.names[0]).num_classes)
-        self.info = SessionReady(config.profile, str(device), tuple(model_card(session, n) for n in session.names),
-                                 tuple(session.messages))
+        self.info = info
         for message in session.messages:
             self._emit(Notice(message))
         self.on_event(self.info)
@@ -478,6 +513,13 @@ class Engine:
 
     def _emit(self, event: EngineEvent) -> None:
         self.on_event(event)
+
+
+def one_line_error(e: BaseException) -> str:
+    """An exception as one line: its first line, or its type's name when it has no text."""
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text and not isinstance(e, (ValueError, RuntimeError)) \
+        else (text.splitlines()[0] if text else type(e).__name__)
 
 
 def source_error(target: object, error: InputError) -> Error:

@@ -28,9 +28,20 @@ def write_json_atomic(path: str | os.PathLike, data: dict) -> None:
 
 
 def save_screenshot(window: MainWindow, path: str | os.PathLike) -> bool:
-    """A PNG of the whole window as it is drawn now."""
+    """A PNG of the whole window as it is drawn now, written atomically: a full disk leaves the
+    file that was there, never a broken one. False when it could not be written."""
     QApplication.processEvents()
-    return window.grab().save(os.fspath(path), "PNG")
+    image = window.grab()
+
+    def write(tmp) -> None:
+        if not image.save(os.fspath(tmp), "PNG"):
+            raise OSError("the image could not be written (is the disk full?)")
+
+    try:
+        atomic_write(path, write)
+    except OSError:
+        return False
+    return True
 
 
 def make_excepthook(window: MainWindow, stream=None):
@@ -101,7 +112,10 @@ def run_window(args) -> int:
     window.closing_hooks.append(lambda: QTimer.singleShot(0, app.quit))
     previous_hook = sys.excepthook
     sys.excepthook = make_excepthook(window)
-    previous_sigint = signal.signal(signal.SIGINT, lambda *_: window.close())
+    # Ctrl-C, `timeout` (SIGTERM) and a closed terminal (SIGHUP) close the window as its close button
+    # does: the report, the screenshot and the settings are written.
+    closing_signals = [s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s]
+    previous_handlers = {s: signal.signal(s, lambda *_: window.close()) for s in closing_signals}
     wake = QTimer()  # lets Python run its signal handlers (Ctrl+C) while Qt's loop waits
     wake.timeout.connect(lambda: None)
     wake.start(250)
@@ -128,8 +142,17 @@ def run_window(args) -> int:
     finally:
         wake.stop()
         sys.excepthook = previous_hook
-        signal.signal(signal.SIGINT, previous_sigint)
+        for s, handler in previous_handlers.items():
+            signal.signal(s, handler)
     for failure in failures:
         print(f"error: {failure}", file=sys.stderr)
+    status = 1 if failures else 0
+    if not window.engine_stopped_cleanly:
+        # A thread is still inside torch (a network being built) or a driver: finalising the
+        # interpreter under it aborts the process ("terminate called without an active
+        # exception"). Everything is written and the window is gone: leave without finalising.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
     window.deleteLater()
-    return 1 if failures else 0
+    return status

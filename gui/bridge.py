@@ -8,8 +8,9 @@ last one, newer results only replace it in a one-slot inbox, so a busy main thre
 queue of large results (activations) build up.
 
 Opening a source can take seconds (a data set is decoded on first use; a stream waits for its
-server), so sources are opened on one small control thread and handed to the engine there: the
-main thread never waits for them.
+server) or hang (a dead network mount). The engine opens each source on a thread of its own and the
+newest request wins: a source still opening when another is chosen is given up, and never delays
+the next one. The main thread never waits for either.
 """
 
 from __future__ import annotations
@@ -17,10 +18,8 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import queue
 import sys
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -29,15 +28,10 @@ from PySide6.QtCore import QObject, Signal
 from engine.api import (
     Engine,
     EngineEvent,
-    Error,
-    ErrorCode,
     FrameReady,
-    InputError,
     SessionReady,
     SourceEnded,
     SourceStarted,
-    open_source,
-    source_error,
 )
 
 log = logging.getLogger(__name__)
@@ -65,8 +59,6 @@ class EngineBridge(QObject):
         self._inbox_lock = threading.Lock()
         self._inbox: tuple[Any, Any] | None = None
         self._signal_in_flight = False
-        self._jobs: queue.Queue[tuple[Callable[..., Any], tuple] | None] = queue.Queue()
-        self._control = threading.Thread(target=self._run_jobs, name="gui engine control", daemon=True)
         self.result_ready.connect(self._store)
         self.event.connect(self._note_event)
 
@@ -74,22 +66,11 @@ class EngineBridge(QObject):
 
     def start(self) -> None:
         self.engine.start()
-        self._control.start()
 
     def shutdown(self, timeout: float = 1.8) -> bool:
-        """Stop the control thread and the engine; True when every thread ended in time."""
-        deadline = time.monotonic() + timeout
+        """Stop the engine; True when every thread ended in time."""
         self._closing = True
-        while True:  # drop queued source changes: nothing new may start now
-            try:
-                self._jobs.get_nowait()
-            except queue.Empty:
-                break
-        self._jobs.put(None)
-        if self._control.is_alive():
-            self._control.join(max(0.05, 0.5 * (deadline - time.monotonic())))
-        stopped = self.engine.stop(max(0.05, deadline - time.monotonic()))
-        return stopped and not self._control.is_alive()
+        return self.engine.stop(timeout)
 
     # -- engine callbacks (engine threads) -----------------------------------------------------
 
@@ -151,11 +132,12 @@ class EngineBridge(QObject):
         """Play ``target`` (path, list of paths, camera index as text, URL); errors come as events."""
         self.target = target
         self.source_ended = False
-        self._submit_job(self._open, target)
+        if not self._closing:
+            self.engine.set_source(target, realtime=True, interval=0.0)
 
     def clear_source(self) -> None:
         """Stop the current source (its last frame stays on screen)."""
-        self._submit_job(self.engine.clear_source)
+        self.engine.clear_source()
 
     def replay(self) -> bool:
         """Open the last source again (after it ended); False when there is none or it is an image."""
@@ -167,23 +149,8 @@ class EngineBridge(QObject):
     def submit_image(self, image, name: str = "pasted image") -> None:
         """Show one in-memory image (a paste): the current source stops first."""
         self.target = None
-        self._submit_job(self._submit_alone, image, name)
-
-    def _open(self, target: Any) -> None:
-        """Open ``target`` here (the control thread) and hand it to the engine."""
-        info = self.engine.info
-        class_names = info.models[0].class_names if info is not None and info.models else ()
-        try:
-            source = open_source(target, class_names)
-        except InputError as e:
-            self._on_event(source_error(target, e))
-            return
         if self._closing:
-            source.close()
             return
-        self.engine.set_source(source, realtime=True, interval=0.0)
-
-    def _submit_alone(self, image, name: str) -> None:
         self.engine.clear_source()
         self.engine.submit(image, source=name)
         self._on_event(SourceStarted(name))
@@ -233,21 +200,6 @@ class EngineBridge(QObject):
     @property
     def processed(self) -> int:
         return self.engine.processed
-
-    def _submit_job(self, function: Callable[..., Any], *args) -> None:
-        if not self._closing:
-            self._jobs.put((function, args))
-
-    def _run_jobs(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None or self._closing:
-                return
-            function, args = job
-            try:
-                function(*args)
-            except Exception as e:  # noqa: BLE001 - this thread must outlive any one failed request
-                self._on_event(Error(ErrorCode.INTERNAL, str(e).splitlines()[0] if str(e) else type(e).__name__))
 
 
 _lowered = threading.local()

@@ -214,6 +214,7 @@ class MainWindow(QMainWindow):
             self.settings.sync()
             self.redraw_timer.stop()
             self.stall_meter.stop()
+            self.hide()  # gone at once, even while the engine finishes what it is doing
             self.engine_stopped_cleanly = self.bridge.shutdown(1.8)
         super().closeEvent(event)
 
@@ -244,7 +245,9 @@ class MainWindow(QMainWindow):
             self._pending_target = target
             self.set_status(f"{describe_target(target)} opens once the networks are loaded\u2026")
             return
-        self.set_status(f"Opening {describe_target(target)}\u2026")
+        what = describe_target(target)
+        live = what.startswith(("stream", "camera"))
+        self.set_status(f"{'Connecting to' if live else 'Opening'} {what}\u2026")
         if self.bridge.paused:
             self.bridge.resume()
         self.source_bar.set_playing(True)

@@ -16,7 +16,16 @@ from PySide6.QtCore import QSettings, Qt, Signal
 from PySide6.QtGui import QAction, QGuiApplication, QImage, QKeySequence
 from PySide6.QtWidgets import QComboBox, QFileDialog, QInputDialog, QLabel, QStyle, QToolBar, QWidget
 
-from engine.api import IMAGE_SUFFIXES, PROFILES, VIDEO_SUFFIXES, describe, is_image_path
+from engine.api import (
+    IMAGE_SUFFIXES,
+    PROFILES,
+    VIDEO_SUFFIXES,
+    describe,
+    display_name,
+    is_image_path,
+    one_line,
+    redact_url,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CIFAR = ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
@@ -57,8 +66,8 @@ def describe_target(target) -> str:
     if kind == "camera":
         return f"camera {text.strip()}"
     if kind == "stream":
-        return "the stream"
-    return f"{kind} {os.path.basename(text.rstrip('/')) or text}"
+        return f"stream {one_line(redact_url(text), 80)}"
+    return f"{kind} {display_name(text.rstrip('/') or text)}"
 
 
 class SourceBar(QToolBar):
@@ -192,10 +201,10 @@ class SourceBar(QToolBar):
         if not ok or not url:
             return
         if describe(url) != "stream":
-            self.message.emit(f"Not a stream address: {url!r} (expected something like rtsp://host/path)", True)
+            shown = one_line(redact_url(url), 80)
+            self.message.emit(f"Not a stream address: {shown} (expected something like rtsp://host/path)", True)
             return
-        self.settings.setValue("stream_url", url)
-        self.message.emit("Connecting to the stream\u2026", False)
+        self.settings.setValue("stream_url", redact_url(url, placeholder=""))  # never a password on disk
         self.source_chosen.emit(url)
 
     def cifar_start_path(self) -> str:

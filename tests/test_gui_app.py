@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
+import signal
 import sys
 
 from tests.gui_fixtures import gui_settings, no_thread_leak, window_threads  # noqa: F401
@@ -15,7 +17,9 @@ REPORT_KEYS = {"frames_shown", "frames_dropped", "results_skipped_by_display", "
                "device", "duration_s"}
 
 
-def test_quit_after_writes_a_screenshot_and_a_report(qapp, tmp_path, gui_settings, window_threads, no_thread_leak):
+def test_sigterm_closes_like_the_close_button_with_a_screenshot_and_a_report(qapp, tmp_path, gui_settings,
+                                                                            window_threads, no_thread_leak):
+    from PySide6.QtCore import QTimer
     from PySide6.QtGui import QImage
 
     from gui.app import run_window
@@ -23,10 +27,11 @@ def test_quit_after_writes_a_screenshot_and_a_report(qapp, tmp_path, gui_setting
     video = write_video(tmp_path / "clip.avi", frames=60, size=(640, 480))
     report, shot = tmp_path / "report.json", tmp_path / "shot.png"
     args = argparse.Namespace(window_source=str(video), window_profile="cifar10", window_device="cpu",
-                              quit_after=6.0, report=str(report), screenshot=str(shot), command=None)
-    hook = sys.excepthook
+                              quit_after=None, report=str(report), screenshot=str(shot), command=None)
+    hook, term = sys.excepthook, signal.getsignal(signal.SIGTERM)
+    QTimer.singleShot(6000, lambda: os.kill(os.getpid(), signal.SIGTERM))  # what `timeout` sends
     assert run_window(args) == 0
-    assert sys.excepthook is hook  # restored for whoever runs next
+    assert sys.excepthook is hook and signal.getsignal(signal.SIGTERM) is term  # restored for whoever runs next
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     image = QImage(str(shot))
     assert not image.isNull() and image.width() >= 1000 and image.height() >= 700

@@ -248,6 +248,24 @@ def test_load_weights_on_a_panel_shows_custom_and_a_misfit_is_refused(make_windo
     qtbot.waitUntil(lambda: panels["lenet5"].status.text().startswith("TRAINED") and window.ready, timeout=LONG)
 
 
+def test_an_unknown_device_is_one_error_and_choosing_cpu_then_runs(qtbot, gui_settings, no_thread_leak):
+    from gui.main_window import MainWindow
+
+    window = MainWindow(profile="cifar10", device="bogus")
+    qtbot.addWidget(window)
+    window.show()
+    window.start(None)
+    try:
+        qtbot.waitUntil(lambda: "unknown device 'bogus'" in window.status_text.text(), timeout=LONG)
+        assert window.errors == ["unknown device 'bogus'; expected auto, cpu or cuda; choose cpu"]
+        window._device_chosen("cpu")  # what the device box does
+        qtbot.waitUntil(lambda: window.ready, timeout=LONG)
+        assert window.session.device == "cpu"
+    finally:
+        window.close()
+    assert window.engine_stopped_cleanly
+
+
 def test_a_missing_camera_is_a_clear_message(make_window, qtbot):
     window = make_window()
     window.open_source("63")  # no machine has a 64th camera

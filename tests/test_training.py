@@ -169,7 +169,7 @@ def test_cmd_train_end_to_end(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--model", "resnet50"], "no model 'resnet50'"),
-    (["--model", "lenet5", "--epochs", "0"], "--epochs must be positive"),
+    (["--model", "lenet5", "--batch-size", "0"], "--batch-size must be positive"),
     (["--model", "lenet5", "--val", "1000"], "leaves no training images"),
 ])
 def test_cmd_train_user_errors(tmp_path, capsys, argv, message):

@@ -10,11 +10,48 @@ import argparse
 import sys
 from typing import Any
 
-from engine.cli.output import CliError, format_table, print_json
+from engine.cli.output import CliError, format_table, print_json, terminal_text
 from engine.models.registry import PROFILES
 from engine.text import human_count
 
 __all__ = ["CliError", "build_parser", "run_command"]
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds a timer can hold (about 24 days at most)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value <= MAX_SECONDS:  # also false for nan
+        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_SECONDS:,} seconds, not {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {text!r}")
+    return value
+
+
+MAX_SECONDS = 2_000_000
+
+
+def device_name(text: str) -> str:
+    """An argparse type: a device name torch knows (auto, cpu, cuda, cuda:N); whether it is here
+    is the command's question."""
+    from engine.device import resolve_device
+
+    try:
+        resolve_device(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="start on this image, folder, video, camera index or stream URL")
     window.add_argument("--profile", dest="window_profile", choices=PROFILES, default="cifar10")
     window.add_argument("--device", dest="window_device", default="cpu", help="cpu, cuda or auto")
-    window.add_argument("--quit-after", type=float, metavar="SECONDS", help="close the window after this long")
+    window.add_argument("--quit-after", type=seconds, metavar="SECONDS", help="close the window after this long")
     window.add_argument("--report", metavar="FILE.json", help="on closing, write a JSON run report")
     window.add_argument("--screenshot", metavar="FILE.png", help="on closing, save a screenshot of the window")
     window.add_argument("--weights", dest="window_weights", action="append", default=[], metavar="MODEL=PATH",
@@ -41,10 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict = sub.add_parser("predict", help="top-k predictions of every network on image files")
     predict.add_argument("images", nargs="+", metavar="IMAGE")
     predict.add_argument("--profile", choices=PROFILES, default="cifar10")
-    predict.add_argument("--top", type=int, default=5, metavar="K")
+    predict.add_argument("--top", type=positive_int, default=5, metavar="K")
     predict.add_argument("--weights", action="append", default=[], metavar="MODEL=PATH",
                          help="a custom checkpoint for one network (repeatable)")
-    predict.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    predict.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda or auto")
     predict.add_argument("--download", action="store_true",
                          help="imagenet: download torchvision's weights when they are not cached yet")
     predict.add_argument("--json", action="store_true")
@@ -54,8 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="CIFAR-10 archive (.tar.gz) or ImageFolder directory; its test split is used")
     evaluate.add_argument("--profile", choices=["cifar10"], default="cifar10")
     evaluate.add_argument("--models", nargs="+", metavar="MODEL", help="default: the four of the comparison")
-    evaluate.add_argument("--limit", type=int, metavar="N", help="only N images, spread evenly over the classes")
-    evaluate.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    evaluate.add_argument("--limit", type=positive_int, metavar="N",
+                          help="only N images, spread evenly over the classes")
+    evaluate.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda or auto")
     evaluate.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
     evaluate.add_argument("--weights", action="append", default=[], metavar="MODEL=PATH",
                           help="a custom checkpoint for one network (repeatable)")
@@ -63,11 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="latency, engine overhead, throughput and memory")
     bench.add_argument("--profile", choices=PROFILES, default="cifar10")
-    bench.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    bench.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda or auto")
     bench.add_argument("--source", metavar="PATH", help="also run this source through the whole engine")
-    bench.add_argument("--frames", type=int, default=300, metavar="N")
-    bench.add_argument("--runs", type=int, default=200, metavar="N", help="timed runs per model")
-    bench.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's)")
+    bench.add_argument("--frames", type=positive_int, default=300, metavar="N")
+    bench.add_argument("--runs", type=positive_int, default=200, metavar="N", help="timed runs per model")
+    bench.add_argument("--threads", type=positive_int, metavar="N", help="torch CPU threads (default: torch's)")
     bench.add_argument("--min-seconds", type=float, default=2.0, metavar="S",
                        help="time each network's latency and throughput for at least this long "
                             "(a fast network's median needs it)")
@@ -79,8 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--model", required=True, help="a cifar10 network, or 'all' for the four in turn")
     train.add_argument("--data", required=True, metavar="PATH",
                        help="CIFAR-10 archive, ImageFolder directory, or 'download' (torchvision)")
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    train.add_argument("--epochs", type=positive_int)
+    train.add_argument("--device", type=device_name, default="auto", help="auto, cpu or cuda")
     train.add_argument("--out", metavar="DIR",
                        help="where the weights go (default: the user's runs folder; a file there is backed up)")
     train.add_argument("--resume", action="store_true", help="continue the saved run with the same recipe and data")
@@ -89,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int)
     train.add_argument("--lr", type=float)
     train.add_argument("--val", type=int, default=5000, metavar="N", help="training images held out")
-    train.add_argument("--limit", type=int, metavar="N", help="train on the first N images only")
+    train.add_argument("--limit", type=positive_int, metavar="N", help="train on the first N images only")
     train.add_argument("--seed", type=int, default=0)
     return parser
 
@@ -99,7 +137,7 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         return _handler(args.command)(args)
     except CliError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {terminal_text(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

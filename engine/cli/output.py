@@ -4,6 +4,7 @@ command's job hears Ctrl-C."""
 from __future__ import annotations
 
 import json
+import math
 import signal
 import sys
 import threading
@@ -17,9 +18,28 @@ class CliError(Exception):
     """A one-line message for the terminal; the command exits with status 2."""
 
 
+def terminal_text(text: str) -> str:
+    """``text`` safe to print: every control character (ESC, BEL, CR, ...) shown as ``\\xNN``, so
+    a file name cannot retitle, clear or rewrite the terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] if c.isascii() else "?" for c in str(text))
+
+
 def print_json(obj: Any) -> None:
-    json.dump(obj, sys.stdout, indent=2)
+    """``obj`` as strict JSON: a non-finite number (NaN, inf) becomes null, never the bare ``NaN``
+    that JSON parsers refuse."""
+    json.dump(finite(obj), sys.stdout, indent=2, allow_nan=False)
     sys.stdout.write("\n")
+
+
+def finite(obj: Any) -> Any:
+    """``obj`` with every float that is not finite replaced by None (dicts, lists, tuples walked)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: set[int] | None = None) -> str:

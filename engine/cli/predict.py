@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from engine.cli import parse_weights
-from engine.cli.output import CliError, JobProgressBar, format_table, print_json
+from engine.cli.output import CliError, JobProgressBar, format_table, print_json, terminal_text
 from engine.imageio import InputError, read_image
 from engine.inference import InferenceSession
 from engine.jobs import JobState
@@ -61,10 +61,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def _print_human(answers: list[dict], session: InferenceSession) -> None:
     for answer in answers:
+        shown = terminal_text(answer["image"])  # a file name may hold escape sequences
         if "error" in answer:
-            print(f"{answer['image']}: error: {answer['error']}")
+            print(f"{shown}: error: {terminal_text(answer['error'])}")
             continue
-        print(answer["image"])
+        print(shown)
         rows = []
         for name, r in answer["results"].items():
             tops = ", ".join(f"{t['label']} {100 * t['prob']:.1f}%" for t in r["top"])

@@ -121,6 +121,18 @@ def backup_existing(path: Path) -> Path | None:
     return backup
 
 
+def check_writable(folder: Path) -> None:
+    """Create ``folder`` if needed and write (then remove) a file in it; CliError when it cannot."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as e:
+        raise CliError(f"cannot write to {display_name(folder)}: {e.strerror or e}") from None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from engine.data import DataError, has_split_layout, load_cifar10, train_val_split
     from engine.models.registry import RegistryError, comparison_specs, get_spec
@@ -150,6 +162,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             os.nice(19)
         except (OSError, AttributeError):
             pass  # not every system lets a process lower its own priority; training still runs
+
+    # Before any data is read: a folder that cannot be written would otherwise be found out only
+    # when the weights are saved, hours later.
+    for folder in {runs_dir(), *([Path(args.out)] if args.out else [])}:
+        check_writable(folder)
 
     say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     data_name = "torchvision CIFAR-10" if args.data == "download" else display_name(args.data)
