@@ -17,27 +17,42 @@ source gives the same arrays in the same order. Images that are not 32x32 are re
 interpolation.
 
 Decoding 60,000 JPEGs takes a while, so decoded arrays are cached as uncompressed ``.npz`` files under
-``cache_dir`` (``$CNN_ARENA_CACHE`` or ``~/.cache/cnn-arena``), keyed by the source's absolute path,
-size and modification time and the split. One pass over an archive caches all of its splits. Cache
-files are written atomically; a damaged one is ignored and rebuilt.
+``cache_dir`` (``$CNN_ARENA_CACHE`` or ``~/.cache/cnn-arena``), keyed by what was read: an archive's
+absolute path, size and modification time, or a folder's path and the name, size and modification
+time of every image in it (an image overwritten in place changes the key). One pass over an archive
+caches all of its splits. Cache files are written atomically; one that cannot be read, or whose
+headers do not describe what this module writes, is ignored and rebuilt without being loaded, and
+temporary files left by a writer that died are removed on the next load.
 
-Every failure is a :class:`DataError` whose text is one line.
+A bad image does not stop a load: an image that cannot be decoded (empty, damaged, too large) is
+skipped and counted, a file or class folder that cannot be read is skipped, and each kind of skip is
+one line passed to ``warn``. A load that could not read a file or folder is not cached, so that the
+whole set is read once the permissions are fixed.
+
+Only a regular file or a folder is opened (a FIFO would wait forever for a writer). Every failure is
+a :class:`DataError` whose text is one line.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import math
 import os
+import stat
 import tarfile
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
 
-from engine.files import atomic_write
+from engine.files import atomic_write, remove_stale_temps
+from engine.imageio import display_name, one_line
 from engine.models.registry import CIFAR10_CLASSES
 
 SPLITS = ("train", "test")
@@ -48,8 +63,13 @@ ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 _CACHE_VERSION = 1
 _DECODE_CHUNK = 512  # images per task handed to the decoding threads
 _SINGLE = ""  # the split name of a layout without train/ and test/ folders
+MAX_IMAGE_BYTES = 64 << 20  # a larger "image" is skipped unread: a CIFAR-10 image is a few kB
+_CACHE_GLOB = "cifar10-*.npz"
 
 Progress = Callable[[int, int], None]
+Warn = Callable[[str], None]
+
+_log = logging.getLogger(__name__)
 
 
 class DataError(Exception):
@@ -62,34 +82,48 @@ def default_cache_dir() -> Path:
 
 
 def load_cifar10(source: str | os.PathLike, split: str = "train", *, cache_dir: Path | None = None,
-                 progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``(images uint8 (N,32,32,3) RGB, labels int64 (N,))`` of one split of ``source`` (module docs)."""
+                 progress: Progress | None = None, warn: Warn | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(images uint8 (N,32,32,3) RGB, labels int64 (N,))`` of one split of ``source`` (module docs).
+
+    Each line about skipped images, files or folders goes to ``warn``; by default it is a warning
+    on this module's logger, which Python prints on stderr when logging is not set up.
+    """
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-    if str(source) == DOWNLOAD:
-        return _load_torchvision(split, Path(cache_dir) if cache_dir else default_cache_dir())
-    path = Path(source).expanduser()
-    if not path.exists():
-        raise DataError(f"{path.name or source}: no such file or directory")
+    warn = warn or _log.warning
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    fingerprint = source_fingerprint(path)
-    for name in (split, _SINGLE):
-        cached = _read_cache(_cache_path(cache, fingerprint, name))
-        if cached is not None:
-            return cached
-    if path.is_dir():
-        splits = _decode_directory(path, progress)
-    elif path.name.lower().endswith(ARCHIVE_SUFFIXES):
-        splits = _decode_archive(path, progress)
-    else:
-        raise DataError(f"{path.name}: not a .tar.gz/.tgz/.tar archive or a folder of class folders")
-    for name, arrays in splits.items():
-        _write_cache(_cache_path(cache, fingerprint, name), arrays)
-    if split in splits:
-        return splits[split]
-    if _SINGLE in splits:
-        return splits[_SINGLE]
-    raise DataError(f"{path.name}: has no {split}/ folder of class folders")
+    if str(source) == DOWNLOAD:
+        return _load_torchvision(split, cache)
+    path = Path(source).expanduser()
+    name = display_name(source)
+    listing = _scan_directory(path) if _check_source(path) else None
+    if listing is None and not path.name.lower().endswith(ARCHIVE_SUFFIXES):
+        raise DataError(f"{name}: not a .tar.gz/.tgz/.tar archive or a folder of class folders")
+    remove_stale_temps(cache, _CACHE_GLOB)
+    fingerprint = _fingerprint(path, listing)
+    if listing is None or not listing.unreadable:
+        for key in (split, _SINGLE):
+            cached = _read_cache(_cache_path(cache, fingerprint, key))
+            if cached is not None:
+                images, labels, notes = cached
+                for line in notes:
+                    warn(line)
+                return images, labels
+    decoded = _decode_directory(path, listing, progress) if listing is not None else _decode_archive(path, progress)
+    for line in decoded.problems:
+        warn(line)
+    if not decoded.problems:  # a load that skipped unreadable files is not what the source holds
+        for key, arrays in decoded.splits.items():
+            _write_cache(_cache_path(cache, fingerprint, key), arrays, decoded.notes.get(key, []))
+    key = split if split in decoded.splits else _SINGLE if _SINGLE in decoded.splits else None
+    if key is None:
+        raise DataError(f"{name}: has no {split}/ folder of class folders")
+    for line in decoded.notes.get(key, []):
+        warn(line)
+    images, labels = decoded.splits[key]
+    if len(labels) == 0:
+        raise DataError(f"{name}: no image of the {split} split could be decoded")
+    return images, labels
 
 
 def has_split_layout(source: str | os.PathLike, *, cache_dir: Path | None = None) -> bool:
@@ -100,37 +134,70 @@ def has_split_layout(source: str | os.PathLike, *, cache_dir: Path | None = None
     if str(source) == DOWNLOAD:
         return True
     path = Path(source).expanduser()
-    if not path.exists():
-        raise DataError(f"{path.name or source}: no such file or directory")
-    if path.is_dir():
+    if _check_source(path):
         return all((path / s).is_dir() for s in SPLITS)
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     fingerprint = source_fingerprint(path)
-    if all(_cache_path(cache, fingerprint, s).is_file() for s in SPLITS):
+    if all(_cache_usable(_cache_path(cache, fingerprint, s)) for s in SPLITS):
         return True
-    if _cache_path(cache, fingerprint, _SINGLE).is_file():
+    if _cache_usable(_cache_path(cache, fingerprint, _SINGLE)):
         return False
     try:
-        with tarfile.open(path) as tar:
+        with _open_regular(path) as raw, tarfile.open(fileobj=raw) as tar:
             names = [m.name for m in tar if m.isfile()]
     except (tarfile.TarError, OSError, EOFError) as e:
-        raise DataError(f"{path.name}: not a readable tar archive ({_first_line(e)})") from None
-    return {split for split, _ in _resolve_layout(names, path.name).values()} >= set(SPLITS)
+        raise DataError(f"{display_name(path)}: not a readable tar archive ({_first_line(e)})") from None
+    return {split for split, _ in _resolve_layout(names, display_name(path)).values()} >= set(SPLITS)
 
 
 def source_fingerprint(path: Path) -> str:
-    """A short key that changes when the file (or a directory's class folders) changes."""
+    """A short key that changes when what a load reads changes (see the module docs)."""
+    return _fingerprint(path, _scan_directory(path) if _check_source(path) else None)
+
+
+def _fingerprint(path: Path, listing: _Listing | None) -> str:
     path = path.resolve()
     parts = [f"v{_CACHE_VERSION}", str(path)]
-    try:
-        st = path.stat()
+    if listing is not None:
+        parts.append("files")
+        parts.extend(f"{rel}:{size}:{mtime}" for rel, _, size, mtime in listing.files)
+    else:
+        try:
+            st = path.stat()
+        except OSError as e:
+            raise DataError(f"{display_name(path)}: cannot be read ({_reason(e)})") from None
         parts.append(f"{st.st_size}:{st.st_mtime_ns}")
-        if path.is_dir():  # adding or removing an image changes its folder's mtime
-            for sub in sorted(p for p in path.rglob("*") if p.is_dir()):
-                parts.append(f"{sub.relative_to(path)}:{sub.stat().st_mtime_ns}")
-    except OSError as e:
-        raise DataError(f"{path.name}: cannot be read ({_first_line(e)})") from None
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
+    return hashlib.sha256("|".join(parts).encode("utf-8", "surrogateescape")).hexdigest()[:20]
+
+
+def _check_source(path: Path) -> bool:
+    """Whether ``path`` is a folder (else a regular file); anything else is refused before it is
+    opened: opening a FIFO waits for a writer, a device reads forever."""
+    name = display_name(path)
+    try:
+        info = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise DataError(f"{name}: no such file or directory") from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the name
+        raise DataError(f"{name}: cannot be read ({_reason(e)})") from None
+    if stat.S_ISDIR(info.st_mode):
+        return True
+    if not stat.S_ISREG(info.st_mode):
+        raise DataError(f"{name}: not a regular file or a folder")
+    return False
+
+
+def _open_regular(path: Path) -> BinaryIO:
+    """``path`` opened for reading, if it is still a regular file once open (without waiting, should
+    it have become a FIFO since it was looked at)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{display_name(path)} is not a regular file")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def train_val_split(n: int, val: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -143,71 +210,158 @@ def train_val_split(n: int, val: int, seed: int) -> tuple[np.ndarray, np.ndarray
 
 def decode_image(data: bytes, name: str = "image") -> np.ndarray:
     """Encoded image bytes to ``uint8 (32, 32, 3)`` RGB (resized with area interpolation if needed)."""
-    bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise DataError(f"{name}: not a decodable image")
-    if bgr.shape[:2] != (IMAGE_SIZE, IMAGE_SIZE):
-        bgr = cv2.resize(bgr, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA)
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    rgb = _decode(data)
+    if isinstance(rgb, str):
+        raise DataError(f"{one_line(name, 80)}: {rgb}")
+    return rgb
+
+
+def _decode(data: bytes) -> np.ndarray | str:
+    """The image, or why it cannot be decoded (OpenCV raises on empty input, returns None on junk)."""
+    if len(data) == 0:
+        return "empty file"
+    try:
+        bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+        if bgr is None:
+            return "not a decodable image"
+        if bgr.shape[:2] != (IMAGE_SIZE, IMAGE_SIZE):
+            bgr = cv2.resize(bgr, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA)
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    except cv2.error as e:
+        return f"not a decodable image ({_first_line(e)})"
 
 
 # --- archives and folders ----------------------------------------------------------------------
 
-def _decode_archive(path: Path, progress: Progress | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+@dataclass
+class _Listing:
+    """The images of a folder as they were found: ``files`` are ``(relative name, path, size,
+    mtime_ns)`` sorted by name; ``unreadable`` are ``(relative name, why, is_folder)``."""
+
+    files: list[tuple[str, Path, int, int]] = field(default_factory=list)
+    unreadable: list[tuple[str, str, bool]] = field(default_factory=list)
+
+
+@dataclass
+class _Decoded:
+    """One pass over a source: ``splits`` by name; ``notes``, per split, one line per kind of image
+    skipped (kept with the split's cache); ``problems``, lines about files or folders that could not
+    be read (such a pass is not cached)."""
+
+    splits: dict[str, tuple[np.ndarray, np.ndarray]]
+    notes: dict[str, list[str]]
+    problems: list[str]
+
+
+def _scan_directory(root: Path) -> _Listing:
+    listing = _Listing()
+
+    def rel(p: str | os.PathLike) -> str:
+        return Path(p).relative_to(root).as_posix()
+
+    def unreadable_folder(e: OSError) -> None:
+        listing.unreadable.append((rel(e.filename) if e.filename else ".", _reason(e), True))
+
+    for folder, subfolders, names in os.walk(root, onerror=unreadable_folder):
+        subfolders.sort()
+        for name in names:
+            if not _is_image(name):
+                continue
+            path = Path(folder) / name
+            try:
+                info = os.stat(path)
+            except OSError as e:
+                listing.unreadable.append((rel(path), _reason(e), False))
+                continue
+            if not stat.S_ISREG(info.st_mode):
+                listing.unreadable.append((rel(path), "not a regular file", False))
+                continue
+            listing.files.append((rel(path), path, info.st_size, info.st_mtime_ns))
+    if any(folder and name == "." for name, _, folder in listing.unreadable):
+        raise DataError(f"{display_name(root)}: cannot be read ({listing.unreadable[0][1]})")
+    listing.files.sort()
+    return listing
+
+
+def _decode_archive(path: Path, progress: Progress | None) -> _Decoded:
     total = path.stat().st_size
+    too_large: list[tuple[str, str]] = []
     try:
-        with open(path, "rb") as raw:
+        with _open_regular(path) as raw:
             def members() -> Iterator[tuple[str, bytes]]:
                 # Stream mode ("r|*") reads the (compressed) file once, front to back.
                 with tarfile.open(fileobj=raw, mode="r|*") as tar:
                     for member in tar:
                         if member.isfile() and _is_image(member.name):
+                            if member.size > MAX_IMAGE_BYTES:
+                                too_large.append((member.name, f"too large ({member.size / 1e6:.0f} MB)"))
+                                continue
                             handle = tar.extractfile(member)
                             if handle is not None:
                                 yield member.name, handle.read()
                                 if progress is not None:
                                     progress(raw.tell(), total)
-            names, images = _decode_all(members())
+            names, images, failed = _decode_all(members())
     except (tarfile.TarError, EOFError, zipfile.BadZipFile) as e:
-        raise DataError(f"{path.name}: not a readable tar archive ({_first_line(e)})") from None
+        raise DataError(f"{display_name(path)}: not a readable tar archive ({_first_line(e)})") from None
     except OSError as e:  # gzip's BadGzipFile is an OSError
-        raise DataError(f"{path.name}: cannot be read ({_first_line(e)})") from None
+        raise DataError(f"{display_name(path)}: cannot be read ({_first_line(e)})") from None
     if progress is not None:
         progress(total, total)
-    return _arrange(names, images, path.name)
+    return _arrange(names, images, failed + too_large, display_name(path))
 
 
-def _decode_directory(path: Path, progress: Progress | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    files = sorted(p for p in path.rglob("*") if p.is_file() and _is_image(p.name))
-    rel = [p.relative_to(path).as_posix() for p in files]
-    total = len(files)
+def _decode_directory(path: Path, listing: _Listing, progress: Progress | None) -> _Decoded:
+    total = len(listing.files)
+    unreadable = list(listing.unreadable)
+    too_large: list[tuple[str, str]] = []
 
     def members() -> Iterator[tuple[str, bytes]]:
-        for n, (file, name) in enumerate(zip(files, rel, strict=True), 1):
+        for n, (name, file, size, _) in enumerate(listing.files, 1):
+            if size > MAX_IMAGE_BYTES:
+                too_large.append((name, f"too large ({size / 1e6:.0f} MB)"))
+                continue
             try:
-                data = file.read_bytes()
+                with _open_regular(file) as f:
+                    data = f.read(MAX_IMAGE_BYTES + 1)
             except OSError as e:
-                raise DataError(f"{name}: cannot be read ({_first_line(e)})") from None
+                unreadable.append((name, _reason(e), False))
+                continue
             yield name, data
             if progress is not None and (n % 256 == 0 or n == total):
                 progress(n, total)
 
-    names, images = _decode_all(members())
-    return _arrange(names, images, path.name)
+    names, images, failed = _decode_all(members())
+    decoded = _arrange(names, images, failed + too_large, display_name(path))
+    for is_folder in (True, False):
+        items = [(name, why) for name, why, folder in unreadable if folder == is_folder]
+        if items:
+            what = "folder" if is_folder else "file"
+            decoded.problems.append(f"{display_name(path)}: skipped {_count(len(items), what)} that could not "
+                                    f"be read, e.g. {one_line(items[0][0], 80)} ({items[0][1]}); "
+                                    "not cached until every file can be read")
+    return decoded
 
 
-def _decode_all(members: Iterable[tuple[str, bytes]]) -> tuple[list[str], np.ndarray]:
-    """Decode ``(name, bytes)`` pairs on two threads (OpenCV releases the GIL) as they arrive."""
-    names: list[str] = []
+def _decode_all(members: Iterable[tuple[str, bytes]]) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
+    """Decode ``(name, bytes)`` pairs on two threads (OpenCV releases the GIL) as they arrive;
+    returns the names and images decoded, and ``(name, why)`` of those that could not be."""
     futures: list[Future] = []
     chunk: list[tuple[str, bytes]] = []
 
-    def decode_chunk(items: list[tuple[str, bytes]]) -> np.ndarray:
-        return np.stack([decode_image(data, name) for name, data in items])
+    def decode_chunk(items: list[tuple[str, bytes]]) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
+        names, images, failed = [], [], []
+        for name, data in items:
+            rgb = _decode(data)
+            if isinstance(rgb, str):
+                failed.append((name, rgb))
+            else:
+                names.append(name)
+                images.append(rgb)
+        return names, np.stack(images) if images else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8), failed
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         for name, data in members:
-            names.append(name)
             chunk.append((name, data))
             if len(chunk) == _DECODE_CHUNK:
                 futures.append(pool.submit(decode_chunk, chunk))
@@ -215,9 +369,11 @@ def _decode_all(members: Iterable[tuple[str, bytes]]) -> tuple[list[str], np.nda
         if chunk:
             futures.append(pool.submit(decode_chunk, chunk))
         parts = [f.result() for f in futures]
+    names = [name for part in parts for name in part[0]]
+    failed = [item for part in parts for item in part[2]]
     if not parts:
-        return names, np.zeros((0, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
-    return names, np.concatenate(parts)
+        return names, np.zeros((0, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8), failed
+    return names, np.concatenate([part[1] for part in parts]), failed
 
 
 def _resolve_layout(names: list[str], source_name: str) -> dict[str, tuple[str, str]]:
@@ -244,25 +400,36 @@ def _resolve_layout(names: list[str], source_name: str) -> dict[str, tuple[str, 
     return out
 
 
-def _arrange(names: list[str], images: np.ndarray, source_name: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    layout = _resolve_layout(names, source_name)
+def _arrange(names: list[str], images: np.ndarray, failed: list[tuple[str, str]], source_name: str) -> _Decoded:
+    layout = _resolve_layout(names + [name for name, _ in failed], source_name)
     if not layout:
         raise DataError(f"{source_name}: no images in train/<class>/ or test/<class>/ folders")
     class_index = {c: i for i, c in enumerate(CIFAR10_CLASSES)}
-    groups: dict[str, list[tuple[int, str, int]]] = {}
+    groups: dict[str, list[tuple[int, str, int]]] = {split: [] for split, _ in layout.values()}
     for i, name in enumerate(names):
         if name in layout:
             split, cls = layout[name]
-            groups.setdefault(split, []).append((class_index[cls], name, i))
+            groups[split].append((class_index[cls], name, i))
     if _SINGLE in groups and len(groups) > 1:
         raise DataError(f"{source_name}: mixes class folders at the top with train/ and test/ folders")
-    out = {}
+    splits = {}
     for split, rows in groups.items():
         rows.sort()
         order = np.fromiter((i for _, _, i in rows), dtype=np.int64, count=len(rows))
         labels = np.fromiter((c for c, _, _ in rows), dtype=np.int64, count=len(rows))
-        out[split] = (np.ascontiguousarray(images[order]), labels)
-    return out
+        splits[split] = (np.ascontiguousarray(images[order]), labels)
+    notes: dict[str, list[str]] = {}
+    for split in groups:
+        skipped = sorted((name, why) for name, why in failed if name in layout and layout[name][0] == split)
+        if skipped:
+            what = f"{split} image" if split else "image"
+            notes[split] = [f"{source_name}: skipped {_count(len(skipped), what)} that could not be decoded, "
+                            f"e.g. {one_line(skipped[0][0], 80)} ({skipped[0][1]})"]
+    return _Decoded(splits, notes, [])
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
 
 
 def _is_image(name: str) -> bool:
@@ -290,26 +457,79 @@ def _cache_path(cache: Path, fingerprint: str, split: str) -> Path:
     return cache / f"cifar10-{fingerprint}-{split or 'all'}.npz"
 
 
-def _read_cache(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
-    if not path.is_file():
-        return None
+def _read_cache(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+    """``(images, labels, notes)`` from a cache file, or None when it is missing or is not what
+    :func:`_write_cache` writes. Its headers are checked before any array is read, so a damaged
+    file, or one that declares arrays larger than itself, costs no memory: it is rebuilt."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            images, labels = z["images"], z["labels"]
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
-        return None  # damaged: decode again and overwrite
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 3) \
-            or labels.shape != (images.shape[0],):
+        with open(path, "rb") as f, zipfile.ZipFile(f) as z:
+            records = _cache_records(z, os.fstat(f.fileno()).st_size)
+            if records is None:
+                return None
+            arrays = {}
+            for key, record in records.items():
+                with z.open(record) as member:
+                    arrays[key] = np.lib.format.read_array(member, allow_pickle=False)
+    except Exception:  # a cache is only a copy: whatever is wrong with it, decode again
         return None
-    return np.ascontiguousarray(images), labels.astype(np.int64, copy=False)
+    labels = arrays["labels"]
+    if labels.size and (labels.min() < 0 or labels.max() >= len(CIFAR10_CLASSES)):
+        return None
+    notes = [one_line(str(n), 400) for n in arrays["notes"]] if "notes" in arrays else []
+    return np.ascontiguousarray(arrays["images"]), labels.astype(np.int64, copy=False), notes
 
 
-def _write_cache(path: Path, arrays: tuple[np.ndarray, np.ndarray]) -> None:
+def _cache_usable(path: Path) -> bool:
+    """Whether a cache file's headers are what :func:`_write_cache` writes (no array is read)."""
+    try:
+        with open(path, "rb") as f, zipfile.ZipFile(f) as z:
+            return _cache_records(z, os.fstat(f.fileno()).st_size) is not None
+    except Exception:  # as in _read_cache
+        return False
+
+
+def _cache_records(z: zipfile.ZipFile, file_size: int) -> dict[str, zipfile.ZipInfo] | None:
+    """The cache's arrays by name, when each is stored uncompressed within the file and its header
+    declares the dtype, shape and byte count that :func:`_write_cache` writes; None otherwise."""
+    records: dict[str, zipfile.ZipInfo] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
+    for key in ("images", "labels", "notes"):
+        try:
+            record = z.getinfo(f"{key}.npy")
+        except KeyError:
+            if key == "notes":  # caches written before notes were kept have none
+                continue
+            return None
+        if record.compress_type != zipfile.ZIP_STORED or record.header_offset + record.file_size > file_size:
+            return None
+        with z.open(record) as member:
+            version = np.lib.format.read_magic(member)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+            else:
+                return None
+            header_bytes = member.tell()
+        if dtype.hasobject or header_bytes + math.prod(shape) * dtype.itemsize != record.file_size:
+            return None
+        records[key], shapes[key] = record, shape
+        kind_ok = {"images": dtype == np.uint8, "labels": dtype.kind in "iu", "notes": dtype.kind == "U"}[key]
+        if not kind_ok:
+            return None
+    n = shapes["images"][0] if len(shapes["images"]) == 4 else -1
+    if shapes["images"] != (n, IMAGE_SIZE, IMAGE_SIZE, 3) or shapes["labels"] != (n,) \
+            or len(shapes.get("notes", (0,))) != 1:
+        return None
+    return records
+
+
+def _write_cache(path: Path, arrays: tuple[np.ndarray, np.ndarray], notes: list[str]) -> None:
     images, labels = arrays
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
-            np.savez(f, images=images, labels=labels)
+            np.savez(f, images=images, labels=labels, notes=np.array(notes, dtype=str))
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -318,6 +538,12 @@ def _write_cache(path: Path, arrays: tuple[np.ndarray, np.ndarray]) -> None:
         pass  # a read-only or full cache folder costs only speed
 
 
+def _reason(e: OSError | ValueError) -> str:
+    """Why a file could not be read, without its path (which may be long or hold any character)."""
+    text = getattr(e, "strerror", None) or _first_line(e)
+    return one_line(text[:1].lower() + text[1:], 160)
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:160]
+    return one_line(text[0] if text else type(e).__name__, 160)

@@ -25,6 +25,34 @@ from engine.preprocess import normalise, normaliser
 EVAL_BATCH = 256
 
 
+class EvalError(ValueError):
+    """Images and labels that cannot be evaluated; ``str(e)`` is one line."""
+
+
+def check_labels(labels: np.ndarray | torch.Tensor, images: int, num_classes: int) -> None:
+    """Refuse labels that would make the accuracy meaningless: not one integer per image, or a class
+    index the networks cannot answer (every such image would count as a silent miss)."""
+    labels_t = torch.as_tensor(labels)
+    if labels_t.dtype.is_floating_point or labels_t.dtype.is_complex or labels_t.dtype == torch.bool:
+        raise EvalError(f"labels are {str(labels_t.dtype).removeprefix('torch.')}, not class indices")
+    if labels_t.dim() != 1 or labels_t.shape[0] != images:
+        raise EvalError(f"{tuple(labels_t.shape)} labels for {images} images; expected one label per image")
+    if labels_t.numel():
+        low, high = int(labels_t.min()), int(labels_t.max())
+        if low < 0 or high >= num_classes:
+            bad = low if low < 0 else high
+            count = int(((labels_t < 0) | (labels_t >= num_classes)).sum())
+            raise EvalError(f"label {bad} is outside the {num_classes} classes (0..{num_classes - 1}); "
+                            f"{count} of {images} labels are")
+
+
+def missing_classes(labels: np.ndarray | torch.Tensor, class_names: Sequence[str]) -> list[str]:
+    """The classes of ``class_names`` that no label names: a set without them is evaluated on the
+    others only, which a reader of its accuracy should be told."""
+    present = set(torch.as_tensor(labels).reshape(-1).tolist())
+    return [name for i, name in enumerate(class_names) if i not in present]
+
+
 def image_logits(spec: ModelSpec, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return ModelAdapter(spec, model).logits(x)
 
@@ -101,7 +129,8 @@ def evaluate(models: Iterable[Any], images: np.ndarray | torch.Tensor, labels: n
     with their default weights). Returns ``{name: {top1, top5, images, images_per_s, seconds,
     weights_status, weights_source}}`` in the order given. With a ``job``: progress in images over
     all the models, and a cancel between batches (:class:`~engine.jobs.Cancelled`); the networks
-    finished by then are in ``job.partial["results"]``.
+    finished by then are in ``job.partial["results"]``. Labels that are not one class index of the
+    models per image raise :class:`EvalError` before anything runs.
     """
     return {r.name: r.as_dict() for r in evaluate_results(models, images, labels, device=device,
                                                          batch_size=batch_size, tta=tta, job=job)}
@@ -113,9 +142,13 @@ def evaluate_results(models: Iterable[Any], images, labels, *, device: torch.dev
 
     device = torch.device(device) if isinstance(device, str) else device
     images_t = torch.as_tensor(images).to(device)
-    labels_t = torch.as_tensor(labels).long()
     models = list(models)
     n = int(images_t.shape[0])
+    for item in models:
+        spec = item if isinstance(item, ModelSpec) else getattr(item, "spec", None)
+        if spec is not None:
+            check_labels(labels, n, spec.num_classes)
+    labels_t = torch.as_tensor(labels).long()
     results: list[EvalResult] = []
     if job is not None:
         job.partial["results"] = results

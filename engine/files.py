@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
+import re
+import stat
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
+
+STALE_TEMP_SECONDS = 3600.0  # a temporary file this old is left from a crash, whoever wrote it
+
+_TEMP_SUFFIX = ".tmp"
+_WRITER = re.compile(r"\.pid(\d+)\.[^.]+$")  # the ".pid<writer>.<random>" ending of a temporary file
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> None:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place.
 
-    A full disk or a crash leaves the old file (or none), never a partial one.
+    A full disk or a crash leaves the old file (or none), never a partial one. A crash can leave the
+    hidden temporary file itself, named after ``path`` and the writing process so that
+    :func:`remove_stale_temps` can tell it from one still being written.
     """
     path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.pid{os.getpid()}.", suffix=_TEMP_SUFFIX, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -25,3 +36,42 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> No
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def remove_stale_temps(folder: str | os.PathLike, pattern: str, *, max_age: float = STALE_TEMP_SECONDS) -> list[Path]:
+    """Remove what :func:`atomic_write` left in ``folder`` when a process died while writing a file
+    whose name matches ``pattern`` (a glob such as ``"cifar10-*.npz"``); returns what was removed.
+
+    A temporary file is stale when the process named in it is no longer running, or when it has not
+    been written to for ``max_age`` seconds (a name without a process, or a process id reused since).
+    Nothing else is touched: other names, folders, links.
+    """
+    import psutil
+
+    removed = []
+    now = time.time()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed  # no cache folder yet, or one that cannot be listed: nothing to clean
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith(".") and name.endswith(_TEMP_SUFFIX)):
+            continue
+        stem = name[1:-len(_TEMP_SUFFIX)]
+        writer = _WRITER.search(stem)
+        target = stem[:writer.start()] if writer else stem.rpartition(".")[0]
+        if not fnmatch.fnmatchcase(target, pattern):
+            continue
+        try:
+            info = entry.stat(follow_symlinks=False)
+            if not stat.S_ISREG(info.st_mode):
+                continue
+            pid = int(writer.group(1)) if writer else None
+            dead = pid is not None and pid != os.getpid() and not psutil.pid_exists(pid)
+            if dead or now - info.st_mtime > max_age:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except (OSError, ValueError, OverflowError):
+            continue  # gone already, or not ours to remove
+    return removed

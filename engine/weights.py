@@ -11,6 +11,12 @@ Three kinds of weights:
 - a user's checkpoint: safetensors, or a ``.pth``/``.pt`` read with ``torch.load(weights_only=True)``
   so that a malicious pickle is refused, never executed.
 
+A checkpoint is checked before its data is read: the names, shapes and dtypes in its header against
+the model's (safetensors' header; a ``.pth`` mapped with ``mmap=True``, after its zip directory shows
+no compressed record, which could inflate to any size), so that a file that does not fit costs no
+memory. The values are checked as they are loaded: a weight must be finite in the model's dtype, since
+one NaN makes every answer NaN.
+
 A network without weights is built with random ones and reported as untrained, never silently.
 Every failure is a :class:`WeightsError` whose text is one line a person can act on.
 """
@@ -20,8 +26,9 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import stat
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -30,10 +37,11 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torchvision
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from engine.files import atomic_write
+from engine.imageio import display_name, one_line
 from engine.models.adapter import translate_checkpoint
 from engine.models.registry import ModelSpec
 
@@ -175,36 +183,140 @@ def as_stored(model: nn.Module, storage: str) -> nn.Module:
     return model
 
 
+# safetensors' dtype names; a tensor of any other dtype is refused from the header
+_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                       "U8": torch.uint8, "BOOL": torch.bool, "C64": torch.complex64}
+
+
+@dataclass(frozen=True)
+class _Checkpoint:
+    """A checkpoint opened but not read: ``header`` holds every tensor's shape and dtype (``meta``
+    tensors, or tensors mapped from the file and not yet read); ``read()`` gives the tensors."""
+
+    header: dict[str, torch.Tensor]
+    read: Callable[[], dict[str, torch.Tensor]]
+
+
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A state dict from safetensors or a ``.pth``/``.pt`` file, without running any pickled code."""
-    path = Path(path)
-    name = path.name
-    if not path.is_file():
-        raise WeightsError(f"{name}: no such file")
-    if path.stat().st_size == 0:
+    return _open_checkpoint(Path(path)).read()
+
+
+def _open_checkpoint(path: Path) -> _Checkpoint:
+    name = display_name(path)
+    try:
+        info = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise WeightsError(f"{name}: no such file") from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the name
+        raise WeightsError(f"{name}: cannot be read ({getattr(e, 'strerror', None) or _first_line(e)})") from None
+    if not stat.S_ISREG(info.st_mode):  # a folder, or a FIFO that would wait forever for a writer
+        raise WeightsError(f"{name}: not a regular file")
+    if info.st_size == 0:
         raise WeightsError(f"{name}: empty file (0 bytes)")
     if path.suffix == ".safetensors":
-        try:
-            return decode_state(load_file(str(path)))
-        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-            raise WeightsError(f"{name}: corrupt or truncated safetensors file ({_first_line(e)})") from None
+        return _open_safetensors(path, name)
+    return _open_torch(path, name, info.st_size)
+
+
+def _open_safetensors(path: Path, name: str) -> _Checkpoint:
+    """The header (safetensors checks its offsets against the file's size), int8 weights with scales
+    shown as the fp32 tensors they decode to; the data is read only by ``read()``."""
+    def corrupt(e: BaseException) -> WeightsError:
+        return WeightsError(f"{name}: corrupt or truncated safetensors file ({_first_line(e)})")
+
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with safe_open(str(path), framework="pt") as f:
+            declared = {key: (tuple(f.get_slice(key).get_shape()), f.get_slice(key).get_dtype()) for key in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise corrupt(e) from None
+    header: dict[str, torch.Tensor] = {}
+    for key, (shape, dtype_name) in declared.items():
+        dtype = _SAFETENSORS_DTYPES.get(dtype_name)
+        if dtype is None:
+            raise WeightsError(f"{name}: {one_line(key, 80)} has dtype {one_line(dtype_name, 20)}, "
+                               "which no network here uses")
+        header[key] = torch.empty(shape, dtype=dtype, device="meta")
+    for key in [k for k in header if k.endswith(SCALE_SUFFIX)]:
+        scale = header.pop(key)
+        weight = header.get(key[:-len(SCALE_SUFFIX)])
+        if weight is None or weight.dtype != torch.int8:
+            continue  # decode_state ignores it too
+        if not scale.is_floating_point() or weight.dim() == 0 or tuple(scale.shape) != (weight.shape[0],):
+            raise WeightsError(f"{name}: {one_line(key, 80)} has shape {tuple(scale.shape)} and dtype {_dtype(scale)}, "
+                               f"not one floating-point scale per output channel ({weight.shape[0]})")
+        header[key[:-len(SCALE_SUFFIX)]] = torch.empty(weight.shape, dtype=torch.float32, device="meta")
+
+    def read() -> dict[str, torch.Tensor]:
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return decode_state({key: f.get_tensor(key) for key in f.keys()})
+        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+            raise corrupt(e) from None
+
+    return _Checkpoint(header, read)
+
+
+def _open_torch(path: Path, name: str, size: int) -> _Checkpoint:
+    """A ``.pth``/``.pt`` file: torch.save's zip is mapped (``mmap=True``), so shapes are known
+    before any data is read; the old pickle format is read whole (its data is as large as the file)."""
+    mapped = _check_torch_zip(path, name, size)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mapped)
     except pickle.UnpicklingError as e:
         raise WeightsError(f"{name}: refused, the checkpoint holds code or objects that are not plain "
                            f"tensors ({_first_line(e)})") from None
-    except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
+    except (RuntimeError, OSError, EOFError, ValueError, MemoryError, zipfile.BadZipFile) as e:
         raise WeightsError(f"{name}: not a readable PyTorch checkpoint ({_first_line(e)})") from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):  # a training checkpoint
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise WeightsError(f"{name}: holds no state dict of tensors")
-    return obj
+    state = {str(k): v for k, v in obj.items()}
+    return _Checkpoint(state, lambda: state)
 
 
-def apply_state_dict(spec: ModelSpec, model: nn.Module, state: Mapping[str, torch.Tensor], name: str) -> None:
-    """Load ``state`` into ``model`` (fp32), or explain in one line why it does not fit."""
-    own = model.state_dict()
+def _check_torch_zip(path: Path, name: str, size: int) -> bool:
+    """Whether ``path`` is torch.save's zip format, after refusing any record that could inflate
+    beyond the file: torch.save stores records uncompressed, so a compressed one is a bomb or a
+    file rewritten by another tool, and a stored one cannot be larger than the file."""
+    try:
+        if not zipfile.is_zipfile(path):
+            return False
+        with zipfile.ZipFile(path) as z:
+            records = z.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise WeightsError(f"{name}: not a readable PyTorch checkpoint ({_first_line(e)})") from None
+    compressed = [record for record in records if record.compress_type != zipfile.ZIP_STORED]
+    if compressed:
+        inflated = sum(record.file_size for record in compressed)
+        raise WeightsError(f"{name}: refused, compressed records (e.g. {compressed[0].filename!r}) "
+                           f"would inflate to {inflated / 1e6:.1f} MB from a {size / 1e6:.1f} MB file; "
+                           "torch.save writes records uncompressed")
+    for record in records:
+        if record.header_offset + record.file_size > size:
+            raise WeightsError(f"{name}: record {record.filename!r} declares {record.file_size / 1e6:.1f} MB, "
+                               f"more than the {size / 1e6:.1f} MB file holds")
+    return True
+
+
+def _dtype(t: torch.Tensor) -> str:
+    return str(t.dtype).removeprefix("torch.")
+
+
+def _kind(dtype: torch.dtype) -> str:
+    if dtype.is_floating_point:
+        return "floating-point"
+    if dtype.is_complex:
+        return "complex"
+    return "bool" if dtype == torch.bool else "integer"
+
+
+def _fit(spec: ModelSpec, own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor],
+         name: str) -> dict[str, torch.Tensor]:
+    """``state`` under the model's names after checking its keys, shapes and kinds of dtype against
+    ``own``; it reads only shapes and dtypes, so it works on a header before any data is loaded."""
     if set(state) != set(own):
         translated = translate_checkpoint(spec, state)  # torchvision's names for the same layers
         if translated is not None:
@@ -222,7 +334,46 @@ def apply_state_dict(spec: ModelSpec, model: nn.Module, state: Mapping[str, torc
                 hint = f" (a {value.shape[0]}-class head: weights for another profile?)"
             raise WeightsError(f"{name}: {key} has shape {tuple(value.shape)}, {spec.name} ({spec.profile}) "
                                f"needs {tuple(own[key].shape)}{hint}")
-    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+        # a buffer such as num_batches_tracked is int64 and must stay an integer; a weight must be a float
+        if _kind(value.dtype) != _kind(own[key].dtype):
+            raise WeightsError(f"{name}: {key} is {_dtype(value)}, {spec.name} ({spec.profile}) needs "
+                               f"{_kind(own[key].dtype)} values there")
+    return dict(state)
+
+
+def _converted(state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor],
+               name: str) -> dict[str, torch.Tensor]:
+    """``state`` in the model's dtypes, refusing the first floating-point tensor that is not finite
+    there (NaN, infinity, or a float64 too large for float32)."""
+    out = {}
+    for key, value in state.items():
+        converted = value.to(own[key].dtype)
+        if converted.is_floating_point() and not bool(torch.isfinite(converted).all()):
+            if bool(torch.isnan(value).any()):
+                problem = "NaN values"
+            elif bool(torch.isinf(value).any()):
+                problem = "infinite values"
+            else:
+                problem = f"values too large for {_dtype(converted)}"
+            raise WeightsError(f"{name}: {key} holds {problem}")
+        out[key] = converted
+    return out
+
+
+def apply_state_dict(spec: ModelSpec, model: nn.Module, state: Mapping[str, torch.Tensor], name: str) -> None:
+    """Load ``state`` into ``model`` (fp32), or explain in one line why it does not fit."""
+    own = model.state_dict()
+    model.load_state_dict(_converted(_fit(spec, own, state, name), own, name))
+
+
+def load_state_file(spec: ModelSpec, model: nn.Module, path: str | os.PathLike) -> None:
+    """Load a checkpoint file into ``model``: its header is checked against the model before any of
+    its data is read (see the module docs), then its values as they are loaded."""
+    path = Path(path)
+    name = display_name(path)
+    checkpoint = _open_checkpoint(path)
+    _fit(spec, model.state_dict(), checkpoint.header, name)
+    apply_state_dict(spec, model, checkpoint.read(), name)
 
 
 def load_model(spec: ModelSpec, weights_path: str | os.PathLike | None = None, *,
@@ -234,8 +385,8 @@ def load_model(spec: ModelSpec, weights_path: str | os.PathLike | None = None, *
     """
     if weights_path is not None:
         model = spec.build()
-        apply_state_dict(spec, model, read_state_dict(weights_path), Path(weights_path).name)
-        return LoadedModel(spec, model, CUSTOM, f"custom weights {Path(weights_path).name}")
+        load_state_file(spec, model, weights_path)
+        return LoadedModel(spec, model, CUSTOM, f"custom weights {display_name(weights_path)}")
     info = resolve(spec, weights_dir)
     hub = hub_weights(spec)
     if hub is not None and (info.status == DOWNLOADED or allow_download):
@@ -246,7 +397,7 @@ def load_model(spec: ModelSpec, weights_path: str | os.PathLike | None = None, *
         return LoadedModel(spec, model, DOWNLOADED, f"torchvision {spec.weights}")
     model = spec.build()
     if info.status == BUNDLED and info.path is not None:
-        apply_state_dict(spec, model, read_state_dict(info.path), info.path.name)
+        load_state_file(spec, model, info.path)
         return LoadedModel(spec, model, BUNDLED, info.source, info.metrics)
     return LoadedModel(spec, model, UNTRAINED, info.source, downloadable=info.downloadable)
 
@@ -266,7 +417,7 @@ def save_weights(model: nn.Module, path: str | os.PathLike, metrics: Mapping[str
 
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:160]
+    return one_line(text[0] if text else type(e).__name__, 160)
 
 
 def parse_weights_args(items: list[str]) -> dict[str, str]:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import io
+import os
 import tarfile
+import threading
+import time
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -12,6 +16,7 @@ import pytest
 
 import engine.data as data
 from engine.data import DataError, has_split_layout, load_cifar10, train_val_split
+from engine.files import atomic_write, remove_stale_temps
 from engine.models.registry import CIFAR10_CLASSES
 
 CLASSES = ("airplane", "cat", "truck")  # a subset, deliberately not the first three
@@ -165,10 +170,33 @@ def test_bad_archive(tmp_path, content):
     assert "bad.tar.gz" in str(info.value) and "\n" not in str(info.value)
 
 
-def test_undecodable_image(tmp_path):
+def test_a_split_of_undecodable_images_only(tmp_path):
     archive = make_archive(tmp_path / "x.tar.gz", {"train/cat/0.jpg": b"not a jpeg", "test/cat/0.jpg": b"x"})
-    with pytest.raises(DataError, match="not a decodable image"):
-        load_cifar10(archive, "train", cache_dir=tmp_path / "c")
+    lines = []
+    with pytest.raises(DataError, match="no image of the train split could be decoded"):
+        load_cifar10(archive, "train", cache_dir=tmp_path / "c", warn=lines.append)
+    assert lines == ["x.tar.gz: skipped 1 train image that could not be decoded, e.g. train/cat/0.jpg "
+                     "(not a decodable image)"]
+    with pytest.raises(DataError, match="empty file"):  # decode_image raises DataError, never cv2.error
+        data.decode_image(b"", "zero.jpg")
+
+
+@pytest.mark.parametrize("kind", ["archive", "folder"])
+def test_empty_and_undecodable_images_are_skipped_and_counted(tmp_path, kind):
+    files = dataset_files(2, 4)
+    files["test/cat/zero.jpg"] = b""  # OpenCV raises on empty input
+    files["test/truck/junk.jpg"] = b"not a jpeg at all"
+    files["test/cat/cut.jpg"] = files["test/cat/0000.jpg"][:20]
+    source = make_archive(tmp_path / "x.tar.gz", files) if kind == "archive" else make_folder(tmp_path / "x", files)
+    for attempt in ("decoded", "cached"):
+        lines = []
+        images, labels = load_cifar10(source, "test", cache_dir=tmp_path / "c", warn=lines.append)
+        assert images.shape == (12, 32, 32, 3) and len(labels) == 12, attempt
+        assert len(lines) == 1 and "\n" not in lines[0], attempt
+        assert lines[0].startswith(f"{source.name}: skipped 3 test images that could not be decoded, e.g. "), attempt
+    train_lines = []
+    assert load_cifar10(source, "train", cache_dir=tmp_path / "c", warn=train_lines.append)[0].shape[0] == 6
+    assert train_lines == []  # the skipped images are test images
 
 
 def test_missing_source_and_split(tmp_path):
@@ -180,6 +208,135 @@ def test_missing_source_and_split(tmp_path):
                                                      if k.startswith("test/")})
     with pytest.raises(DataError, match="no train/ folder"):
         load_cifar10(only_test, "train", cache_dir=tmp_path / "c")
+
+
+def _write_npz(path: Path, arrays: dict[str, tuple[dict, bytes]]) -> None:
+    """An uncompressed .npz whose members have the given headers and data, whatever they declare."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        for name, (header, payload) in arrays.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array_header_1_0(buf, header)
+            z.writestr(f"{name}.npy", buf.getvalue() + payload)
+
+
+def _header(dtype, shape) -> dict:
+    return {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": shape}
+
+
+@pytest.mark.parametrize("case", ["huge shape", "labels out of range", "compressed", "truncated"])
+def test_a_cache_that_cannot_be_used_is_rebuilt_without_loading_it(tmp_path, case):
+    archive = make_tiny_archive(tmp_path / "tiny.tar.gz")
+    expected = load_cifar10(archive, "test", cache_dir=tmp_path / "c")
+    cache = data._cache_path(tmp_path / "c", data.source_fingerprint(archive), "test")
+    labels = np.zeros(12, np.int64)
+    if case == "huge shape":  # 3 TB declared in a file of a few bytes: reading it would exhaust memory
+        _write_npz(cache, {"images": (_header(np.uint8, (10**9, 32, 32, 3)), b"\0" * 64),
+                           "labels": (_header(np.int64, (12,)), labels.tobytes())})
+    elif case == "labels out of range":
+        np.savez(cache, images=expected[0], labels=np.full(12, 42, np.int64))
+    elif case == "compressed":
+        np.savez_compressed(cache, images=expected[0], labels=expected[1])
+    else:
+        np.savez(cache, images=expected[0], labels=expected[1])
+        cache.write_bytes(cache.read_bytes()[:-5000])
+    assert has_split_layout(archive, cache_dir=tmp_path / "c")
+    images, labels = load_cifar10(archive, "test", cache_dir=tmp_path / "c")
+    assert np.array_equal(images, expected[0]) and np.array_equal(labels, expected[1])
+    with np.load(cache) as z:  # rewritten with what the archive holds
+        assert np.array_equal(z["labels"], expected[1])
+
+
+def test_a_folder_image_overwritten_in_place_is_read_again(tmp_path):
+    root = make_folder(tmp_path / "folder", dataset_files(1, 2))
+    first = load_cifar10(root, "test", cache_dir=tmp_path / "c")[0]
+    image = root / "test" / "cat" / "0000.jpg"
+    before = image.stat()
+    folder_mtime = image.parent.stat().st_mtime_ns
+    image.write_bytes(jpeg(np.full((32, 32, 3), 255, np.uint8)))  # same name, same folder
+    os.utime(image, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))  # a later write, deterministically
+    os.utime(image.parent, ns=(folder_mtime, folder_mtime))  # the folder's own time says nothing changed
+    again = load_cifar10(root, "test", cache_dir=tmp_path / "c")[0]
+    changed = [i for i in range(len(first)) if not np.array_equal(first[i], again[i])]
+    assert len(changed) == 1 and again[changed[0]].min() > 240
+
+
+def test_an_unreadable_class_folder_is_reported_and_not_cached(tmp_path, monkeypatch):
+    root = make_folder(tmp_path / "folder", dataset_files(1, 2))
+    locked = root / "test" / "truck"
+    real_scandir = os.scandir
+
+    def scandir(path="."):  # as for a folder without read permission (which root would not see)
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    lines = []
+    images, _ = load_cifar10(root, "test", cache_dir=tmp_path / "c", warn=lines.append)
+    assert images.shape[0] == 4
+    assert lines == ["folder: skipped 1 folder that could not be read, e.g. test/truck (permission denied); "
+                     "not cached until every file can be read"]
+    assert not list((tmp_path / "c").glob("*.npz"))
+    monkeypatch.setattr(os, "scandir", real_scandir)  # the permissions are fixed
+    lines = []
+    assert load_cifar10(root, "test", cache_dir=tmp_path / "c", warn=lines.append)[0].shape[0] == 6
+    assert lines == []
+
+
+def call_with_fifo_guard(call, fifo: Path, seconds: float = 20.0):
+    """``call()`` on a thread; if it is still blocked after ``seconds`` (opening the FIFO waits for
+    a writer), open the FIFO for writing so that it returns, and fail."""
+    outcome: list[BaseException | object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            outcome.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(5)
+        pytest.fail(f"{fifo.name}: blocked waiting for a writer")
+    return outcome[0]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+def test_a_fifo_is_refused_before_it_is_opened(tmp_path):
+    fifo = tmp_path / "fifo.tar.gz"
+    os.mkfifo(fifo)
+    for call in (lambda: load_cifar10(fifo, "test", cache_dir=tmp_path / "c"),
+                 lambda: has_split_layout(fifo, cache_dir=tmp_path / "c")):
+        error = call_with_fifo_guard(call, fifo)
+        assert isinstance(error, DataError) and str(error) == "fifo.tar.gz: not a regular file or a folder"
+
+
+def test_temporary_files_left_by_a_dead_writer_are_removed(tmp_path):
+    cache = tmp_path / "c"
+    cache.mkdir()
+    hour_ago = time.time() - 2 * 3600
+    old = cache / ".cifar10-aaaa-test.npz.k3j4h5g6.tmp"  # no writer named: stale by its age
+    dead = cache / ".cifar10-bbbb-test.npz.pid2147483646.k3j4h5g6.tmp"  # a process id no system has
+    live = cache / f".cifar10-cccc-test.npz.pid{os.getpid()}.k3j4h5g6.tmp"  # being written by us
+    fresh = cache / ".cifar10-dddd-test.npz.k3j4h5g6.tmp"  # no writer named, recent
+    others = [cache / ".notes.txt.k3j4h5g6.tmp", cache / "user.tmp"]  # not the cache's
+    for f in (old, dead, live, fresh, *others):
+        f.write_bytes(b"partial")
+    for f in (old, *others):
+        os.utime(f, (hour_ago, hour_ago))
+    load_cifar10(make_tiny_archive(tmp_path / "tiny.tar.gz"), "test", cache_dir=cache)
+    assert not old.exists() and not dead.exists()
+    assert live.exists() and fresh.exists() and all(f.exists() for f in others)
+
+
+def test_atomic_write_names_its_writer(tmp_path):
+    seen = []
+    atomic_write(tmp_path / "x.npz", lambda tmp: (seen.append(tmp.name), tmp.write_bytes(b"1")))
+    assert seen[0].startswith(f".x.npz.pid{os.getpid()}.") and seen[0].endswith(".tmp")
+    assert remove_stale_temps(tmp_path, "x.npz") == [] and (tmp_path / "x.npz").read_bytes() == b"1"
 
 
 def test_train_val_split_is_deterministic_and_disjoint():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -11,12 +12,12 @@ import torch.nn as nn
 
 from engine.cli import build_parser, run_command
 from engine.device import resolve_device
-from engine.evaluation import evaluate, evaluate_results, sample_indices, topk_accuracy
+from engine.evaluation import EvalError, evaluate, evaluate_results, sample_indices, topk_accuracy
 from engine.jobs import Cancelled, JobProgress, JobState
 from engine.models.registry import get_spec
 from engine.preprocess import normalise, normaliser
 from engine.weights import UNTRAINED, LoadedModel
-from tests.test_data import make_tiny_archive
+from tests.test_data import call_with_fifo_guard, dataset_files, make_archive, make_tiny_archive
 
 
 class FixedLogits(nn.Module):
@@ -132,3 +133,44 @@ def test_cmd_eval_user_errors(tmp_path, capsys, argv, message):
     assert run_command(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_cmd_eval_warns_about_skipped_images_and_missing_classes(tmp_path, capsys):
+    files = dataset_files(1, 2)  # three classes of the ten
+    files["test/cat/zero.jpg"] = b""
+    archive = make_archive(tmp_path / "tiny.tar.gz", files)
+    args = build_parser().parse_args(["eval", "--data", str(archive), "--models", "lenet5", "--json"])
+    assert run_command(args) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["lenet5"]["images"] == 6
+    warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert warnings == [
+        "warning: tiny.tar.gz: skipped 1 test image that could not be decoded, e.g. test/cat/zero.jpg (empty file)",
+        "warning: tiny.tar.gz: the test set has no images of 7 of the 10 classes (automobile, bird, deer, dog, "
+        "frog, horse, ship); the accuracy is over the others only"]
+
+
+def test_labels_outside_the_classes_are_refused(tmp_path, capsys, monkeypatch):
+    loaded = LoadedModel(get_spec("lenet5"), FixedLogits(), UNTRAINED, "test model")
+    images, labels = np.zeros((4, 32, 32, 3), np.uint8), np.array([9, 42, 0, 42])
+    with pytest.raises(EvalError, match=r"^label 42 is outside the 10 classes \(0..9\); 2 of 4 labels are$"):
+        evaluate_results([loaded], images, labels)
+    with pytest.raises(EvalError, match="one label per image"):
+        evaluate_results([loaded], images, labels[:3])
+
+    import engine.cli.evaluate as cli_eval
+
+    monkeypatch.setattr(cli_eval, "load_cifar10", lambda *_args, **_kwargs: (images, labels))
+    args = build_parser().parse_args(["eval", "--data", str(tmp_path / "set.tar.gz"), "--models", "lenet5"])
+    assert run_command(args) == 2
+    err = capsys.readouterr().err
+    assert err == "error: set.tar.gz: label 42 is outside the 10 classes (0..9); 2 of 4 labels are\n"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+def test_cmd_eval_refuses_a_fifo(tmp_path, capsys):
+    fifo = tmp_path / "fifo.tar.gz"
+    os.mkfifo(fifo)
+    args = build_parser().parse_args(["eval", "--data", str(fifo), "--models", "lenet5"])
+    assert call_with_fifo_guard(lambda: run_command(args), fifo) == 2
+    assert capsys.readouterr().err == "error: fifo.tar.gz: not a regular file or a folder\n"

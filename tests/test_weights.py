@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import io
 import os
 import pickle
+import zipfile
 
 import pytest
 import torch
+from safetensors import safe_open as _real_safe_open
 from safetensors.torch import save_file
 
 from engine.models.registry import get_spec
@@ -154,3 +157,148 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
         atomic_write(target, failing)
     assert target.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
+
+
+def _deflated(state: dict[str, torch.Tensor], path) -> None:
+    """``torch.save`` of ``state`` with its records compressed: a small file that inflates to the
+    tensors' full size (torch.save itself never compresses)."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    with zipfile.ZipFile(buf) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as dst:
+        for record in src.infolist():
+            dst.writestr(record.filename, src.read(record.filename))
+
+
+def test_a_zip_bomb_checkpoint_is_refused_before_anything_is_inflated(tmp_path, monkeypatch):
+    path = tmp_path / "bomb.pth"
+    _deflated({"features.c1.weight": torch.zeros(16_000_000)}, path)  # 64 MB of zeros in about 64 kB
+    assert path.stat().st_size < 1_000_000
+
+    def no_load(*_args, **_kwargs):
+        raise AssertionError("torch.load inflated the checkpoint")
+
+    monkeypatch.setattr(torch, "load", no_load)
+    with pytest.raises(WeightsError) as e:
+        load_model(get_spec("lenet5"), path)
+    assert str(e.value).startswith("bomb.pth: refused, ") and "compressed records" in str(e.value)
+    assert "would inflate to 64.0 MB from a 0.1 MB file" in str(e.value) and "\n" not in str(e.value)
+
+
+class _HeaderOnly:
+    """safetensors' safe_open that can read the header but no tensor data."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        self._file = _real_safe_open(*args, **kwargs)
+
+    def __enter__(self):
+        self._file.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._file.__exit__(*exc)
+
+    def keys(self):
+        return self._file.keys()
+
+    def get_slice(self, key):
+        return self._file.get_slice(key)
+
+    def get_tensor(self, key):
+        raise AssertionError(f"read the data of {key}")
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_a_tensor_larger_than_the_model_is_refused_from_the_header(tmp_path, monkeypatch, suffix):
+    import engine.weights as weights
+
+    spec = get_spec("lenet5")
+    state = spec.build().state_dict()
+    state["classifier.f6.weight"] = torch.zeros(4096, 2048)  # 32 MB where lenet5 has (84, 120)
+    path = tmp_path / f"big{suffix}"
+    save_file(state, str(path)) if suffix == ".safetensors" else torch.save(state, path)
+
+    def no_reading(*_args, **_kwargs):
+        raise AssertionError("read the tensors before checking their shapes")
+
+    monkeypatch.setattr(weights, "load_file", no_reading, raising=False)
+    monkeypatch.setattr(weights, "safe_open", _HeaderOnly, raising=False)
+    real_load = torch.load
+
+    def mapped_only(*args, **kwargs):  # a .pth is mapped, not read, until its shapes are known
+        if not kwargs.get("mmap"):
+            raise AssertionError("torch.load read the whole checkpoint")
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", mapped_only)
+    with pytest.raises(WeightsError) as e:
+        load_model(spec, path)
+    assert str(e.value) == (f"big{suffix}: classifier.f6.weight has shape (4096, 2048), lenet5 (cifar10) "
+                            "needs (84, 120)")
+
+
+@pytest.mark.parametrize("bad, message", [
+    (float("nan"), "holds NaN values"),
+    (float("inf"), "holds infinite values"),
+    (-float("inf"), "holds infinite values"),
+    (1e300, "holds values too large for float32"),
+])
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_weights_that_are_not_finite_are_refused(tmp_path, bad, message, suffix):
+    spec = get_spec("lenet5")
+    state = {k: v.double() for k, v in spec.build().state_dict().items()}
+    state["features.c3.weight"][0, 0, 0, 0] = bad
+    path = tmp_path / f"w{suffix}"
+    save_file(state, str(path)) if suffix == ".safetensors" else torch.save(state, path)
+    with pytest.raises(WeightsError) as e:
+        load_model(spec, path)
+    assert str(e.value) == f"w{suffix}: features.c3.weight {message}"
+
+
+def test_nan_in_an_int8_scale_is_refused(tmp_path):
+    spec = get_spec("lenet5")
+    path = save_weights(spec.build(), tmp_path / "q.safetensors", storage="int8")
+    from safetensors.torch import load_file
+    tensors = load_file(str(path))
+    tensors["features.c1.weight" + SCALE_SUFFIX][2] = float("nan")
+    save_file(tensors, str(path))
+    with pytest.raises(WeightsError, match=r"^q.safetensors: features.c1.weight holds NaN values$"):
+        load_model(spec, path)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int8, torch.bool, torch.complex64, torch.uint8], ids=str)
+def test_weights_of_a_wrong_dtype_are_refused(tmp_path, dtype):
+    spec = get_spec("lenet5")
+    state = spec.build().state_dict()
+    state["features.c1.weight"] = torch.zeros(state["features.c1.weight"].shape, dtype=dtype)
+    torch.save(state, tmp_path / "w.pth")
+    with pytest.raises(WeightsError) as e:
+        load_model(spec, tmp_path / "w.pth")
+    name = str(dtype).removeprefix("torch.")
+    assert str(e.value) == f"w.pth: features.c1.weight is {name}, lenet5 (cifar10) needs floating-point values there"
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64], ids=str)
+def test_every_floating_dtype_loads_and_integer_buffers_stay_integers(tmp_path, dtype):
+    spec = get_spec("enet")  # batch norm: num_batches_tracked is an int64 buffer in every real checkpoint
+    model = spec.build()
+    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    assert any(k.endswith("num_batches_tracked") and v.dtype == torch.int64 for k, v in state.items())
+    torch.save(state, tmp_path / "w.pth")
+    loaded = load_model(spec, tmp_path / "w.pth")
+    assert loaded.status == CUSTOM
+    for key, value in loaded.model.state_dict().items():
+        assert value.dtype == model.state_dict()[key].dtype
+
+
+def test_an_integer_buffer_saved_as_a_float_is_refused(tmp_path):
+    spec = get_spec("enet")
+    torch.save({k: v.float() for k, v in spec.build().state_dict().items()}, tmp_path / "f.pth")
+    with pytest.raises(WeightsError, match=r"num_batches_tracked is float32, enet \(cifar10\) needs integer values"):
+        load_model(spec, tmp_path / "f.pth")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+def test_a_fifo_is_not_a_weights_file(tmp_path):
+    os.mkfifo(tmp_path / "w.pth")
+    with pytest.raises(WeightsError, match=r"^w.pth: not a regular file$"):
+        load_model(get_spec("lenet5"), tmp_path / "w.pth")

@@ -9,9 +9,10 @@ from engine.cli import parse_weights
 from engine.cli.output import CliError, JobProgressBar, format_table, print_json, stop_on_signals
 from engine.data import DataError, load_cifar10
 from engine.device import device_label, resolve_device
-from engine.evaluation import evaluate_results, sample_indices
+from engine.evaluation import EvalError, check_labels, evaluate_results, missing_classes, sample_indices
+from engine.imageio import display_name
 from engine.jobs import Cancelled, JobState
-from engine.models.registry import RegistryError, comparison_specs, get_spec
+from engine.models.registry import CIFAR10_CLASSES, RegistryError, comparison_specs, get_spec
 from engine.weights import UNTRAINED, WeightsError, load_model
 
 
@@ -37,9 +38,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     except WeightsError as e:
         raise CliError(str(e)) from None
     try:
-        images, labels = load_cifar10(args.data, "test")
+        images, labels = load_cifar10(args.data, "test", warn=_warn)
     except DataError as e:
         raise CliError(str(e)) from None
+    try:
+        check_labels(labels, len(images), len(CIFAR10_CLASSES))
+    except EvalError as e:
+        raise CliError(f"{display_name(args.data)}: {e}") from None
+    missing = missing_classes(labels, CIFAR10_CLASSES)
+    if missing:
+        _warn(f"{display_name(args.data)}: the test set has no images of {len(missing)} of the "
+              f"{len(CIFAR10_CLASSES)} classes ({', '.join(missing)}); the accuracy is over the others only")
     idx = sample_indices(len(labels), args.limit)
     images, labels = images[idx], labels[idx]
     job = JobState(on_progress=JobProgressBar())
@@ -63,3 +72,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if r.weights_status == UNTRAINED:
             print(f"  {r.name}: UNTRAINED (random weights): {r.weights_source}")
     return status
+
+
+def _warn(line: str) -> None:
+    """A problem with the data that does not stop the evaluation: one line on stderr."""
+    print(f"warning: {line}", file=sys.stderr, flush=True)
