@@ -103,6 +103,7 @@ class Engine:
         self._job: JobState | None = None
         self._job_thread: threading.Thread | None = None
         self._busy = False
+        self._building = False  # the worker is inside _build (loading networks)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -128,7 +129,9 @@ class Engine:
         threads = [*feeders, self._thread, *([self._job_thread] if self._job_thread else [])]
         for thread in threads:
             if thread.is_alive() and thread is not threading.current_thread():
-                thread.join(max(0.0, deadline - time.monotonic()))
+                # Building networks cannot be interrupted and may take seconds: not worth waiting for.
+                wait = min(0.1, timeout) if thread is self._thread and self._building else timeout
+                thread.join(max(0.0, min(wait, deadline - time.monotonic())))
         return not any(t.is_alive() for t in threads)
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
@@ -415,6 +418,7 @@ class Engine:
                 self._cond.notify_all()
             try:
                 if config is not None:
+                    self._building = True
                     self._build(config)
                 elif frame is not None:
                     self._process(frame, continuous, replay)
@@ -423,6 +427,7 @@ class Engine:
                 self._emit(Error(code, f"{'cannot load the networks' if config is not None else 'frame failed'}: "
                                        f"{one_line_error(e)}"))
             finally:
+                self._building = False
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()

@@ -29,7 +29,16 @@ def test_sigterm_closes_like_the_close_button_with_a_screenshot_and_a_report(qap
     args = argparse.Namespace(window_source=str(video), window_profile="cifar10", window_device="cpu",
                               quit_after=None, report=str(report), screenshot=str(shot), command=None)
     hook, term = sys.excepthook, signal.getsignal(signal.SIGTERM)
-    QTimer.singleShot(6000, lambda: os.kill(os.getpid(), signal.SIGTERM))  # what `timeout` sends
+    from gui.main_window import MainWindow
+
+    def term_after_frames() -> None:  # SIGTERM is what `timeout` sends
+        windows = [w for w in qapp.topLevelWidgets() if isinstance(w, MainWindow)]
+        if windows and windows[0].frames_shown >= 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        else:
+            QTimer.singleShot(100, term_after_frames)
+
+    QTimer.singleShot(100, term_after_frames)
     assert run_window(args) == 0
     assert sys.excepthook is hook and signal.getsignal(signal.SIGTERM) is term  # restored for whoever runs next
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -43,7 +52,7 @@ def test_sigterm_closes_like_the_close_button_with_a_screenshot_and_a_report(qap
     assert all(v is None or v > 0 for v in data["latency_ms_p50"].values())
     assert data["profile"] == "cifar10" and data["device"] == "cpu" and data["errors"] == 0
     assert data["engine_stopped_cleanly"] is True
-    assert 5.0 <= data["duration_s"] < 30
+    assert 0 < data["duration_s"] < 30
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.avi", "report.json", "settings.ini", "shot.png"]
 
 
