@@ -68,19 +68,19 @@ def bench_latency(session: InferenceSession, runs: int = 200, warmup: int = 20, 
             for _ in range(warmup):
                 forward(x)
                 session._forward(net, x, view, 0.0)
-            started, blocks = time.perf_counter(), 0
-            while blocks < max(1, runs // block) or time.perf_counter() - started < min_seconds:
+            started = time.perf_counter()
+            while len(raw) < runs or time.perf_counter() - started < min_seconds:
                 if job is not None:
                     job.check()
-                blocks += 1
+                size = block if len(raw) + block <= runs or len(raw) >= runs else runs - len(raw)
                 with session.bare(name):  # the floor runs without the taps
-                    for _ in range(block):
+                    for _ in range(size):
                         synchronize(session.device)
                         t0 = time.perf_counter()
                         forward(x)
                         synchronize(session.device)
                         raw.append((time.perf_counter() - t0) * 1000)
-                for _ in range(block):
+                for _ in range(size):
                     engine.append(session._forward(net, x, view, 0.0).forward_ms)
         raw_p50, raw_p95, _ = percentiles(raw)
         eng_p50, eng_p95, _ = percentiles(engine)

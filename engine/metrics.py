@@ -4,6 +4,12 @@
 :class:`MetricsSnapshot` objects (plain numbers and numpy arrays) that the window plots and the CLI
 prints. Everything is arithmetic on numbers already measured: no timing happens here except the
 wall-clock rate of completed frames.
+
+What each figure covers: the statistics belong to one source (the engine resets them when a new
+source opens, and on request); latencies and frame rates are over the last ``window`` frames;
+counts, accuracies, confusion, agreement and flips are since the source opened. The frame rate is
+measured over the time frames kept arriving: a gap longer than :data:`IDLE_GAP_S` (a pause, a
+slideshow's wait, a single image) is not counted as time the engine ran.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from types import MappingProxyType
 import numpy as np
 
 from engine.inference import FrameResult
+
+IDLE_GAP_S = 1.0  # a longer wait between two results is idle time, not part of a frame rate
 
 
 def percentiles(values: Sequence[float] | np.ndarray, qs: Sequence[float] = (50, 95, 99)) -> tuple[float, ...]:
@@ -41,6 +49,10 @@ class ModelStats:
     p99_ms: float
     jitter_ms: float
     network_fps: float  # 1000 / p50: frames per second this network alone could sustain
+    forward_ms: np.ndarray  # the recent forward passes alone (what `bench` measures), oldest first
+    forward_p50_ms: float
+    forward_p95_ms: float
+    preprocess_p50_ms: float  # crop, resize, normalise (shared by networks with the same recipe)
     frames: int
     labelled: int  # frames with a ground-truth label
     top1: float | None  # running accuracy, None without labels
@@ -55,12 +67,15 @@ class MetricsSnapshot:
     frames: int  # results received
     errors: int  # frames that could not be read
     dropped: int  # frames replaced before the engine got to them (filled in by the engine)
-    pipeline_fps: float  # completed frames per second, wall clock, over the recent window
+    pipeline_fps: float | None  # completed frames per second while frames kept coming (see the module
+    # docstring), over the recent window; None before two frames came close enough together
     models: Mapping[str, ModelStats]
     agreement: np.ndarray  # (models, models) fraction of frames where both gave the same top-1
     model_names: tuple[str, ...]
     all_agree_rate: float | None  # fraction of frames where every network gave the same top-1
-    history_fps: np.ndarray  # recent pipeline FPS samples, one per completed frame
+    history_fps: np.ndarray  # recent pipeline FPS samples, one per completed frame (NaN: not yet known)
+    source: str = ""  # the source these statistics belong to
+    window: int = 300  # latencies and frame rates cover the last this many frames
 
 
 class MetricsTracker:
@@ -74,11 +89,15 @@ class MetricsTracker:
         self._clock = clock
         self.reset()
 
-    def reset(self) -> None:
+    def reset(self, source: str = "") -> None:
+        """Start over (a new source, or a person's Reset): every figure restarts from nothing."""
         n = len(self.names)
+        self.source = source
         self.frames = self.errors = 0
         self.last_frame_id = -1
         self._latency = {m: deque(maxlen=self.window) for m in self.names}
+        self._forward = {m: deque(maxlen=self.window) for m in self.names}
+        self._preprocess = {m: deque(maxlen=self.window) for m in self.names}
         self._count = dict.fromkeys(self.names, 0)
         self._labelled = dict.fromkeys(self.names, 0)
         self._correct1 = dict.fromkeys(self.names, 0)
@@ -99,7 +118,8 @@ class MetricsTracker:
         self.frames += 1
         self.last_frame_id = result.frame_id
         self._done_at.append(self._clock())
-        self._fps_history.append(self._fps())
+        fps = self._fps()
+        self._fps_history.append(float("nan") if fps is None else fps)
         if not result.ok:
             self.errors += 1
             return
@@ -108,6 +128,8 @@ class MetricsTracker:
             if name not in self._latency:
                 continue
             self._latency[name].append(r.latency_ms)
+            self._forward[name].append(r.forward_ms)
+            self._preprocess[name].append(r.preprocess_ms)
             self._count[name] += 1
             top1[name] = r.top1
             if result.label is not None and 0 <= result.label < self.num_classes:
@@ -125,21 +147,29 @@ class MetricsTracker:
             self._compared += 1
             self._all_agree += int((answers == answers[0]).all())
 
-    def _fps(self) -> float:
+    def _fps(self) -> float | None:
+        """Frames per second over the recent results, leaving out gaps longer than IDLE_GAP_S."""
         if len(self._done_at) < 2:
-            return 0.0
-        span = self._done_at[-1] - self._done_at[0]
-        return (len(self._done_at) - 1) / span if span > 0 else 0.0
+            return None
+        gaps = np.diff(np.fromiter(self._done_at, np.float64, len(self._done_at)))
+        busy = gaps[gaps <= IDLE_GAP_S]
+        span = float(busy.sum())
+        return len(busy) / span if len(busy) and span > 0 else None
 
     def snapshot(self, dropped: int = 0) -> MetricsSnapshot:
         models = {}
         for m in self.names:
             lat = np.array(self._latency[m], dtype=np.float64)
             p50, p95, p99 = percentiles(lat)
+            forward = np.array(self._forward[m], dtype=np.float64)
+            fwd50, fwd95 = percentiles(forward, (50, 95))
+            (pre50,) = percentiles(self._preprocess[m], (50,))
             labelled = self._labelled[m]
             models[m] = ModelStats(
                 latency_ms=_ro(lat), p50_ms=p50, p95_ms=p95, p99_ms=p99, jitter_ms=jitter(lat),
-                network_fps=1000.0 / p50 if p50 > 0 else 0.0, frames=self._count[m], labelled=labelled,
+                network_fps=1000.0 / p50 if p50 > 0 else 0.0, forward_ms=_ro(forward), forward_p50_ms=fwd50,
+                forward_p95_ms=fwd95,
+                preprocess_p50_ms=pre50, frames=self._count[m], labelled=labelled,
                 top1=self._correct1[m] / labelled if labelled else None,
                 top5=self._correct5[m] / labelled if labelled else None,
                 confusion=_ro(self._confusion[m].copy()) if labelled else None,
@@ -151,6 +181,7 @@ class MetricsTracker:
             pipeline_fps=self._fps(), models=MappingProxyType(models), agreement=_ro(agreement.astype(np.float64)),
             model_names=self.names, all_agree_rate=self._all_agree / self._compared if self._compared else None,
             history_fps=_ro(np.array(self._fps_history, dtype=np.float64)),
+            source=self.source, window=self.window,
         )
 
 

@@ -26,6 +26,11 @@ import numpy as np
 from engine.imageio import InputError, display_name, is_image_path, read_image, to_rgb_uint8
 from engine.streams import StreamError, preflight, redact_url
 
+# OpenCV's own WARN/ERROR lines would reach the user's terminal beside the engine's one-line
+# messages, which already say what went wrong; CNN_ARENA_DEBUG=1 keeps them.
+if not os.environ.get("CNN_ARENA_DEBUG"):
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")

@@ -104,6 +104,9 @@ class Engine:
         self._job_thread: threading.Thread | None = None
         self._busy = False
         self._building = False  # the worker is inside _build (loading networks)
+        self._reset_stats = False  # statistics start over at the next frame (a new source, Reset)
+        self._source_name = ""  # what the next statistics belong to
+        self._source_classes: tuple[str, ...] | None = None  # the class list of the source's labels
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -262,10 +265,17 @@ class Engine:
     def submit(self, image: np.ndarray, source: str = "image", label: int | None = None,
                frame_id: int | None = None) -> None:
         """Put one frame in the slot now (a pasted image); a frame still waiting there is dropped."""
-        frame_id = self.processed + self.dropped if frame_id is None else frame_id
         image = np.ascontiguousarray(image)
         image.flags.writeable = False
-        self._offer(Frame(frame_id, image, source, label), wait=False, continuous=False)
+        with self._cond:  # an image of its own is a source of its own: its statistics start afresh
+            self._reset_stats, self._source_name, self._source_classes = True, source, None
+        self._offer(Frame(0 if frame_id is None else frame_id, image, source, label), wait=False, continuous=False)
+
+    def reset_stats(self) -> None:
+        """Start the statistics over (running accuracy, histories, frame rates, latencies) from the
+        next frame; a new source does this by itself."""
+        with self._cond:
+            self._reset_stats = True
 
     def rerun_last(self) -> bool:
         """Run the last frame again (after a layer change while paused) without counting it in the
@@ -289,6 +299,7 @@ class Engine:
         self._stop_feeder()
         with self._cond:
             self._pending = None  # a frame of the old source is not a dropped frame of the new one
+            self._reset_stats = True  # nor are its statistics the new one's
         stop = threading.Event()
         self._feed_stop = stop
         feeder = threading.Thread(target=self._feed, args=(target, stop, realtime, interval, capture_factory),
@@ -340,8 +351,8 @@ class Engine:
             source.close()
             return
         self._source = source
-        session_classes = self.info.models[0].class_names if self.info and self.info.models else ()
-        keep_labels = source.class_names is None or tuple(source.class_names) == tuple(session_classes)
+        self._source_name = source.name
+        self._source_classes = tuple(source.class_names) if source.class_names is not None else None
         live = source.live or (realtime and source.fps is not None)
         continuous = source.live or source.fps is not None
         period = 1.0 / source.fps if realtime and source.fps else interval
@@ -361,8 +372,6 @@ class Engine:
                 if count == 0 and source.camera and frame.image is None:  # the camera never opened
                     self._emit(Error(ErrorCode.CAMERA, frame.error or f"{source.name}: cannot open"))
                     return
-                if frame.label is not None and not keep_labels:  # labels of another class list
-                    frame = Frame(frame.frame_id, frame.image, frame.source, None, frame.error)
                 if count == 0:  # playing means a frame came, not that a connection opened
                     self._emit(SourceStarted(source.name))
                 self._offer(frame, wait=not live, continuous=continuous, stop=stop)
@@ -493,6 +502,10 @@ class Engine:
     def _process(self, frame: Frame, continuous: bool, replay: bool = False) -> None:
         session, metrics = self.session, self.metrics
         assert session is not None and metrics is not None
+        classes = self._source_classes
+        if frame.label is not None and classes is not None and \
+                classes != tuple(session.spec(session.names[0]).class_names):
+            frame = Frame(frame.frame_id, frame.image, frame.source, None, frame.error)  # another class list
         if frame.image is None:
             result = FrameResult(frame.frame_id, frame.source, frame.label, None, {}, frame.error or "unreadable frame",
                                  generation=session.generation)
@@ -510,6 +523,10 @@ class Engine:
                                      f"{frame.source}: {line}", generation=session.generation)
                 self._emit(Error(ErrorCode.FRAME, result.error or ""))
         if not replay:
+            if self._reset_stats:
+                with self._cond:
+                    self._reset_stats = False
+                metrics.reset(self._source_name)
             metrics.update(result, continuous=continuous)
             self.processed += 1
         snapshot = metrics.snapshot(self.dropped)

@@ -144,9 +144,12 @@ def run_window(args) -> int:
         sys.excepthook = previous_hook
         for s, handler in previous_handlers.items():
             signal.signal(s, handler)
+    source_failed = bool(getattr(args, "window_source", None)) and bool(window.source_errors)
+    if source_failed:  # the source asked for on the command line could not be opened
+        failures.insert(0, window.source_errors[0])
     for failure in failures:
         print(f"error: {failure}", file=sys.stderr)
-    status = 1 if failures else 0
+    status = 2 if source_failed else 1 if failures else 0
     if not window.engine_stopped_cleanly:
         # A thread is still inside torch (a network being built) or a driver: finalising the
         # interpreter under it aborts the process ("terminate called without an active

@@ -153,8 +153,7 @@ class EngineBridge(QObject):
             return
         self.engine.clear_source()
         self.engine.submit(image, source=name)
-        self._on_event(SourceStarted(name))
-        self._on_event(SourceEnded(f"{name}: shown"))
+        self.source_ended = True  # one frame, shown: nothing to play, nothing to play again
 
     def configure(self, profile: str | None = None, device: str | None = None) -> None:
         self.engine.configure(profile, device)
@@ -179,6 +178,10 @@ class EngineBridge(QObject):
     def rerun_last(self) -> bool:
         """Run the last frame again (e.g. after a layer change while paused); False when none."""
         return self.engine.rerun_last()
+
+    def reset_stats(self) -> None:
+        """Start the statistics over from the next frame."""
+        self.engine.reset_stats()
 
     def pause(self) -> None:
         self.engine.pause()

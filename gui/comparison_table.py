@@ -35,11 +35,21 @@ from engine.api import MetricsSnapshot, ModelCard, WeightsKind, atomic_write, hu
 from gui import style
 
 RESERVED_ROWS = 4  # the comparison's line-up
-COLUMNS = ("Network", "Year", "Params", "MACs", "Size MB", "Activations MB", "Latency p50 ms",
-           "Latency p95 ms", "Test top-1", "Live top-1", "Weights")
+COLUMNS = ("Network", "Year", "Params", "MACs", "Size MB", "Act. MB", "Fwd p50 ms", "Fwd p95 ms", "Prep ms",
+           "Test top-1", "Live top-1", "Weights")
 CSV_COLUMNS = ("network", "model", "profile", "year", "params", "macs", "size_mb", "activation_mb",
-               "latency_p50_ms", "latency_p95_ms", "latency_frames", "test_top1", "live_top1",
-               "live_labelled_frames", "weights")
+               "forward_p50_ms", "forward_p95_ms", "preprocess_p50_ms", "latency_p50_ms", "latency_p95_ms",
+               "latency_frames", "test_top1", "live_top1", "live_labelled_frames", "weights", "source")
+HEADER_TIPS = {
+    "Act. MB": "Activations: the fp32 outputs of every layer for one image",
+    "Fwd p50 ms": "The network's forward pass alone (what `python main.py bench` measures), median over the "
+                      "last 300 frames of this source, warm",
+    "Fwd p95 ms": "95th percentile of the same forward passes",
+    "Prep ms": "Preprocessing (centre crop, resize, normalise) median over the same frames; shared by "
+               "networks with the same input recipe",
+    "Live top-1": "Running top-1 accuracy on this source's labelled frames since it opened (their count in brackets)",
+    "Test top-1": "Top-1 on the 10,000 CIFAR-10 test images, from the weights' metrics file",
+}
 
 
 @dataclass(frozen=True)
@@ -52,13 +62,17 @@ class TableEntry:
     macs: int | None
     size_mb: float | None
     activation_mb: float | None
-    p50_ms: float | None
+    p50_ms: float | None  # preprocessing + forward
     p95_ms: float | None
+    forward_p50_ms: float | None
+    forward_p95_ms: float | None
+    preprocess_p50_ms: float | None
     frames: int
     test_top1: float | None
     live_top1: float | None
     labelled: int
     status: str
+    source: str = ""
 
 
 def table_entries(profile: str, models: Sequence[ModelCard], snapshot: MetricsSnapshot | None) -> list[TableEntry]:
@@ -66,15 +80,23 @@ def table_entries(profile: str, models: Sequence[ModelCard], snapshot: MetricsSn
     for info in models:
         cost = info.complexity
         stats = snapshot.models.get(info.name) if snapshot is not None else None
-        p50 = stats.p50_ms if stats is not None and stats.frames and math.isfinite(stats.p50_ms) else None
-        p95 = stats.p95_ms if stats is not None and stats.frames and math.isfinite(stats.p95_ms) else None
+        counted = stats is not None and stats.frames > 0
+
+        def known(value: float | None, counted: bool = counted) -> float | None:
+            return value if counted and value is not None and math.isfinite(value) else None
+
         entries.append(TableEntry(
             name=info.name, title=info.family, profile=profile, year=info.year,
             params=cost.params if cost else None, macs=cost.macs if cost else None,
             size_mb=cost.size_mb if cost else None, activation_mb=cost.activation_mb if cost else None,
-            p50_ms=p50, p95_ms=p95, frames=stats.frames if stats is not None else 0,
+            p50_ms=known(stats.p50_ms) if stats else None, p95_ms=known(stats.p95_ms) if stats else None,
+            forward_p50_ms=known(stats.forward_p50_ms) if stats else None,
+            forward_p95_ms=known(stats.forward_p95_ms) if stats else None,
+            preprocess_p50_ms=known(stats.preprocess_p50_ms) if stats else None,
+            frames=stats.frames if stats is not None else 0,
             test_top1=info.test_top1, live_top1=stats.top1 if stats is not None else None,
-            labelled=stats.labelled if stats is not None else 0, status=info.weights))
+            labelled=stats.labelled if stats is not None else 0, status=info.weights,
+            source=snapshot.source if snapshot is not None else ""))
     return entries
 
 
@@ -93,7 +115,8 @@ def display_rows(entries: Sequence[TableEntry]) -> list[list[str]]:
         live = _pct(e.live_top1) + (f" ({e.labelled})" if e.live_top1 is not None else "")
         rows.append([e.title, str(e.year or "\u2013"), human_count(e.params) if e.params is not None else "\u2013",
                      human_count(e.macs) if e.macs is not None else "\u2013", _num(e.size_mb, 1),
-                     _num(e.activation_mb, 2), _num(e.p50_ms, 2), _num(e.p95_ms, 2), _pct(e.test_top1), live,
+                     _num(e.activation_mb, 2), _num(e.forward_p50_ms, 2), _num(e.forward_p95_ms, 2),
+                     _num(e.preprocess_p50_ms, 2), _pct(e.test_top1), live,
                      e.status.upper() if e.status == WeightsKind.UNTRAINED else str(e.status)])
     return rows
 
@@ -103,8 +126,9 @@ def csv_rows(entries: Sequence[TableEntry]) -> list[list[object]]:
     def blank(v):
         return "" if v is None else v
     return [[e.title, e.name, e.profile, blank(e.year), blank(e.params), blank(e.macs), blank(e.size_mb),
-             blank(e.activation_mb), blank(e.p50_ms), blank(e.p95_ms), e.frames, blank(e.test_top1),
-             blank(e.live_top1), e.labelled, e.status] for e in entries]
+             blank(e.activation_mb), blank(e.forward_p50_ms), blank(e.forward_p95_ms), blank(e.preprocess_p50_ms),
+             blank(e.p50_ms), blank(e.p95_ms), e.frames, blank(e.test_top1), blank(e.live_top1), e.labelled,
+             e.status, e.source] for e in entries]
 
 
 def write_csv_atomic(path: str | os.PathLike, header: Sequence[str], rows: Sequence[Sequence[object]]) -> Path:
@@ -134,6 +158,9 @@ class ComparisonTable(QWidget):
         super().__init__(parent)
         self.table = QTableWidget(0, len(COLUMNS), self)
         self.table.setHorizontalHeaderLabels(COLUMNS)
+        for column, name in enumerate(COLUMNS):
+            if name in HEADER_TIPS:
+                self.table.horizontalHeaderItem(column).setToolTip(HEADER_TIPS[name])
         self.table.verticalHeader().hide()
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
@@ -147,8 +174,8 @@ class ComparisonTable(QWidget):
         self.table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
         self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.caption = _TwoLines("Parameters and MACs count convolutions and matrix products (1 MAC = 2 FLOPs); "
-                              "size = fp32 weights; latency = preprocessing + forward, measured live; "
-                              "live top-1 counts labelled frames (in brackets).", self)
+                              "size = fp32 weights; forward and prep (preprocessing) are medians over the "
+                              "last 300 frames of this source, warm; live top-1 since the source opened.", self)
         self.caption.setObjectName("dim")
         self.caption.setWordWrap(True)
         self.caption.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)

@@ -38,7 +38,7 @@ from gui.imaging import agreement
 from gui.job_bar import JobBar
 from gui.model_panel import ModelPanel
 from gui.pacing import CostRecorder, StallMeter
-from gui.plots import LivePlots, PlotModel
+from gui.plots import LivePlots, PlotModel, pipeline_fps_text
 from gui.settings import open_settings
 from gui.source_bar import SourceBar, describe_target, target_from_paths
 
@@ -86,6 +86,7 @@ class MainWindow(QMainWindow):
         self.frames_shown = 0
         self.shown_frame_id: int | None = None
         self.errors: list[str] = []
+        self.source_errors: list[str] = []  # sources that could not be opened (a command line's --source)
         self.started_at = time.monotonic()
         self.redraw_cost = CostRecorder()
         self.closing_hooks: list[Callable[[], None]] = []
@@ -156,6 +157,7 @@ class MainWindow(QMainWindow):
         self.source_bar.image_pasted.connect(self.show_image)
         self.source_bar.play_pause.connect(self.toggle_play)
         self.source_bar.step.connect(self.step)
+        self.source_bar.reset_stats.connect(self.reset_stats)
         self.source_bar.profile_chosen.connect(self._profile_chosen)
         self.source_bar.device_chosen.connect(self._device_chosen)
         self.source_bar.per_channel_toggled.connect(self._per_channel)
@@ -229,7 +231,8 @@ class MainWindow(QMainWindow):
 
     def _update_counters(self) -> None:
         snapshot = self.last_snapshot
-        fps = f"{snapshot.pipeline_fps:.1f} fps" if snapshot is not None else "\u2013 fps"
+        self.plots.fps.set_state(self.bridge.paused, self.bridge.source_ended)
+        fps = pipeline_fps_text(snapshot, self.bridge.paused, self.bridge.source_ended)
         frame = "\u2013" if self.shown_frame_id is None else str(self.shown_frame_id)
         if self.counters.minimumWidth() == 0:  # once, with the first numbers: no width change per frame
             self.counters.setMinimumWidth(560)
@@ -275,6 +278,12 @@ class MainWindow(QMainWindow):
             self.bridge.pause()
             self.source_bar.set_playing(False)
             self.set_status("Paused: Space plays, Right arrow steps one frame")
+
+    def reset_stats(self) -> None:
+        self.bridge.reset_stats()
+        self.plots.reset()
+        self.last_snapshot = None
+        self.set_status("Statistics reset: they start again with the next frame")
 
     def step(self) -> None:
         if not self.bridge.paused:
@@ -383,6 +392,7 @@ class MainWindow(QMainWindow):
         plot_models = [PlotModel(m.name, m.family, style.model_color(i),
                                  m.complexity.macs if m.complexity else None, m.test_top1, m.weights)
                        for i, m in enumerate(session.models)]
+        self.plots.remember(plot_models, num_classes)
         steps.extend(lambda plot=plot: plot.set_models(plot_models, num_classes) for plot in self.plots.all)
         steps.append(lambda: self.table.set_entries(
             table_entries(session.profile, session.models, None)))
@@ -424,6 +434,8 @@ class MainWindow(QMainWindow):
     def _on_event(self, event: EngineEvent) -> None:
         if isinstance(event, Error):
             self.errors.append(event.text)
+            if event.code in (ErrorCode.SOURCE, ErrorCode.CAMERA):
+                self.source_errors.append(event.text)
             hint = ""
             if event.code == ErrorCode.CAMERA:
                 hint = " \u2014 try another index (Camera\u2026), or check that no other program uses it"
@@ -508,7 +520,9 @@ class MainWindow(QMainWindow):
             "frames_dropped": self.bridge.dropped + self.bridge.results_skipped,
             "frames_dropped_by_engine": self.bridge.dropped,
             "results_skipped_by_display": self.bridge.results_skipped,
-            "pipeline_fps": _finite(snapshot.pipeline_fps) if snapshot is not None else 0.0,
+            "pipeline_fps": _finite(snapshot.pipeline_fps) if snapshot is not None else None,
+            "pipeline_fps_covers": "frames per second while frames kept coming, last 300 frames of the source",
+            "source_errors": list(self.source_errors),
             "max_stall_ms": round(self.stall_meter.max_stall_ms, 1),
             "stalls_over_50ms": self.stall_meter.stalls_over_50ms,
             "max_stall_ms_after_first_frame": round(self.stall_meter.max_stall_after_first_frame_ms, 1),

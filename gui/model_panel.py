@@ -335,8 +335,9 @@ class ModelPanel(QFrame):
         last (:attr:`capture_generation`) keeps the feature maps as they are."""
         self.frame_id, self._result = frame_id, result
         self.frame_label.setText(f"frame {frame_id}")
-        self.latency.setText(f"{result.latency_ms:.1f} ms")
-        self.latency.setToolTip(f"preprocess {result.preprocess_ms:.2f} ms + forward {result.forward_ms:.2f} ms")
+        self.latency.setText(f"{result.forward_ms:.1f} ms")
+        self.latency.setToolTip(f"This frame: forward pass {result.forward_ms:.2f} ms (the network alone, as "
+                                f"`bench` measures it) + preprocessing {result.preprocess_ms:.2f} ms")
         text, colour = agreement_badge(same, total)
         _set_badge(self.agree, text, colour, "networks (this one included) whose top-1 answer is the same")
         if truth is None:

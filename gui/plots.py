@@ -49,6 +49,17 @@ def fmt_fps(value: float) -> str:
     return f"{value:.0f}" if value >= 10 else f"{value:.1f}"
 
 
+def pipeline_fps_text(snapshot: MetricsSnapshot | None, paused: bool = False, ended: bool = False) -> str:
+    """The whole pipeline's frame rate in words: measured only while frames kept coming (see
+    engine.metrics), so a pause or a single image reads as such, not as a falling rate."""
+    if paused:
+        return "paused"
+    fps = snapshot.pipeline_fps if snapshot is not None else None
+    if fps is None:
+        return "\u2013 fps"
+    return f"{fps:.1f} fps" + (" (ended)" if ended else "")
+
+
 def swatch(color: str, text: str) -> str:
     """A coloured square and its text, kept on one line."""
     return f"<span style='color:{color}'>\u25a0</span>&nbsp;{text.replace(' ', '&nbsp;')}"
@@ -158,7 +169,7 @@ def frames_ago(count: int) -> np.ndarray:
 
 class LatencyPlot(_Plot):
     def __init__(self) -> None:
-        super().__init__("Latency per frame", "ms", "frames (0 = now)")
+        super().__init__("Forward pass", "ms", "frames (0 = now)")
         item = self.widget.getPlotItem()
         item.enableAutoRange(x=False, y=False)
         item.setXRange(-HISTORY, 0, padding=0.01)  # fixed: the axes are not redrawn every refresh
@@ -177,19 +188,21 @@ class LatencyPlot(_Plot):
         parts, top = [], 0.0
         for m, curve in zip(self.models, self.curves):
             stats = snapshot.models.get(m.name)
-            if stats is None or len(stats.latency_ms) == 0:
+            if stats is None or len(stats.forward_ms) == 0:
+                curve.setData([], [])
                 parts.append(swatch(m.color, m.label))
                 continue
-            y = stats.latency_ms
+            y = stats.forward_ms
             curve.setData(frames_ago(len(y)), y)
             top = max(top, float(np.percentile(y, 99)))
-            parts.append(swatch(m.color, f"{m.label} <b>{fmt_ms(stats.p50_ms)}</b> / {fmt_ms(stats.p95_ms)}"))
+            parts.append(swatch(m.color, f"{m.label} <b>{fmt_ms(stats.forward_p50_ms)}</b> / "
+                                         f"{fmt_ms(stats.forward_p95_ms)}"))
         # The y range follows the 99th percentile with hysteresis: a single spike neither rescales
         # every refresh nor squashes the rest.
         if top > 0 and (top > self._top or top < 0.5 * self._top):
             self._top = top * 1.25
             self.widget.getPlotItem().setYRange(0, self._top, padding=0)
-        self.set_legend(parts, "p50 / p95 ms")
+        self.set_legend(parts, "forward p50 / p95 ms")
 
 
 class FpsPlot(_Plot):
@@ -203,8 +216,12 @@ class FpsPlot(_Plot):
         self.pipeline: pg.PlotDataItem | None = None
         self.curves: list[pg.PlotDataItem] = []
         self.history: dict[str, deque[tuple[int, float]]] = {}
+        self.last: MetricsSnapshot | None = None
+        self.parts: list[str] = []
+        self.state = (False, False)  # paused, ended
 
     def set_models(self, models: list[PlotModel], num_classes: int = 10) -> None:
+        self.last = None
         self._remove([*self.curves, *([self.pipeline] if self.pipeline else [])])
         self.models = models
         self.curves = self._curves([pg.mkPen(m.color, width=1.2, style=Qt.PenStyle.DashLine) for m in models])
@@ -217,17 +234,22 @@ class FpsPlot(_Plot):
     def show_snapshot(self, snapshot: MetricsSnapshot) -> None:
         if self.pipeline is None:
             return
+        self.last = snapshot
         fps = snapshot.history_fps
-        start = int(np.argmax(fps > 0)) if len(fps) and (fps > 0).any() else len(fps)
+        known = np.isfinite(fps) & (fps > 0)  # the first samples have no rate yet: a log axis cannot show them
         low, high = math.inf, 0.0
-        if start < len(fps):  # the first samples have no rate yet (zero): a log axis cannot show them
-            y = fps[start:]
-            self.pipeline.setData(frames_ago(len(y)), y)
+        if known.any():
+            x = frames_ago(len(fps))[known]
+            y = fps[known]
+            self.pipeline.setData(x, y)
             low, high = float(y.min()), float(y.max())
+        else:
+            self.pipeline.setData([], [])
         parts = []
         for m, curve in zip(self.models, self.curves):
             stats = snapshot.models.get(m.name)
             if stats is None or stats.network_fps <= 0:
+                curve.setData([], [])
                 parts.append(swatch(m.color, m.label))
                 continue
             history = self.history[m.name]
@@ -244,8 +266,20 @@ class FpsPlot(_Plot):
             if decades != self._decades:
                 self._decades = decades
                 self.widget.getPlotItem().setYRange(*decades, padding=0.02)
-        self.set_legend(parts, f"<span style='color:{style.TEXT}'>\u2501 all four: <b>{snapshot.pipeline_fps:.1f}"
-                               "</b> fps</span> \u00b7 dashed: each alone")
+        self.parts = parts
+        self._legend()
+
+    def set_state(self, paused: bool, ended: bool) -> None:
+        """Playing, paused or ended: the rate in the legend says which (called when it changes)."""
+        if (paused, ended) != self.state:
+            self.state = (paused, ended)
+            if self.last is not None:
+                self._legend()
+
+    def _legend(self) -> None:
+        rate = pipeline_fps_text(self.last, *self.state)
+        self.set_legend(self.parts, f"<span style='color:{style.TEXT}'>\u2501 all four: <b>{rate}</b></span> "
+                                    "\u00b7 dashed: each alone")
 
 
 class AccuracyPlot(_Plot):
@@ -429,6 +463,9 @@ class LivePlots(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.latency, self.fps, self.accuracy, self.tradeoff = LatencyPlot(), FpsPlot(), AccuracyPlot(), TradeoffPlot()
+        self._models: list[PlotModel] = []
+        self._classes = 10
+        self._frames, self._source = 0, None
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(8)
@@ -440,9 +477,22 @@ class LivePlots(QWidget):
         return (self.latency, self.fps, self.accuracy, self.tradeoff)
 
     def set_models(self, models: list[PlotModel], num_classes: int) -> None:
+        self.remember(models, num_classes)
         for plot in self.all:
             plot.set_models(models, num_classes)
 
+    def remember(self, models: list[PlotModel], num_classes: int) -> None:
+        """The line-up the plots show (the window fills the plots one by one, spread over frames)."""
+        self._models, self._classes = models, num_classes
+        self._frames, self._source = 0, None
+
+    def reset(self) -> None:
+        """Empty every plot (a new source, or Reset): their histories belong to the old statistics."""
+        self.set_models(self._models, self._classes)
+
     def show_snapshot(self, snapshot: MetricsSnapshot) -> None:
+        if snapshot.frames < self._frames or (self._source is not None and snapshot.source != self._source):
+            self.reset()  # the engine started the statistics over
+        self._frames, self._source = snapshot.frames, snapshot.source
         for plot in self.all:
             plot.show_snapshot(snapshot)

@@ -75,6 +75,7 @@ class SourceBar(QToolBar):
     image_pasted = Signal(object, str)  # RGB uint8 array, its name
     play_pause = Signal()
     step = Signal()
+    reset_stats = Signal()
     profile_chosen = Signal(str)
     device_chosen = Signal(str)
     per_channel_toggled = Signal(bool)
@@ -104,6 +105,9 @@ class SourceBar(QToolBar):
         self._pause_icon = icons.standardIcon(QStyle.StandardPixmap.SP_MediaPause)
         self.play_action.setIcon(self._pause_icon)
         self.step_action.setIcon(icons.standardIcon(QStyle.StandardPixmap.SP_MediaSeekForward))
+        self.reset_action = self._add("Reset", self.reset_stats.emit,
+                                      "Start the statistics over: running accuracy, plots, frame rates and latencies "
+                                      "(a new source does this by itself)")
         self.addSeparator()
         self.profile_box = self._combo("Profile", PROFILES, "Which trained line-up: 32x32 CIFAR-10 or 224x224 ImageNet")
         self.profile_box.currentTextChanged.connect(self.profile_chosen.emit)

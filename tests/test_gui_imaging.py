@@ -171,7 +171,7 @@ def test_table_rows_combine_static_counts_and_live_metrics():
     rows = display_rows(entries)
     assert len(rows) == 2 and all(len(r) == len(COLUMNS) for r in rows)
     assert rows[0][:4] == ["LENET5", "1998", "62.01k", "651.72k"]
-    assert rows[0][8] == "70.0%" and rows[0][9] == "\u2013"  # shipped accuracy; nothing live yet
+    assert rows[0][COLUMNS.index("Test top-1")] == "70.0%" and rows[0][COLUMNS.index("Live top-1")] == "\u2013"
     assert rows[1][2] == "\u2013" and rows[1][-1] == "UNTRAINED"
     raw = csv_rows(entries)
     assert all(len(r) == len(CSV_COLUMNS) for r in raw)

@@ -280,8 +280,8 @@ def test_the_table_keeps_its_height_when_the_networks_arrive(qtbot):
     from gui.comparison_table import ComparisonTable, TableEntry
 
     def entries(n):
-        return [TableEntry(f"m{i}", f"Model {i}", "cifar10", 2000 + i, 1000, 2000, 1.0, 0.5, 1.0, 2.0, 10,
-                           0.5, None, 0, "trained") for i in range(n)]
+        return [TableEntry(f"m{i}", f"Model {i}", "cifar10", 2000 + i, 1000, 2000, 1.0, 0.5, 1.0, 2.0, 0.9, 1.8,
+                           0.1, 10, 0.5, None, 0, "trained") for i in range(n)]
 
     table = ComparisonTable()
     qtbot.addWidget(table)
@@ -322,3 +322,31 @@ def test_a_laptop_screen_squeezes_nothing_into_anything(make_window, tmp_path, q
     window.resize(1600, 1000)  # room again: all four rows, no scroll bar
     qtbot.waitUntil(lambda: table.table.height() == table.table.maximumHeight())
     qtbot.waitUntil(lambda: not table.table.verticalScrollBar().isVisible())
+
+
+def test_statistics_belong_to_the_source_on_screen(make_window, qtbot, tmp_path):
+    from tests.test_data import make_tiny_archive
+
+    archive = make_tiny_archive(tmp_path / "tiny.tar.gz", train_per_class=1, test_per_class=2)
+    video = write_video(tmp_path / "clip.avi", frames=200, size=(64, 48))
+    window = make_window()
+
+    def live(name: str = "lenet5"):
+        return next(e for e in window.table.entries if e.name == name).live_top1
+
+    window.open_source(str(archive))
+    qtbot.waitUntil(lambda: window.table.entries and live() is not None, timeout=LONG)
+    window.open_source(str(video))
+    qtbot.waitUntil(lambda: window.last_snapshot is not None and window.last_snapshot.source == "clip.avi"
+                    and window.last_snapshot.frames >= 3, timeout=LONG)
+    qtbot.waitUntil(lambda: live() is None, timeout=LONG)  # the data set's accuracy does not stay up
+    assert "fps" in window.counters.text()
+    window.toggle_play()  # pause
+    qtbot.waitUntil(lambda: "paused" in window.counters.text(), timeout=LONG)
+    assert "all four: <b>paused</b>" in window.plots.fps.header.text()
+    window.reset_stats()
+    assert window.plots.latency.curves[0].getData()[0] is None or len(window.plots.latency.curves[0].getData()[0]) == 0
+    window.show_image(np.zeros((40, 60, 3), np.uint8), "pasted image")
+    qtbot.waitUntil(lambda: window.last_snapshot is not None and window.last_snapshot.source == "pasted image",
+                    timeout=LONG)
+    assert window.shown_frame_id == 0 and "Play" not in window.status_text.text()

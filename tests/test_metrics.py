@@ -70,3 +70,28 @@ def test_latency_window_is_bounded():
         t.update(frame(i, {"a": 0}, {"a": float(i)}))
     lat = t.snapshot().models["a"].latency_ms
     assert len(lat) == 50 and lat[-1] == 499.0
+
+
+def test_the_frame_rate_counts_only_the_time_frames_kept_coming():
+    times = [i / 30 for i in range(10)] + [0.3 + 5.0 + i / 30 for i in range(10)]  # 5 s idle between
+    t = MetricsTracker(["a"], 10, clock=iter(times).__next__)
+    t.update(frame(0, {"a": 1}, {"a": 2.0}))
+    assert t.snapshot().pipeline_fps is None  # one frame (a single image) has no rate
+    for i in range(1, 20):
+        t.update(frame(i, {"a": 1}, {"a": 2.0}))
+    s = t.snapshot()
+    assert s.pipeline_fps == pytest.approx(30.0)  # not 19 frames / 5.6 s = 3.4 fps
+    assert np.isnan(s.history_fps[0]) and s.history_fps[-1] == pytest.approx(30.0)
+
+
+def test_forward_and_preprocessing_are_told_apart_and_a_reset_starts_over():
+    t = MetricsTracker(["a"], 10)
+    for i in range(3):
+        t.update(frame(i, {"a": 1}, {"a": 5.0}, label=1))
+    s = t.snapshot()
+    assert (s.models["a"].p50_ms, s.models["a"].forward_p50_ms, s.models["a"].preprocess_p50_ms) == (5.0, 4.0, 1.0)
+    assert s.models["a"].top1 == 1.0
+    t.reset("video clip.avi")
+    s = t.snapshot()
+    assert s.source == "video clip.avi" and s.frames == 0 and s.models["a"].labelled == 0
+    assert s.models["a"].top1 is None and len(s.models["a"].latency_ms) == 0 and len(s.history_fps) == 0

@@ -270,3 +270,31 @@ def test_a_bad_checkpoint_at_start_reports_and_starts_on_the_default_weights(tmp
         assert ready.card("lenet5").weights == WeightsKind.BUNDLED
     finally:
         assert engine.stop(2.0)
+
+
+def test_statistics_belong_to_a_source_and_reset_on_request(tmp_path):
+    from tests.test_data import make_tiny_archive
+
+    archive = make_tiny_archive(tmp_path / "tiny.tar.gz", train_per_class=1, test_per_class=2)
+    video = write_video(tmp_path / "clip.avi", frames=6, size=(64, 48))
+    snapshots = []
+    engine = Engine(models=["lenet5"], on_result=lambda r, m: snapshots.append(m)).start()
+    try:
+        engine.set_source(str(archive), realtime=False)
+        assert engine.wait_idle(60) and snapshots
+        labelled = snapshots[-1]
+        assert labelled.models["lenet5"].labelled == 6 and labelled.models["lenet5"].top1 is not None
+        engine.set_source(str(video), realtime=False)
+        assert engine.wait_idle(60)
+        after = snapshots[-1]
+        assert after.source == "clip.avi" and after.frames == 6
+        assert after.models["lenet5"].labelled == 0 and after.models["lenet5"].top1 is None  # no leak
+        engine.submit(np.zeros((32, 32, 3), np.uint8), "pasted image")
+        assert engine.wait_idle(10)
+        pasted = snapshots[-1]
+        assert pasted.source == "pasted image" and pasted.frames == 1 and engine.last[0].frame_id == 0
+        engine.reset_stats()
+        engine.submit(np.zeros((32, 32, 3), np.uint8), "pasted image")
+        assert engine.wait_idle(10) and snapshots[-1].frames == 1
+    finally:
+        assert engine.stop(2.0)

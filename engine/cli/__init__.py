@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     window.add_argument("--source", dest="window_source", metavar="PATH",
                         help="start on this image, folder, video, camera index or stream URL")
     window.add_argument("--profile", dest="window_profile", choices=PROFILES, default="cifar10")
-    window.add_argument("--device", dest="window_device", default="cpu", help="cpu, cuda or auto")
+    window.add_argument("--device", dest="window_device", default="cpu", metavar="DEVICE", help="cpu, cuda or auto")
     window.add_argument("--quit-after", type=seconds, metavar="SECONDS", help="close the window after this long")
     window.add_argument("--report", metavar="FILE.json", help="on closing, write a JSON run report")
     window.add_argument("--screenshot", metavar="FILE.png", help="on closing, save a screenshot of the window")
@@ -104,9 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda or auto")
     bench.add_argument("--source", metavar="PATH", help="also run this source through the whole engine")
     bench.add_argument("--frames", type=positive_int, default=300, metavar="N")
-    bench.add_argument("--runs", type=positive_int, default=200, metavar="N", help="timed runs per model")
+    bench.add_argument("--runs", type=positive_int, metavar="N",
+                       help="exactly N timed runs per model (default: 200, and more until --min-seconds have passed)")
     bench.add_argument("--threads", type=positive_int, metavar="N", help="torch CPU threads (default: torch's)")
-    bench.add_argument("--min-seconds", type=float, default=2.0, metavar="S",
+    bench.add_argument("--min-seconds", type=float, metavar="S",
                        help="time each network's latency and throughput for at least this long "
                             "(a fast network's median needs it)")
     bench.add_argument("--weights", action="append", default=[], metavar="MODEL=PATH",

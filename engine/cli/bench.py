@@ -19,12 +19,25 @@ from engine.models.registry import RegistryError
 from engine.weights import WeightsError
 
 
+def machine_load() -> str | None:
+    """A sentence when the machine's load over the last minute exceeds its cores, else None."""
+    try:
+        load = os.getloadavg()[0]
+    except (OSError, AttributeError):  # not on every system
+        return None
+    cores = os.cpu_count() or 1
+    return f"the machine is busy (load {load:.1f} on {cores} cores)" if load > cores else None
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.source and not (args.source.isdigit() or "://" in args.source or os.path.exists(args.source)):
         raise CliError(f"{args.source}: no such file or folder")
-    if not args.min_seconds >= 0:
+    # --runs N means N runs; without it, 200 runs and more until --min-seconds (2 s) have passed
+    runs = args.runs or 200
+    min_seconds = args.min_seconds if args.min_seconds is not None else (0.0 if args.runs else 2.0)
+    if not min_seconds >= 0:
         raise CliError("--min-seconds must be 0 or more")
     weights = parse_weights(args.weights)
     try:
@@ -35,15 +48,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"warning: {args.device} is not available: measuring on the CPU", flush=True)
     session.set_capture({n: (session.spec(n).default_layer,) for n in session.names})
     log = (lambda *a: None) if args.json else (lambda *a: print(*a, flush=True))
-    log(f"latency on {session.device}, {torch.get_num_threads()} threads, {args.runs} runs per network ...")
+    threads = torch.get_num_threads()
+    log(f"latency on {session.device}, {threads} thread{'s' if threads != 1 else ''}, "
+        f"{runs} runs per network{'' if args.runs else ' or more'} ...")
+    busy = machine_load()
+    if busy is not None:
+        print(f"warning: {busy}: the figures will be slower and noisier than on an idle machine",
+              file=sys.stderr, flush=True)
     job = JobState(on_progress=None if args.json else JobProgressBar())
     default_batch = 256 if session.device.type == "cuda" or args.profile == "cifar10" else 16
     with stop_on_signals(job):
         try:
-            models = bench_latency(session, runs=args.runs, min_seconds=args.min_seconds, job=job)
+            models = bench_latency(session, runs=runs, min_seconds=min_seconds, job=job)
             for i, name in enumerate(session.names):
                 job.report(JobProgress("bench", i, len(session.names), f"throughput {name}", "networks"))
-                rate, batch = bench_throughput(session, name, default_batch, seconds=args.min_seconds, job=job)
+                rate, batch = bench_throughput(session, name, default_batch, seconds=min_seconds, job=job)
                 models[name]["images_per_s"], models[name]["batch"] = rate, batch
         except Cancelled:  # Ctrl-C: a bench's numbers are only comparable when all are taken
             measured = ", ".join(job.partial.get("latency", {})) or "none"
