@@ -25,7 +25,8 @@ def test_predict_json_contract_and_exit_status(tmp_path, capsys):
     assert set(results) == {"lenet5", "alexnet", "vgg16", "enet"}
     for r in results.values():
         assert len(r["top"]) == 3 and set(r["top"][0]) == {"label", "prob"}
-        assert r["latency_ms"] > 0
+        assert r["timed_runs"] == 5 and r["forward_ms"] > 0 and r["preprocess_ms"] >= 0
+        assert r["latency_ms"] > 0  # each a median of the five warm runs
     assert answers[1] == {"image": str(bad), "error": "broken.jpg: not an image (unrecognised format)"}
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import numpy as np
+
 from engine.cli import parse_weights
 from engine.cli.output import CliError, JobProgressBar, format_table, print_json, terminal_text
 from engine.imageio import InputError, read_image
@@ -18,6 +20,8 @@ from engine.jobs import JobState
 from engine.jobs.download import DownloadError, download_weights
 from engine.models.registry import RegistryError, list_specs
 from engine.weights import WeightsError
+
+TIMED_RUNS = 5  # per image, after the warm-up: the medians are printed
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -44,12 +48,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
             answers.append({"image": path, "error": str(e)})
             failed = True
             continue
-        result = session.run(image, frame_id, path)
+        # One timing of one image says little (the first is cold, any one may be interrupted):
+        # the image runs TIMED_RUNS times, warm, and the medians are reported.
+        runs = [session.run(image, frame_id, path) for _ in range(TIMED_RUNS)]
+        result = runs[-1]
+
+        def median(name: str, field: str, runs: list = runs) -> float:
+            return round(float(np.median([getattr(run.results[name], field) for run in runs])), 3)
+
         answers.append({"image": path, "results": {
             name: {
                 "top": [{"label": label, "prob": round(float(p), 6)}
                         for label, p in zip(r.top_labels, r.top_probs)],
-                "latency_ms": round(r.latency_ms, 3),
+                "forward_ms": median(name, "forward_ms"),
+                "preprocess_ms": median(name, "preprocess_ms"),
+                "latency_ms": median(name, "latency_ms"),
+                "timed_runs": TIMED_RUNS,
                 "weights": session.loaded(name).status,
             } for name, r in result.results.items()}})
     if args.json:
@@ -70,6 +84,6 @@ def _print_human(answers: list[dict], session: InferenceSession) -> None:
         for name, r in answer["results"].items():
             tops = ", ".join(f"{t['label']} {100 * t['prob']:.1f}%" for t in r["top"])
             status = "" if r["weights"] != "untrained" else "  (UNTRAINED: random weights)"
-            rows.append([name, f"{r['latency_ms']:.1f}", tops + status])
-        print(format_table(["model", "ms", "top predictions"], rows, right={1}))
+            rows.append([name, f"{r['forward_ms']:.2f}", f"{r['preprocess_ms']:.2f}", tops + status])
+        print(format_table(["model", "forward ms", "prep ms", "top predictions"], rows, right={1, 2}))
         print()
