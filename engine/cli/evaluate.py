@@ -65,7 +65,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return status
     rows = [[r.name, f"{100 * r.top1:.2f}%", f"{100 * r.top5:.2f}%", r.images, f"{r.images_per_s:.0f}",
              "UNTRAINED" if r.weights_status == UNTRAINED else r.weights_status] for r in results]
-    print(f"{profile} test set: {len(labels)} images, device {device_label(device)}"
+    data_name = "torchvision CIFAR-10" if args.data == "download" else display_name(args.data)
+    print(f"{data_name}, test split: {len(labels)} images, device {device_label(device)}"
           f"{', flip TTA' if args.tta else ''}")
     print(format_table(["model", "top-1", "top-5", "images", "images/s", "weights"], rows, right={1, 2, 3, 4}))
     for r in results:
