@@ -70,6 +70,7 @@ class SessionReady:
 @dataclass(frozen=True)
 class SourceStarted:
     name: str
+    total: int | None = None  # frames in the source when known up front (a list of files, a data set)
 
 
 @dataclass(frozen=True)

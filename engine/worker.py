@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -56,6 +57,7 @@ from engine.sources import Frame, Source, describe, open_source
 from engine.weights import WeightsError, hub_download_bytes
 
 ResultCallback = Callable[[FrameResult, MetricsSnapshot], None]
+HISTORY_BYTES = 256 * 2**20  # recent frames kept for step_back: about 290 VGA frames, 7 twelve-megapixel photos
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,9 @@ class Engine:
         self._reset_stats = False  # statistics start over at the next frame (a new source, Reset)
         self._source_name = ""  # what the next statistics belong to
         self._source_classes: tuple[str, ...] | None = None  # the class list of the source's labels
+        self._history: deque[Frame] = deque()  # the current source's recent frames, for step_back
+        self._history_bytes = 0
+        self._cursor: int | None = None  # the history position on screen after step_back; None: newest
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -249,14 +254,34 @@ class Engine:
 
     def resume(self) -> None:
         with self._cond:
-            self._paused, self._steps = False, 0
+            self._paused, self._steps, self._cursor = False, 0, None
             self._cond.notify_all()
 
     def step(self) -> None:
-        """While paused, let exactly one more frame through."""
+        """While paused, let exactly one more frame through (after stepping back: the next frame
+        already seen, until the newest one)."""
         with self._cond:
+            if self._cursor is not None:
+                self._cursor += 1
+                frame = self._history[self._cursor]
+                if self._cursor >= len(self._history) - 1:
+                    self._cursor = None  # at the newest frame again: the next step reads the source
+                self._offer(frame, wait=False, continuous=False, replay=True)
+                return
             self._steps += 1
             self._cond.notify_all()
+
+    def step_back(self) -> bool:
+        """Pause and show the frame before the one on screen again (from the recent frames kept,
+        up to HISTORY_BYTES of pictures); False when there is none. Shown again, not counted again."""
+        with self._cond:
+            self._paused = True
+            position = (len(self._history) - 1 if self._cursor is None else self._cursor) - 1
+            if position < 0:
+                return False
+            self._cursor = position
+            self._offer(self._history[position], wait=False, continuous=False, replay=True)
+            return True
 
     @property
     def paused(self) -> bool:
@@ -269,6 +294,7 @@ class Engine:
         image.flags.writeable = False
         with self._cond:  # an image of its own is a source of its own: its statistics start afresh
             self._reset_stats, self._source_name, self._source_classes = True, source, None
+            self._forget_history()
         self._offer(Frame(0 if frame_id is None else frame_id, image, source, label), wait=False, continuous=False)
 
     def reset_stats(self) -> None:
@@ -300,6 +326,7 @@ class Engine:
         with self._cond:
             self._pending = None  # a frame of the old source is not a dropped frame of the new one
             self._reset_stats = True  # nor are its statistics the new one's
+            self._forget_history()
         stop = threading.Event()
         self._feed_stop = stop
         feeder = threading.Thread(target=self._feed, args=(target, stop, realtime, interval, capture_factory),
@@ -373,7 +400,7 @@ class Engine:
                     self._emit(Error(ErrorCode.CAMERA, frame.error or f"{source.name}: cannot open"))
                     return
                 if count == 0:  # playing means a frame came, not that a connection opened
-                    self._emit(SourceStarted(source.name))
+                    self._emit(SourceStarted(source.name, source.length))
                 self._offer(frame, wait=not live, continuous=continuous, stop=stop)
                 count += 1
             if not stop.is_set():
@@ -528,10 +555,26 @@ class Engine:
                     self._reset_stats = False
                 metrics.reset(self._source_name)
             metrics.update(result, continuous=continuous)
+            if frame.image is not None:
+                self._remember(frame)
             self.processed += 1
         snapshot = metrics.snapshot(self.dropped)
         self.last = (result, snapshot)
         self.on_result(result, snapshot)
+
+    def _remember(self, frame: Frame) -> None:
+        """Keep ``frame`` for step_back, the oldest going once the pictures pass HISTORY_BYTES."""
+        with self._cond:
+            self._history.append(frame)
+            self._history_bytes += frame.image.nbytes
+            while len(self._history) > 1 and self._history_bytes > HISTORY_BYTES:
+                self._history_bytes -= self._history.popleft().image.nbytes
+                if self._cursor is not None:
+                    self._cursor = max(0, self._cursor - 1)
+
+    def _forget_history(self) -> None:
+        self._history.clear()
+        self._history_bytes, self._cursor = 0, None
 
     def _emit(self, event: EngineEvent) -> None:
         self.on_event(event)

@@ -54,6 +54,7 @@ class EngineBridge(QObject):
         self.results_received = 0
         self.results_skipped = 0  # arrived but replaced by a newer one before a redraw drew it
         self.target: Any = None  # what the current source was opened from (for replay)
+        self.interval = 0.0  # its slideshow interval
         self.source_ended = False
         self._closing = False
         self._inbox_lock = threading.Lock()
@@ -128,12 +129,14 @@ class EngineBridge(QObject):
 
     # -- control -------------------------------------------------------------------------------
 
-    def set_source(self, target: Any) -> None:
-        """Play ``target`` (path, list of paths, camera index as text, URL); errors come as events."""
+    def set_source(self, target: Any, interval: float = 0.0) -> None:
+        """Play ``target`` (path, list of paths, camera index as text, URL); errors come as events.
+        ``interval``: seconds each still picture stays on screen."""
         self.target = target
+        self.interval = interval
         self.source_ended = False
         if not self._closing:
-            self.engine.set_source(target, realtime=True, interval=0.0)
+            self.engine.set_source(target, realtime=True, interval=interval)
 
     def clear_source(self) -> None:
         """Stop the current source (its last frame stays on screen)."""
@@ -143,7 +146,7 @@ class EngineBridge(QObject):
         """Open the last source again (after it ended); False when there is none or it is an image."""
         if self.target is None:
             return False
-        self.set_source(self.target)
+        self.set_source(self.target, self.interval)
         return True
 
     def submit_image(self, image, name: str = "pasted image") -> None:
@@ -188,6 +191,9 @@ class EngineBridge(QObject):
 
     def resume(self) -> None:
         self.engine.resume()
+
+    def step_back(self) -> bool:
+        return self.engine.step_back()
 
     def step(self) -> None:
         self.engine.step()

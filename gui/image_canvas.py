@@ -32,6 +32,7 @@ class ImageCanvas(QWidget):
         self._tables: dict[int, tuple[np.ndarray, list[int]]] = {}  # id(lut) -> (lut, Qt colour table)
         self._highlight: QRectF | None = None
         self._on_click: Callable[[float, float], None] | None = None
+        self.on_double_click: Callable[[], None] | None = None
         self._describe: Callable[[float, float], str] | None = None
 
     @property
@@ -130,6 +131,13 @@ class ImageCanvas(QWidget):
             text = (self._describe(*at) if at is not None else "") or self.toolTip()
             QToolTip.showText(event.globalPosition().toPoint(), text, self)
         super().mouseMoveEvent(event)
+
+    def mouseDoubleClickEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt's name
+        if self.on_double_click is not None and event.button() == Qt.MouseButton.LeftButton:
+            self.on_double_click()
+            event.accept()
+            return
+        super().mouseDoubleClickEvent(event)
 
     def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt's name
         if self._on_click is not None and event.button() == Qt.MouseButton.LeftButton:

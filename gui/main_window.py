@@ -13,7 +13,17 @@ from collections.abc import Callable
 
 from PySide6.QtCore import QByteArray, QSize, Qt, QTimer
 from PySide6.QtGui import QGuiApplication
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QMainWindow, QSizePolicy, QSplitter, QStatusBar, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QDialog,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QSizePolicy,
+    QSplitter,
+    QStatusBar,
+    QVBoxLayout,
+    QWidget,
+)
 
 from engine.api import (
     EngineEvent,
@@ -34,6 +44,7 @@ from engine.api import (
 from gui import style
 from gui.bridge import EngineBridge
 from gui.comparison_table import ComparisonTable, table_entries
+from gui.image_canvas import ImageCanvas
 from gui.imaging import agreement
 from gui.job_bar import JobBar
 from gui.model_panel import ModelPanel
@@ -86,6 +97,10 @@ class MainWindow(QMainWindow):
         self.frames_shown = 0
         self.shown_frame_id: int | None = None
         self.errors: list[str] = []
+        self.shown_result = None  # the FrameResult on screen
+        self._original: OriginalView | None = None
+        self._pictures = False  # the source is still pictures: the status shows which one is on screen
+        self._pictures_total: int | None = None
         self.source_errors: list[str] = []  # sources that could not be opened (a command line's --source)
         self.started_at = time.monotonic()
         self.redraw_cost = CostRecorder()
@@ -157,6 +172,7 @@ class MainWindow(QMainWindow):
         self.source_bar.image_pasted.connect(self.show_image)
         self.source_bar.play_pause.connect(self.toggle_play)
         self.source_bar.step.connect(self.step)
+        self.source_bar.step_back.connect(self.step_back)
         self.source_bar.reset_stats.connect(self.reset_stats)
         self.source_bar.profile_chosen.connect(self._profile_chosen)
         self.source_bar.device_chosen.connect(self._device_chosen)
@@ -254,7 +270,11 @@ class MainWindow(QMainWindow):
         if self.bridge.paused:
             self.bridge.resume()
         self.source_bar.set_playing(True)
-        self.bridge.set_source(target)
+        # Pictures stay on screen a while; a data set runs as fast as the networks go (it is there
+        # to measure), and a video at its own rate.
+        kind = "images" if isinstance(target, list) else what.split(" ")[0]
+        self.bridge.set_source(target, self.source_bar.slideshow_interval if kind in ("images", "folder", "image")
+                               else 0.0)
 
     def show_image(self, image, name: str = "pasted image") -> None:
         if self.bridge.paused:
@@ -284,6 +304,21 @@ class MainWindow(QMainWindow):
         self.plots.reset()
         self.last_snapshot = None
         self.set_status("Statistics reset: they start again with the next frame")
+
+    def show_original(self) -> None:
+        """The frame on screen as it was loaded, before any network's crop and resize."""
+        result = self.shown_result
+        if result is None or result.frame is None:
+            self.set_status("No picture on screen yet")
+            return
+        if self._original is None:
+            self._original = OriginalView(self)
+        self._original.show_frame(result.frame, result.source)
+
+    def step_back(self) -> None:
+        self.source_bar.set_playing(False)
+        if not self.bridge.step_back():
+            self.set_status("No earlier frame of this source is kept", False)
 
     def step(self) -> None:
         if not self.bridge.paused:
@@ -366,6 +401,7 @@ class MainWindow(QMainWindow):
             panel.layer_requested.connect(self._layer_requested)
             panel.weights_requested.connect(self._weights_requested)
             panel.download_requested.connect(self._download_requested)
+            panel.original_requested.connect(self.show_original)
             self.panel_layout.addWidget(panel, 1)
             self.panels.append(panel)
         for i, panel in enumerate(self.panels):
@@ -443,6 +479,10 @@ class MainWindow(QMainWindow):
         elif isinstance(event, SourceStarted):
             self.set_status(f"Playing {event.name}")
             self.source_bar.set_playing(not self.bridge.paused)
+            target = self.bridge.target
+            self._pictures = isinstance(target, list) or (
+                isinstance(target, str) and describe_target(target).split(" ")[0] in ("folder", "image", "dataset"))
+            self._pictures_total = event.total
         elif isinstance(event, SourceEnded):
             if not self._status_is_error:  # an error about this source stays readable
                 self.set_status(f"{event.text} \u2014 Play (Space) to run it again")
@@ -490,7 +530,11 @@ class MainWindow(QMainWindow):
             r = result.results.get(panel.name)
             if r is not None:
                 panel.show_result(result.frame_id, r, truth, same.get(panel.name, 0), total, result.generation)
+        if self._pictures and result.frame_id != self.shown_frame_id:  # "17 / 240 · cat_003.jpg"
+            total = f" / {self._pictures_total}" if self._pictures_total else ""
+            self.set_status(f"{result.frame_id + 1}{total} \u00b7 {result.source}")
         self.shown_frame_id = result.frame_id
+        self.shown_result = result
 
     def _draw_slow(self) -> bool:
         """One of the slow parts (a plot, or the table) per call, in turn: their repaints cost a few
@@ -543,3 +587,27 @@ class MainWindow(QMainWindow):
             "duration_s": round(time.monotonic() - self.started_at, 2),
             "engine_stopped_cleanly": self.engine_stopped_cleanly,
         }
+
+
+class OriginalView(QDialog):
+    """The picture on screen as it was loaded, at up to its own size: the networks see 32x32 or
+    224x224 crops of it. One window, reused; it does not block the main one."""
+
+    def __init__(self, parent: QWidget) -> None:
+        super().__init__(parent)
+        self.canvas = ImageCanvas(self, min_size=64)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.canvas)
+
+    def show_frame(self, rgb, name: str) -> None:
+        h, w = rgb.shape[:2]
+        self.setWindowTitle(f"{name} \u2014 {w}\u00d7{h} as loaded")
+        self.canvas.set_rgb(rgb)
+        screen = self.screen().availableGeometry() if self.screen() is not None else None
+        limit_w, limit_h = (int(0.8 * screen.width()), int(0.8 * screen.height())) if screen else (1200, 800)
+        scale = min(1.0, limit_w / w, limit_h / h) if w and h else 1.0
+        self.resize(max(160, int(w * scale)), max(120, int(h * scale)))
+        self.show()
+        self.raise_()
+

@@ -127,6 +127,7 @@ class ModelPanel(QFrame):
     layer_requested = Signal(str, str)  # model name, layer name
     weights_requested = Signal(str, str)  # model name, checkpoint path ("" for the default weights)
     download_requested = Signal(str)  # model name: download its torchvision weights
+    original_requested = Signal()  # show the frame on screen as it was loaded, full size
 
     def __init__(self, index: int, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -179,6 +180,8 @@ class ModelPanel(QFrame):
         self.input_view = ImageCanvas(self, min_size=96)
         self.input_view.setFixedSize(136, 136)
         self.input_view.on_click = lambda _x, _y: self.features.select_channel(None)
+        self.input_view.on_double_click = self.original_requested.emit
+        self.input_view.setToolTip("What this network sees. Double-click: the picture as it was loaded")
         self.input_caption = QLabel("", self)
         self.input_caption.setObjectName("dim")
         self.input_caption.setWordWrap(True)

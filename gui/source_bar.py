@@ -70,11 +70,16 @@ def describe_target(target) -> str:
     return f"{kind} {display_name(text.rstrip('/') or text)}"
 
 
+SLIDESHOW = {"1 s / picture": 1.0, "2 s / picture": 2.0, "0.5 s / picture": 0.5, "no wait": 0.0}
+DEFAULT_SLIDESHOW = "1 s / picture"
+
+
 class SourceBar(QToolBar):
     source_chosen = Signal(object)  # a path, list of paths, camera index as text, or URL
     image_pasted = Signal(object, str)  # RGB uint8 array, its name
     play_pause = Signal()
     step = Signal()
+    step_back = Signal()
     reset_stats = Signal()
     profile_chosen = Signal(str)
     device_chosen = Signal(str)
@@ -98,23 +103,37 @@ class SourceBar(QToolBar):
         self._add("Paste", self.paste, "Classify the image on the clipboard", QKeySequence.StandardKey.Paste)
         self.addSeparator()
         self.play_action = self._add("Pause", self.play_pause.emit, "Play / pause (Space)", Qt.Key.Key_Space)
+        self.back_action = self._add("Back", self.step_back.emit,
+                                     "The frame before, again (Left arrow); shown, not counted again", Qt.Key.Key_Left)
         self.step_action = self._add("Step", self.step.emit, "One frame forward, paused (Right arrow)",
                                      Qt.Key.Key_Right)
+        self.reset_action = self._add("Reset", self.reset_stats.emit,
+                                      "Start the statistics over: running accuracy, plots, frame rates and latencies "
+                                      "(a new source does this by itself)")
         icons = self.style()
         self._play_icon = icons.standardIcon(QStyle.StandardPixmap.SP_MediaPlay)
         self._pause_icon = icons.standardIcon(QStyle.StandardPixmap.SP_MediaPause)
         self.play_action.setIcon(self._pause_icon)
         self.step_action.setIcon(icons.standardIcon(QStyle.StandardPixmap.SP_MediaSeekForward))
-        self.reset_action = self._add("Reset", self.reset_stats.emit,
-                                      "Start the statistics over: running accuracy, plots, frame rates and latencies "
-                                      "(a new source does this by itself)")
+        self.back_action.setIcon(icons.standardIcon(QStyle.StandardPixmap.SP_MediaSeekBackward))
+        self.reset_action.setIcon(icons.standardIcon(QStyle.StandardPixmap.SP_BrowserReload))
+        for action in (self.back_action, self.step_action, self.reset_action):  # icons alone: fits 1366 pixels
+            button = self.widgetForAction(action)
+            if button is not None:
+                button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonIconOnly)
         self.addSeparator()
         self.profile_box = self._combo("Profile", PROFILES, "Which trained line-up: 32x32 CIFAR-10 or 224x224 ImageNet")
         self.profile_box.currentTextChanged.connect(self.profile_chosen.emit)
-        self.device_box = self._combo("Device", devices, "Where the networks run")
+        self.device_box = self._combo("", devices, "Device: where the networks run")
         self.device_box.currentTextChanged.connect(self.device_chosen.emit)
+        self.stills_box = self._combo("", list(SLIDESHOW), "How long each picture of a folder or "
+                                      "a list of files stays on screen; 'no wait': as fast as the networks go "
+                                      "(videos play at their own rate)")
+        remembered = str(self.settings.value("slideshow", DEFAULT_SLIDESHOW) or DEFAULT_SLIDESHOW)
+        self.stills_box.setCurrentText(remembered if remembered in SLIDESHOW else DEFAULT_SLIDESHOW)
+        self.stills_box.currentTextChanged.connect(lambda text: self.settings.setValue("slideshow", text))
         self.addSeparator()
-        self.scale_action = QAction("Per-channel scale", self)
+        self.scale_action = QAction("Per channel", self)
         self.scale_action.setCheckable(True)
         self.scale_action.setToolTip("Feature maps: stretch every channel to its own range (on) or share one "
                                      "range so channels compare (off)")
@@ -132,14 +151,19 @@ class SourceBar(QToolBar):
         return action
 
     def _combo(self, title: str, items: Sequence[str], tip: str) -> QComboBox:
-        label = QLabel(title, self)
         box = QComboBox(self)
         box.addItems(list(items))
         box.setToolTip(tip)
         box.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
-        self.addWidget(label)
+        if title:
+            self.addWidget(QLabel(title, self))
         self.addWidget(box)
         return box
+
+    @property
+    def slideshow_interval(self) -> float:
+        """Seconds each still picture stays on screen (0: as fast as the networks go)."""
+        return SLIDESHOW.get(self.stills_box.currentText(), 1.0)
 
     def set_playing(self, playing: bool) -> None:
         self.play_action.setText("Pause" if playing else "Play")

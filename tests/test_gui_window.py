@@ -350,3 +350,20 @@ def test_statistics_belong_to_the_source_on_screen(make_window, qtbot, tmp_path)
     qtbot.waitUntil(lambda: window.last_snapshot is not None and window.last_snapshot.source == "pasted image",
                     timeout=LONG)
     assert window.shown_frame_id == 0 and "Play" not in window.status_text.text()
+
+
+def test_pictures_stay_on_screen_say_which_one_and_can_be_stepped_back(make_window, qtbot, tmp_path):
+    paths = [str(write_image(tmp_path / f"p{i}.png", size=(120, 80), color=(60 * i, 90, 30))) for i in range(3)]
+    window = make_window()
+    window.source_bar.stills_box.setCurrentText("0.5 s / picture")
+    window.open_source(paths)
+    qtbot.waitUntil(lambda: window.status_text.text() == "1 / 3 \u00b7 p0.png", timeout=LONG)
+    first = time.monotonic()
+    qtbot.waitUntil(lambda: window.status_text.text() == "2 / 3 \u00b7 p1.png", timeout=LONG)
+    assert time.monotonic() - first >= 0.4  # each picture stays on screen, not 0.03 s
+    window.step_back()
+    qtbot.waitUntil(lambda: window.status_text.text() == "1 / 3 \u00b7 p0.png", timeout=LONG)
+    assert window.bridge.paused and window.source_bar.play_action.text() == "Play"
+    window.show_original()
+    assert window._original.isVisible() and window._original.windowTitle() == "p0.png \u2014 120\u00d780 as loaded"
+    window._original.close()

@@ -62,7 +62,7 @@ def make_mixed_files(folder: Path) -> tuple[list[Path], list[Path]]:
 def test_predict_on_a_mix_answers_every_good_file(tmp_path):
     good, bad = make_mixed_files(tmp_path / "mixed files")
     files = [str(p) for pair in zip(good, bad + [bad[0]] * len(good)) for p in pair]
-    done = subprocess.run([sys.executable, "main.py", "predict", "--json", *files], cwd=ROOT,
+    done = subprocess.run([sys.executable, "main.py", "predict", "--json", "--runs", "1", *files], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
     assert "Traceback" not in done.stdout + done.stderr

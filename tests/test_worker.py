@@ -298,3 +298,32 @@ def test_statistics_belong_to_a_source_and_reset_on_request(tmp_path):
         assert engine.wait_idle(10) and snapshots[-1].frames == 1
     finally:
         assert engine.stop(2.0)
+
+
+def test_step_back_shows_earlier_frames_again_without_counting_them(tmp_path):
+    paths = [str(write_image(tmp_path / f"{i}.png", color=(20 * i, 0, 0))) for i in range(5)]
+    results, events = [], []
+    engine = Engine(models=["lenet5"], on_result=lambda r, m: results.append((r, m)), on_event=events.append).start()
+    try:
+        engine.set_source(paths, realtime=False)
+        assert engine.wait_idle(60) and len(results) == 5
+        from engine.events import SourceStarted
+        assert [e.total for e in events if isinstance(e, SourceStarted)] == [5]
+
+        def shown_after(action) -> tuple[int, int]:
+            before = len(results)
+            action()
+            assert engine.wait_idle(10) and len(results) == before + 1
+            result, snapshot = results[-1]
+            return result.frame_id, snapshot.frames
+
+        assert shown_after(engine.step_back) == (3, 5) and engine.paused
+        assert shown_after(engine.step_back) == (2, 5)
+        assert shown_after(engine.step) == (3, 5)
+        assert shown_after(engine.step) == (4, 5)  # the newest again: the next step reads the source
+        for _ in range(4):
+            engine.step_back()
+            engine.wait_idle(10)
+        assert results[-1][0].frame_id == 0 and engine.step_back() is False  # nothing before the first
+    finally:
+        assert engine.stop(2.0)

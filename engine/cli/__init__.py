@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict = sub.add_parser("predict", help="top-k predictions of every network on image files")
     predict.add_argument("images", nargs="+", metavar="IMAGE")
     predict.add_argument("--profile", choices=PROFILES, default="cifar10")
+    predict.add_argument("--runs", type=positive_int, default=5, metavar="N",
+                         help="warm runs of each image; the medians of their timings are printed (default 5)")
     predict.add_argument("--top", type=positive_int, default=5, metavar="K")
     predict.add_argument("--weights", action="append", default=[], metavar="MODEL=PATH",
                          help="a custom checkpoint for one network (repeatable)")

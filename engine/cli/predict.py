@@ -21,8 +21,6 @@ from engine.jobs.download import DownloadError, download_weights
 from engine.models.registry import RegistryError, list_specs
 from engine.weights import WeightsError
 
-TIMED_RUNS = 5  # per image, after the warm-up: the medians are printed
-
 
 def cmd_predict(args: argparse.Namespace) -> int:
     if args.top < 1:
@@ -49,8 +47,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             failed = True
             continue
         # One timing of one image says little (the first is cold, any one may be interrupted):
-        # the image runs TIMED_RUNS times, warm, and the medians are reported.
-        runs = [session.run(image, frame_id, path) for _ in range(TIMED_RUNS)]
+        # the image runs --runs times (5), warm, and the medians are reported.
+        runs = [session.run(image, frame_id, path) for _ in range(args.runs)]
         result = runs[-1]
 
         def median(name: str, field: str, runs: list = runs) -> float:
@@ -63,7 +61,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 "forward_ms": median(name, "forward_ms"),
                 "preprocess_ms": median(name, "preprocess_ms"),
                 "latency_ms": median(name, "latency_ms"),
-                "timed_runs": TIMED_RUNS,
+                "timed_runs": args.runs,
                 "weights": session.loaded(name).status,
             } for name, r in result.results.items()}})
     if args.json:
