@@ -14,6 +14,7 @@ slideshow's wait, a single image) is not counted as time the engine ran.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -24,6 +25,7 @@ import numpy as np
 
 from engine.inference import FrameResult
 
+EXAMPLES_PER_CELL = 50  # frames remembered per confusion cell, to list and show again
 IDLE_GAP_S = 1.0  # a longer wait between two results is idle time, not part of a frame rate
 
 
@@ -87,7 +89,14 @@ class MetricsTracker:
         self.num_classes = num_classes
         self.window = window
         self._clock = clock
+        self._examples_lock = threading.Lock()  # examples() is read from other threads
         self.reset()
+
+    def examples(self, model: str, true_class: int, predicted: int) -> tuple[tuple[int, str], ...]:
+        """The latest frames (frame id, source name) of one confusion cell, oldest first: up to
+        EXAMPLES_PER_CELL, since the source opened. Any thread may call it."""
+        with self._examples_lock:
+            return tuple(self._examples.get((model, true_class, predicted), ()))
 
     def reset(self, source: str = "") -> None:
         """Start over (a new source, or a person's Reset): every figure restarts from nothing."""
@@ -103,6 +112,8 @@ class MetricsTracker:
         self._correct1 = dict.fromkeys(self.names, 0)
         self._correct5 = dict.fromkeys(self.names, 0)
         self._confusion = {m: np.zeros((self.num_classes, self.num_classes), np.int64) for m in self.names}
+        with self._examples_lock:
+            self._examples: dict[tuple[str, int, int], deque[tuple[int, str]]] = {}
         self._previous_top1: dict[str, int] = {}
         self._flips = dict.fromkeys(self.names, 0)
         self._pairs = dict.fromkeys(self.names, 0)
@@ -137,6 +148,12 @@ class MetricsTracker:
                 self._correct1[name] += int(r.top1 == result.label)
                 self._correct5[name] += int(result.label in r.top_indices[:5])
                 self._confusion[name][result.label, r.top1] += 1
+                key = (name, result.label, r.top1)
+                with self._examples_lock:
+                    cell = self._examples.get(key)
+                    if cell is None:
+                        cell = self._examples[key] = deque(maxlen=EXAMPLES_PER_CELL)
+                    cell.append((result.frame_id, result.source))
             if continuous and name in self._previous_top1:
                 self._pairs[name] += 1
                 self._flips[name] += int(self._previous_top1[name] != r.top1)

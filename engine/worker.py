@@ -297,6 +297,24 @@ class Engine:
             self._forget_history()
         self._offer(Frame(0 if frame_id is None else frame_id, image, source, label), wait=False, continuous=False)
 
+    def cell_examples(self, model: str, true_class: int, predicted: int) -> tuple[tuple[int, str], ...]:
+        """The latest frames (frame id, source name) whose label is ``true_class`` and whose
+        top-1 from ``model`` was ``predicted``, since the source opened."""
+        metrics = self.metrics
+        return metrics.examples(model, true_class, predicted) if metrics is not None else ()
+
+    def show_kept(self, frame_id: int) -> bool:
+        """Pause and show a recent frame of this source again (not counted again); False when it
+        is no longer kept."""
+        with self._cond:
+            for position in range(len(self._history) - 1, -1, -1):
+                if self._history[position].frame_id == frame_id:
+                    self._paused = True
+                    self._cursor = position if position < len(self._history) - 1 else None
+                    self._offer(self._history[position], wait=False, continuous=False, replay=True)
+                    return True
+        return False
+
     def reset_stats(self) -> None:
         """Start the statistics over (running accuracy, histories, frame rates, latencies) from the
         next frame; a new source does this by itself."""

@@ -192,6 +192,12 @@ class EngineBridge(QObject):
     def resume(self) -> None:
         self.engine.resume()
 
+    def cell_examples(self, model: str, true_class: int, predicted: int) -> tuple[tuple[int, str], ...]:
+        return self.engine.cell_examples(model, true_class, predicted)
+
+    def show_kept(self, frame_id: int) -> bool:
+        return self.engine.show_kept(frame_id)
+
     def step_back(self) -> bool:
         return self.engine.step_back()
 

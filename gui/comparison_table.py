@@ -153,6 +153,7 @@ class _TwoLines(QLabel):
 
 class ComparisonTable(QWidget):
     message = Signal(str, bool)  # text for the status bar, is_error
+    statistics_requested = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -183,8 +184,12 @@ class ComparisonTable(QWidget):
         self.caption.setFixedHeight(2 * self.caption.fontMetrics().lineSpacing() + 2)
         self.export_button = QPushButton("Export CSV\u2026", self)
         self.export_button.clicked.connect(self.export_dialog)
+        self.statistics_button = QPushButton("Statistics\u2026", self)
+        self.statistics_button.setToolTip("Confusion matrices, agreement between the networks, flip rate")
+        self.statistics_button.clicked.connect(self.statistics_requested.emit)
         bottom = QHBoxLayout()
         bottom.addWidget(self.caption, 1)
+        bottom.addWidget(self.statistics_button)
         bottom.addWidget(self.export_button)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)

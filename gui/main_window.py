@@ -52,6 +52,7 @@ from gui.pacing import CostRecorder, StallMeter
 from gui.plots import LivePlots, PlotModel, pipeline_fps_text
 from gui.settings import open_settings
 from gui.source_bar import SourceBar, describe_target, target_from_paths
+from gui.statistics_view import StatisticsView
 
 REDRAW_MS = 33  # at most 30 redraws a second
 STEP_GAP_MS = 15  # between two steps of work spread over several event-loop passes
@@ -99,6 +100,7 @@ class MainWindow(QMainWindow):
         self.errors: list[str] = []
         self.shown_result = None  # the FrameResult on screen
         self._original: OriginalView | None = None
+        self.statistics: StatisticsView | None = None
         self._pictures = False  # the source is still pictures: the status shows which one is on screen
         self._pictures_total: int | None = None
         self.source_errors: list[str] = []  # sources that could not be opened (a command line's --source)
@@ -179,6 +181,7 @@ class MainWindow(QMainWindow):
         self.source_bar.per_channel_toggled.connect(self._per_channel)
         self.source_bar.message.connect(self.set_status)
         self.table.message.connect(self.set_status)
+        self.table.statistics_requested.connect(self.show_statistics)
         self.bridge.session_ready.connect(self._on_session)
         self.bridge.event.connect(self._on_event)
 
@@ -305,6 +308,21 @@ class MainWindow(QMainWindow):
         self.last_snapshot = None
         self.set_status("Statistics reset: they start again with the next frame")
 
+    def show_statistics(self) -> None:
+        if self.statistics is None:
+            self.statistics = StatisticsView(self, self.bridge.cell_examples, self._show_kept)
+            if self.session is not None:
+                self.statistics.set_models(list(self.session.models))
+        self.statistics.show_snapshot(self.last_snapshot)
+        self.statistics.show()
+        self.statistics.raise_()
+
+    def _show_kept(self, frame_id: int) -> bool:
+        shown = self.bridge.show_kept(frame_id)
+        if shown:
+            self.source_bar.set_playing(False)
+        return shown
+
     def show_original(self) -> None:
         """The frame on screen as it was loaded, before any network's crop and resize."""
         result = self.shown_result
@@ -413,6 +431,8 @@ class MainWindow(QMainWindow):
         self.source_bar.set_profile(session.profile)
         self.source_bar.set_device(session.device)
         self._ensure_panels(len(session.models))
+        if self.statistics is not None:
+            self.statistics.set_models(list(session.models))
         per_channel = self.source_bar.scale_action.isChecked()
         # Each step below makes Qt repaint a large part of the window; run one step per pass of the
         # event loop, so that no single pass repaints everything at once (a visible stall).
@@ -547,6 +567,8 @@ class MainWindow(QMainWindow):
                 self._slow_parts[part].show_snapshot(snapshot)
             else:
                 self.table.set_entries(table_entries(self.session.profile, self.session.models, snapshot))
+                if self.statistics is not None and self.statistics.isVisible():
+                    self.statistics.show_snapshot(snapshot)
             self._update_counters()
             return part == len(self._slow_parts)  # a round is complete
         self._update_counters()

@@ -58,7 +58,8 @@ def test_a_closed_pipe_is_not_a_traceback():
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
-    proc = subprocess.Popen([sys.executable, "main.py", "info", "--profile", "cifar10"], cwd=root, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "main.py", "info", "--profile", "cifar10"], cwd=root,
+                            stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     proc.stdout.close()  # long before the command has imported torch and written anything
     err = proc.stderr.read()

@@ -335,7 +335,28 @@ def test_statistics_belong_to_the_source_on_screen(make_window, qtbot, tmp_path)
         return next(e for e in window.table.entries if e.name == name).live_top1
 
     window.open_source(str(archive))
+    qtbot.waitUntil(lambda: window.bridge.source_ended and window.last_snapshot is not None
+                    and window.last_snapshot.frames == 6, timeout=LONG)
     qtbot.waitUntil(lambda: window.table.entries and live() is not None, timeout=LONG)
+
+    # Statistics...: confusion with class names, a cell's frames, one shown again; agreement
+    window.show_statistics()
+    view = window.statistics
+    assert view.isVisible() and view.confusion.rowCount() == 10
+    assert view.confusion.verticalHeaderItem(3).text() == "true cat"
+    counted = sum(int(view.confusion.item(r, c).text() or 0) for r in range(10) for c in range(10))
+    assert counted == 6 and "6 labelled frames" in view.confusion_note.text()
+    column = next(c for c in range(10) if view.confusion.item(3, c).text())  # where LeNet-5 put the two cats
+    view._cell_chosen(3, column)
+    assert view.cell_frames.count() >= 1
+    frame_id = view.cell_frames.item(0).data(Qt.ItemDataRole.UserRole)
+    view._frame_chosen(view.cell_frames.item(0))
+    qtbot.waitUntil(lambda: window.shown_frame_id == frame_id, timeout=LONG)
+    assert window.bridge.paused
+    assert view.agreement.rowCount() == 4 and view.agreement.item(0, 0).text() == "100%"
+    assert "All four agreed on" in view.agreement_note.text() and "not a video" in view.flips.text()
+    view.close()
+
     window.open_source(str(video))
     qtbot.waitUntil(lambda: window.last_snapshot is not None and window.last_snapshot.source == "clip.avi"
                     and window.last_snapshot.frames >= 3, timeout=LONG)
