@@ -44,6 +44,7 @@ from engine.api import (
 from gui import style
 from gui.bridge import EngineBridge
 from gui.comparison_table import ComparisonTable, table_entries
+from gui.help_view import HelpView
 from gui.image_canvas import ImageCanvas
 from gui.imaging import agreement
 from gui.job_bar import JobBar
@@ -101,6 +102,7 @@ class MainWindow(QMainWindow):
         self.shown_result = None  # the FrameResult on screen
         self._original: OriginalView | None = None
         self.statistics: StatisticsView | None = None
+        self._help: HelpView | None = None
         self._pictures = False  # the source is still pictures: the status shows which one is on screen
         self._pictures_total: int | None = None
         self.source_errors: list[str] = []  # sources that could not be opened (a command line's --source)
@@ -182,6 +184,7 @@ class MainWindow(QMainWindow):
         self.source_bar.message.connect(self.set_status)
         self.table.message.connect(self.set_status)
         self.table.statistics_requested.connect(self.show_statistics)
+        self.source_bar.help_requested.connect(self.show_help)
         self.bridge.session_ready.connect(self._on_session)
         self.bridge.event.connect(self._on_event)
 
@@ -307,6 +310,12 @@ class MainWindow(QMainWindow):
         self.plots.reset()
         self.last_snapshot = None
         self.set_status("Statistics reset: they start again with the next frame")
+
+    def show_help(self) -> None:
+        if self._help is None:
+            self._help = HelpView(self)
+        self._help.show()
+        self._help.raise_()
 
     def show_statistics(self) -> None:
         if self.statistics is None:

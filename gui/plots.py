@@ -105,7 +105,7 @@ class DecadeAxis(pg.AxisItem):
 class _Plot:
     """A titled plot: a rich-text header (title + legend with live numbers) over a PlotWidget."""
 
-    def __init__(self, title: str, left: str, bottom: str, log_axis: str | None = None) -> None:
+    def __init__(self, title: str, left: str, bottom: str, log_axis: str | None = None, tip: str = "") -> None:
         self.title = title
         axes = {log_axis: DecadeAxis(log_axis)} if log_axis else {}
         self.widget = pg.PlotWidget(background=style.PANEL, axisItems=axes)
@@ -130,6 +130,8 @@ class _Plot:
         # whole row of plots each time.
         self.header.setFixedHeight(3 * self.header.fontMetrics().lineSpacing() + 4)
         self.header.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+        self.header.setToolTip(tip)
+        self.widget.setToolTip(tip)
         self.header_row = QHBoxLayout()
         self.header_row.setContentsMargins(4, 0, 0, 0)
         self.header_row.addWidget(self.header, 1)
@@ -169,7 +171,9 @@ def frames_ago(count: int) -> np.ndarray:
 
 class LatencyPlot(_Plot):
     def __init__(self) -> None:
-        super().__init__("Forward pass", "ms", "frames (0 = now)")
+        super().__init__("Forward pass", "ms", "frames (0 = now)",
+                         tip="Each network's forward pass alone (what `bench` measures), over the last 300 frames "
+                             "of this source; preprocessing is in the table's Prep column")
         item = self.widget.getPlotItem()
         item.enableAutoRange(x=False, y=False)
         item.setXRange(-HISTORY, 0, padding=0.01)  # fixed: the axes are not redrawn every refresh
@@ -202,12 +206,16 @@ class LatencyPlot(_Plot):
         if top > 0 and (top > self._top or top < 0.5 * self._top):
             self._top = top * 1.25
             self.widget.getPlotItem().setYRange(0, self._top, padding=0)
-        self.set_legend(parts, "forward p50 / p95 ms")
+        self.set_legend(parts, "p50 / p95 ms")
 
 
 class FpsPlot(_Plot):
     def __init__(self) -> None:
-        super().__init__("Throughput", "frames/s (log)", "frames (0 = now)", log_axis="left")
+        super().__init__("Throughput", "frames/s (log)", "frames (0 = now)", log_axis="left",
+                         tip="Solid: frames per second of the whole pipeline, all four networks, counted only "
+                             "while frames kept coming (a pause or a single picture is not averaged in). "
+                             "Dashed: the frames per second each network alone could sustain (1000 / its p50 "
+                             "latency, preprocessing included)")
         item = self.widget.getPlotItem()
         item.setLogMode(y=True)
         item.enableAutoRange(x=False, y=False)
@@ -229,7 +237,7 @@ class FpsPlot(_Plot):
         self.history = {m.name: deque(maxlen=HISTORY) for m in models}
         self._decades = (0, 1)
         self.widget.getPlotItem().setYRange(*self._decades, padding=0)
-        self.set_legend([swatch(m.color, m.label) for m in models], "(dashed: each network alone)")
+        self.set_legend([swatch(m.color, m.label) for m in models])
 
     def show_snapshot(self, snapshot: MetricsSnapshot) -> None:
         if self.pipeline is None:
@@ -278,13 +286,14 @@ class FpsPlot(_Plot):
 
     def _legend(self) -> None:
         rate = pipeline_fps_text(self.last, *self.state)
-        self.set_legend(self.parts, f"<span style='color:{style.TEXT}'>\u2501 all four: <b>{rate}</b></span> "
-                                    "\u00b7 dashed: each alone")
+        self.set_legend(self.parts, f"<span style='color:{style.TEXT}'>\u2501 all four: <b>{rate}</b></span>")
 
 
 class AccuracyPlot(_Plot):
     def __init__(self) -> None:
-        super().__init__("Running top-1 accuracy", "%", "labelled frames")
+        super().__init__("Running top-1 accuracy", "%", "labelled frames",
+                         tip="Top-1 accuracy over this source's labelled frames since it opened; top-5 in "
+                             "brackets. The dotted line is chance (one class in ten)")
         item = self.widget.getPlotItem()
         item.setYRange(0, 100, padding=0.02)
         item.enableAutoRange(y=False)
@@ -371,7 +380,9 @@ class TradeoffPlot(_Plot):
     """Accuracy against cost, one labelled point per network: the trade-off the comparison is about."""
 
     def __init__(self) -> None:
-        super().__init__("Accuracy vs cost", "top-1 %", "MACs per image (log)", log_axis="bottom")
+        super().__init__("Accuracy vs cost", "top-1 %", "MACs per image (log)", log_axis="bottom",
+                         tip="Each network's accuracy against its cost: the trade-off the survey describes. "
+                             "Filled: running top-1 on this source; hollow: no accuracy yet")
         item = self.widget.getPlotItem()
         item.setLogMode(x=True)
         item.setYRange(0, 100, padding=0.05)

@@ -81,6 +81,7 @@ class SourceBar(QToolBar):
     step = Signal()
     step_back = Signal()
     reset_stats = Signal()
+    help_requested = Signal()
     profile_chosen = Signal(str)
     device_chosen = Signal(str)
     per_channel_toggled = Signal(bool)
@@ -122,7 +123,7 @@ class SourceBar(QToolBar):
             if button is not None:
                 button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonIconOnly)
         self.addSeparator()
-        self.profile_box = self._combo("Profile", PROFILES, "Which trained line-up: 32x32 CIFAR-10 or 224x224 ImageNet")
+        self.profile_box = self._combo("", PROFILES, "Profile: which trained line-up, 32x32 CIFAR-10 or 224x224 ImageNet")
         self.profile_box.currentTextChanged.connect(self.profile_chosen.emit)
         self.device_box = self._combo("", devices, "Device: where the networks run")
         self.device_box.currentTextChanged.connect(self.device_chosen.emit)
@@ -139,6 +140,7 @@ class SourceBar(QToolBar):
                                      "range so channels compare (off)")
         self.scale_action.toggled.connect(self.per_channel_toggled.emit)
         self.addAction(self.scale_action)
+        self.help_action = self._add("?", self.help_requested.emit, "What am I looking at? (F1)", Qt.Key.Key_F1)
 
     def _add(self, text: str, slot, tip: str, shortcut=None) -> QAction:
         action = QAction(text, self)

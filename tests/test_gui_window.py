@@ -356,6 +356,9 @@ def test_statistics_belong_to_the_source_on_screen(make_window, qtbot, tmp_path)
     assert view.agreement.rowCount() == 4 and view.agreement.item(0, 0).text() == "100%"
     assert "All four agreed on" in view.agreement_note.text() and "not a video" in view.flips.text()
     view.close()
+    window.source_bar.help_action.trigger()  # F1: what the badges, maps and timings mean
+    assert window._help.isVisible() and "majority 3/4" in window._help.text.toPlainText()
+    window._help.close()
 
     window.open_source(str(video))
     qtbot.waitUntil(lambda: window.last_snapshot is not None and window.last_snapshot.source == "clip.avi"
