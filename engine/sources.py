@@ -43,6 +43,7 @@ class Frame:
     source: str  # what to show a person: "cat.jpg", "clip.mp4 #12", "camera 0"
     label: int | None = None
     error: str | None = None
+    epoch: int = 0  # which source request it belongs to (the engine drops frames of older ones)
 
 
 class Source:

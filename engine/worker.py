@@ -106,8 +106,10 @@ class Engine:
         self._job_thread: threading.Thread | None = None
         self._busy = False
         self._building = False  # the worker is inside _build (loading networks)
-        self._reset_stats = False  # statistics start over at the next frame (a new source, Reset)
-        self._source_name = ""  # what the next statistics belong to
+        self._reset_stats = False  # statistics start over at the next frame (Reset)
+        self._epoch = 0  # of the newest source request: frames of older ones are dropped, never shown
+        self._stats_epoch = 0  # the source request the statistics belong to
+        self._source_name = ""  # what the statistics of the newest source are called
         self._source_classes: tuple[str, ...] | None = None  # the class list of the source's labels
         self._history: deque[Frame] = deque()  # the current source's recent frames, for step_back
         self._history_bytes = 0
@@ -293,9 +295,11 @@ class Engine:
         image = np.ascontiguousarray(image)
         image.flags.writeable = False
         with self._cond:  # an image of its own is a source of its own: its statistics start afresh
-            self._reset_stats, self._source_name, self._source_classes = True, source, None
+            self._epoch += 1
+            self._source_name, self._source_classes = source, None
             self._forget_history()
-        self._offer(Frame(0 if frame_id is None else frame_id, image, source, label), wait=False, continuous=False)
+            self._offer(Frame(0 if frame_id is None else frame_id, image, source, label, epoch=self._epoch),
+                        wait=False, continuous=False)
 
     def cell_examples(self, model: str, true_class: int, predicted: int) -> tuple[tuple[int, str], ...]:
         """The latest frames (frame id, source name) whose label is ``true_class`` and whose
@@ -343,11 +347,12 @@ class Engine:
         self._stop_feeder()
         with self._cond:
             self._pending = None  # a frame of the old source is not a dropped frame of the new one
-            self._reset_stats = True  # nor are its statistics the new one's
+            self._epoch += 1  # nor is one still being run: its result is dropped, its statistics too
+            epoch = self._epoch
             self._forget_history()
         stop = threading.Event()
         self._feed_stop = stop
-        feeder = threading.Thread(target=self._feed, args=(target, stop, realtime, interval, capture_factory),
+        feeder = threading.Thread(target=self._feed, args=(target, stop, realtime, interval, capture_factory, epoch),
                                   name="engine feeder", daemon=True)
         self._feeders.append(feeder)
         self._feeder = feeder
@@ -375,7 +380,8 @@ class Engine:
             self._cond.notify_all()
         self._feeders = [t for t in self._feeders if t.is_alive()]
 
-    def _feed(self, target, stop: threading.Event, realtime: bool, interval: float, capture_factory) -> None:
+    def _feed(self, target, stop: threading.Event, realtime: bool, interval: float, capture_factory,
+              epoch: int) -> None:
         class_names = self.info.models[0].class_names if self.info and self.info.models else ()
         me = threading.current_thread()
         self._opening.add(me)
@@ -396,8 +402,10 @@ class Engine:
             source.close()
             return
         self._source = source
-        self._source_name = source.name
-        self._source_classes = tuple(source.class_names) if source.class_names is not None else None
+        with self._cond:
+            if epoch == self._epoch:  # still the newest request
+                self._source_name = source.name
+                self._source_classes = tuple(source.class_names) if source.class_names is not None else None
         live = source.live or (realtime and source.fps is not None)
         continuous = source.live or source.fps is not None
         period = 1.0 / source.fps if realtime and source.fps else interval
@@ -419,7 +427,8 @@ class Engine:
                     return
                 if count == 0:  # playing means a frame came, not that a connection opened
                     self._emit(SourceStarted(source.name, source.length))
-                self._offer(frame, wait=not live, continuous=continuous, stop=stop)
+                self._offer(Frame(frame.frame_id, frame.image, frame.source, frame.label, frame.error, epoch),
+                            wait=not live, continuous=continuous, stop=stop)
                 count += 1
             if not stop.is_set():
                 self._emit(SourceEnded(f"{source.name}: end ({count} frames)"))
@@ -547,10 +556,12 @@ class Engine:
     def _process(self, frame: Frame, continuous: bool, replay: bool = False) -> None:
         session, metrics = self.session, self.metrics
         assert session is not None and metrics is not None
+        if not replay and frame.epoch != self._epoch:
+            return  # taken just before another source was chosen: neither shown nor counted
         classes = self._source_classes
         if frame.label is not None and classes is not None and \
                 classes != tuple(session.spec(session.names[0]).class_names):
-            frame = Frame(frame.frame_id, frame.image, frame.source, None, frame.error)  # another class list
+            frame = Frame(frame.frame_id, frame.image, frame.source, None, frame.error, frame.epoch)  # other classes
         if frame.image is None:
             result = FrameResult(frame.frame_id, frame.source, frame.label, None, {}, frame.error or "unreadable frame",
                                  generation=session.generation)
@@ -567,10 +578,12 @@ class Engine:
                 result = FrameResult(frame.frame_id, frame.source, frame.label, frame.image, {},
                                      f"{frame.source}: {line}", generation=session.generation)
                 self._emit(Error(ErrorCode.FRAME, result.error or ""))
+        if not replay and frame.epoch != self._epoch:
+            return  # another source was chosen while this frame ran
         if not replay:
-            if self._reset_stats:
+            if self._reset_stats or frame.epoch != self._stats_epoch:
                 with self._cond:
-                    self._reset_stats = False
+                    self._reset_stats, self._stats_epoch = False, frame.epoch
                 metrics.reset(self._source_name)
             metrics.update(result, continuous=continuous)
             if frame.image is not None:

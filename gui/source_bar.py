@@ -123,7 +123,7 @@ class SourceBar(QToolBar):
             if button is not None:
                 button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonIconOnly)
         self.addSeparator()
-        self.profile_box = self._combo("", PROFILES, "Profile: which trained line-up, 32x32 CIFAR-10 or 224x224 ImageNet")
+        self.profile_box = self._combo("", PROFILES, "Profile: the trained line-up, 32x32 CIFAR-10 or 224x224 ImageNet")
         self.profile_box.currentTextChanged.connect(self.profile_chosen.emit)
         self.device_box = self._combo("", devices, "Device: where the networks run")
         self.device_box.currentTextChanged.connect(self.device_chosen.emit)
