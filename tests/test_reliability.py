@@ -61,7 +61,7 @@ def make_mixed_files(folder: Path) -> tuple[list[Path], list[Path]]:
 
 def test_predict_on_a_mix_answers_every_good_file(tmp_path):
     good, bad = make_mixed_files(tmp_path / "mixed files")
-    files = [str(p) for pair in zip(good, bad + [bad[0]] * len(good)) for p in pair]
+    files = [str(p) for pair in zip(good, bad + [bad[0]] * len(good)) for p in pair] + [str(tmp_path / "nope.jpg")]
     done = subprocess.run([sys.executable, "main.py", "predict", "--json", "--runs", "1", *files], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
@@ -74,6 +74,7 @@ def test_predict_on_a_mix_answers_every_good_file(tmp_path):
         error = answers[str(path)]["error"]
         assert error.startswith(path.name + ":") and "\n" not in error
     assert "image too large (20000x20000" in answers[str(bad[4])]["error"]
+    assert answers[str(tmp_path / "nope.jpg")]["error"] == "nope.jpg: no such file"
 
 
 def test_exif_rotated_phone_photo_is_upright(tmp_path):

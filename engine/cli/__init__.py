@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda or auto")
     bench.add_argument("--source", metavar="PATH", help="also run this source through the whole engine")
     bench.add_argument("--frames", type=positive_int, default=300, metavar="N")
+    bench.add_argument("--batch", type=positive_int, metavar="N",
+                       help="throughput batch size (default: 256 for cifar10 and on a GPU, 16 for imagenet on "
+                            "the CPU; halved until it fits in memory)")
     bench.add_argument("--runs", type=positive_int, metavar="N",
                        help="exactly N timed runs per model (default: 200, and more until --min-seconds have passed)")
     bench.add_argument("--threads", type=positive_int, metavar="N", help="torch CPU threads (default: torch's)")

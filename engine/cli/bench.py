@@ -56,7 +56,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"warning: {busy}: the figures will be slower and noisier than on an idle machine",
               file=sys.stderr, flush=True)
     job = JobState(on_progress=None if args.json else JobProgressBar())
-    default_batch = 256 if session.device.type == "cuda" or args.profile == "cifar10" else 16
+    default_batch = args.batch or (256 if session.device.type == "cuda" or args.profile == "cifar10" else 16)
     with stop_on_signals(job):
         try:
             models = bench_latency(session, runs=runs, min_seconds=min_seconds, job=job)
