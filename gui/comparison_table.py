@@ -47,7 +47,7 @@ HEADER_TIPS = {
     "Fwd p95 ms": "95th percentile of the same forward passes",
     "Prep ms": "Preprocessing (centre crop, resize, normalise) median over the same frames; shared by "
                "networks with the same input recipe",
-    "Live top-1": "Running top-1 accuracy on this source's labelled frames since it opened (their count in brackets)",
+    "Live top-1": "Running top-1 accuracy on this source's labelled frames since it opened, and how many there were",
     "Test top-1": "Top-1 on the 10,000 CIFAR-10 test images, from the weights' metrics file",
 }
 
@@ -112,7 +112,8 @@ def display_rows(entries: Sequence[TableEntry]) -> list[list[str]]:
     """The strings the table shows, one row per network, in :data:`COLUMNS` order."""
     rows = []
     for e in entries:
-        live = _pct(e.live_top1) + (f" ({e.labelled})" if e.live_top1 is not None else "")
+        # brackets mean top-5 in the plots: here the frame count reads as words, "of 431"
+        live = _pct(e.live_top1) + (f" of {e.labelled}" if e.live_top1 is not None else "")
         rows.append([e.title, str(e.year or "\u2013"), human_count(e.params) if e.params is not None else "\u2013",
                      human_count(e.macs) if e.macs is not None else "\u2013", _num(e.size_mb, 1),
                      _num(e.activation_mb, 2), _num(e.forward_p50_ms, 2), _num(e.forward_p95_ms, 2),
@@ -176,7 +177,8 @@ class ComparisonTable(QWidget):
         self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.caption = _TwoLines("Parameters and MACs count convolutions and matrix products (1 MAC = 2 FLOPs); "
                               "size = fp32 weights; forward and prep (preprocessing) are medians over the "
-                              "last 300 frames of this source, warm; live top-1 since the source opened.", self)
+                              "last 300 frames of this source, warm; live top-1 over the labelled frames since "
+                              "the source opened.", self)
         self.caption.setObjectName("dim")
         self.caption.setWordWrap(True)
         self.caption.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
