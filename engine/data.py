@@ -8,6 +8,9 @@ Three kinds of source:
   archive is still being read;
 - a directory in the same layout, or a directory that is itself ``<class>/<image>`` (one split,
   served whichever split is asked for);
+- the official python archive ``cifar-10-python.tar.gz`` (``data_batch_1`` … ``data_batch_5`` and
+  ``test_batch``, pickled), read with an unpickler that admits nothing but numpy arrays and plain
+  values, so a doctored archive cannot run code;
 - the string ``"download"``: torchvision's CIFAR-10 (downloaded into the cache folder, with
   torchvision's own progress bar, only when a user asks for it).
 
@@ -36,9 +39,12 @@ a :class:`DataError` whose text is one line.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import math
 import os
+import pickle
+import re
 import stat
 import tarfile
 import zipfile
@@ -147,6 +153,9 @@ def has_split_layout(source: str | os.PathLike, *, cache_dir: Path | None = None
             names = [m.name for m in tar if m.isfile()]
     except (tarfile.TarError, OSError, EOFError) as e:
         raise DataError(f"{display_name(path)}: not a readable tar archive ({_first_line(e)})") from None
+    batches = {m.group(1) for m in map(_BATCH.search, names) if m is not None}
+    if batches:
+        return "test_batch" in batches and any(b.startswith("data_batch_") for b in batches)
     return {split for split, _ in _resolve_layout(names, display_name(path)).values()} >= set(SPLITS)
 
 
@@ -286,13 +295,21 @@ def _scan_directory(root: Path) -> _Listing:
 def _decode_archive(path: Path, progress: Progress | None) -> _Decoded:
     total = path.stat().st_size
     too_large: list[tuple[str, str]] = []
+    batches: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     try:
         with _open_regular(path) as raw:
             def members() -> Iterator[tuple[str, bytes]]:
                 # Stream mode ("r|*") reads the (compressed) file once, front to back.
                 with tarfile.open(fileobj=raw, mode="r|*") as tar:
                     for member in tar:
-                        if member.isfile() and _is_image(member.name):
+                        batch = _BATCH.search(member.name) if member.isfile() else None
+                        if batch is not None and member.size <= MAX_BATCH_BYTES:
+                            handle = tar.extractfile(member)
+                            if handle is not None:
+                                batches[batch.group(1)] = read_python_batch(handle.read(), member.name)
+                                if progress is not None:
+                                    progress(raw.tell(), total)
+                        elif member.isfile() and _is_image(member.name):
                             if member.size > MAX_IMAGE_BYTES:
                                 too_large.append((member.name, f"too large ({member.size / 1e6:.0f} MB)"))
                                 continue
@@ -308,7 +325,65 @@ def _decode_archive(path: Path, progress: Progress | None) -> _Decoded:
         raise DataError(f"{display_name(path)}: cannot be read ({_first_line(e)})") from None
     if progress is not None:
         progress(total, total)
+    if batches:
+        if names:
+            raise DataError(f"{display_name(path)}: mixes CIFAR-10's python batches with image files")
+        return _from_batches(batches, display_name(path))
     return _arrange(names, images, failed + too_large, display_name(path))
+
+
+# --- the official python archive ----------------------------------------------------------------
+
+_BATCH = re.compile(r"(?:^|/)(data_batch_[1-5]|test_batch)$")
+MAX_BATCH_BYTES = 64 << 20  # a batch of 10,000 images is 31 MB pickled
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Admits only what a CIFAR-10 batch holds: a dict of bytes, str, int lists and numpy arrays."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"),
+               ("_codecs", "encode")}  # how protocol 2 stores bytes from Python 3: a codec, no code
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused {one_line(module, 40)}.{one_line(name, 40)}")
+
+
+def read_python_batch(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """One pickled batch of the official archive as ``(images (N,32,32,3) RGB, labels (N,))``."""
+    shown = one_line(name, 80)
+    try:
+        batch = _BatchUnpickler(io.BytesIO(data), encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError) as e:
+        raise DataError(f"{shown}: not a CIFAR-10 batch ({_first_line(e)})") from None
+    if not isinstance(batch, dict):
+        raise DataError(f"{shown}: not a CIFAR-10 batch (a {type(batch).__name__}, not a dict)")
+    pixels, labels = batch.get("data"), batch.get("labels")
+    if not isinstance(pixels, np.ndarray) or pixels.dtype != np.uint8 or pixels.ndim != 2 \
+            or pixels.shape[1] != 3 * IMAGE_SIZE * IMAGE_SIZE or not isinstance(labels, list) \
+            or len(labels) != pixels.shape[0]:
+        raise DataError(f"{shown}: not a CIFAR-10 batch (expected 'data' uint8 (N, 3072) and N 'labels')")
+    labels_array = np.asarray(labels, dtype=np.int64)
+    if labels_array.size and (labels_array.min() < 0 or labels_array.max() >= len(CIFAR10_CLASSES)):
+        raise DataError(f"{shown}: a label is outside the {len(CIFAR10_CLASSES)} classes")
+    # each row: 1024 red, then 1024 green, then 1024 blue values, row by row
+    images = pixels.reshape(-1, 3, IMAGE_SIZE, IMAGE_SIZE).transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(images), labels_array
+
+
+def _from_batches(batches: dict[str, tuple[np.ndarray, np.ndarray]], source_name: str) -> _Decoded:
+    train = [batches[k] for k in sorted(batches) if k.startswith("data_batch_")]
+    splits = {}
+    if train:
+        splits["train"] = (np.concatenate([b[0] for b in train]), np.concatenate([b[1] for b in train]))
+    if "test_batch" in batches:
+        splits["test"] = batches["test_batch"]
+    notes = {}
+    if train and len(train) < 5:
+        notes["train"] = [f"{source_name}: {len(train)} of the 5 training batches"]
+    return _Decoded(splits, notes, [])
 
 
 def _decode_directory(path: Path, listing: _Listing, progress: Progress | None) -> _Decoded:

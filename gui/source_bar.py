@@ -27,11 +27,9 @@ from engine.api import (
     redact_url,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CIFAR = ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
 IMAGE_FILTER = "Images (" + " ".join(f"*{s}" for s in sorted(IMAGE_SUFFIXES)) + ");;All files (*)"
 VIDEO_FILTER = "Videos (" + " ".join(f"*{s}" for s in sorted(VIDEO_SUFFIXES)) + ");;All files (*)"
-CIFAR_FILTER = "CIFAR-10 archive (*.tar.gz *.tgz *.tar);;All files (*)"
+CIFAR_FILTER = "CIFAR-10 archive: cifar-10-python.tar.gz, or class folders (*.tar.gz *.tgz *.tar);;All files (*)"
 
 
 def qimage_to_rgb(image: QImage) -> np.ndarray:
@@ -241,7 +239,10 @@ class SourceBar(QToolBar):
         remembered = str(self.settings.value("cifar10_path", "") or "")
         if remembered and os.path.exists(remembered):
             return remembered
-        return str(DEFAULT_CIFAR) if DEFAULT_CIFAR.exists() else self._last_folder()
+        if self.settings.value("last_folder", ""):
+            return self._last_folder()
+        downloads = Path.home() / "Downloads"  # where a browser puts cifar-10-python.tar.gz
+        return str(downloads) if downloads.is_dir() else str(Path.home())
 
     def open_cifar(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "The CIFAR-10 archive (or cancel and use Folder\u2026 for an "

@@ -349,3 +349,55 @@ def test_train_val_split_is_deterministic_and_disjoint():
     assert len(train_val_split(10, 0, seed=0)[1]) == 0
     with pytest.raises(ValueError):
         train_val_split(10, 10, seed=0)
+
+
+def _python_archive(path: Path, batches: dict[str, object]) -> Path:
+    """A tar.gz in the layout of the official cifar-10-python.tar.gz, with the given pickled members."""
+    import io
+    import pickle
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        for name, obj in batches.items():
+            data = obj if isinstance(obj, bytes) else pickle.dumps(obj, protocol=2)
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _batch(n: int, first_label: int) -> dict:
+    rng = np.random.default_rng(first_label)
+    return {"batch_label": "x", "labels": [(first_label + i) % 10 for i in range(n)],
+            "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), "filenames": [f"{i}.png" for i in range(n)]}
+
+
+def test_the_official_python_archive_loads_with_its_pixel_order(tmp_path):
+    from engine.data import has_split_layout
+
+    b1, b2, test = _batch(4, 0), _batch(3, 4), _batch(2, 7)
+    archive = _python_archive(tmp_path / "cifar-10-python.tar.gz",
+                              {"batches.meta": b"meta", "data_batch_2": b2, "data_batch_1": b1, "test_batch": test})
+    warned = []
+    images, labels = load_cifar10(archive, "train", cache_dir=tmp_path / "cache", warn=warned.append)
+    assert images.shape == (7, 32, 32, 3) and labels.tolist() == [0, 1, 2, 3, 4, 5, 6]
+    red, green, blue = b1["data"][1, :1024], b1["data"][1, 1024:2048], b1["data"][1, 2048:]
+    assert (images[1, :, :, 0].ravel() == red).all() and (images[1, :, :, 1].ravel() == green).all()
+    assert (images[1, :, :, 2].ravel() == blue).all()
+    assert warned == ["cifar-10-python.tar.gz: 2 of the 5 training batches"]
+    test_images, test_labels = load_cifar10(archive, "test", cache_dir=tmp_path / "cache")
+    assert test_images.shape == (2, 32, 32, 3) and test_labels.tolist() == [7, 8]
+    assert has_split_layout(archive, cache_dir=tmp_path / "other cache")
+
+
+def test_a_doctored_python_batch_cannot_run_code(tmp_path):
+    import pickle
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    archive = _python_archive(tmp_path / "cifar-10-python.tar.gz", {"test_batch": pickle.dumps(Exploit(), protocol=2)})
+    with pytest.raises(DataError, match="test_batch: not a CIFAR-10 batch \\(refused (posix|os|nt).system\\)"):
+        load_cifar10(archive, "test", cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "pwned").exists()
