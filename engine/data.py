@@ -102,7 +102,16 @@ def load_cifar10(source: str | os.PathLike, split: str = "train", *, cache_dir: 
         return _load_torchvision(split, cache)
     path = Path(source).expanduser()
     name = display_name(source)
-    listing = _scan_directory(path) if _check_source(path) else None
+    is_folder = _check_source(path)
+    batches = batch_files(path) if is_folder else {}
+    if batches:  # an extracted official archive: a few files, read in a fraction of a second
+        decoded = _load_batch_folder(batches, name)
+        if split not in decoded.splits:
+            raise DataError(f"{name}: has no {'test_batch' if split == 'test' else 'data_batch_*'} file")
+        for line in decoded.notes.get(split, []):
+            warn(line)
+        return decoded.splits[split]
+    listing = _scan_directory(path) if is_folder else None
     if listing is None and not path.name.lower().endswith(ARCHIVE_SUFFIXES):
         raise DataError(f"{name}: not a .tar.gz/.tgz/.tar archive or a folder of class folders")
     remove_stale_temps(cache, _CACHE_GLOB)
@@ -141,6 +150,9 @@ def has_split_layout(source: str | os.PathLike, *, cache_dir: Path | None = None
         return True
     path = Path(source).expanduser()
     if _check_source(path):
+        batches = batch_files(path)
+        if batches:
+            return "test_batch" in batches and any(b.startswith("data_batch_") for b in batches)
         return all((path / s).is_dir() for s in SPLITS)
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     fingerprint = source_fingerprint(path)
@@ -306,7 +318,7 @@ def _decode_archive(path: Path, progress: Progress | None) -> _Decoded:
                         if batch is not None and member.size <= MAX_BATCH_BYTES:
                             handle = tar.extractfile(member)
                             if handle is not None:
-                                batches[batch.group(1)] = read_python_batch(handle.read(), member.name)
+                                batches[batch.group(1)] = read_batch(handle.read(), member.name, bool(batch.group(2)))
                                 if progress is not None:
                                     progress(raw.tell(), total)
                         elif member.isfile() and _is_image(member.name):
@@ -334,7 +346,7 @@ def _decode_archive(path: Path, progress: Progress | None) -> _Decoded:
 
 # --- the official python archive ----------------------------------------------------------------
 
-_BATCH = re.compile(r"(?:^|/)(data_batch_[1-5]|test_batch)$")
+_BATCH = re.compile(r"(?:^|/)(data_batch_[1-5]|test_batch)(\.bin)?$")  # python (pickles) or binary version
 MAX_BATCH_BYTES = 64 << 20  # a batch of 10,000 images is 31 MB pickled
 
 
@@ -349,6 +361,52 @@ class _BatchUnpickler(pickle.Unpickler):
         if (module, name) in self.ALLOWED:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refused {one_line(module, 40)}.{one_line(name, 40)}")
+
+
+def read_batch(data: bytes, name: str, binary: bool) -> tuple[np.ndarray, np.ndarray]:
+    return read_binary_batch(data, name) if binary else read_python_batch(data, name)
+
+
+def read_binary_batch(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """One batch of the binary version: records of one label byte and 3072 pixel bytes."""
+    record = 1 + 3 * IMAGE_SIZE * IMAGE_SIZE
+    if len(data) == 0 or len(data) % record:
+        raise DataError(f"{one_line(name, 80)}: not a CIFAR-10 binary batch ({len(data)} bytes is not "
+                        f"a whole number of {record}-byte records)")
+    rows = np.frombuffer(data, np.uint8).reshape(-1, record)
+    labels = rows[:, 0].astype(np.int64)
+    if labels.max() >= len(CIFAR10_CLASSES):
+        raise DataError(f"{one_line(name, 80)}: a label is outside the {len(CIFAR10_CLASSES)} classes")
+    images = rows[:, 1:].reshape(-1, 3, IMAGE_SIZE, IMAGE_SIZE).transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(images), labels
+
+
+def batch_files(folder: Path) -> dict[str, tuple[Path, bool]]:
+    """The batch files of an extracted official archive in ``folder`` or its one sub-folder
+    (``cifar-10-batches-py/``, ``cifar-10-batches-bin/``): name -> (path, binary)."""
+    found: dict[str, tuple[Path, bool]] = {}
+    for where in (folder, *sorted(p for p in folder.glob("cifar-10-batches-*") if p.is_dir())):
+        try:
+            entries = sorted(where.iterdir())
+        except OSError:
+            continue
+        for entry in entries:
+            match = _BATCH.search(entry.name)
+            if match is not None and entry.is_file():
+                found.setdefault(match.group(1), (entry, bool(match.group(2))))
+        if found:
+            break
+    return found
+
+
+def _load_batch_folder(files: dict[str, tuple[Path, bool]], source_name: str) -> _Decoded:
+    batches = {}
+    for name, (path, binary) in files.items():
+        if path.stat().st_size > MAX_BATCH_BYTES:
+            raise DataError(f"{display_name(path)}: too large for a CIFAR-10 batch")
+        with _open_regular(path) as f:
+            batches[name] = read_batch(f.read(), path.name, binary)
+    return _from_batches(batches, source_name)
 
 
 def read_python_batch(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:

@@ -411,5 +411,10 @@ def open_source(target: str | os.PathLike | Sequence[str | os.PathLike], class_n
 
 
 def _looks_like_cifar(folder: Path) -> bool:
-    """A folder with test/<class>/ in it: the ImageFolder layout of a data set, not loose pictures."""
-    return (folder / "test" / "airplane").is_dir() and (folder / "test" / "truck").is_dir()
+    """A folder with test/<class>/ in it (the ImageFolder layout of a data set, not loose pictures),
+    or an extracted official CIFAR-10 archive."""
+    from engine.data import batch_files
+
+    if (folder / "test" / "airplane").is_dir() and (folder / "test" / "truck").is_dir():
+        return True
+    return "test_batch" in batch_files(folder)

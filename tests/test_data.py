@@ -401,3 +401,25 @@ def test_a_doctored_python_batch_cannot_run_code(tmp_path):
     with pytest.raises(DataError, match="test_batch: not a CIFAR-10 batch \\(refused (posix|os|nt).system\\)"):
         load_cifar10(archive, "test", cache_dir=tmp_path / "cache")
     assert not (tmp_path / "pwned").exists()
+
+
+def test_the_binary_archive_and_an_extracted_python_folder_load_too(tmp_path):
+    import pickle
+
+    from engine.sources import DatasetSource, open_source
+
+    test = _batch(3, 5)
+    records = np.concatenate([np.array(test["labels"], np.uint8)[:, None], test["data"]], axis=1).tobytes()
+    binary = _python_archive(tmp_path / "cifar-10-binary.tar.gz", {"test_batch.bin": records})
+    images, labels = load_cifar10(binary, "test", cache_dir=tmp_path / "cache")
+    assert labels.tolist() == [5, 6, 7] and (images[2, :, :, 2].ravel() == test["data"][2, 2048:]).all()
+
+    folder = tmp_path / "extracted" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    (folder / "test_batch").write_bytes(pickle.dumps(test, protocol=2))
+    (folder / "data_batch_1").write_bytes(pickle.dumps(_batch(2, 0), protocol=2))
+    images, labels = load_cifar10(tmp_path / "extracted", "test", cache_dir=tmp_path / "cache")
+    assert labels.tolist() == [5, 6, 7] and images.shape == (3, 32, 32, 3)
+    assert has_split_layout(tmp_path / "extracted")
+    source = open_source(str(tmp_path / "extracted"))  # the window's Folder... plays it as a data set
+    assert isinstance(source, DatasetSource) and source.length == 3
