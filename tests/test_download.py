@@ -55,11 +55,42 @@ def test_a_download_reports_progress_and_checks_the_hash_in_its_name(server, tmp
     assert not wrong.exists() and list((tmp_path / "hub").iterdir()) == [dest]  # no partial file left
 
 
-@pytest.mark.parametrize("path, message", [("/short", "broke off"), ("/missing", "cannot download")])
+@pytest.mark.parametrize("path, message", [("/short", "broke off"), ("/missing", "the weights server answered 404"),
+                                           (None, "cannot reach the weights server")])
 def test_a_failed_download_is_one_line_and_leaves_nothing(server, tmp_path, path, message):
+    import socket
+
+    if path is None:  # offline: nothing listens at the address
+        closed = socket.socket()
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}/x.pth"
+        closed.close()
+    else:
+        url = f"{server}{path}"
     with pytest.raises(DownloadError, match=message) as e:
-        download_file(f"{server}{path}", tmp_path / "x.pth", JobState())
+        download_file(url, tmp_path / "x.pth", JobState())
     assert "\n" not in str(e.value) and list(tmp_path.iterdir()) == []
+    if path is None:
+        assert "Load weights" in str(e.value) and "--weights MODEL=PATH" in str(e.value)
+
+
+def test_predict_download_offline_exits_2_but_answers_with_what_it_has(tmp_path, capsys, monkeypatch):
+    import engine.jobs.download as download
+    from main import main
+    from tests.media import write_image
+
+    def offline(url, dest, job, *, label="", timeout=30.0):
+        raise DownloadError(f"{label}: cannot reach the weights server (no route); check the connection")
+
+    monkeypatch.setattr(download, "download_file", offline)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # nothing cached
+    image = write_image(tmp_path / "a.png")
+    status = main(["predict", "--profile", "imagenet", "--download", "--runs", "1", "--json", str(image)])
+    captured = capsys.readouterr()
+    assert status == 2 and "cannot reach the weights server" in captured.err
+    import json
+    answer = json.loads(captured.out)[0]["results"]["alexnet"]
+    assert answer["weights"] == "untrained" and len(answer["top"]) == 5
 
 
 def test_a_cancelled_download_stops_and_leaves_nothing(server, tmp_path):

@@ -26,11 +26,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.top < 1:
         raise CliError("--top must be at least 1")
     weights = parse_weights(args.weights)
+    download_failed = False
     if getattr(args, "download", False):
         try:
             download_weights(list_specs(args.profile), JobState(on_progress=JobProgressBar()))
-        except DownloadError as e:
-            raise CliError(str(e)) from None
+        except DownloadError as e:  # answer with what there is (marked untrained), then exit 2
+            print(f"error: {terminal_text(str(e))}", file=sys.stderr, flush=True)
+            download_failed = True
     try:
         session = InferenceSession(args.profile, args.device, weights=weights, top_k=args.top)
     except (RegistryError, WeightsError) as e:
@@ -68,7 +70,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print_json(answers)
     else:
         _print_human(answers, session)
-    return 2 if failed else 0
+    return 2 if failed or download_failed else 0
 
 
 def _print_human(answers: list[dict], session: InferenceSession) -> None:

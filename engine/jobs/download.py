@@ -41,7 +41,13 @@ def download_file(url: str, dest: Path, job: JobState, *, label: str = "", timeo
         with os.fdopen(fd, "wb") as out:
             try:
                 response = urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 - the weights' own https URL
-            except (urllib.error.URLError, OSError, ValueError) as e:
+            except urllib.error.HTTPError as e:
+                raise DownloadError(f"{label}: the weights server answered {e.code} ({_reason(e)})") from None
+            except (urllib.error.URLError, OSError) as e:
+                raise DownloadError(f"{label}: cannot reach the weights server ({_reason(e)}); check the "
+                                    "connection, or use a local file (Change \u25b8 Load weights\u2026, or "
+                                    "--weights MODEL=PATH)") from None
+            except ValueError as e:
                 raise DownloadError(f"{label}: cannot download ({_reason(e)})") from None
             with response:
                 total = int(response.headers.get("Content-Length") or 0)
