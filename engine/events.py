@@ -52,6 +52,8 @@ class ModelCard:
     test_top1: float | None  # from the metrics JSON beside bundled weights
     complexity: Complexity | None  # None where it cannot be counted
     download_bytes: int | None = None  # the size of the download, where there is one
+    published_top1: float | None = None  # torchvision's published ImageNet-1K figures (not measured here)
+    published_top5: float | None = None
 
 
 @dataclass(frozen=True)

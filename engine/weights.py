@@ -95,6 +95,17 @@ def hub_weights(spec: ModelSpec):
     return getattr(enum, member, None) if enum is not None else None
 
 
+def published_accuracy(spec: ModelSpec) -> tuple[float, float] | None:
+    """(top-1, top-5) as fractions that torchvision publishes for the spec's hub weights on the
+    ImageNet-1K validation set (from its metadata, known offline); None when there are none. Not
+    measured here: say "published" wherever it is shown."""
+    hub = hub_weights(spec)
+    metrics = (hub.meta.get("_metrics") or {}).get("ImageNet-1K") if hub is not None else None
+    if not metrics or "acc@1" not in metrics:
+        return None
+    return metrics["acc@1"] / 100.0, metrics.get("acc@5", float("nan")) / 100.0
+
+
 def hub_download_bytes(spec: ModelSpec) -> int | None:
     """The size of the spec's torchvision weights file, from torchvision's own metadata (known
     offline); None when it has none."""

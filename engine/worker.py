@@ -54,7 +54,7 @@ from engine.metrics import MetricsSnapshot, MetricsTracker
 from engine.models.registry import RegistryError, list_specs
 from engine.probes import ProbeRequest
 from engine.sources import Frame, Source, describe, open_source
-from engine.weights import WeightsError, hub_download_bytes
+from engine.weights import WeightsError, hub_download_bytes, published_accuracy
 
 ResultCallback = Callable[[FrameResult, MetricsSnapshot], None]
 HISTORY_BYTES = 64 * 2**20  # recent frames kept for step_back: 2 s of VGA video, 20,000 CIFAR pictures
@@ -631,7 +631,8 @@ def model_card(session: InferenceSession, name: str) -> ModelCard:
     return ModelCard(name, spec.title, spec.family, spec.year, spec.paper, loaded.status, loaded.source,
                      loaded.downloadable, session.layers(name), spec.default_layer, spec.has_class_map,
                      spec.class_names, top1, _complexity(name, session.profile),
-                     hub_download_bytes(spec) if loaded.downloadable else None)
+                     hub_download_bytes(spec) if loaded.downloadable else None,
+                     *(published_accuracy(spec) or (None, None)))
 
 
 def _complexity(name: str, profile: str) -> Complexity | None:

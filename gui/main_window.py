@@ -455,7 +455,8 @@ class MainWindow(QMainWindow):
             steps.append(fill)
         num_classes = len(session.models[0].class_names) if session.models else 10
         plot_models = [PlotModel(m.name, m.family, style.model_color(i),
-                                 m.complexity.macs if m.complexity else None, m.test_top1, m.weights)
+                                 m.complexity.macs if m.complexity else None,
+                                 m.test_top1 if m.test_top1 is not None else m.published_top1, m.weights)
                        for i, m in enumerate(session.models)]
         self.plots.remember(plot_models, num_classes)
         steps.extend(lambda plot=plot: plot.set_models(plot_models, num_classes) for plot in self.plots.all)

@@ -37,10 +37,13 @@ STATUS_BADGES = {  # weights kind -> (text, background)
 }
 
 
-def status_badge(status: WeightsKind | str, test_top1: float | None) -> tuple[str, str]:
+def status_badge(status: WeightsKind | str, test_top1: float | None,
+                 published_top1: float | None = None) -> tuple[str, str]:
     text, colour = STATUS_BADGES.get(status, (str(status).upper(), style.TEXT_DIM))
     if status == WeightsKind.BUNDLED and test_top1 is not None:
         text = f"TRAINED \u00b7 test {100 * test_top1:.1f}%"
+    elif status == WeightsKind.DOWNLOADED and published_top1 is not None:
+        text = f"{text} \u00b7 pub. {100 * published_top1:.1f}%"
     return text, colour
 
 
@@ -264,7 +267,7 @@ class ModelPanel(QFrame):
         self.title.setText(info.family)
         self.title.setToolTip(f"{info.title}: {info.paper}, {info.year}")
         self.year.setText(str(info.year) if info.year else "")
-        text, colour = status_badge(info.weights, info.test_top1)
+        text, colour = status_badge(info.weights, info.test_top1, info.published_top1)
         _set_badge(self.status, text, colour, info.weights_source)
         if cost is not None:
             self.cost.setText(f"{human_count(cost.params)} params \u00b7 {human_count(cost.macs)} MACs")

@@ -20,6 +20,9 @@ def test_info_json_imagenet_figures(capsys):
     assert rows["vgg16"]["macs"] == pytest.approx(15.47e9, rel=0.02)
     assert rows["lenet5"]["weights"] is None and rows["enet"]["weights"] is None
     assert rows["vgg16"]["input_size"] == [3, 224, 224]
+    # torchvision's published ImageNet-1K figures, known offline, before any download
+    assert (rows["alexnet"]["published_top1"], rows["alexnet"]["published_top5"]) == (0.56522, 0.79066)
+    assert rows["lenet5"]["published_top1"] is None
 
 
 def test_info_json_cifar10_has_the_four(capsys):

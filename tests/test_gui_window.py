@@ -194,6 +194,10 @@ def test_the_imagenet_profile_says_which_networks_have_no_weights(make_window, p
         assert "random weights" in panels[name].note.text().lower()
     assert "not downloaded" in panels["alexnet"].note.text()
     assert not panels["enet"].class_map_box.isVisible()  # no class map at this size
+    from gui.comparison_table import COLUMNS
+    qtbot.waitUntil(lambda: window.table.table.rowCount() >= 2, timeout=LONG)
+    published = window.table.table.item(1, COLUMNS.index("Test top-1")).text()
+    assert published == "56.5% pub."  # torchvision's figure, shown before any download, said to be published
 
     # Change > Download runs as a job: a progress bar with MB and speed in the status bar, and Cancel
     import engine.worker as worker
@@ -281,7 +285,7 @@ def test_the_table_keeps_its_height_when_the_networks_arrive(qtbot):
 
     def entries(n):
         return [TableEntry(f"m{i}", f"Model {i}", "cifar10", 2000 + i, 1000, 2000, 1.0, 0.5, 1.0, 2.0, 0.9, 1.8,
-                           0.1, 10, 0.5, None, 0, "trained") for i in range(n)]
+                           0.1, 10, 0.5, None, None, 0, "trained") for i in range(n)]
 
     table = ComparisonTable()
     qtbot.addWidget(table)

@@ -177,7 +177,7 @@ def _handler(command: str):
 def info_rows(profile: str | None) -> list[dict[str, Any]]:
     from engine.complexity import complexity
     from engine.models.registry import list_specs
-    from engine.weights import resolve
+    from engine.weights import published_accuracy, resolve
 
     rows = []
     for spec in list_specs(profile):
@@ -191,6 +191,8 @@ def info_rows(profile: str | None) -> list[dict[str, Any]]:
             "weights": str(w.path) if w.path else None, "weights_status": w.status,
             "weights_source": w.source, "downloadable": w.downloadable,
             "top1": metrics.get("test_top1"), "top5": metrics.get("test_top5"),
+            "published_top1": (published_accuracy(spec) or (None, None))[0],
+            "published_top5": (published_accuracy(spec) or (None, None))[1],
             "comparison": spec in _comparison(spec.profile),
         })
     return rows
@@ -210,17 +212,28 @@ def cmd_info(args: argparse.Namespace) -> int:
         mine = [r for r in rows if r["profile"] == profile]
         table = [[r["name"], r["family"], r["year"], human_count(r["params"]), human_count(r["macs"]),
                   f"{r['size_mb']:.1f}", f"{r['activation_mb']:.2f}", "x".join(map(str, r["input_size"])),
-                  f"{100 * r['top1']:.1f}%" if r["top1"] is not None else "-", _weights_label(r)]
+                  _top1_text(r), _weights_label(r)]
                  for r in mine]
         print(f"profile {profile}  (MACs: multiply-accumulates for one image, 1 MAC = 2 FLOPs; "
               "size: fp32 MB; memory: activations MB)")
         print(format_table(["model", "family", "year", "params", "MACs", "size", "memory", "input",
                             "top-1", "weights"], table, right={2, 3, 4, 5, 6, 8}))
+        if any(r["top1"] is None and r.get("published_top1") is not None for r in mine):
+            print("  pub.: torchvision's published ImageNet-1K validation top-1, not measured here")
         for note in dict.fromkeys(_weights_note(r) for r in mine):
             if note:
                 print(f"  {note}")
         print()
     return 0
+
+
+def _top1_text(row: dict[str, Any]) -> str:
+    """Measured test top-1, else torchvision's published ImageNet-1K figure marked "pub."."""
+    if row["top1"] is not None:
+        return f"{100 * row['top1']:.1f}%"
+    if row.get("published_top1") is not None:
+        return f"{100 * row['published_top1']:.1f}% pub."
+    return "-"
 
 
 def _weights_label(row: dict[str, Any]) -> str:
