@@ -33,7 +33,7 @@ from engine.imageio import IMAGE_SUFFIXES, InputError, display_name, is_image_pa
 from engine.inference import FrameResult, LayerInfo, ModelResult
 from engine.jobs import Cancelled, JobProgress, JobState
 from engine.metrics import MetricsSnapshot, MetricsTracker
-from engine.models.registry import PROFILES, RegistryError, comparison_specs, get_spec
+from engine.models.registry import PROFILES, RegistryError, comparison_specs, family_members, get_spec, lineup
 from engine.probes import Activations, ProbeRequest
 from engine.sources import VIDEO_SUFFIXES, Source, describe, open_source
 from engine.streams import redact_url
@@ -46,6 +46,20 @@ __all__ = [
     "FrameResult", "IMAGE_SUFFIXES", "InputError", "JobEnded", "JobOutcome", "JobProgress", "JobState", "LayerInfo",
     "MetricsSnapshot", "MetricsTracker", "ModelCard", "ModelResult", "Notice", "PROFILES", "ProbeRequest",
     "RegistryError", "RunRequest", "SessionReady", "Source", "SourceEnded", "SourceStarted", "VIDEO_SUFFIXES",
-    "WeightsError", "WeightsKind", "atomic_write", "comparison_specs", "describe", "display_name", "get_spec",
-    "human_count", "is_image_path", "one_line", "redact_url", "open_source", "parse_weights_args", "source_error",
+    "WeightsError", "WeightsKind", "atomic_write", "comparison_specs", "describe", "display_name", "family_members",
+    "get_spec", "human_count", "is_image_path", "lineup", "lineup_choices", "one_line", "open_source",
+    "parse_weights_args", "redact_url", "source_error",
 ]
+
+
+def lineup_choices(profile: str, family: str) -> list[tuple[str, str, bool]]:
+    """The networks of ``family`` that can take its place in ``profile``'s line-up, as (name, label,
+    has weights): weights here, or torchvision's to download. For the window's model picker."""
+    from engine.weights import UNTRAINED, resolve
+
+    out = []
+    for spec in family_members(profile, family):
+        info = resolve(spec)
+        out.append((spec.name, spec.display, info.status != UNTRAINED or info.downloadable))
+    return out
+

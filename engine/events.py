@@ -54,6 +54,12 @@ class ModelCard:
     download_bytes: int | None = None  # the size of the download, where there is one
     published_top1: float | None = None  # torchvision's published ImageNet-1K figures (not measured here)
     published_top5: float | None = None
+    label: str = ""  # the name with the depth, "VGG-16-BN"; see display
+
+    @property
+    def display(self) -> str:
+        """What a person reads: the label, or the family for networks with one form."""
+        return self.label or self.family
 
 
 @dataclass(frozen=True)

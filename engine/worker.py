@@ -632,7 +632,7 @@ def model_card(session: InferenceSession, name: str) -> ModelCard:
                      loaded.downloadable, session.layers(name), spec.default_layer, spec.has_class_map,
                      spec.class_names, top1, _complexity(name, session.profile),
                      hub_download_bytes(spec) if loaded.downloadable else None,
-                     *(published_accuracy(spec) or (None, None)))
+                     *(published_accuracy(spec) or (None, None)), spec.label)
 
 
 def _complexity(name: str, profile: str) -> Complexity | None:

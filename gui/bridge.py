@@ -45,10 +45,11 @@ class EngineBridge(QObject):
     session_ready = Signal(object)  # SessionReady
 
     def __init__(self, profile: str = "cifar10", device: str = "cpu", parent: QObject | None = None,
-                 engine_factory: Callable[..., Engine] = Engine, weights: dict[str, str] | None = None) -> None:
+                 engine_factory: Callable[..., Engine] = Engine, weights: dict[str, str] | None = None,
+                 models: list[str] | None = None) -> None:
         super().__init__(parent)
-        self.engine = engine_factory(profile, device, on_result=self._on_result, on_event=self._on_event,
-                                     **({"weights": weights} if weights else {}))
+        options = {**({"weights": weights} if weights else {}), **({"models": models} if models else {})}
+        self.engine = engine_factory(profile, device, on_result=self._on_result, on_event=self._on_event, **options)
         self.latest: tuple[Any, Any] | None = None
         self._latest_is_new = False
         self.results_received = 0
@@ -158,8 +159,8 @@ class EngineBridge(QObject):
         self.engine.submit(image, source=name)
         self.source_ended = True  # one frame, shown: nothing to play, nothing to play again
 
-    def configure(self, profile: str | None = None, device: str | None = None) -> None:
-        self.engine.configure(profile, device)
+    def configure(self, profile: str | None = None, device: str | None = None, models: list[str] | None = None) -> None:
+        self.engine.configure(profile, device, models=models)
 
     def set_capture(self, model: str, layer: str) -> int:
         """Show ``layer`` of ``model``; returns the generation from which results carry it."""

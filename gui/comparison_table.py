@@ -89,7 +89,7 @@ def table_entries(profile: str, models: Sequence[ModelCard], snapshot: MetricsSn
             return value if counted and value is not None and math.isfinite(value) else None
 
         entries.append(TableEntry(
-            name=info.name, title=info.family, profile=profile, year=info.year,
+            name=info.name, title=info.display, profile=profile, year=info.year,
             params=cost.params if cost else None, macs=cost.macs if cost else None,
             size_mb=cost.size_mb if cost else None, activation_mb=cost.activation_mb if cost else None,
             p50_ms=known(stats.p50_ms) if stats else None, p95_ms=known(stats.p95_ms) if stats else None,

@@ -40,6 +40,9 @@ from engine.api import (
     WeightsKind,
     comparison_specs,
     display_name,
+    get_spec,
+    lineup,
+    lineup_choices,
 )
 from gui import style
 from gui.bridge import EngineBridge
@@ -92,7 +95,8 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("CNN Arena \u2014 LeNet-5 \u00b7 AlexNet \u00b7 VGG \u00b7 ENet, side by side")
         self.settings = settings if settings is not None else open_settings()
         self.profile, self.device = profile, device
-        self.bridge = bridge or EngineBridge(profile, device, self, weights=weights)
+        self.bridge = bridge or EngineBridge(profile, device, self, weights=weights,
+                                             models=self._lineup_names(profile))
         self.session: SessionReady | None = None
         self.layer_choice: dict[str, str] = {}  # model -> layer the person picked (kept across sessions)
         self.last_snapshot: MetricsSnapshot | None = None
@@ -311,6 +315,19 @@ class MainWindow(QMainWindow):
         self.last_snapshot = None
         self.set_status("Statistics reset: they start again with the next frame")
 
+    def _lineup_names(self, profile: str) -> list[str]:
+        """The line-up of ``profile`` with the networks the person chose (a VGG depth), remembered."""
+        chosen = [str(self.settings.value(key)) for key in self.settings.allKeys()
+                  if key.startswith(f"lineup/{profile}/")]
+        return [spec.name for spec in lineup(profile, chosen)]
+
+    def _lineup_chosen(self, model: str) -> None:
+        """Put ``model`` in its family's place in the comparison (say VGG-19-BN for VGG-16)."""
+        spec = get_spec(model, self.profile)
+        self.settings.setValue(f"lineup/{self.profile}/{spec.family}", model)
+        self.set_status(f"Loading {spec.display}\u2026")
+        self.bridge.configure(models=self._lineup_names(self.profile))
+
     def show_help(self) -> None:
         if self._help is None:
             self._help = HelpView(self)
@@ -362,7 +379,7 @@ class MainWindow(QMainWindow):
             if self.bridge.target is not None and not self.bridge.source_ended:
                 self._pending_target = self.bridge.target
                 self.bridge.clear_source()
-            self.bridge.configure(profile=profile)
+            self.bridge.configure(profile=profile, models=self._lineup_names(profile))
 
     def _device_chosen(self, device: str) -> None:
         if device != self.device:
@@ -429,6 +446,7 @@ class MainWindow(QMainWindow):
             panel.weights_requested.connect(self._weights_requested)
             panel.download_requested.connect(self._download_requested)
             panel.original_requested.connect(self.show_original)
+            panel.lineup_requested.connect(self._lineup_chosen)
             self.panel_layout.addWidget(panel, 1)
             self.panels.append(panel)
         for i, panel in enumerate(self.panels):
@@ -449,12 +467,13 @@ class MainWindow(QMainWindow):
         for panel, info in zip(self.panels, session.models):
             def fill(panel=panel, info=info) -> None:
                 panel.set_info(info, self.layer_choice.get(info.name))
+                panel.set_lineup(lineup_choices(session.profile, info.family))
                 panel.features.set_per_channel(per_channel)
                 if panel.layer and panel.layer != info.default_layer:
                     panel.capture_generation = self.bridge.set_capture(info.name, panel.layer)
             steps.append(fill)
         num_classes = len(session.models[0].class_names) if session.models else 10
-        plot_models = [PlotModel(m.name, m.family, style.model_color(i),
+        plot_models = [PlotModel(m.name, m.display, style.model_color(i),
                                  m.complexity.macs if m.complexity else None,
                                  m.test_top1 if m.test_top1 is not None else m.published_top1, m.weights)
                        for i, m in enumerate(session.models)]
@@ -487,7 +506,7 @@ class MainWindow(QMainWindow):
         if session is not self.session:
             return  # another session arrived meanwhile
         self._filling = False
-        untrained = [m.family for m in session.models if m.weights == WeightsKind.UNTRAINED]
+        untrained = [m.display for m in session.models if m.weights == WeightsKind.UNTRAINED]
         note = (f" \u2014 UNTRAINED (random weights): {', '.join(untrained)}" if untrained else "")
         self.set_status(f"{len(session.models)} networks on {session.device} ({session.profile}){note}")
         target, self._pending_target = self._pending_target, None

@@ -131,6 +131,7 @@ class ModelPanel(QFrame):
     weights_requested = Signal(str, str)  # model name, checkpoint path ("" for the default weights)
     download_requested = Signal(str)  # model name: download its torchvision weights
     original_requested = Signal()  # show the frame on screen as it was loaded, full size
+    lineup_requested = Signal(str)  # put this network (another VGG depth) in this panel's place
 
     def __init__(self, index: int, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -167,6 +168,8 @@ class ModelPanel(QFrame):
         self.default_action = menu.addAction("Use the default weights", lambda: self._request_weights(""))
         self.download_action = menu.addAction("Download weights", lambda: self.download_requested.emit(self.name))
         self.download_action.setVisible(False)
+        self.lineup_menu = menu.addMenu("Network")
+        self.lineup_menu.menuAction().setVisible(False)
         self.weights_button.setMenu(menu)
         head = _row(self.title, self.year, None, self.status)
 
@@ -249,6 +252,21 @@ class ModelPanel(QFrame):
         self.ensurePolished()  # the style sheet's paddings count
         self.setMinimumSize(230, layout.minimumSize().height() + 4)
 
+    def set_lineup(self, choices: list[tuple[str, str, bool]]) -> None:
+        """The networks that can take this panel's place (name, label, has weights), shown in the
+        Change menu when there is more than one."""
+        self.lineup_menu.clear()
+        for name, label, has_weights in choices:
+            action = self.lineup_menu.addAction(label if has_weights else f"{label} (no weights)")
+            action.setCheckable(True)
+            action.setChecked(name == self.name)
+            action.triggered.connect(lambda _checked=False, n=name: self._lineup_chosen(n))
+        self.lineup_menu.menuAction().setVisible(len(choices) > 1)
+
+    def _lineup_chosen(self, name: str) -> None:
+        if name != self.name:
+            self.lineup_requested.emit(name)
+
     def _choose_weights(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, f"Weights for {self.name}", "", WEIGHTS_FILTER)
         if path:
@@ -264,7 +282,7 @@ class ModelPanel(QFrame):
         """A new session: who this network is, its layers, and which one to show."""
         self.info, self.name = info, info.name
         cost = info.complexity
-        self.title.setText(info.family)
+        self.title.setText(info.display)
         self.title.setToolTip(f"{info.title}: {info.paper}, {info.year}")
         self.year.setText(str(info.year) if info.year else "")
         text, colour = status_badge(info.weights, info.test_top1, info.published_top1)

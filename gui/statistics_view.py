@@ -115,7 +115,7 @@ class StatisticsView(QDialog):
         self.models = list(models)
         self.model_box.blockSignals(True)
         self.model_box.clear()
-        self.model_box.addItems([m.family for m in self.models])
+        self.model_box.addItems([m.display for m in self.models])
         self.model_box.blockSignals(False)
         self.snapshot = None
         self.cell_frames.clear()
@@ -171,7 +171,7 @@ class StatisticsView(QDialog):
         snapshot = self.snapshot
         if snapshot is None or not self.models:
             return
-        names = [next((m.family for m in self.models if m.name == n), n) for n in snapshot.model_names]
+        names = [next((m.display for m in self.models if m.name == n), n) for n in snapshot.model_names]
         matrix = snapshot.agreement
         self.agreement.setRowCount(len(names))
         self.agreement.setColumnCount(len(names))
@@ -194,7 +194,7 @@ class StatisticsView(QDialog):
         for model in self.models:
             stats = snapshot.models.get(model.name)
             if stats is not None and stats.flip_rate is not None:
-                parts.append(f"{model.family} <b>{100 * stats.flip_rate:.1f}%</b>")
+                parts.append(f"{model.display} <b>{100 * stats.flip_rate:.1f}%</b>")
         self.flips.setText("Flip rate (video and camera: how often the top-1 answer changes from one frame to the "
                            "next; steadier is lower): " + (" \u00b7 ".join(parts) if parts else "\u2013 (not a video)"))
 
@@ -207,7 +207,7 @@ class StatisticsView(QDialog):
         true_class, answer = self._classes[row], self._classes[column]
         frames = self._examples(model.name, true_class, answer)
         names = model.class_names
-        self.cell_title.setText(f"{model.family}: true {names[true_class]}, answered {names[answer]} \u2014 "
+        self.cell_title.setText(f"{model.display}: true {names[true_class]}, answered {names[answer]} \u2014 "
                                 f"the latest {len(frames)} frames (double-click one to see it again)")
         self.cell_frames.clear()
         for frame_id, source in reversed(frames):

@@ -199,6 +199,16 @@ def test_the_imagenet_profile_says_which_networks_have_no_weights(make_window, p
     published = window.table.table.item(1, COLUMNS.index("Test top-1")).text()
     assert published == "56.5% pub."  # torchvision's figure, shown before any download, said to be published
 
+    # the line-up: VGG's panel offers the other depths, titled with depth and batch norm
+    vgg = panels["vgg16"]
+    labels = [a.text() for a in vgg.lineup_menu.actions()]
+    assert vgg.title.text() == "VGG-16" and "VGG-11" in labels and "VGG-19-BN" in labels
+    next(a for a in vgg.lineup_menu.actions() if a.text() == "VGG-11").trigger()
+    qtbot.waitUntil(lambda: window.ready and "vgg11" in _panels(window), timeout=LONG)
+    assert _panels(window)["vgg11"].title.text() == "VGG-11"
+    assert window._lineup_names("imagenet") == ["lenet5", "alexnet", "vgg11", "enet"]  # remembered
+    assert window._lineup_names("cifar10") == ["lenet5", "alexnet", "vgg16", "enet"]  # per profile
+
     # Change > Download runs as a job: a progress bar with MB and speed in the status bar, and Cancel
     import engine.worker as worker
     from engine.jobs import JobProgress

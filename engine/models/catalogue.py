@@ -48,11 +48,11 @@ def _register_cifar10() -> None:
     register(ModelSpec(name="alexnet", builder=alexnet_cifar, weights="alexnet_cifar10.safetensors",
                        **_ALEXNET, **_CIFAR))
     register(ModelSpec(name="vgg16", builder=partial(vgg_cifar, 16), weights="vgg16_cifar10.safetensors",
-                       **_VGG, **_CIFAR))
+                       label="VGG-16-BN", **_VGG, **_CIFAR))
     register(ModelSpec(name="enet", builder=enet, weights="enet_cifar10.safetensors", **_ENET, **_CIFAR))
     for depth in (11, 13, 19):
         register(ModelSpec(name=f"vgg{depth}", builder=partial(vgg_cifar, depth),
-                           weights=f"vgg{depth}_cifar10.safetensors", **_VGG, **_CIFAR))
+                           weights=f"vgg{depth}_cifar10.safetensors", label=f"VGG-{depth}-BN", **_VGG, **_CIFAR))
 
 
 def _register_imagenet() -> None:
@@ -64,6 +64,7 @@ def _register_imagenet() -> None:
             suffix = "_bn" if bn else ""
             register(ModelSpec(name=f"vgg{depth}{suffix}", builder=partial(vgg_imagenet, depth, bn),
                                weights=f"VGG{depth}{suffix.upper()}_Weights.IMAGENET1K_V1",
+                               label=f"VGG-{depth}{'-BN' if bn else ''}",
                            reference_builder=getattr(torchvision.models, f"vgg{depth}{suffix}"), **_VGG, **_IMAGENET))
         if depth == 16:  # ENet sits right after the comparison's VGG so display order stays by year
             # Untrained, a 1000-class per-pixel map would cost 200 MB and seconds per frame and

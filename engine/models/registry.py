@@ -7,7 +7,7 @@ module with random weights; loading weights is the job of :mod:`engine.weights`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch.nn as nn
@@ -51,6 +51,11 @@ class ModelSpec:
     # The builder whose state-dict names a user's checkpoint may use (torchvision's own alexnet or
     # vgg16, before this project renamed the layers): see engine.models.adapter.translate_checkpoint.
     reference_builder: Callable[..., nn.Module] | None = field(default=None, repr=False, compare=False)
+    label: str = ""  # the name a person reads, with the depth: "VGG-16-BN" (default: the family)
+
+    @property
+    def display(self) -> str:
+        return self.label or self.family
 
     @property
     def key(self) -> tuple[str, str]:
@@ -62,7 +67,7 @@ class ModelSpec:
 
     @property
     def title(self) -> str:
-        return f"{self.family} ({self.name})"
+        return f"{self.display} ({self.name})"
 
     def build(self) -> nn.Module:
         """A fresh module with random weights, in eval mode."""
@@ -112,6 +117,25 @@ def comparison_specs(profile: str) -> list[ModelSpec]:
             seen.add(spec.family)
             out.append(spec)
     return out
+
+
+def lineup(profile: str, choices: Iterable[str] = ()) -> list[ModelSpec]:
+    """The comparison line-up of ``profile`` with a network of the same family swapped in for each
+    name in ``choices`` (``["vgg19_bn"]`` puts VGG-19-BN in VGG's place). A name that is not in the
+    profile is ignored: a choice remembered for one profile may not exist in the other."""
+    chosen = {}
+    for name in choices:
+        try:
+            spec = get_spec(name, profile)
+        except RegistryError:
+            continue
+        chosen[spec.family] = spec
+    return [chosen.get(spec.family, spec) for spec in comparison_specs(profile)]
+
+
+def family_members(profile: str, family: str) -> list[ModelSpec]:
+    """Every network of ``family`` in ``profile``, in registration order (the model picker)."""
+    return [spec for spec in list_specs(profile) if spec.family == family]
 
 
 def _ensure_loaded() -> None:
