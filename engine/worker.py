@@ -111,6 +111,7 @@ class Engine:
         self._stats_epoch = 0  # the source request the statistics belong to
         self._source_name = ""  # what the statistics of the newest source are called
         self._source_classes: tuple[str, ...] | None = None  # the class list of the source's labels
+        self._scene_label: int | None = None  # "this is...": the true class a person named, for unlabelled frames
         self._history: deque[Frame] = deque()  # the current source's recent frames, for step_back
         self._history_bytes = 0
         self._cursor: int | None = None  # the history position on screen after step_back; None: newest
@@ -318,6 +319,17 @@ class Engine:
                     self._offer(self._history[position], wait=False, continuous=False, replay=True)
                     return True
         return False
+
+    def set_label(self, label: int | None) -> None:
+        """Name the true class of what the source shows from the next frame on (a banana held to
+        the camera), or stop (None). It labels only frames that have no label of their own; the
+        running accuracy and the confusion matrix then count them."""
+        with self._cond:
+            self._scene_label = label
+
+    @property
+    def scene_label(self) -> int | None:
+        return self._scene_label
 
     def reset_stats(self) -> None:
         """Start the statistics over (running accuracy, histories, frame rates, latencies) from the
@@ -558,7 +570,11 @@ class Engine:
         assert session is not None and metrics is not None
         if not replay and frame.epoch != self._epoch:
             return  # taken just before another source was chosen: neither shown nor counted
-        classes = self._source_classes
+        scene = self._scene_label
+        named = frame.label is None and scene is not None and not replay  # a person named the class
+        if named:
+            frame = Frame(frame.frame_id, frame.image, frame.source, scene, frame.error, frame.epoch)
+        classes = None if named else self._source_classes
         if frame.label is not None and classes is not None and \
                 classes != tuple(session.spec(session.names[0]).class_names):
             frame = Frame(frame.frame_id, frame.image, frame.source, None, frame.error, frame.epoch)  # other classes

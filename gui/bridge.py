@@ -183,6 +183,10 @@ class EngineBridge(QObject):
         """Run the last frame again (e.g. after a layer change while paused); False when none."""
         return self.engine.rerun_last()
 
+    def set_label(self, label: int | None) -> None:
+        """The true class of what the source shows from now on (None: not named)."""
+        self.engine.set_label(label)
+
     def reset_stats(self) -> None:
         """Start the statistics over from the next frame."""
         self.engine.reset_stats()

@@ -43,6 +43,10 @@ when another one opens, or on Reset (&#8635;). <i>Live top-1</i> is the accuracy
 labelled frames. <i>Test top-1</i> comes from the 10,000 CIFAR-10 test images, measured when the
 weights were trained.</p>
 
+<p><b>This is&hellip;</b> (in the status bar) names what a camera or video shows: type a
+class, and the frames that follow count towards the running accuracy and the confusion matrix
+until you press &times;.</p>
+
 <p><b>Statistics&hellip;</b> (under the table) shows each network's confusion matrix, how often
 the networks agree, and, on video, how often each network's answer flips from frame to frame.</p>
 

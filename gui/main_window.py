@@ -51,6 +51,7 @@ from gui.help_view import HelpView
 from gui.image_canvas import ImageCanvas
 from gui.imaging import agreement
 from gui.job_bar import JobBar
+from gui.label_picker import LabelPicker
 from gui.model_panel import ModelPanel
 from gui.pacing import CostRecorder, StallMeter
 from gui.plots import LivePlots, PlotModel, pipeline_fps_text
@@ -168,8 +169,11 @@ class MainWindow(QMainWindow):
         status.setSizeGripEnabled(False)
         self.job_bar = JobBar(self)
         self.job_bar.cancel_requested.connect(self.bridge.cancel_job)
+        self.label_picker = LabelPicker(self)
+        self.label_picker.label_chosen.connect(self._label_chosen)
         status.addWidget(self.status_text, 1)
         status.addWidget(self.job_bar)
+        status.addWidget(self.label_picker)
         status.addPermanentWidget(self.counters)
         self.setStatusBar(status)
         self.setAcceptDrops(True)
@@ -328,6 +332,12 @@ class MainWindow(QMainWindow):
         self.set_status(f"Loading {spec.display}\u2026")
         self.bridge.configure(models=self._lineup_names(self.profile))
 
+    def _label_chosen(self, label: int | None) -> None:
+        self.bridge.set_label(label)
+        if label is not None and self.session is not None:
+            name = self.session.models[0].class_names[label]
+            self.set_status(f"The frames that follow are counted as {name}; \u00d7 stops")
+
     def show_help(self) -> None:
         if self._help is None:
             self._help = HelpView(self)
@@ -460,6 +470,8 @@ class MainWindow(QMainWindow):
         self._ensure_panels(len(session.models))
         if self.statistics is not None:
             self.statistics.set_models(list(session.models))
+        if session.models and self.label_picker.classes != session.models[0].class_names:
+            self.label_picker.set_classes(session.models[0].class_names)
         per_channel = self.source_bar.scale_action.isChecked()
         # Each step below makes Qt repaint a large part of the window; run one step per pass of the
         # event loop, so that no single pass repaints everything at once (a visible stall).

@@ -374,6 +374,13 @@ def test_statistics_belong_to_the_source_on_screen(make_window, qtbot, tmp_path)
     assert window._help.isVisible() and "majority 3/4" in window._help.text.toPlainText()
     window._help.close()
 
+    window.label_picker.choose("cat")  # "This is...": the video's frames count as cats
+    assert window.bridge.engine.scene_label == 3
+    window.open_source(str(video))
+    qtbot.waitUntil(lambda: window.last_snapshot is not None and window.last_snapshot.source == "clip.avi"
+                    and window.last_snapshot.models["lenet5"].labelled > 0, timeout=LONG)
+    window.label_picker.clear_button.click()
+    assert window.bridge.engine.scene_label is None
     window.open_source(str(video))
     qtbot.waitUntil(lambda: window.last_snapshot is not None and window.last_snapshot.source == "clip.avi"
                     and window.last_snapshot.frames >= 3, timeout=LONG)

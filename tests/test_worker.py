@@ -327,3 +327,22 @@ def test_step_back_shows_earlier_frames_again_without_counting_them(tmp_path):
         assert results[-1][0].frame_id == 0 and engine.step_back() is False  # nothing before the first
     finally:
         assert engine.stop(2.0)
+
+
+def test_a_named_scene_labels_the_frames_that_follow(tmp_path):
+    video = write_video(tmp_path / "clip.avi", frames=4, size=(64, 48))
+    snapshots = []
+    engine = Engine(models=["lenet5"], on_result=lambda r, m: snapshots.append((r, m))).start()
+    try:
+        engine.set_label(3)  # "this is a cat"
+        engine.set_source(str(video), realtime=False)
+        assert engine.wait_idle(60)
+        result, snapshot = snapshots[-1]
+        assert result.label == 3 and snapshot.models["lenet5"].labelled == 4
+        assert snapshot.models["lenet5"].confusion[3].sum() == 4
+        engine.set_label(None)
+        engine.set_source(str(video), realtime=False)
+        assert engine.wait_idle(60)
+        assert snapshots[-1][0].label is None and snapshots[-1][1].models["lenet5"].labelled == 0
+    finally:
+        assert engine.stop(2.0)
