@@ -32,6 +32,7 @@ from engine.files import atomic_write
 from engine.imageio import IMAGE_SUFFIXES, InputError, display_name, is_image_path, one_line
 from engine.inference import FrameResult, LayerInfo, ModelResult
 from engine.jobs import Cancelled, JobProgress, JobState
+from engine.jobs.download import CIFAR10_BYTES, cifar10_archive_path
 from engine.metrics import MetricsSnapshot, MetricsTracker
 from engine.models.registry import PROFILES, RegistryError, comparison_specs, family_members, get_spec, lineup
 from engine.probes import Activations, ProbeRequest
@@ -42,13 +43,13 @@ from engine.weights import WeightsError, WeightsKind, parse_weights_args
 from engine.worker import Engine, source_error
 
 __all__ = [
-    "Activations", "Cancelled", "Complexity", "Engine", "EngineEvent", "Error", "ErrorCode", "FrameReady",
-    "FrameResult", "IMAGE_SUFFIXES", "InputError", "JobEnded", "JobOutcome", "JobProgress", "JobState", "LayerInfo",
-    "MetricsSnapshot", "MetricsTracker", "ModelCard", "ModelResult", "Notice", "PROFILES", "ProbeRequest",
-    "RegistryError", "RunRequest", "SessionReady", "Source", "SourceEnded", "SourceStarted", "VIDEO_SUFFIXES",
-    "WeightsError", "WeightsKind", "atomic_write", "comparison_specs", "describe", "display_name", "family_members",
-    "get_spec", "human_count", "is_image_path", "lineup", "lineup_choices", "one_line", "open_source",
-    "parse_weights_args", "redact_url", "source_error",
+    "Activations", "CIFAR10_BYTES", "Cancelled", "Complexity", "Engine", "EngineEvent", "Error", "ErrorCode",
+    "FrameReady", "FrameResult", "IMAGE_SUFFIXES", "InputError", "JobEnded", "JobOutcome", "JobProgress", "JobState",
+    "LayerInfo", "MetricsSnapshot", "MetricsTracker", "ModelCard", "ModelResult", "Notice", "PROFILES",
+    "ProbeRequest", "RegistryError", "RunRequest", "SessionReady", "Source", "SourceEnded", "SourceStarted",
+    "VIDEO_SUFFIXES", "WeightsError", "WeightsKind", "atomic_write", "cifar10_archive_path", "comparison_specs",
+    "describe", "display_name", "family_members", "get_spec", "human_count", "is_image_path", "lineup",
+    "lineup_choices", "one_line", "open_source", "parse_weights_args", "redact_url", "source_error",
 ]
 
 

@@ -107,6 +107,7 @@ class JobEnded:
     job: str
     outcome: JobOutcome
     text: str
+    result: str | None = None  # what a finished job made, e.g. the path of a downloaded data set
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ from engine.events import (
 from engine.imageio import InputError
 from engine.inference import FrameResult, InferenceSession, ModelResult, activation_probes
 from engine.jobs import Cancelled, JobState
-from engine.jobs.download import DownloadError, download_weights
+from engine.jobs.download import DownloadError, download_cifar10, download_weights
 from engine.metrics import MetricsSnapshot, MetricsTracker
 from engine.models.registry import RegistryError, list_specs
 from engine.probes import ProbeRequest
@@ -187,16 +187,40 @@ class Engine:
         on a job thread (never the inference thread), reporting ``JobProgress`` events and one
         ``JobEnded``; then load them. False when a job is already running. :meth:`cancel_job`
         stops it and leaves no partial file."""
+        profile = (self._config or self._active or _Config("cifar10", "cpu", None, ())).profile
+        wanted = set(models) if models is not None else None
+        return self._start_job(lambda job: self._download(profile, wanted, job))
+
+    def download_cifar10(self) -> bool:
+        """Download the official CIFAR-10 archive (170 MB, md5 checked) into the cache's data folder
+        as a job, unless it is there; its ``JobEnded`` carries the path in ``result``. False when a
+        job is already running."""
+        return self._start_job(self._download_cifar10)
+
+    def _start_job(self, work: Callable[[JobState], None]) -> bool:
+        """Run ``work(job)`` on the job thread (one job at a time); False when one is running."""
         with self._cond:
             if self._job_thread is not None and self._job_thread.is_alive():
                 return False
-            profile = (self._config or self._active or _Config("cifar10", "cpu", None, ())).profile
             self._job = job = JobState(on_progress=self._emit)
-            wanted = set(models) if models is not None else None
-            self._job_thread = threading.Thread(target=self._download, args=(profile, wanted, job),
-                                                name="engine download", daemon=True)
+            self._job_thread = threading.Thread(target=work, args=(job,), name="engine download", daemon=True)
             self._job_thread.start()
         return True
+
+    def _download_cifar10(self, job: JobState) -> None:
+        try:
+            path = download_cifar10(job)
+        except Cancelled:
+            self._emit(JobEnded("dataset", JobOutcome.CANCELLED, "download cancelled; nothing partial was kept"))
+        except DownloadError as e:
+            self._emit(JobEnded("dataset", JobOutcome.FAILED, str(e)))
+            self._emit(Error(ErrorCode.DOWNLOAD, str(e)))
+        except Exception as e:  # noqa: BLE001 - a job thread must end with an event, never silently
+            text = f"download failed: {one_line_error(e)}"
+            self._emit(JobEnded("dataset", JobOutcome.FAILED, text))
+            self._emit(Error(ErrorCode.DOWNLOAD, text))
+        else:
+            self._emit(JobEnded("dataset", JobOutcome.DONE, f"CIFAR-10 is in {path.parent}", str(path)))
 
     def cancel_job(self) -> None:
         job = self._job

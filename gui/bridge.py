@@ -176,6 +176,10 @@ class EngineBridge(QObject):
         then load them; False when another job is running."""
         return self.engine.download_weights([model])
 
+    def download_cifar10(self) -> bool:
+        """Download the official CIFAR-10 archive as a job; its JobEnded carries the path."""
+        return self.engine.download_cifar10()
+
     def cancel_job(self) -> None:
         self.engine.cancel_job()
 

@@ -193,6 +193,7 @@ class MainWindow(QMainWindow):
         self.table.message.connect(self.set_status)
         self.table.statistics_requested.connect(self.show_statistics)
         self.source_bar.help_requested.connect(self.show_help)
+        self.source_bar.cifar_download_requested.connect(self._download_cifar10)
         self.bridge.session_ready.connect(self._on_session)
         self.bridge.event.connect(self._on_event)
 
@@ -318,6 +319,12 @@ class MainWindow(QMainWindow):
         self.plots.reset()
         self.last_snapshot = None
         self.set_status("Statistics reset: they start again with the next frame")
+
+    def _download_cifar10(self) -> None:
+        if self.bridge.download_cifar10():
+            self.set_status("Downloading CIFAR-10\u2026 (it opens when it is done)")
+        else:
+            self.set_status("Another download is running: wait for it, or cancel it", True)
 
     def _lineup_names(self, profile: str) -> list[str]:
         """The line-up of ``profile`` with the networks the person chose (a VGG depth), remembered."""
@@ -556,6 +563,8 @@ class MainWindow(QMainWindow):
             self.job_bar.end(event)
             if event.outcome != JobOutcome.FAILED:  # a failure also comes as an Error, which stays
                 self.set_status(event.text)
+            if event.job == "dataset" and event.outcome == JobOutcome.DONE and event.result:
+                self.source_bar.open_cifar_path(event.result)  # remembered, then played
 
     # -- drawing -------------------------------------------------------------------------------
 

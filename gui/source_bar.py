@@ -14,12 +14,14 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QSettings, Qt, Signal
 from PySide6.QtGui import QAction, QGuiApplication, QImage, QKeySequence
-from PySide6.QtWidgets import QComboBox, QFileDialog, QInputDialog, QLabel, QStyle, QToolBar, QWidget
+from PySide6.QtWidgets import QComboBox, QFileDialog, QInputDialog, QLabel, QMessageBox, QStyle, QToolBar, QWidget
 
 from engine.api import (
+    CIFAR10_BYTES,
     IMAGE_SUFFIXES,
     PROFILES,
     VIDEO_SUFFIXES,
+    cifar10_archive_path,
     describe,
     display_name,
     is_image_path,
@@ -80,6 +82,7 @@ class SourceBar(QToolBar):
     step_back = Signal()
     reset_stats = Signal()
     help_requested = Signal()
+    cifar_download_requested = Signal()
     profile_chosen = Signal(str)
     device_chosen = Signal(str)
     per_channel_toggled = Signal(bool)
@@ -239,16 +242,26 @@ class SourceBar(QToolBar):
         remembered = str(self.settings.value("cifar10_path", "") or "")
         if remembered and os.path.exists(remembered):
             return remembered
+        if cifar10_archive_path().is_file():  # downloaded from here before
+            return str(cifar10_archive_path())
         if self.settings.value("last_folder", ""):
             return self._last_folder()
         downloads = Path.home() / "Downloads"  # where a browser puts cifar-10-python.tar.gz
         return str(downloads) if downloads.is_dir() else str(Path.home())
 
     def open_cifar(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "The CIFAR-10 archive (or cancel and use Folder\u2026 for an "
-                                              "unpacked one)", self.cifar_start_path(), CIFAR_FILTER)
+        path, _ = QFileDialog.getOpenFileName(self, "The CIFAR-10 archive (or cancel to download it)",
+                                              self.cifar_start_path(), CIFAR_FILTER)
         if path:
             self.open_cifar_path(path)
+            return
+        answer = QMessageBox.question(
+            self, "Download CIFAR-10?",
+            f"No archive chosen. Download the official CIFAR-10 archive ({CIFAR10_BYTES / 1e6:.0f} MB) from "
+            f"www.cs.toronto.edu into {cifar10_archive_path().parent}? It is checked against its published "
+            "checksum, and the download can be cancelled.")
+        if answer == QMessageBox.StandardButton.Yes:
+            self.cifar_download_requested.emit()
 
     def open_cifar_path(self, path: str) -> None:
         self.settings.setValue("cifar10_path", path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -138,5 +139,32 @@ def test_the_engine_downloads_off_the_inference_thread_and_reports_progress(monk
         ended = [e for e in events if isinstance(e, JobEnded)]
         assert ended == [JobEnded("download", JobOutcome.FAILED, "alexnet: cannot download (no network)")]
         assert events.index(ended[0]) > max(i for i, e in enumerate(events) if isinstance(e, JobProgress))
+    finally:
+        assert engine.stop(2.0)
+
+
+def test_cifar10_downloads_once_with_its_md5_checked_and_the_engine_says_where(server, tmp_path, monkeypatch):
+    import engine.worker as worker
+    from engine.events import JobEnded, JobOutcome
+    from engine.jobs.download import cifar10_archive_path, download_cifar10
+
+    md5 = hashlib.md5(PAYLOAD).hexdigest()
+    with pytest.raises(DownloadError, match="md5 does not match"):
+        download_cifar10(JobState(), tmp_path, url=f"{server}/good", md5="0" * 32)
+    assert not cifar10_archive_path(tmp_path).exists() and list((tmp_path / "data").iterdir()) == []
+    path = download_cifar10(JobState(), tmp_path, url=f"{server}/good", md5=md5)
+    assert path == cifar10_archive_path(tmp_path) and path.read_bytes() == PAYLOAD
+    assert download_cifar10(JobState(), tmp_path, url=f"{server}/missing", md5=md5) == path  # kept: no request
+
+    monkeypatch.setattr(worker, "download_cifar10", lambda job: path)
+    events = []
+    engine = worker.Engine("cifar10", models=["lenet5"], on_event=events.append).start()
+    try:
+        assert engine.download_cifar10()
+        deadline = time.monotonic() + 30
+        while not any(isinstance(e, JobEnded) for e in events) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        ended = next(e for e in events if isinstance(e, JobEnded))
+        assert (ended.job, ended.outcome, ended.result) == ("dataset", JobOutcome.DONE, str(path))
     finally:
         assert engine.stop(2.0)

@@ -412,3 +412,21 @@ def test_pictures_stay_on_screen_say_which_one_and_can_be_stepped_back(make_wind
     window.show_original()
     assert window._original.isVisible() and window._original.windowTitle() == "p0.png \u2014 120\u00d780 as loaded"
     window._original.close()
+
+
+def test_cifar10_test_set_can_be_downloaded_from_the_window(make_window, qtbot, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QFileDialog, QMessageBox
+
+    import engine.worker as worker
+    from tests.test_data import make_tiny_archive
+
+    archive = make_tiny_archive(tmp_path / "cifar.tar.gz", train_per_class=1, test_per_class=1)
+    monkeypatch.setattr(worker, "download_cifar10", lambda job: archive)  # stands in for cs.toronto.edu
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: ("", ""))  # no archive chosen ...
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: asked.append(a[2]) or QMessageBox.StandardButton.Yes)
+    window = make_window()
+    window.source_bar.open_cifar()  # ... so it offers the download, then plays what came
+    qtbot.waitUntil(lambda: window.last_snapshot is not None and window.last_snapshot.source == "CIFAR-10 test",
+                    timeout=LONG)
+    assert "170 MB" in asked[0] and window.settings.value("cifar10_path") == str(archive)

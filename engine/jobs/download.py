@@ -28,15 +28,17 @@ class DownloadError(Exception):
     """A download that failed; ``str(e)`` is one line."""
 
 
-def download_file(url: str, dest: Path, job: JobState, *, label: str = "", timeout: float = 30.0) -> Path:
+def download_file(url: str, dest: Path, job: JobState, *, label: str = "", timeout: float = 30.0,
+                  md5: str | None = None) -> Path:
     """Stream ``url`` into ``dest`` (atomically), reporting bytes as progress and checking the sha256
-    prefix in the file name when there is one. Raises :class:`DownloadError` or, on a cancel,
-    :class:`~engine.jobs.Cancelled`; either way nothing is left at ``dest``."""
+    prefix in the file name when there is one, or the given ``md5``. Raises :class:`DownloadError`
+    or, on a cancel, :class:`~engine.jobs.Cancelled`; either way nothing is left at ``dest``."""
     label = label or dest.name
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     tmp = Path(tmp_name)
     digest = hashlib.sha256()
+    check = hashlib.md5(usedforsecurity=False) if md5 else None
     try:
         with os.fdopen(fd, "wb") as out:
             try:
@@ -63,6 +65,8 @@ def download_file(url: str, dest: Path, job: JobState, *, label: str = "", timeo
                         break
                     out.write(block)
                     digest.update(block)
+                    if check is not None:
+                        check.update(block)
                     done += len(block)
                     job.report(JobProgress("download", done, total, label))
         if total and done != total:
@@ -70,6 +74,8 @@ def download_file(url: str, dest: Path, job: JobState, *, label: str = "", timeo
         match = _HASH_IN_NAME.search(dest.name)
         if match and not digest.hexdigest().startswith(match.group(1)):
             raise DownloadError(f"{label}: the file is corrupt (sha256 does not match {match.group(1)})")
+        if check is not None and check.hexdigest() != md5:
+            raise DownloadError(f"{label}: the file is corrupt (md5 does not match the published {md5})")
         os.replace(tmp, dest)
         return dest
     finally:
@@ -96,3 +102,27 @@ def _reason(e: BaseException) -> str:
     reason = getattr(e, "reason", None) or e
     text = str(reason).strip().splitlines()
     return (text[0] if text else type(e).__name__)[:120]
+
+
+# The official CIFAR-10 archive and its published md5 (the checksum torchvision checks too).
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+CIFAR10_BYTES = 170_498_071
+
+
+def cifar10_archive_path(cache: Path | None = None) -> Path:
+    """Where the official archive is kept once downloaded: the data folder of the cache."""
+    from engine.data import default_cache_dir
+
+    return (cache or default_cache_dir()) / "data" / "cifar-10-python.tar.gz"
+
+
+def download_cifar10(job: JobState, cache: Path | None = None, url: str = CIFAR10_URL,
+                     md5: str = CIFAR10_MD5) -> Path:
+    """The official CIFAR-10 archive (170 MB), downloaded once with progress and cancel, its md5
+    checked; returns its path (at once when it is already there)."""
+    dest = cifar10_archive_path(cache)
+    if dest.is_file():
+        return dest
+    return download_file(url, dest, job, label="CIFAR-10 (cifar-10-python.tar.gz)", md5=md5)
+
