@@ -60,9 +60,13 @@ def pipeline_fps_text(snapshot: MetricsSnapshot | None, paused: bool = False, en
     return f"{fps:.1f} fps" + (" (ended)" if ended else "")
 
 
+NON_BREAKING_HYPHEN = "\u2011"
+
+
 def swatch(color: str, text: str) -> str:
     """A coloured square and its text, kept on one line."""
-    return f"<span style='color:{color}'>\u25a0</span>&nbsp;{text.replace(' ', '&nbsp;')}"
+    kept = text.replace(" ", "&nbsp;").replace("-", NON_BREAKING_HYPHEN)  # "VGG-16-BN" stays whole
+    return f"<span style='color:{color}'>\u25a0</span>&nbsp;{kept}"
 
 
 def short_number(value: float) -> str:
