@@ -199,15 +199,9 @@ def test_the_imagenet_profile_says_which_networks_have_no_weights(make_window, p
     published = window.table.table.item(1, COLUMNS.index("Test top-1")).text()
     assert published == "56.5% pub."  # torchvision's figure, shown before any download, said to be published
 
-    # the line-up: VGG's panel offers the other depths, titled with depth and batch norm
-    vgg = panels["vgg16"]
+    vgg = panels["vgg16"]  # the line-up picker (the choosing itself is tested in the cifar10 profile)
     labels = [a.text() for a in vgg.lineup_menu.actions()]
     assert vgg.title.text() == "VGG-16" and "VGG-11" in labels and "VGG-19-BN" in labels
-    next(a for a in vgg.lineup_menu.actions() if a.text() == "VGG-11").trigger()
-    qtbot.waitUntil(lambda: window.ready and "vgg11" in _panels(window), timeout=LONG)
-    assert _panels(window)["vgg11"].title.text() == "VGG-11"
-    assert window._lineup_names("imagenet") == ["lenet5", "alexnet", "vgg11", "enet"]  # remembered
-    assert window._lineup_names("cifar10") == ["lenet5", "alexnet", "vgg16", "enet"]  # per profile
 
     # Change > Download runs as a job: a progress bar with MB and speed in the status bar, and Cancel
     import engine.worker as worker
@@ -280,12 +274,38 @@ def test_an_unknown_device_is_one_error_and_choosing_cpu_then_runs(qtbot, gui_se
     assert window.engine_stopped_cleanly
 
 
-def test_a_missing_camera_is_a_clear_message(make_window, qtbot):
+def test_a_missing_camera_is_a_clear_message_then_cifar10_downloads_and_vgg_changes(make_window, qtbot, tmp_path,
+                                                                                    monkeypatch):
+    from PySide6.QtWidgets import QFileDialog, QMessageBox
+
+    import engine.worker as worker
+    from tests.test_data import make_tiny_archive
+
     window = make_window()
     window.open_source("63")  # no machine has a 64th camera
     qtbot.waitUntil(lambda: "camera 63: cannot open" in window.status_text.text(), timeout=LONG)
     assert "another index" in window.status_text.text()
     assert window.errors == [e for e in window.errors if e.startswith("camera 63")]
+
+    # CIFAR-10 from inside the app: no archive chosen, so it offers the download, then plays it
+    archive = make_tiny_archive(tmp_path / "cifar.tar.gz", train_per_class=1, test_per_class=1)
+    monkeypatch.setattr(worker, "download_cifar10", lambda job: archive)  # stands in for cs.toronto.edu
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: ("", ""))
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: asked.append(a[2]) or QMessageBox.StandardButton.Yes)
+    window.source_bar.open_cifar()
+    qtbot.waitUntil(lambda: window.last_snapshot is not None and window.last_snapshot.source == "CIFAR-10 test",
+                    timeout=LONG)
+    assert "170 MB" in asked[0] and window.settings.value("cifar10_path") == str(archive)
+
+    # the line-up: VGG's panel offers the other depths; the choice is remembered per profile
+    vgg = _panels(window)["vgg16"]
+    assert vgg.title.text() == "VGG-16-BN"
+    next(a for a in vgg.lineup_menu.actions() if a.text().startswith("VGG-11")).trigger()
+    qtbot.waitUntil(lambda: window.ready and "vgg11" in _panels(window), timeout=LONG)
+    assert _panels(window)["vgg11"].title.text() == "VGG-11-BN"
+    assert window._lineup_names("cifar10") == ["lenet5", "alexnet", "vgg11", "enet"]
+    assert window._lineup_names("imagenet") == ["lenet5", "alexnet", "vgg16", "enet"]  # per profile
 
 
 def test_the_table_keeps_its_height_when_the_networks_arrive(qtbot):
@@ -412,21 +432,3 @@ def test_pictures_stay_on_screen_say_which_one_and_can_be_stepped_back(make_wind
     window.show_original()
     assert window._original.isVisible() and window._original.windowTitle() == "p0.png \u2014 120\u00d780 as loaded"
     window._original.close()
-
-
-def test_cifar10_test_set_can_be_downloaded_from_the_window(make_window, qtbot, tmp_path, monkeypatch):
-    from PySide6.QtWidgets import QFileDialog, QMessageBox
-
-    import engine.worker as worker
-    from tests.test_data import make_tiny_archive
-
-    archive = make_tiny_archive(tmp_path / "cifar.tar.gz", train_per_class=1, test_per_class=1)
-    monkeypatch.setattr(worker, "download_cifar10", lambda job: archive)  # stands in for cs.toronto.edu
-    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: ("", ""))  # no archive chosen ...
-    asked = []
-    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: asked.append(a[2]) or QMessageBox.StandardButton.Yes)
-    window = make_window()
-    window.source_bar.open_cifar()  # ... so it offers the download, then plays what came
-    qtbot.waitUntil(lambda: window.last_snapshot is not None and window.last_snapshot.source == "CIFAR-10 test",
-                    timeout=LONG)
-    assert "170 MB" in asked[0] and window.settings.value("cifar10_path") == str(archive)
