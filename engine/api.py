@@ -35,6 +35,7 @@ from engine.jobs import Cancelled, JobProgress, JobState
 from engine.jobs.download import CIFAR10_BYTES, cifar10_archive_path
 from engine.metrics import MetricsSnapshot, MetricsTracker
 from engine.models.registry import PROFILES, RegistryError, comparison_specs, family_members, get_spec, lineup
+from engine.precision import PRECISIONS
 from engine.probes import Activations, ProbeRequest
 from engine.sources import VIDEO_SUFFIXES, Source, describe, open_source
 from engine.streams import redact_url
@@ -46,7 +47,8 @@ __all__ = [
     "Activations", "CIFAR10_BYTES", "Cancelled", "Complexity", "Engine", "EngineEvent", "Error", "ErrorCode",
     "FrameReady", "FrameResult", "IMAGE_SUFFIXES", "InputError", "JobEnded", "JobOutcome", "JobProgress", "JobState",
     "LayerInfo", "MetricsSnapshot", "MetricsTracker", "ModelCard", "ModelResult", "Notice", "PROFILES",
-    "ProbeRequest", "RegistryError", "RunRequest", "SessionReady", "Source", "SourceEnded", "SourceStarted",
+    "PRECISIONS", "ProbeRequest", "RegistryError", "RunRequest", "SessionReady", "Source", "SourceEnded",
+    "SourceStarted",
     "VIDEO_SUFFIXES", "WeightsError", "WeightsKind", "atomic_write", "cifar10_archive_path", "comparison_specs",
     "describe", "display_name", "family_members", "get_spec", "human_count", "is_image_path", "lineup",
     "lineup_choices", "one_line", "open_source", "parse_weights_args", "redact_url", "source_error",

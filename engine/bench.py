@@ -61,6 +61,7 @@ def bench_latency(session: InferenceSession, runs: int = 200, warmup: int = 20, 
         x = net.preprocess.tensor(view, session.device)
         if session.device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
+        x = x.to(session.dtype(name))
         forward = session.adapter(name)
         raw, engine = [], []
         session._apply_probes()
@@ -97,7 +98,7 @@ def bench_throughput(session: InferenceSession, name: str, batch: int, seconds: 
     spec, forward = session.spec(name), session.adapter(name)
     while batch >= 1:
         try:
-            x = torch.randn((batch, *spec.input_size), device=session.device)
+            x = torch.randn((batch, *spec.input_size), device=session.device, dtype=session.dtype(name))
             if session.device.type == "cpu":
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.inference_mode():

@@ -7,6 +7,7 @@ a CIFAR network sees; training uses the same function, so what is evaluated is w
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from engine.device import synchronize
 from engine.jobs import JobProgress, JobState
 from engine.models.adapter import ModelAdapter
 from engine.models.registry import ModelSpec
+from engine.precision import dtype_of
 from engine.preprocess import normalise, normaliser
 
 EVAL_BATCH = 256
@@ -60,12 +62,14 @@ def image_logits(spec: ModelSpec, model: nn.Module, x: torch.Tensor) -> torch.Te
 @torch.inference_mode()
 def predict_logits(spec: ModelSpec, model: nn.Module, images: torch.Tensor | np.ndarray, *,
                    device: torch.device, batch_size: int = EVAL_BATCH, tta: bool = False,
-                   autocast: bool | None = None, on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
+                   autocast: bool | None = None, dtype: torch.dtype = torch.float32,
+                   on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
     """Float32 image logits ``(N, C)`` on the CPU for ``uint8 (N, H, W, 3)`` images.
 
     ``tta`` averages the logits of each image and its mirror image. ``autocast`` (default: on CUDA
-    only) runs the network in bf16. ``on_batch(images)`` is called before each batch with the
-    number of images done so far (a job's progress and cancel point).
+    only) runs the network in bf16; ``dtype`` is that of ``model``'s weights (bf16 for a network
+    converted as :mod:`engine.precision` does), to which the input is cast. ``on_batch(images)``
+    is called before each batch with the number of images done so far (a job's progress and cancel point).
     """
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(images)
@@ -77,7 +81,7 @@ def predict_logits(spec: ModelSpec, model: nn.Module, images: torch.Tensor | np.
     for start in range(0, images.shape[0], batch_size):
         if on_batch is not None:
             on_batch(start)
-        x = normalise(images[start:start + batch_size], norm)
+        x = normalise(images[start:start + batch_size], norm).to(dtype)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_autocast):
             logits = image_logits(spec, model, x).float()
             if tta:
@@ -122,7 +126,7 @@ class EvalResult:
 
 def evaluate(models: Iterable[Any], images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, *,
              device: torch.device | str = "cpu", batch_size: int = EVAL_BATCH,
-             tta: bool = False, job: JobState | None = None) -> dict[str, dict[str, Any]]:
+             tta: bool = False, job: JobState | None = None, precision: str = "fp32") -> dict[str, dict[str, Any]]:
     """Accuracy and speed of each model on ``images`` (uint8 NHWC) with ``labels``.
 
     ``models`` holds :class:`engine.weights.LoadedModel` objects or :class:`ModelSpec` objects (loaded
@@ -133,11 +137,13 @@ def evaluate(models: Iterable[Any], images: np.ndarray | torch.Tensor, labels: n
     models per image raise :class:`EvalError` before anything runs.
     """
     return {r.name: r.as_dict() for r in evaluate_results(models, images, labels, device=device,
-                                                         batch_size=batch_size, tta=tta, job=job)}
+                                                         batch_size=batch_size, tta=tta, job=job,
+                                                         precision=precision)}
 
 
 def evaluate_results(models: Iterable[Any], images, labels, *, device: torch.device | str = "cpu",
-                     batch_size: int = EVAL_BATCH, tta: bool = False, job: JobState | None = None) -> list[EvalResult]:
+                     batch_size: int = EVAL_BATCH, tta: bool = False, job: JobState | None = None,
+                     precision: str = "fp32") -> list[EvalResult]:
     from engine.weights import LoadedModel, load_model
 
     device = torch.device(device) if isinstance(device, str) else device
@@ -165,13 +171,17 @@ def evaluate_results(models: Iterable[Any], images, labels, *, device: torch.dev
         loaded = load_model(item) if isinstance(item, ModelSpec) else item
         if not isinstance(loaded, LoadedModel):
             raise TypeError(f"expected a LoadedModel or ModelSpec, got {type(item).__name__}")
+        dtype = dtype_of(precision)
         model = loaded.model.to(device).to(memory_format=torch.channels_last).eval()
+        if dtype != torch.float32:  # a copy: the caller's network stays as it was
+            model = copy.deepcopy(model).to(dtype)
         # A small warm-up batch keeps one-off setup (kernel selection, allocation) out of the timing.
-        predict_logits(loaded.spec, model, images_t[:min(8, images_t.shape[0])], device=device, batch_size=batch_size)
+        predict_logits(loaded.spec, model, images_t[:min(8, images_t.shape[0])], device=device,
+                       batch_size=batch_size, dtype=dtype)
         synchronize(device)
         start = time.perf_counter()
         logits = predict_logits(loaded.spec, model, images_t, device=device, batch_size=batch_size, tta=tta,
-                                on_batch=on_batch)
+                                dtype=dtype, on_batch=on_batch)
         synchronize(device)
         seconds = time.perf_counter() - start
         top1, top5 = topk_accuracy(logits, labels_t)

@@ -55,6 +55,8 @@ class ModelCard:
     published_top1: float | None = None  # torchvision's published ImageNet-1K figures (not measured here)
     published_top5: float | None = None
     label: str = ""  # the name with the depth, "VGG-16-BN"; see display
+    precision: str = "fp32"  # what it runs in: fp32, or bf16 weights and inputs (engine.precision)
+    precision_note: str = ""  # why, when the session's precision was auto: the two times measured
 
     @property
     def display(self) -> str:

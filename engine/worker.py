@@ -52,6 +52,7 @@ from engine.jobs import Cancelled, JobState
 from engine.jobs.download import DownloadError, download_cifar10, download_weights
 from engine.metrics import MetricsSnapshot, MetricsTracker
 from engine.models.registry import RegistryError, list_specs
+from engine.precision import PrecisionError
 from engine.probes import ProbeRequest
 from engine.sources import Frame, Source, describe, open_source
 from engine.weights import WeightsError, hub_download_bytes, published_accuracy
@@ -66,20 +67,21 @@ class _Config:
     device: str
     models: tuple[str, ...] | None
     weights: tuple[tuple[str, str], ...]
+    precision: str = "fp32"
 
 
 class Engine:
     def __init__(self, profile: str = "cifar10", device: str = "cpu", *, models: Iterable[str] | None = None,
                  weights: Mapping[str, str] | None = None, on_result: ResultCallback | None = None,
                  on_event: Callable[[EngineEvent], None] | None = None, capture_default_layers: bool = True,
-                 top_k: int = 5, threads: int | None = None) -> None:
+                 top_k: int = 5, threads: int | None = None, precision: str = "fp32") -> None:
         self.on_result = on_result or (lambda result, metrics: None)
         self.on_event: Callable[[EngineEvent], None] = on_event or (lambda event: None)
         self.capture_default_layers = capture_default_layers
         self.top_k = top_k
         self.threads = threads  # torch's CPU threads; None: engine_threads()
         self._config: _Config | None = _Config(profile, device, tuple(models) if models else None,
-                                               tuple(sorted((weights or {}).items())))
+                                               tuple(sorted((weights or {}).items())), precision)
         self._cond = threading.Condition()
         self._pending: Frame | None = None
         self._pending_continuous = False
@@ -159,8 +161,10 @@ class Engine:
     # -- control (any thread) ------------------------------------------------------------------
 
     def configure(self, profile: str | None = None, device: str | None = None, *,
-                  models: Iterable[str] | None = None, weights: Mapping[str, str] | None = None) -> None:
-        """Rebuild the session (other profile, device or weights) on the worker thread."""
+                  models: Iterable[str] | None = None, weights: Mapping[str, str] | None = None,
+                  precision: str | None = None) -> None:
+        """Rebuild the session (other profile, device, weights or precision: fp32, bf16 or auto,
+        see :mod:`engine.precision`) on the worker thread."""
         with self._cond:
             base = self._config or self._active or _Config("cifar10", "cpu", None, ())
             new_profile = profile or base.profile
@@ -168,7 +172,8 @@ class Engine:
             kept = base.weights if new_profile == base.profile else ()
             self._config = _Config(new_profile, device or base.device,
                                    tuple(models) if models is not None else base.models,
-                                   tuple(sorted(weights.items())) if weights is not None else kept)
+                                   tuple(sorted(weights.items())) if weights is not None else kept,
+                                   precision or base.precision)
             self._cond.notify_all()
 
     def load_weights(self, model: str, path: str | os.PathLike | None) -> None:
@@ -544,14 +549,21 @@ class Engine:
             self._emit(Error(ErrorCode.DEVICE, f"{config.device} is not available here: running on the CPU"))
         try:
             session = InferenceSession(config.profile, str(device), config.models, dict(config.weights),
-                                       top_k=self.top_k)
+                                       top_k=self.top_k, precision=config.precision)
         except WeightsError as e:
             if self.session is not None:
                 self._emit(Error(ErrorCode.WEIGHTS, f"{e}; the networks keep the weights they had"))
                 return
             # nothing runs yet: start on the default weights rather than not at all
             self._emit(Error(ErrorCode.WEIGHTS, f"{e}; starting on the default weights"))
-            self._build(_Config(config.profile, config.device, config.models, ()))
+            self._build(_Config(config.profile, config.device, config.models, (), config.precision))
+            return
+        except PrecisionError as e:
+            if self.session is not None:
+                self._emit(Error(ErrorCode.SESSION, f"{e}; the networks keep the precision they had"))
+                return
+            self._emit(Error(ErrorCode.SESSION, f"{e}; starting in fp32"))
+            self._build(_Config(config.profile, config.device, config.models, config.weights, "fp32"))
             return
         except (RegistryError, ValueError, RuntimeError) as e:
             self._emit(Error(ErrorCode.SESSION, f"cannot load the networks: {one_line_error(e)}"))
@@ -582,7 +594,7 @@ class Engine:
         info = SessionReady(config.profile, str(device), tuple(model_card(session, n) for n in session.names),
                             tuple(session.messages))
         self.session = session
-        self._active = _Config(config.profile, config.device, config.models, config.weights)
+        self._active = config
         self.metrics = MetricsTracker(session.names, session.spec(session.names[0]).num_classes)
         self.info = info
         for message in session.messages:
@@ -672,7 +684,7 @@ def model_card(session: InferenceSession, name: str) -> ModelCard:
                      loaded.downloadable, session.layers(name), spec.default_layer, spec.has_class_map,
                      spec.class_names, top1, _complexity(name, session.profile),
                      hub_download_bytes(spec) if loaded.downloadable else None,
-                     *(published_accuracy(spec) or (None, None)), spec.label)
+                     *(published_accuracy(spec) or (None, None)), spec.label, *session.precision_of(name))
 
 
 def _complexity(name: str, profile: str) -> Complexity | None:

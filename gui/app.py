@@ -96,7 +96,8 @@ def run_window(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     window = MainWindow(profile=getattr(args, "window_profile", None) or "cifar10",
-                        device=getattr(args, "window_device", None) or "cpu", weights=weights)
+                        device=getattr(args, "window_device", None) or "cpu", weights=weights,
+                        precision=getattr(args, "window_precision", None) or "auto")
     failures: list[str] = []
 
     def on_closing() -> None:

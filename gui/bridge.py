@@ -46,9 +46,10 @@ class EngineBridge(QObject):
 
     def __init__(self, profile: str = "cifar10", device: str = "cpu", parent: QObject | None = None,
                  engine_factory: Callable[..., Engine] = Engine, weights: dict[str, str] | None = None,
-                 models: list[str] | None = None) -> None:
+                 models: list[str] | None = None, precision: str = "auto") -> None:
         super().__init__(parent)
-        options = {**({"weights": weights} if weights else {}), **({"models": models} if models else {})}
+        options = {**({"weights": weights} if weights else {}), **({"models": models} if models else {}),
+                   "precision": precision}
         self.engine = engine_factory(profile, device, on_result=self._on_result, on_event=self._on_event, **options)
         self.latest: tuple[Any, Any] | None = None
         self._latest_is_new = False
@@ -159,8 +160,9 @@ class EngineBridge(QObject):
         self.engine.submit(image, source=name)
         self.source_ended = True  # one frame, shown: nothing to play, nothing to play again
 
-    def configure(self, profile: str | None = None, device: str | None = None, models: list[str] | None = None) -> None:
-        self.engine.configure(profile, device, models=models)
+    def configure(self, profile: str | None = None, device: str | None = None, models: list[str] | None = None,
+                  precision: str | None = None) -> None:
+        self.engine.configure(profile, device, models=models, precision=precision)
 
     def set_capture(self, model: str, layer: str) -> int:
         """Show ``layer`` of ``model``; returns the generation from which results carry it."""

@@ -91,13 +91,14 @@ def _finite(value: float | None) -> float | None:
 
 class MainWindow(QMainWindow):
     def __init__(self, profile: str = "cifar10", device: str = "cpu", settings=None,
-                 bridge: EngineBridge | None = None, weights: dict[str, str] | None = None) -> None:
+                 bridge: EngineBridge | None = None, weights: dict[str, str] | None = None,
+                 precision: str = "auto") -> None:
         super().__init__()
         self.setWindowTitle("CNN Arena \u2014 LeNet-5 \u00b7 AlexNet \u00b7 VGG \u00b7 ENet, side by side")
         self.settings = settings if settings is not None else open_settings()
         self.profile, self.device = profile, device
         self.bridge = bridge or EngineBridge(profile, device, self, weights=weights,
-                                             models=self._lineup_names(profile))
+                                             models=self._lineup_names(profile), precision=precision)
         self.session: SessionReady | None = None
         self.layer_choice: dict[str, str] = {}  # model -> layer the person picked (kept across sessions)
         self.last_snapshot: MetricsSnapshot | None = None
@@ -126,6 +127,7 @@ class MainWindow(QMainWindow):
         self.addToolBar(self.source_bar)
         self.source_bar.set_profile(profile)
         self.source_bar.set_device(device)
+        self.source_bar.set_precision(precision)
 
         self.panel_row = QWidget(self)
         self.panel_layout = QHBoxLayout(self.panel_row)
@@ -188,6 +190,7 @@ class MainWindow(QMainWindow):
         self.source_bar.reset_stats.connect(self.reset_stats)
         self.source_bar.profile_chosen.connect(self._profile_chosen)
         self.source_bar.device_chosen.connect(self._device_chosen)
+        self.source_bar.precision_chosen.connect(self._precision_chosen)
         self.source_bar.per_channel_toggled.connect(self._per_channel)
         self.source_bar.message.connect(self.set_status)
         self.table.message.connect(self.set_status)
@@ -403,6 +406,10 @@ class MainWindow(QMainWindow):
             self.device = device
             self.set_status(f"Moving the networks to {device}\u2026")
             self.bridge.configure(device=device)
+
+    def _precision_chosen(self, precision: str) -> None:
+        self.set_status(f"Loading the networks again in {precision}\u2026")
+        self.bridge.configure(precision=precision)
 
     def _per_channel(self, on: bool) -> None:
         for panel in self.panels:
@@ -655,6 +662,7 @@ class MainWindow(QMainWindow):
             "profile": session.profile if session else self.profile,
             "device": session.device if session else self.device,
             "weights": {m.name: str(m.weights) for m in session.models} if session else {},
+            "precision": {m.name: m.precision for m in session.models} if session else {},
             "source": describe_target(self.bridge.target) if self.bridge.target is not None else None,
             "duration_s": round(time.monotonic() - self.started_at, 2),
             "engine_stopped_cleanly": self.engine_stopped_cleanly,

@@ -284,7 +284,10 @@ class ModelPanel(QFrame):
         cost = info.complexity
         self.title.setText(info.display)
         self.title.setToolTip(f"{info.title}: {info.paper}, {info.year}")
-        self.year.setText(str(info.year) if info.year else "")
+        # bf16 is worth saying (its numbers differ slightly from fp32's); fp32 is the norm
+        self.year.setText(" \u00b7 ".join(t for t in (str(info.year) if info.year else "",
+                                                    "bf16" if info.precision == "bf16" else "") if t))
+        self.year.setToolTip(f"Runs in {info.precision}" + (f": {info.precision_note}" if info.precision_note else ""))
         text, colour = status_badge(info.weights, info.test_top1, info.published_top1)
         _set_badge(self.status, text, colour, info.weights_source)
         if cost is not None:

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import QComboBox, QFileDialog, QInputDialog, QLabel, QMes
 from engine.api import (
     CIFAR10_BYTES,
     IMAGE_SUFFIXES,
+    PRECISIONS,
     PROFILES,
     VIDEO_SUFFIXES,
     cifar10_archive_path,
@@ -85,6 +86,7 @@ class SourceBar(QToolBar):
     cifar_download_requested = Signal()
     profile_chosen = Signal(str)
     device_chosen = Signal(str)
+    precision_chosen = Signal(str)
     per_channel_toggled = Signal(bool)
     message = Signal(str, bool)  # status bar text, is_error
 
@@ -128,6 +130,10 @@ class SourceBar(QToolBar):
         self.profile_box.currentTextChanged.connect(self.profile_chosen.emit)
         self.device_box = self._combo("", devices, "Device: where the networks run")
         self.device_box.currentTextChanged.connect(self.device_chosen.emit)
+        self.precision_box = self._combo("", PRECISIONS, "Number format: auto runs each network in bf16 where this "
+                                         "machine has bf16 arithmetic and it measured faster at load (the "
+                                         "network's year line then says bf16); fp32 or bf16 for all")
+        self.precision_box.currentTextChanged.connect(self.precision_chosen.emit)
         self.stills_box = self._combo("", list(SLIDESHOW), "How long each picture of a folder or "
                                       "a list of files stays on screen; 'no wait': as fast as the networks go "
                                       "(videos play at their own rate)")
@@ -176,6 +182,11 @@ class SourceBar(QToolBar):
         self.profile_box.blockSignals(True)
         self.profile_box.setCurrentText(profile)
         self.profile_box.blockSignals(False)
+
+    def set_precision(self, precision: str) -> None:
+        self.precision_box.blockSignals(True)
+        self.precision_box.setCurrentText(precision)
+        self.precision_box.blockSignals(False)
 
     def set_device(self, device: str) -> None:
         self.device_box.blockSignals(True)

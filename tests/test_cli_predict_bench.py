@@ -25,6 +25,7 @@ def test_predict_json_contract_and_exit_status(tmp_path, capsys):
         assert len(r["top"]) == 3 and set(r["top"][0]) == {"label", "prob"}
         assert r["timed_runs"] == 5 and r["forward_ms"] > 0 and r["preprocess_ms"] >= 0
         assert r["latency_ms"] > 0  # each a median of the five warm runs
+        assert r["precision"] in ("fp32", "bf16")  # auto: what it chose for each network
     assert answers[1] == {"image": str(bad), "error": "broken.jpg: not an image (unrecognised format)"}
 
 
@@ -43,7 +44,8 @@ def test_predict_bad_weights_argument_is_one_line(capsys):
 def test_bench_json_contract(tmp_path, capsys):
     video = write_video(tmp_path / "v.avi", frames=5, size=(160, 120))
     # --runs 7 means seven timed runs (no more for --min-seconds): enough for the contract
-    assert main(["bench", "--runs", "7", "--batch", "16", "--source", str(video), "--frames", "8", "--json"]) == 0
+    assert main(["bench", "--runs", "7", "--batch", "16", "--source", str(video), "--frames", "8", "--json",
+                 "--precision", "fp32"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["device"] == "cpu"
     assert set(report["models"]) == {"lenet5", "alexnet", "vgg16", "enet"}
@@ -51,6 +53,7 @@ def test_bench_json_contract(tmp_path, capsys):
         assert {"raw_ms_p50", "engine_ms_p50", "ratio", "images_per_s"} <= m.keys()
         assert m["ratio"] == pytest.approx(m["engine_ms_p50"] / m["raw_ms_p50"])
         assert m["images_per_s"] > 0 and m["runs"] == 7 and m["batch"] == 16
+        assert m["precision"] == "fp32" and m["precision_note"] == ""
     assert report["frames"] >= 8 and report["pipeline_fps"] > 0
     assert report["rss_end_mb"] > 0 and report["rss_start_mb"] > 0
     assert report["threads_left"] <= 0

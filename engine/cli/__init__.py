@@ -40,6 +40,9 @@ def positive_int(text: str) -> int:
 
 
 MAX_SECONDS = 2_000_000
+PRECISIONS = ("auto", "fp32", "bf16")  # engine.precision.PRECISIONS, without importing torch for --help
+PRECISION_HELP = ("number format of the networks: auto (default: bf16 for each network only where this "
+                  "machine runs it natively and it measures faster at load), fp32 or bf16")
 
 
 def device_name(text: str) -> str:
@@ -64,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="start on this image, folder, video, camera index or stream URL")
     window.add_argument("--profile", dest="window_profile", choices=PROFILES, default="cifar10")
     window.add_argument("--device", dest="window_device", default="cpu", metavar="DEVICE", help="cpu, cuda or auto")
+    window.add_argument("--precision", dest="window_precision", choices=PRECISIONS, default="auto",
+                        help=PRECISION_HELP)
     window.add_argument("--quit-after", type=seconds, metavar="SECONDS", help="close the window after this long")
     window.add_argument("--report", metavar="FILE.json", help="on closing, write a JSON run report")
     window.add_argument("--screenshot", metavar="FILE.png", help="on closing, save a screenshot of the window")
@@ -84,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--weights", action="append", default=[], metavar="MODEL=PATH",
                          help="a custom checkpoint for one network (repeatable)")
     predict.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda or auto")
+    predict.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     predict.add_argument("--download", action="store_true",
                          help="imagenet: download torchvision's weights when they are not cached yet")
     predict.add_argument("--json", action="store_true")
@@ -97,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="only N images, spread evenly over the classes")
     evaluate.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda or auto")
     evaluate.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
+    evaluate.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                          help="fp32 (default), or bf16 weights and inputs where the hardware has bf16")
     evaluate.add_argument("--weights", action="append", default=[], metavar="MODEL=PATH",
                           help="a custom checkpoint for one network (repeatable)")
     evaluate.add_argument("--json", action="store_true")
@@ -104,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="latency, engine overhead, throughput and memory")
     bench.add_argument("--profile", choices=PROFILES, default="cifar10")
     bench.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda or auto")
+    bench.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     bench.add_argument("--source", metavar="PATH", help="also run this source through the whole engine")
     bench.add_argument("--frames", type=positive_int, default=300, metavar="N")
     bench.add_argument("--batch", type=positive_int, metavar="N",

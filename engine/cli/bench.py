@@ -16,6 +16,7 @@ from engine.imageio import InputError
 from engine.inference import InferenceSession
 from engine.jobs import Cancelled, JobProgress, JobState
 from engine.models.registry import RegistryError
+from engine.precision import PrecisionError
 from engine.weights import WeightsError
 
 
@@ -41,8 +42,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise CliError("--min-seconds must be 0 or more")
     weights = parse_weights(args.weights)
     try:
-        session = InferenceSession(args.profile, args.device, weights=weights)
-    except (RegistryError, WeightsError) as e:
+        session = InferenceSession(args.profile, args.device, weights=weights, precision=args.precision)
+    except (RegistryError, WeightsError, PrecisionError) as e:
         raise CliError(str(e)) from None
     if args.device not in ("cpu", "auto") and session.device.type == "cpu":
         print(f"warning: {args.device} is not available: measuring on the CPU", flush=True)
@@ -60,6 +61,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     with stop_on_signals(job):
         try:
             models = bench_latency(session, runs=runs, min_seconds=min_seconds, job=job)
+            for name in session.names:
+                models[name]["precision"], models[name]["precision_note"] = session.precision_of(name)
             for i, name in enumerate(session.names):
                 job.report(JobProgress("bench", i, len(session.names), f"throughput {name}", "networks"))
                 rate, batch = bench_throughput(session, name, default_batch, seconds=min_seconds, job=job)
@@ -76,17 +79,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
         del session
         try:
             report.update(bench_pipeline({"profile": args.profile, "device": args.device, "threads": args.threads,
-                                          "weights": weights}, args.source, args.frames))
+                                          "weights": weights, "precision": args.precision}, args.source, args.frames))
         except InputError as e:
             raise CliError(str(e)) from None
         report["pipeline_threads"] = torch.get_num_threads()
     if args.json:
         print_json(report)
         return 0
-    rows = [[n, f"{m['raw_ms_p50']:.3f}", f"{m['engine_ms_p50']:.3f}", f"{m['ratio']:.3f}",
+    rows = [[n, m["precision"], f"{m['raw_ms_p50']:.3f}", f"{m['engine_ms_p50']:.3f}", f"{m['ratio']:.3f}",
              f"{m['images_per_s']:.0f} (batch {m['batch']})", ", ".join(m["captured"])] for n, m in models.items()]
-    print(format_table(["model", "raw ms p50", "engine ms p50", "ratio", "images/s", "captured"], rows,
-                       right={1, 2, 3}))
+    print(format_table(["model", "precision", "raw ms p50", "engine ms p50", "ratio", "images/s", "captured"], rows,
+                       right={2, 3, 4}))
+    for n, m in models.items():
+        if m["precision_note"]:
+            print(f"  {n}: {m['precision_note']}")
     if args.source:
         print(f"pipeline: {report['pipeline_fps']:.1f} frames/s over {report['frames']} frames "
               f"({report['dropped']} dropped); resident memory {report['rss_start_mb']:.0f} MB -> "

@@ -13,6 +13,7 @@ from engine.evaluation import EvalError, check_labels, evaluate_results, missing
 from engine.imageio import display_name
 from engine.jobs import Cancelled, JobState
 from engine.models.registry import CIFAR10_CLASSES, RegistryError, comparison_specs, get_spec
+from engine.precision import PrecisionError, check_precision
 from engine.weights import UNTRAINED, WeightsError, load_model
 
 
@@ -21,6 +22,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     try:
         device = resolve_device(args.device, strict=True)
     except ValueError as e:
+        raise CliError(str(e)) from None
+    try:
+        check_precision(args.precision, device)
+    except PrecisionError as e:
         raise CliError(str(e)) from None
     try:
         specs = [get_spec(n, profile) for n in args.models] if args.models else comparison_specs(profile)
@@ -55,7 +60,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     status = 0
     with stop_on_signals(job):
         try:
-            results = evaluate_results(loaded, images, labels, device=device, tta=args.tta, job=job)
+            results = evaluate_results(loaded, images, labels, device=device, tta=args.tta, job=job,
+                                       precision=args.precision)
         except Cancelled:  # Ctrl-C: what was finished is still worth printing
             results, status = job.partial["results"], 130
             done = ", ".join(r.name for r in results) or "none"
@@ -67,7 +73,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
              "UNTRAINED" if r.weights_status == UNTRAINED else r.weights_status] for r in results]
     data_name = "torchvision CIFAR-10" if args.data == "download" else display_name(args.data)
     print(f"{data_name}, test split: {len(labels)} images, device {device_label(device)}"
-          f"{', flip TTA' if args.tta else ''}")
+          f"{', flip TTA' if args.tta else ''}{', bf16' if args.precision == 'bf16' else ''}")
     print(format_table(["model", "top-1", "top-5", "images", "images/s", "weights"], rows, right={1, 2, 3, 4}))
     for r in results:
         if r.weights_status == UNTRAINED:

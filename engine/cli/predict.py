@@ -19,6 +19,7 @@ from engine.inference import InferenceSession
 from engine.jobs import JobState
 from engine.jobs.download import DownloadError, download_weights
 from engine.models.registry import RegistryError, list_specs
+from engine.precision import PrecisionError
 from engine.weights import WeightsError
 
 
@@ -34,8 +35,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print(f"error: {terminal_text(str(e))}", file=sys.stderr, flush=True)
             download_failed = True
     try:
-        session = InferenceSession(args.profile, args.device, weights=weights, top_k=args.top)
-    except (RegistryError, WeightsError) as e:
+        session = InferenceSession(args.profile, args.device, weights=weights, top_k=args.top,
+                                   precision=args.precision)
+    except (RegistryError, WeightsError, PrecisionError) as e:
         raise CliError(str(e)) from None
     for message in session.messages:
         print(f"warning: {message}", file=sys.stderr)
@@ -65,6 +67,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 "latency_ms": median(name, "latency_ms"),
                 "timed_runs": args.runs,
                 "weights": session.loaded(name).status,
+                "precision": session.precision_of(name)[0],
             } for name, r in result.results.items()}})
     if args.json:
         print_json(answers)
