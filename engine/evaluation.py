@@ -63,13 +63,15 @@ def image_logits(spec: ModelSpec, model: nn.Module, x: torch.Tensor) -> torch.Te
 def predict_logits(spec: ModelSpec, model: nn.Module, images: torch.Tensor | np.ndarray, *,
                    device: torch.device, batch_size: int = EVAL_BATCH, tta: bool = False,
                    autocast: bool | None = None, dtype: torch.dtype = torch.float32,
-                   on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
+                   on_batch: Callable[[int], None] | None = None,
+                   batch_times: list[tuple[int, float]] | None = None) -> torch.Tensor:
     """Float32 image logits ``(N, C)`` on the CPU for ``uint8 (N, H, W, 3)`` images.
 
     ``tta`` averages the logits of each image and its mirror image. ``autocast`` (default: on CUDA
     only) runs the network in bf16; ``dtype`` is that of ``model``'s weights (bf16 for a network
     converted as :mod:`engine.precision` does), to which the input is cast. ``on_batch(images)``
     is called before each batch with the number of images done so far (a job's progress and cancel point).
+    ``batch_times`` receives (images, seconds) for each batch, synchronised on CUDA.
     """
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(images)
@@ -81,12 +83,16 @@ def predict_logits(spec: ModelSpec, model: nn.Module, images: torch.Tensor | np.
     for start in range(0, images.shape[0], batch_size):
         if on_batch is not None:
             on_batch(start)
+        t0 = time.perf_counter()
         x = normalise(images[start:start + batch_size], norm).to(dtype)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_autocast):
             logits = image_logits(spec, model, x).float()
             if tta:
                 logits = 0.5 * (logits + image_logits(spec, model, x.flip(3)).float())
         out.append(logits.cpu())
+        if batch_times is not None:
+            synchronize(device)
+            batch_times.append((int(x.shape[0]), time.perf_counter() - t0))
     if not out:
         return torch.zeros((0, spec.num_classes))
     return torch.cat(out)
@@ -113,14 +119,20 @@ class EvalResult:
     seconds: float
     weights_status: str
     weights_source: str = ""
+    batch_images_per_s: tuple[float, ...] = ()  # each full batch's rate, warm (preprocessing on the tensor in)
 
     @property
     def images_per_s(self) -> float:
+        """The median over the full batches of their images per second (one slow batch, when the
+        machine was busy for a moment, does not move it); the whole pass's mean if there is none."""
+        if self.batch_images_per_s:
+            return float(np.median(self.batch_images_per_s))
         return self.images / self.seconds if self.seconds > 0 else 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {"top1": self.top1, "top5": self.top5, "images": self.images,
-                "images_per_s": round(self.images_per_s, 1), "seconds": round(self.seconds, 3),
+                "images_per_s": round(self.images_per_s, 1), "timed_batches": len(self.batch_images_per_s),
+                "seconds": round(self.seconds, 3),
                 "weights_status": self.weights_status, "weights_source": self.weights_source}
 
 
@@ -180,13 +192,15 @@ def evaluate_results(models: Iterable[Any], images, labels, *, device: torch.dev
                        batch_size=batch_size, dtype=dtype)
         synchronize(device)
         start = time.perf_counter()
+        batch_times: list[tuple[int, float]] = []
         logits = predict_logits(loaded.spec, model, images_t, device=device, batch_size=batch_size, tta=tta,
-                                dtype=dtype, on_batch=on_batch)
+                                dtype=dtype, on_batch=on_batch, batch_times=batch_times)
         synchronize(device)
         seconds = time.perf_counter() - start
         top1, top5 = topk_accuracy(logits, labels_t)
+        full = [k / t for k, t in batch_times if k == batch_size and t > 0]
         results.append(EvalResult(loaded.spec.name, top1, top5, int(labels_t.shape[0]), seconds,
-                                  loaded.status, loaded.source))
+                                  loaded.status, loaded.source, tuple(full)))
     if job is not None:
         job.report(JobProgress("eval", n * len(models), n * len(models), "done", "images"))
     return results

@@ -9,7 +9,7 @@ from engine.cli import parse_weights
 from engine.cli.output import CliError, JobProgressBar, format_table, print_json, stop_on_signals
 from engine.data import DataError, load_cifar10
 from engine.device import device_label, resolve_device
-from engine.evaluation import EvalError, check_labels, evaluate_results, missing_classes, sample_indices
+from engine.evaluation import EVAL_BATCH, EvalError, check_labels, evaluate_results, missing_classes, sample_indices
 from engine.imageio import display_name
 from engine.jobs import Cancelled, JobState
 from engine.models.registry import CIFAR10_CLASSES, RegistryError, comparison_specs, get_spec
@@ -75,6 +75,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"{data_name}, test split: {len(labels)} images, device {device_label(device)}"
           f"{', flip TTA' if args.tta else ''}{', bf16' if args.precision == 'bf16' else ''}")
     print(format_table(["model", "top-1", "top-5", "images", "images/s", "weights"], rows, right={1, 2, 3, 4}))
+    batches = {len(r.batch_images_per_s) for r in results}
+    if batches and min(batches) > 0:
+        print(f"  images/s: median over the full batches of {EVAL_BATCH} ({'/'.join(map(str, sorted(batches)))} "
+              f"per network), warm, from the decoded image tensor to the logits{' of both images' if args.tta else ''}")
+    else:
+        print(f"  images/s: one pass over fewer than {EVAL_BATCH} images (no full batch to take a median of)")
     for r in results:
         if r.weights_status == UNTRAINED:
             print(f"  {r.name}: UNTRAINED (random weights): {r.weights_source}")
