@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 
-def human_count(n: float) -> str:
-    """``62006`` -> ``62.01k``; ``138357544`` -> ``138.36M``."""
+def human_count(n: float, digits: int | None = None) -> str:
+    """``62006`` -> ``62.01k``; ``138357544`` -> ``138.36M``; with ``digits``, that many
+    significant digits where the space is short: ``human_count(182_220_000, 3)`` -> ``182M``."""
     for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if n >= size:
-            return f"{n / size:.2f}{unit}"
+            value = n / size
+            if digits is None:
+                return f"{value:.2f}{unit}"
+            decimals = max(0, digits - len(str(int(value))))
+            return f"{value:.{decimals}f}{unit}"
     return str(int(n))

@@ -165,6 +165,8 @@ class ComparisonTable(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.whole = True  # every row shown (see set_whole)
+        self._rows_fitted = -1
         self.table = QTableWidget(0, len(COLUMNS), self)
         self.table.setHorizontalHeaderLabels(COLUMNS)
         for column, name in enumerate(COLUMNS):
@@ -236,18 +238,26 @@ class ComparisonTable(QWidget):
                 if c == len(row) - 1:
                     item.setForeground(QColor(style.BAD if text == "UNTRAINED" else style.TEXT))
 
+    def set_whole(self, whole: bool) -> None:
+        """Under the plots (``whole``): always tall enough for every row, the plots give way. In a
+        tab of its own: it takes the tab's height and scrolls only where that is short."""
+        self.whole = whole
+        self._rows_fitted = -1
+        self._fit_height(self.table.rowCount() or 4)
+
     def _fit_height(self, rows: int) -> None:
         """At most as tall as ``rows`` rows (a table of four networks needs no scroll bar where the
-        window has room), at least one row tall (a short screen scrolls it). Both bounds are set
-        once, not from the rows shown, so rows arriving never re-lay out the window."""
+        window has room), and at least that (under the plots) or one row (in a tab). Both bounds
+        are set once per row count, not per frame, so rows arriving never re-lay out the window."""
         table = self.table
 
         def height(n: int) -> int:
             return (table.horizontalHeader().sizeHint().height() + 2 * table.frameWidth()
                     + n * table.verticalHeader().defaultSectionSize() + 2)
-        if table.maximumHeight() != height(rows):
+        if self._rows_fitted != rows:
+            self._rows_fitted = rows
             table.setMaximumHeight(height(rows))
-            table.setMinimumHeight(height(min(rows, 1)))
+            table.setMinimumHeight(height(rows if self.whole else min(rows, 1)))
 
     def export_dialog(self) -> None:
         start = os.path.join(self.last_dir or os.path.expanduser("~"), "cnn-arena-comparison.csv")

@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QSizePolicy,
     QSplitter,
     QStatusBar,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -47,6 +48,7 @@ from engine.api import (
 from gui import style
 from gui.bridge import EngineBridge
 from gui.comparison_table import ComparisonTable, table_entries
+from gui.elided import ElidedLabel
 from gui.help_view import HelpView
 from gui.image_canvas import ImageCanvas
 from gui.imaging import agreement
@@ -62,6 +64,7 @@ from gui.statistics_view import StatisticsView
 REDRAW_MS = 33  # at most 30 redraws a second
 STEP_GAP_MS = 15  # between two steps of work spread over several event-loop passes
 SLOW_REFRESH_S = 0.2  # plots and table: at most 5 a second (they change slowly, and cost most)
+COMPACT_HEIGHT = 900  # a shorter window shows the table in a tab of its own, not under the plots
 SLOW_PART_BUDGET_MS = 6.0  # a tick whose frame took longer than this leaves the slow parts to the next
 
 
@@ -139,30 +142,30 @@ class MainWindow(QMainWindow):
         self._slow_parts = list(self.plots.all)
         self._slow_part = 0
         self.table = ComparisonTable(self)
-        bottom_plots = QWidget(self)
-        plots_layout = QHBoxLayout(bottom_plots)
-        plots_layout.setContentsMargins(6, 0, 6, 0)
-        plots_layout.addWidget(self.plots)
+        self.table.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
+        # Under the panels, tabs: "Live" holds the plots and, where the window is tall enough, the
+        # table under them; on a short screen (1366x768) the table is a tab of its own, so that
+        # neither is squeezed to a few pixels (see _arrange_bottom).
+        self.live_tab = QWidget(self)
+        self.live_layout = QVBoxLayout(self.live_tab)
+        self.live_layout.setContentsMargins(6, 4, 6, 2)
+        self.live_layout.setSpacing(4)
+        self.live_layout.addWidget(self.plots, 1)
+        self.live_layout.addWidget(self.table)
+        self.bottom_tabs = QTabWidget(self)
+        self.bottom_tabs.setDocumentMode(True)
+        self.bottom_tabs.addTab(self.live_tab, "Live")
+        self.bottom_tabs.setTabToolTip(0, "Live plots of this source (and the comparison table, on a tall window)")
+        self.bottom_tabs.currentChanged.connect(lambda _index: self._mark_slow_dirty())
+        self._compact: bool | None = None
         self.splitter = QSplitter(Qt.Orientation.Vertical, self)
         self.splitter.setChildrenCollapsible(False)
-        for widget, stretch in ((self.panel_row, 2), (bottom_plots, 1)):
+        for widget, stretch in ((self.panel_row, 2), (self.bottom_tabs, 1)):
             self.splitter.addWidget(widget)
             self.splitter.setStretchFactor(self.splitter.count() - 1, stretch)
-        # The table sits under the splitter, not in it: it takes its four rows wherever the window
-        # has room (whatever sizes the splitter remembers) and gives way to two rows only where not.
-        central = QWidget(self)
-        central_layout = QVBoxLayout(central)
-        central_layout.setContentsMargins(0, 0, 0, 0)
-        central_layout.setSpacing(4)
-        central_layout.addWidget(self.splitter, 1)
-        table_row = QHBoxLayout()
-        table_row.setContentsMargins(6, 0, 6, 4)
-        table_row.addWidget(self.table)
-        central_layout.addLayout(table_row)
-        self.table.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
-        self.setCentralWidget(central)
+        self.setCentralWidget(self.splitter)
 
-        self.status_text = QLabel("Loading the networks\u2026", self)
+        self.status_text = ElidedLabel("Loading the networks\u2026", self)
         self.status_text.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.counters = QLabel("", self)
         self.counters.setObjectName("dim")
@@ -231,13 +234,44 @@ class MainWindow(QMainWindow):
                 self.resize(self.size().expandedTo(floor))
         else:
             self.resize(default_size())
-        state = self.settings.value("window/rows")
+        state = self.settings.value("window/split")
         if isinstance(state, QByteArray) and not state.isEmpty():
             self.splitter.restoreState(state)
         else:
-            self.splitter.setSizes([590, 240])
+            self.splitter.setSizes([480, 410])  # the bottom: plots and, on a tall window, the table
         per_channel = str(self.settings.value("features/per_channel", "false")).lower() == "true"
         self.source_bar.scale_action.setChecked(per_channel)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().resizeEvent(event)
+        self._arrange_bottom(self.height() < COMPACT_HEIGHT)
+
+    def _arrange_bottom(self, compact: bool) -> None:
+        """The table under the plots (tall window) or in a tab of its own (short window)."""
+        if compact == self._compact:
+            return
+        self._compact = compact
+        current = self.bottom_tabs.currentWidget()
+        if compact:
+            self.live_layout.removeWidget(self.table)
+            self.bottom_tabs.insertTab(1, self.table, "Table")
+            self.bottom_tabs.setTabToolTip(1, "The comparison table: what papers print, measured here")
+            self.table.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
+            self.table.set_whole(False)
+        else:
+            index = self.bottom_tabs.indexOf(self.table)
+            if index >= 0:
+                self.bottom_tabs.removeTab(index)
+            self.table.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
+            self.table.set_whole(True)
+            self.live_layout.addWidget(self.table)
+            self.table.show()
+            if current is self.table:
+                current = self.live_tab
+        self.bottom_tabs.setCurrentWidget(current)
+
+    def _mark_slow_dirty(self) -> None:
+        self._slow_dirty = True
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
         if not self._closed:
@@ -245,7 +279,7 @@ class MainWindow(QMainWindow):
             for hook in self.closing_hooks:
                 hook()
             self.settings.setValue("window/geometry", self.saveGeometry())
-            self.settings.setValue("window/rows", self.splitter.saveState())
+            self.settings.setValue("window/split", self.splitter.saveState())
             self.settings.setValue("features/per_channel", self.source_bar.scale_action.isChecked())
             self.settings.sync()
             self.redraw_timer.stop()
@@ -501,7 +535,8 @@ class MainWindow(QMainWindow):
         num_classes = len(session.models[0].class_names) if session.models else 10
         plot_models = [PlotModel(m.name, m.display, style.model_color(i),
                                  m.complexity.macs if m.complexity else None,
-                                 m.test_top1 if m.test_top1 is not None else m.published_top1, m.weights)
+                                 m.test_top1 if m.test_top1 is not None else m.published_top1, m.weights,
+                                 m.test_top1 is None and m.published_top1 is not None)
                        for i, m in enumerate(session.models)]
         self.plots.remember(plot_models, num_classes)
         steps.extend(lambda plot=plot: plot.set_models(plot_models, num_classes) for plot in self.plots.all)

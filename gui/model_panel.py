@@ -174,7 +174,7 @@ class ModelPanel(QFrame):
         head = _row(self.title, self.year, None, self.status)
 
         self.cost = _label(self, "dim")
-        self.latency = _label(self, width=90)
+        self.latency = _label(self, width=72)
         self.latency.setStyleSheet("font-weight: bold;")
         costs = _row(self.cost, None, self.latency)
 
@@ -284,16 +284,17 @@ class ModelPanel(QFrame):
         cost = info.complexity
         self.title.setText(info.display)
         self.title.setToolTip(f"{info.title}: {info.paper}, {info.year}")
-        # bf16 is worth saying (its numbers differ slightly from fp32's); fp32 is the norm
-        self.year.setText(" \u00b7 ".join(t for t in (str(info.year) if info.year else "",
-                                                    "bf16" if info.precision == "bf16" else "") if t))
-        self.year.setToolTip(f"Runs in {info.precision}" + (f": {info.precision_note}" if info.precision_note else ""))
+        self.year.setText(str(info.year) if info.year else "")
         text, colour = status_badge(info.weights, info.test_top1, info.published_top1)
         _set_badge(self.status, text, colour, info.weights_source)
         if cost is not None:
-            self.cost.setText(f"{human_count(cost.params)} params \u00b7 {human_count(cost.macs)} MACs")
+            self.cost.setText(f"{human_count(cost.params, 3)} params \u00b7 {human_count(cost.macs, 3)} MACs"
+                              + (" \u00b7 bf16" if info.precision == "bf16" else ""))
+            # bf16 is worth saying (its numbers differ slightly from fp32's); fp32 is the norm
             self.cost.setToolTip(f"{cost.params:,} parameters, {cost.macs:,} multiply-accumulates per image, "
-                                 f"{cost.size_mb:.1f} MB of weights, {cost.activation_mb:.2f} MB of activations")
+                                 f"{cost.size_mb:.1f} MB of weights in fp32, {cost.activation_mb:.2f} MB of "
+                                 f"activations. Runs in {info.precision}"
+                                 + (f": {info.precision_note}" if info.precision_note else ""))
         else:
             self.cost.setText("")
         self.latency.setText("")

@@ -35,8 +35,9 @@ class PlotModel:
     label: str  # e.g. "LeNet-5"
     color: str
     macs: int | None
-    test_top1: float | None  # shipped accuracy, 0..1
+    test_top1: float | None  # shipped accuracy, 0..1 (or the published one, see published)
     status: str
+    published: bool = False  # test_top1 is torchvision's published ImageNet figure, not measured here
 
 
 def fmt_ms(value: float) -> str:
@@ -354,29 +355,50 @@ class AccuracyPlot(_Plot):
 
 
 def label_anchors(xs: list[float], ys: list[float], lengths: list[int], x_range: tuple[float, float],
-                  width_px: float, char_px: float = 6.5, near_y: float = 12.0) -> list[tuple[float, float]]:
-    """TextItem anchors for point labels (x sorted ascending) so that labels do not overlap.
+                  width_px: float, char_px: float = 6.5, y_range: tuple[float, float] = (0.0, 100.0),
+                  height_px: float = 150.0, line_px: float = 15.0) -> list[tuple[float, float]]:
+    """TextItem anchors for point labels (x sorted ascending) that overlap neither each other nor
+    any other point, worked out in pixels.
 
-    Each label is centred on its point, or starts/ends there when it would leave the plot. It sits
-    above its point (below it for points high up); labels on the same side of points at similar
-    heights whose extents overlap are stacked one text line further out.
+    A label prefers to sit above its point (below it for points high up), centred, or starting or
+    ending at the point where it would leave the plot. When that place is taken it tries the other
+    side, then one text line further out, and so on; if nothing is free it keeps its first choice.
     """
-    per_px = (x_range[1] - x_range[0]) / width_px
-    placed: list[tuple[float, float, float, bool, int]] = []  # left, right, y, above, row
+    per_px = (x_range[1] - x_range[0]) / max(1.0, width_px)
+    y_span = (y_range[1] - y_range[0]) or 1.0
+    pts = [((x - x_range[0]) / per_px, (y - y_range[0]) / y_span * height_px) for x, y in zip(xs, ys)]
+    placed: list[tuple[float, float, float, float]] = []  # left, right, bottom, top in pixels (y up)
     anchors = []
-    for x, y, n in zip(xs, ys, lengths):
-        width = (n * char_px + 6) * per_px
-        ax = 0.5
-        if x - width / 2 < x_range[0]:
-            ax = 0.0
-        elif x + width / 2 > x_range[1]:
-            ax = 1.0
-        left, right, above = x - ax * width, x - ax * width + width, y < 60
-        taken = {row for start, end, py, up, row in placed
-                 if up == above and abs(py - y) < near_y and left < end and right > start}
-        row = next(k for k in range(len(placed) + 1) if k not in taken)
-        placed.append((left, right, y, above, row))
-        anchors.append((ax, 1.2 + 1.1 * row) if above else (ax, -0.2 - 1.1 * row))
+    for i, ((px, py), n) in enumerate(zip(pts, lengths)):
+        width = n * char_px + 6
+        centred = 0.5
+        if px - width / 2 < 0:
+            centred = 0.0
+        elif px + width / 2 > width_px:
+            centred = 1.0
+        first_above = ys[i] < 60
+        # centred first, then ending at the point (to its left), then starting there (to its right)
+        candidates = [(row, above, ax) for row in range(4) for above in (first_above, not first_above)
+                      for ax in dict.fromkeys((centred, 1.0, 0.0))]
+        choice = None
+        for row, above, ax in candidates:
+            ay = 1.2 + 1.1 * row if above else -0.2 - 1.1 * row
+            left, right = px - ax * width, px - ax * width + width
+            bottom, top = py + (ay - 1) * line_px, py + ay * line_px
+            if bottom < -2 or top > height_px + 2 or left < -2 or right > width_px + 2:
+                continue
+            hits_label = any(left < r and right > lft and bottom < t and top > b for lft, r, b, t in placed)
+            hits_point = any(j != i and left - 5 < qx < right + 5 and bottom - 5 < qy < top + 5
+                             for j, (qx, qy) in enumerate(pts))
+            if not hits_label and not hits_point:
+                choice = (ax, ay, left, right, bottom, top)
+                break
+        if choice is None:
+            ay = 1.2 if first_above else -0.2
+            left = px - centred * width
+            choice = (centred, ay, left, left + width, py + (ay - 1) * line_px, py + ay * line_px)
+        placed.append(choice[2:])
+        anchors.append(choice[:2])
     return anchors
 
 
@@ -427,7 +449,7 @@ class TradeoffPlot(_Plot):
         self._draw(snapshot)
 
     def _draw(self, snapshot: MetricsSnapshot | None) -> None:
-        points = []  # (x, y, measured, model, label)
+        points = []  # (x, y, measured, model, label, symbol)
         sources = set()
         for m, label in zip(self.models, self.labels):
             stats = snapshot.models.get(m.name) if snapshot is not None else None
@@ -439,29 +461,37 @@ class TradeoffPlot(_Plot):
                 label.hide()
                 continue
             if stats is not None and stats.top1 is not None:
-                y, measured = 100 * stats.top1, True
+                y, measured, symbol = 100 * stats.top1, True, "o"
                 sources.add("running top-1 on this source")
+            elif m.test_top1 is not None and m.published:
+                y, measured, symbol = 100 * m.test_top1, True, "d"
+                sources.add("\u25c6 published ImageNet top-1 (not measured here)")
             elif m.test_top1 is not None:
-                y, measured = 100 * m.test_top1, True
+                y, measured, symbol = 100 * m.test_top1, True, "o"
                 sources.add("shipped test top-1")
             else:
-                y, measured = 100.0 / max(1, self.num_classes), False
-            points.append((x, y, measured, m, label))
+                y, measured, symbol = 100.0 / max(1, self.num_classes), False, "s"
+            points.append((x, y, measured, m, label, symbol))
         points.sort(key=lambda p: p[0])
         xs = np.log10(np.array([p[0] for p in points])) if points else np.array([])
         self.points.setData(x=xs, y=[p[1] for p in points],
                             brush=[pg.mkBrush(p[3].color) if p[2] else pg.mkBrush(style.PANEL) for p in points],
                             pen=[pg.mkPen(p[3].color, width=2) for p in points],
-                            symbol=["o" if p[2] else "s" for p in points])
+                            symbol=[p[5] for p in points])
         if len(xs):
             lo, hi = float(xs.min()), float(xs.max())
             pad = max(0.35, 0.12 * (hi - lo))
             self.widget.getPlotItem().setXRange(lo - pad, hi + pad, padding=0)
-            texts = [f"{m.label} \u00b7 {human_count(x) if self.x_mode == 0 else fmt_ms(x) + ' ms'}"
-                     for x, _y, _measured, m, _label in points]
+            # the name alone: the axis gives the cost, the tooltip the figures
+            texts = [m.label for _x, _y, _measured, m, _label, _symbol in points]
+            box = self.widget.getPlotItem().getViewBox()
+            y_lo, y_hi = box.viewRange()[1]
             anchors = label_anchors(list(xs), [p[1] for p in points], [len(t) for t in texts],
-                                    (lo - pad, hi + pad), max(100.0, self.widget.getPlotItem().getViewBox().width()))
-            for (x, y, _measured, _m, label), text, anchor in zip(points, texts, anchors):
+                                    (lo - pad, hi + pad), max(100.0, box.width()), y_range=(y_lo, y_hi),
+                                    height_px=max(40.0, box.height()))
+            for (x, y, measured, m, label, _symbol), text, anchor in zip(points, texts, anchors):
+                cost = f"{human_count(x)} MACs" if self.x_mode == 0 else f"{fmt_ms(x)} ms p50"
+                label.setToolTip(f"{m.label}: {cost}, " + (f"top-1 {y:.1f}%" if measured else "no accuracy"))
                 label.setText(text)
                 label.setAnchor(anchor)
                 label.setPos(math.log10(x), y)

@@ -33,6 +33,8 @@ class TopKBars(QWidget):
         labels, probs = tuple(labels), tuple(float(p) for p in probs)
         if (labels, probs, truth) != (self.labels, self.probs, self.truth):
             self.labels, self.probs, self.truth = labels, probs, truth
+            # the whole names on hover, where a long one (ImageNet's) had to be cut
+            self.setToolTip("\n".join(f"{100 * p:5.1f}%  {name}" for name, p in zip(labels, probs)))
             self.update()
 
     def clear(self) -> None:
@@ -45,7 +47,11 @@ class TopKBars(QWidget):
         width, height = self.width(), self.height()
         row_h = height / self.rows
         pct_w = metrics.horizontalAdvance("100.0%") + 4
-        label_w = min(max(70, int(width * 0.42)), width - pct_w - 30)
+        # names as wide as they need (the first in bold), the bars take what is left, down to 24 px
+        bold = self.font()
+        bold.setBold(True)
+        needed = max([QFontMetrics(bold).horizontalAdvance("\u2713 " + name) + 2 for name in self.labels] or [0])
+        label_w = max(min(70, width - pct_w - 24), min(max(70, needed, int(width * 0.42)), width - pct_w - 24))
         bar_x, bar_w = label_w + 6, max(10, width - label_w - 6 - pct_w)
         dim, text, truth_color = QColor(style.TEXT_DIM), QColor(style.TEXT), QColor(style.GOOD)
         if not self.labels:

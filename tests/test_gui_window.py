@@ -324,14 +324,17 @@ def test_the_table_keeps_its_height_when_the_networks_arrive(qtbot):
     qtbot.waitExposed(table)
     bounds = (table.table.minimumHeight(), table.table.maximumHeight())
     before = table.table.height()
-    assert before == bounds[1] > bounds[0]
+    assert before == bounds[1] == bounds[0]  # under the plots: every row, whatever the plots get
     table.set_entries(entries(4))
     qtbot.wait(10)
     assert table.table.rowCount() == 4 and table.table.height() == before
     assert (table.table.minimumHeight(), table.table.maximumHeight()) == bounds
     assert not table.table.verticalScrollBar().isVisible()
-    table.resize(1200, table.minimumSizeHint().height())  # a short window: down to one row, scrolling
-    qtbot.waitUntil(lambda: table.table.height() == bounds[0])
+    table.set_whole(False)  # in a tab of its own, on a short window: down to one row, scrolling
+    qtbot.wait(10)
+    table.resize(1200, table.minimumSizeHint().height())
+    qtbot.waitUntil(lambda: table.table.height() < bounds[0])
+    table.set_whole(True)
     table.resize(1200, 400)
     table.set_entries(entries(6))  # a longer line-up still fits without a scroll bar
     qtbot.waitUntil(lambda: table.table.height() > before)
@@ -340,21 +343,25 @@ def test_the_table_keeps_its_height_when_the_networks_arrive(qtbot):
 
 def test_a_laptop_screen_squeezes_nothing_into_anything(make_window, tmp_path, qtbot):
     """At its smallest (about 1300x700 fits a 1366x768 screen) every panel keeps the height its
-    rows need, and the table gives way (it scrolls) rather than covering the plots."""
+    rows need, and the table moves to a tab of its own rather than squeezing the plots."""
     window = make_window(str(write_image(tmp_path / "a.png")))
     qtbot.waitUntil(lambda: all(p.frame_id is not None for p in _panels(window).values()), timeout=LONG)
     window.resize(1300, 1)  # as short as it lets itself be
     qtbot.waitUntil(lambda: window.height() < 1000)
     qtbot.wait(50)
+    window.resize(1300, 1)  # short, the table has moved to its tab: shorter still
+    qtbot.wait(50)
     assert window.height() <= 700
     for panel in _panels(window).values():
         assert panel.height() >= panel.minimumHeight() > 300
-    splitter, table = window.splitter, window.table
-    assert splitter.geometry().bottom() < table.geometry().top()
-    assert table.geometry().bottom() <= window.centralWidget().height()
-    assert table.table.height() >= table.table.minimumHeight()
-    window.resize(1600, 1000)  # room again: all four rows, no scroll bar
-    qtbot.waitUntil(lambda: table.table.height() == table.table.maximumHeight())
+    tabs, table = window.bottom_tabs, window.table
+    assert tabs.indexOf(table) > 0 and tabs.currentWidget() is window.live_tab
+    assert window.plots.height() >= 110  # the plots have the bottom to themselves (they had 50 px)
+    tabs.setCurrentWidget(table)
+    qtbot.waitUntil(lambda: table.isVisible() and table.table.height() >= table.table.minimumHeight())
+    window.resize(1600, 1000)  # room again: the table under the plots, all four rows, no scroll bar
+    qtbot.waitUntil(lambda: tabs.indexOf(table) < 0 and tabs.currentWidget() is window.live_tab)
+    qtbot.waitUntil(lambda: table.isVisible() and table.table.height() == table.table.maximumHeight())
     qtbot.waitUntil(lambda: not table.table.verticalScrollBar().isVisible())
 
 

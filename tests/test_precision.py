@@ -9,9 +9,9 @@ import torch
 import engine.inference as inference
 from engine.evaluation import evaluate_results
 from engine.inference import InferenceSession
+from engine.models.registry import get_spec
 from engine.precision import PrecisionError, bf16_native, check_precision
 from engine.weights import load_model
-from engine.models.registry import get_spec
 
 needs_bf16 = pytest.mark.skipif(not bf16_native(torch.device("cpu")), reason="this CPU has no native bf16")
 
