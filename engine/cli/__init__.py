@@ -144,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--val", type=int, default=5000, metavar="N", help="training images held out")
     train.add_argument("--limit", type=positive_int, metavar="N", help="train on the first N images only")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--dist-timeout", type=seconds, default=600.0, metavar="SECONDS",
+                       help="under torchrun: how long a process waits for the others (a slow data load, a "
+                            "checkpoint) before it gives up; a process that dies stops the others at once "
+                            "(default 600)")
     return parser
 
 

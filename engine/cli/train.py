@@ -6,6 +6,11 @@
   any other is refused with one line that names what differs. Without it, an unfinished run is
   never discarded silently: ``--restart`` says so explicitly.
 - Ctrl-C or SIGTERM stops before the next step; the last checkpoint stays as it was.
+- Under ``torchrun`` (more than one process) it trains with DistributedDataParallel
+  (:mod:`engine.training.distributed`): rank 0 decides about the saved run, reports and writes;
+  the others train their share and stay quiet, except about failures of their own (their data,
+  their device, losing the others), which they report with their rank. A resume is refused unless
+  the world size is the one the checkpoint was written by.
 """
 
 from __future__ import annotations
@@ -32,11 +37,25 @@ from engine.imageio import display_name
 from engine.jobs import Cancelled, JobState
 from engine.models.registry import ModelSpec
 from engine.training.checkpoint import FILE_NAME, CheckpointError, identity_mismatch, load_checkpoint
+from engine.training.distributed import (
+    DEFAULT_TIMEOUT_S,
+    DistributedError,
+    Launch,
+    Ranks,
+    failure_text,
+    launch_from_env,
+)
 from engine.training.loop import CheckpointPlan, TrainStatus, train
 from engine.training.recipes import recipe_for
 
 ALL = "all"
 DONE_FILE = "done.json"
+FINISHED = "finished"  # what rank 0 decides about a saved run that has nothing left to do
+
+
+class RankError(CliError):
+    """A failure of one process of a distributed run (its data, its device, its link to the others):
+    every rank that meets one reports it, naming itself."""
 
 
 class TerminalProgress:
@@ -134,6 +153,38 @@ def check_writable(folder: Path) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """The command; under torchrun, every process runs it (module docs)."""
+    from engine.training.distributed import shutdown
+
+    try:
+        launch = launch_from_env()
+    except DistributedError as e:
+        raise CliError(str(e)) from None
+    job = JobState()
+    if launch is None:
+        return _cmd_train(args, job, None)
+    try:
+        return _cmd_train(args, job, launch)
+    except RankError as e:
+        raise RankError(f"rank {launch.rank}: {e}") from None
+    except CliError:
+        if launch.rank:
+            return 2  # a mistake every process meets alike: rank 0 reports it
+        raise
+    except RuntimeError as e:  # a collective failed: another process died or stopped answering
+        if job.cancelled:
+            if launch.rank == 0:
+                print("stopped; the last checkpoint is kept (the same torchrun command with --resume continues it)",
+                      file=sys.stderr, flush=True)
+            return 130
+        raise RankError(f"rank {launch.rank}: stopped: {failure_text(e)} (if another process of the run failed or "
+                        "stopped answering, its own message says why); the last checkpoint written, if any, is kept "
+                        "and --resume continues it") from None
+    finally:
+        shutdown()
+
+
+def _cmd_train(args: argparse.Namespace, job: JobState, launch: Launch | None) -> int:
     from engine.data import DataError, has_split_layout, load_cifar10, train_val_split
     from engine.models.registry import RegistryError, comparison_specs, get_spec
 
@@ -157,6 +208,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise CliError("--val must be 0 or more")
     if args.resume and args.restart:
         raise CliError("--resume and --restart exclude each other")
+    timeout_s = getattr(args, "dist_timeout", DEFAULT_TIMEOUT_S)
+    if not timeout_s > 0:
+        raise CliError("--dist-timeout must be positive")
+    ranks = None
+    if launch is not None:
+        try:
+            device = launch.device_for(device)
+            ranks = launch.join(device, timeout_s)
+        except DistributedError as e:
+            raise RankError(str(e)) from None
     if args.nice:
         try:
             os.nice(19)
@@ -164,21 +225,32 @@ def cmd_train(args: argparse.Namespace) -> int:
             pass  # not every system lets a process lower its own priority; training still runs
 
     # Before any data is read: a folder that cannot be written would otherwise be found out only
-    # when the weights are saved, hours later.
-    for folder in {runs_dir(), *([Path(args.out)] if args.out else [])}:
-        check_writable(folder)
+    # when the weights are saved, hours later. Only rank 0 writes.
+    def writable() -> None:
+        for folder in {runs_dir(), *([Path(args.out)] if args.out else [])}:
+            check_writable(folder)
 
-    say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+    _on_main(ranks, writable)
+
+    main = ranks is None or ranks.is_main
+    say = (lambda text: print(text, file=sys.stderr, flush=True)) if main else (lambda text: None)
     data_name = "torchvision CIFAR-10" if args.data == "download" else display_name(args.data)
     say(f"loading {data_name} ...")
     t0 = time.perf_counter()
+    # On each machine its first process decodes the set (and caches it) before the others read it.
+    first_here = ranks is None or ranks.local_rank == 0
+    if not first_here:
+        ranks.barrier()
+    own = CliError if ranks is None else RankError  # on several machines, each reads its own copy
     try:
         if not has_split_layout(args.data):
-            raise CliError(f"{data_name}: training needs separate train/ and test/ folders")
+            raise own(f"{data_name}: training needs separate train/ and test/ folders")
         train_images, train_labels = load_cifar10(args.data, "train", progress=_load_progress(say))
         test_images, test_labels = load_cifar10(args.data, "test")
     except DataError as e:
-        raise CliError(str(e)) from None
+        raise own(str(e)) from None
+    if ranks is not None and first_here:
+        ranks.barrier()
     say(f"loaded {len(train_labels)} train and {len(test_labels)} test images in {time.perf_counter() - t0:.1f} s")
     if args.limit is not None:
         keep = sample_indices(len(train_labels), args.limit, seed=args.seed)
@@ -189,21 +261,55 @@ def cmd_train(args: argparse.Namespace) -> int:
     data = {"fit": (train_images[fit_idx], train_labels[fit_idx]),
             "val": (train_images[val_idx], train_labels[val_idx]) if args.val else None,
             "test": (test_images, test_labels), "source": describe_source(str(args.data))}
+    if ranks is not None:
+        _same_data_everywhere(ranks, data)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
-    job = JobState()
     with stop_on_signals(job):
         for spec in specs:
             try:
-                _train_one(spec, args, device, data, job, say)
+                _train_one(spec, args, device, data, job, say, ranks)
             except Cancelled:
                 return 130
     return 0
 
 
+def _on_main(ranks: Ranks | None, decide: Callable[[], Any]) -> Any:
+    """``decide()`` on rank 0 only (all of it when there are no ranks); its result, or the one line of
+    its CliError, reaches every rank."""
+    if ranks is None:
+        return decide()
+    outcome = None
+    if ranks.is_main:
+        try:
+            outcome = (True, decide())
+        except CliError as e:
+            outcome = (False, str(e))
+    ok, value = ranks.broadcast(outcome)
+    if not ok:
+        raise CliError(value)
+    return value
+
+
+def _same_data_everywhere(ranks: Ranks, data: dict[str, Any]) -> None:
+    source = data["source"]
+    here = (source["sha256"] or source["name"], len(data["fit"][1]), len(data["test"][1]))
+    every = ranks.all_gather(here)
+    for rank, there in enumerate(every):
+        if there != every[0]:
+            raise CliError(f"the processes read different data: rank {rank} has {_data_text(there)}, rank 0 "
+                           f"{_data_text(every[0])}; give every process the same --data")
+
+
+def _data_text(summary: tuple[str, int, int]) -> str:
+    name, fit, test = summary
+    short = f"{name[:12]}..." if len(name) > 16 else name
+    return f"{short} ({fit} training, {test} test images)"
+
+
 def _train_one(spec: ModelSpec, args: argparse.Namespace, device: torch.device, data: dict[str, Any],
-               job: JobState, say: Callable[[str], None]) -> None:
+               job: JobState, say: Callable[[str], None], ranks: Ranks | None = None) -> None:
     from engine.complexity import count_params
     from engine.weights import as_stored, save_weights, storage_for
 
@@ -218,46 +324,44 @@ def _train_one(spec: ModelSpec, args: argparse.Namespace, device: torch.device, 
     out_dir = Path(args.out) if args.out else run_dir
     out = out_dir / (spec.weights or f"{spec.name}_{spec.profile}.safetensors")
 
-    resume_from = None
-    if ckpt_path.exists():
-        try:
-            saved = load_checkpoint(ckpt_path)
-        except CheckpointError as e:
-            raise CliError(f"{spec.name}: {e}; --restart starts a new run") from None
-        done_at = f"epoch {saved.get('epoch')}/{saved.get('identity', {}).get('recipe', {}).get('epochs')}"
-        if args.resume:
-            mismatch = identity_mismatch(saved.get("identity", {}), identity)
-            if mismatch:
-                raise CliError(f"{spec.name}: the saved run ({done_at}) is a different run: {mismatch}; "
-                               "--restart starts a new one")
-            if _finished(run_dir, identity, out):
-                say(f"{spec.name}: already trained to {done_at}; {out} is its result (skipped)")
-                return
-            resume_from = saved
-            say(f"{spec.name}: resuming after {done_at}")
-        elif not args.restart:
-            raise CliError(f"{spec.name}: a run is saved in {run_dir} ({done_at}); --resume continues it, "
-                           "--restart starts over")
-    elif args.resume:
-        say(f"{spec.name}: no saved run; starting one")
-
-    say(f"training {spec.name} on {device_label(device)}: {len(fit_labels)} images, {args.val} held out for "
-        f"validation, {recipe.epochs} epochs of batch {min(recipe.batch_size, len(fit_labels))}, peak lr {recipe.lr}; "
+    world = 1 if ranks is None else ranks.world_size
+    batch = min(recipe.batch_size, len(fit_labels))
+    if batch % world:
+        raise CliError(f"{spec.name}: a global batch of {batch} images does not split over {world} processes; "
+                       f"give --batch-size a multiple of {world}")
+    if ranks is not None and args.resume:
+        # Rank 0 resumes from its own runs folder: on several machines, that is only the right one when
+        # it is on the machine that wrote the checkpoint (or the folder is shared).
+        saved_on = ranks.all_gather(ckpt_path.exists())
+        if not saved_on[0] and any(saved_on):
+            raise CliError(f"{spec.name}: rank {saved_on.index(True)} has the saved run in its runs folder but rank 0, "
+                           "which resumes it, has none: share the runs folder ($CNN_ARENA_CACHE) between the machines, "
+                           "or give the machine that has it rank 0 (--rdzv_backend=static --node_rank=0)")
+    saved_run = _on_main(ranks, lambda: _saved_run(spec, args, identity, run_dir, out, world, say))
+    if saved_run == FINISHED:
+        return
+    where = device_label(device) if ranks is None else \
+        f"{world} processes ({ranks.backend}; {device_label(device)} each, {batch // world} images of every batch)"
+    say(f"training {spec.name} on {where}: {len(fit_labels)} images, {args.val} held out for "
+        f"validation, {recipe.epochs} epochs of batch {batch}, peak lr {recipe.lr}; "
         f"checkpoints in {run_dir}")
-    plan = CheckpointPlan(ckpt_path, identity, resume_from)
+    plan = CheckpointPlan(ckpt_path, identity, saved_run)
     try:
         model, metrics = train(spec, fit_images, fit_labels, recipe, device=device,
-                               progress=TerminalProgress(spec.name), val=data["val"], seed=args.seed,
-                               checkpoint=plan, job=job)
+                               progress=TerminalProgress(spec.name) if ranks is None or ranks.is_main else None,
+                               val=data["val"], seed=args.seed, checkpoint=plan, job=job, ranks=ranks)
     except FloatingPointError as e:
         raise CliError(str(e)) from None
     except CheckpointError as e:
         raise CliError(f"{spec.name}: {e}; --restart starts a new run") from None
     except Cancelled:
         last = "no epoch finished yet" if not ckpt_path.exists() else f"the checkpoint in {run_dir} is kept"
-        say(f"{spec.name}: stopped; {last}. Continue with: python main.py train --model {args.model} "
+        again = "python main.py train" if ranks is None else f"torchrun (with {world} processes) main.py train"
+        say(f"{spec.name}: stopped; {last}. Continue with: {again} --model {args.model} "
             f"--data {data['source']['name']} --resume")
         raise
+    if ranks is not None and not ranks.is_main:
+        return  # rank 0 evaluates and writes
 
     say("evaluating on the test set ...")
     # Measured on the weights as they are shipped (fp16, or int8 for a large network) and the way
@@ -292,6 +396,42 @@ def _train_one(spec: ModelSpec, args: argparse.Namespace, device: torch.device, 
     print(f"{spec.name}: {val_text}test top-1 {100 * test_top1:.2f}% (flip TTA; {100 * plain_top1:.2f}% without), "
           f"top-5 {100 * test_top5:.2f}% after {recipe.epochs} epochs in {clock(metrics['wall_time_s'])}; "
           f"wrote {out} and {out.with_suffix('.json').name}", flush=True)
+
+
+def _saved_run(spec: ModelSpec, args: argparse.Namespace, identity: dict[str, Any], run_dir: Path, out: Path,
+               world: int, say: Callable[[str], None]) -> dict[str, Any] | str | None:
+    """What to do about the run saved in ``run_dir``: the checkpoint to resume from, None to start a new
+    run, or FINISHED; CliError (one line) when it must be refused."""
+    ckpt_path = run_dir / FILE_NAME
+    if not ckpt_path.exists():
+        if args.resume:
+            say(f"{spec.name}: no saved run; starting one")
+        return None
+    try:
+        saved = load_checkpoint(ckpt_path)
+    except CheckpointError as e:
+        raise CliError(f"{spec.name}: {e}; --restart starts a new run") from None
+    done_at = f"epoch {saved.get('epoch')}/{saved.get('identity', {}).get('recipe', {}).get('epochs')}"
+    if not args.resume:
+        if args.restart:
+            return None
+        raise CliError(f"{spec.name}: a run is saved in {run_dir} ({done_at}); --resume continues it, "
+                       "--restart starts over")
+    mismatch = identity_mismatch(saved.get("identity", {}), identity)
+    if mismatch:
+        raise CliError(f"{spec.name}: the saved run ({done_at}) is a different run: {mismatch}; "
+                       "--restart starts a new one")
+    if _finished(run_dir, identity, out):
+        say(f"{spec.name}: already trained to {done_at}; {out} is its result (skipped)")
+        return FINISHED
+    saved_world = saved.get("world_size", 1)  # a checkpoint without one was written by a single process
+    if saved_world != world:
+        how = "without torchrun" if saved_world == 1 else \
+            f"with torchrun and {saved_world} processes in all (--nnodes x --nproc_per_node)"
+        raise CliError(f"{spec.name}: the saved run ({done_at}) was trained by {saved_world} process(es) and this one "
+                       f"has {world}: resume it {how}, or --restart starts a new one")
+    say(f"{spec.name}: resuming after {done_at}")
+    return saved
 
 
 def _finished(run_dir: Path, identity: dict[str, Any], out: Path) -> bool:

@@ -12,6 +12,11 @@
   checkpoint (:mod:`engine.training.checkpoint`). A run stopped at any step and resumed from its
   last checkpoint ends with exactly the weights of a run that never stopped (on the CPU): every
   random state is saved, and the per-image flip coins are a function of the seed.
+- With ``ranks`` (several processes, :mod:`engine.training.distributed`), every rank draws the same
+  order, crops and flips for the whole global batch and trains on its own slice of it, in a
+  DistributedDataParallel model whose batch norms are synchronised; each keeps the same weight
+  average; validation is split over the ranks and its hits summed; only rank 0 writes checkpoints,
+  which then also hold the world size and every rank's random state.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from engine.models.registry import ModelSpec
 from engine.preprocess import normalise, normaliser
 from engine.training.augment import alternating_flips, augment, flip_coins
 from engine.training.checkpoint import CheckpointError, save_checkpoint
+from engine.training.distributed import Ranks, plain_batchnorm, rank_seed, synchronise_batchnorm
 from engine.training.recipes import Recipe, lr_factor
 
 
@@ -70,6 +76,10 @@ class CheckpointPlan:
 
 def training_loss(spec: ModelSpec, model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe) -> torch.Tensor:
     logits, pixel_logits = ModelAdapter(spec, model)(x)
+    return _loss(logits, pixel_logits, y, recipe)
+
+
+def _loss(logits: torch.Tensor, pixel_logits: torch.Tensor | None, y: torch.Tensor, recipe: Recipe) -> torch.Tensor:
     loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
     if pixel_logits is not None and recipe.aux_weight:
         pooled = pixel_logits.float().mean(dim=(2, 3))
@@ -94,14 +104,19 @@ def train(spec: ModelSpec, images: np.ndarray | torch.Tensor, labels: np.ndarray
           device: torch.device | str = "cpu", progress: Progress | None = None,
           val: tuple[np.ndarray, np.ndarray] | None = None, seed: int = 0,
           model: nn.Module | None = None, checkpoint: CheckpointPlan | None = None,
-          job: JobState | None = None) -> tuple[nn.Module, dict[str, Any]]:
+          job: JobState | None = None, ranks: Ranks | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Train ``spec``'s network (or ``model``) on uint8 NHWC ``images``; returns it (CPU, eval mode)
     and metrics: final_loss, steps, epochs, wall_time_s, train_time_s, images_per_s, history (one
-    entry per epoch), val_top1/val_top5 (with ``val``), ema_used, sittings.
+    entry per epoch), val_top1/val_top5 (with ``val``), ema_used, sittings, world_size (and
+    batch_per_process with ``ranks``).
 
     With ``checkpoint``, a checkpoint is written after every epoch and, with ``resume_from``, training
     continues from it. ``job.cancel()`` stops the run before its next step (raising
     :class:`engine.jobs.Cancelled`); the last checkpoint is left as it was.
+
+    With ``ranks``, every rank of the process group calls this with the same arguments (``device``:
+    the rank's own); the batch size is the global batch, a multiple of the world size. Only rank 0
+    writes the checkpoint; ``checkpoint.resume_from`` must reach every rank.
     """
     device = torch.device(device) if isinstance(device, str) else device
     torch.manual_seed(seed)
@@ -118,6 +133,8 @@ def train(spec: ModelSpec, images: np.ndarray | torch.Tensor, labels: np.ndarray
     if n == 0:
         raise ValueError("no training images")
     batch_size = min(recipe.batch_size, n)
+    world = 1 if ranks is None else ranks.world_size
+    mine = None if ranks is None else ranks.batch_share(batch_size)  # ValueError when it does not split
     steps_per_epoch = n // batch_size  # drop the last partial batch: constant batch statistics
     total = steps_per_epoch * recipe.epochs
     norm = normaliser(spec.mean, spec.std, device)
@@ -125,15 +142,20 @@ def train(spec: ModelSpec, images: np.ndarray | torch.Tensor, labels: np.ndarray
     report_every = 1 if device.type == "cpu" else 20
     coins = flip_coins(n, seed, device) if recipe.flip and recipe.alternate_flip else None
 
+    if ranks is not None:
+        synchronise_batchnorm(model, device)
     optimiser = torch.optim.SGD(_param_groups(model, recipe.weight_decay), lr=recipe.lr,
                                 momentum=recipe.momentum, nesterov=recipe.nesterov)
     ema_model = copy.deepcopy(model).eval() if recipe.ema else None
-    step_fn = _make_step(spec, model, optimiser, recipe, device, autocast)
+    step_fn = _make_step(spec, model, optimiser, recipe, device, autocast, ranks)
+    if ranks is not None and ranks.rank:
+        torch.manual_seed(rank_seed(seed, ranks.rank))  # dropout: each rank its own masks
 
     first_epoch, step, history, spent = 0, 0, [], {"wall_s": 0.0, "train_s": 0.0, "sittings": 0}
     if checkpoint is not None and checkpoint.resume_from is not None:
-        first_epoch, step, history, spent = _restore(checkpoint.resume_from, model, optimiser, ema_model, gen)
+        first_epoch, step, history, spent = _restore(checkpoint.resume_from, model, optimiser, ema_model, gen, ranks)
     sittings = spent["sittings"] + 1
+    writes = checkpoint is not None and (ranks is None or ranks.is_main)
 
     synchronize(device)
     sitting_start = time.perf_counter()
@@ -150,12 +172,15 @@ def train(spec: ModelSpec, images: np.ndarray | torch.Tensor, labels: np.ndarray
             if job is not None:
                 job.check()
             idx = order[i * batch_size:(i + 1) * batch_size]
-            x = normalise(augment(data[idx], recipe, gen, None if flips is None else flips[idx]), norm,
-                          channels_last=recipe.channels_last)
+            batch = augment(data[idx], recipe, gen, None if flips is None else flips[idx])
+            y = targets[idx]
+            if mine is not None:  # every rank drew the whole global batch's crops and flips; it trains on its slice
+                batch, y = batch[mine], y[mine]
+            x = normalise(batch, norm, channels_last=recipe.channels_last)
             lr = recipe.lr * lr_factor(step, total, recipe)
             for group in optimiser.param_groups:
                 group["lr"] = lr
-            loss = step_fn(x, targets[idx])
+            loss = step_fn(x, y)
             loss_sum += loss.detach()
             step += 1
             steps_this_sitting += 1
@@ -172,25 +197,33 @@ def train(spec: ModelSpec, images: np.ndarray | torch.Tensor, labels: np.ndarray
         synchronize(device)
         epoch_train_s = time.perf_counter() - epoch_start
         train_s += epoch_train_s
-        final_loss = (loss_sum / max(1, steps_per_epoch)).item()
+        if ranks is None:
+            final_loss = (loss_sum / max(1, steps_per_epoch)).item()
+        else:  # the mean of the ranks' means: the global batch's loss
+            final_loss = ranks.all_sum([loss_sum.item()])[0] / world / max(1, steps_per_epoch)
         if not math.isfinite(final_loss):
             raise FloatingPointError(f"the loss became {final_loss} in epoch {epoch + 1}; try a lower --lr")
         entry: dict[str, Any] = {"epoch": epoch + 1, "loss": round(final_loss, 5), "lr_end": lr,
                                  "images_per_s": round(steps_per_epoch * batch_size / epoch_train_s, 1)}
         if val is not None and len(val[1]) > 0:
-            entry["val_top1"] = _accuracy(spec, model, val, device, recipe, tta=False)[0]
+            entry["val_top1"] = _accuracy(spec, model, val, device, recipe, tta=False, ranks=ranks)[0]
             model.train()
         history.append(entry)
         wall = wall_before + time.perf_counter() - sitting_start
-        if checkpoint is not None:
-            save_checkpoint(checkpoint.path, {
+        rank_rng = None if ranks is None else ranks.all_gather(_rng_states(device))
+        if writes:
+            payload = {
                 "identity": checkpoint.identity, "epoch": epoch + 1, "step": step, "history": history,
                 "spent": {"wall_s": wall, "train_s": train_before + train_s, "sittings": sittings},
                 "model": model.state_dict(), "optimiser": optimiser.state_dict(),
                 "ema": ema_model.state_dict() if ema_model is not None else None,
                 "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
-            })
+            }
+            if rank_rng is not None:  # a single process's checkpoint has neither: it is world size 1
+                payload["world_size"] = world
+                payload["rank_rng"] = rank_rng
+            save_checkpoint(checkpoint.path, payload)
         if progress is not None:
             pace = (time.perf_counter() - sitting_start) / max(1, steps_this_sitting)
             progress(TrainStatus(epoch + 1, recipe.epochs, steps_per_epoch, steps_per_epoch, final_loss,
@@ -203,12 +236,17 @@ def train(spec: ModelSpec, images: np.ndarray | torch.Tensor, labels: np.ndarray
     metrics: dict[str, Any] = {"final_loss": final_loss, "steps": step, "epochs": recipe.epochs,
                                "wall_time_s": round(wall, 2), "train_time_s": round(train_total, 2),
                                "images_per_s": round(step * batch_size / train_total, 1) if train_total > 0 else 0.0,
-                               "sittings": sittings, "history": history, "ema_used": False}
+                               "sittings": sittings, "history": history, "ema_used": False, "world_size": world}
+    if ranks is not None:
+        metrics["batch_per_process"] = batch_size // world
+        plain_batchnorm(model)
+        if ema_model is not None:
+            plain_batchnorm(ema_model)
     if val is not None and len(val[1]) > 0:
         chosen = model
-        top1, top5 = _accuracy(spec, model, val, device, recipe, tta=recipe.tta_flip)
+        top1, top5 = _accuracy(spec, model, val, device, recipe, tta=recipe.tta_flip, ranks=ranks)
         if ema_model is not None:
-            e1, e5 = _accuracy(spec, ema_model, val, device, recipe, tta=recipe.tta_flip)
+            e1, e5 = _accuracy(spec, ema_model, val, device, recipe, tta=recipe.tta_flip, ranks=ranks)
             metrics["val_top1_raw"] = top1
             metrics["val_top1_ema"] = e1
             if e1 > top1:
@@ -221,19 +259,30 @@ def train(spec: ModelSpec, images: np.ndarray | torch.Tensor, labels: np.ndarray
 
 
 def _restore(payload: dict[str, Any], model: nn.Module, optimiser: torch.optim.Optimizer,
-             ema_model: nn.Module | None, gen: torch.Generator) -> tuple[int, int, list, dict[str, Any]]:
+             ema_model: nn.Module | None, gen: torch.Generator,
+             ranks: Ranks | None = None) -> tuple[int, int, list, dict[str, Any]]:
+    saved_world, world = int(payload.get("world_size", 1)), 1 if ranks is None else ranks.world_size
+    if saved_world != world:
+        raise CheckpointError(f"the checkpoint was written by a run of {saved_world} process(es), this one has {world}")
     try:
         model.load_state_dict(payload["model"])
         optimiser.load_state_dict(payload["optimiser"])
         if ema_model is not None:
             ema_model.load_state_dict(payload["ema"])
         gen.set_state(payload["generator"])
-        torch.set_rng_state(payload["torch_rng"])
-        if payload.get("cuda_rng") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state(payload["cuda_rng"])
+        torch_rng, cuda_rng = (payload["torch_rng"], payload.get("cuda_rng")) if ranks is None else \
+            payload["rank_rng"][ranks.rank]
+        torch.set_rng_state(torch_rng)
+        if cuda_rng is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state(cuda_rng)
         return int(payload["epoch"]), int(payload["step"]), list(payload["history"]), dict(payload["spent"])
-    except (KeyError, RuntimeError, TypeError, ValueError) as e:
+    except (KeyError, IndexError, RuntimeError, TypeError, ValueError) as e:
         raise CheckpointError(f"the checkpoint does not fit this run ({str(e).splitlines()[0][:120]})") from None
+
+
+def _rng_states(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """This process's random states for dropout: the CPU's and, on CUDA, its GPU's."""
+    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -275,13 +324,37 @@ def zero_init_residual(model: nn.Module) -> int:
     return count
 
 
+class _Outputs(nn.Module):
+    """The adapter's forward pass (image logits, and ENet's class map) as a module's own forward, so
+    that DistributedDataParallel runs it and synchronises the gradients of all of it."""
+
+    def __init__(self, spec: ModelSpec, model: nn.Module) -> None:
+        super().__init__()
+        self.spec = spec
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return tuple(ModelAdapter(self.spec, self.model)(x))
+
+
 def _make_step(spec: ModelSpec, model: nn.Module, optimiser: torch.optim.Optimizer, recipe: Recipe,
-               device: torch.device, autocast: bool) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    forward = torch.compile(model) if recipe.compile else model
+               device: torch.device, autocast: bool,
+               ranks: Ranks | None = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    if ranks is None:
+        forward = torch.compile(model) if recipe.compile else model
+        outputs = ModelAdapter(spec, forward)
+    else:
+        # Batch norms are synchronised, so every rank's buffers stay equal (DDP still broadcasts rank
+        # 0's before each forward pass). A class map the loss does not use leaves the decoder without gradients.
+        ddp = nn.parallel.DistributedDataParallel(
+            _Outputs(spec, model), device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=spec.has_class_map and not recipe.aux_weight)
+        outputs = torch.compile(ddp) if recipe.compile else ddp
 
     def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            loss = training_loss(spec, forward, x, y, recipe)
+            logits, pixel_logits = outputs(x)
+            loss = _loss(logits, pixel_logits, y, recipe)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         if recipe.grad_clip:
@@ -301,7 +374,16 @@ def _update_ema(ema_model: nn.Module, model: nn.Module, decay: float) -> None:
 
 
 def _accuracy(spec: ModelSpec, model: nn.Module, data: tuple[Any, Any], device: torch.device,
-              recipe: Recipe, *, tta: bool) -> tuple[float, float]:
-    logits = predict_logits(spec, model, data[0], device=device, tta=tta, autocast=uses_autocast(device, recipe))
-    top1, top5 = topk_accuracy(logits, data[1])
-    return top1, top5
+              recipe: Recipe, *, tta: bool, ranks: Ranks | None = None) -> tuple[float, float]:
+    """Top-1 and top-5 on ``data``; with ``ranks``, each rank scores its share and the hits are summed."""
+    images, labels = data
+    if ranks is not None:
+        part = ranks.share(len(labels))
+        images, labels = images[part], labels[part]
+    logits = predict_logits(spec, model, images, device=device, tta=tta, autocast=uses_autocast(device, recipe))
+    top1, top5 = topk_accuracy(logits, labels)
+    if ranks is None:
+        return top1, top5
+    n = len(labels)
+    hits1, hits5, total = ranks.all_sum([round(top1 * n), round(top5 * n), n])
+    return hits1 / total, hits5 / total
