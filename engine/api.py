@@ -13,6 +13,7 @@ what it shows. No ``nn.Module``, tensor or mutable engine object crosses to the 
 
 from __future__ import annotations
 
+from engine.analysis import Analysis, NetworkAnalysis, Verdict, pareto_front
 from engine.complexity import Complexity
 from engine.events import (
     EngineEvent,
@@ -35,8 +36,12 @@ from engine.jobs import Cancelled, JobProgress, JobState
 from engine.jobs.download import CIFAR10_BYTES, cifar10_archive_path
 from engine.metrics import MetricsSnapshot, MetricsTracker
 from engine.models.registry import PROFILES, RegistryError, comparison_specs, family_members, get_spec, lineup
+from engine.perturb import KINDS as PERTURBATION_KINDS
+from engine.perturb import Perturbation, PerturbError
+from engine.perturb import apply as apply_perturbation
 from engine.precision import PRECISIONS
-from engine.probes import Activations, ProbeRequest
+from engine.probes import GRADCAM_METHODS, Activations, GradCam, GradCamError, GradCamResult, ProbeRequest
+from engine.robustness import RobustnessResult, robustness
 from engine.sources import VIDEO_SUFFIXES, Source, describe, open_source
 from engine.streams import redact_url
 from engine.text import human_count
@@ -44,14 +49,17 @@ from engine.weights import WeightsError, WeightsKind, parse_weights_args
 from engine.worker import Engine, source_error
 
 __all__ = [
-    "Activations", "CIFAR10_BYTES", "Cancelled", "Complexity", "Engine", "EngineEvent", "Error", "ErrorCode",
-    "FrameReady", "FrameResult", "IMAGE_SUFFIXES", "InputError", "JobEnded", "JobOutcome", "JobProgress", "JobState",
+    "Activations", "Analysis", "NetworkAnalysis", "Verdict", "pareto_front",
+    "CIFAR10_BYTES", "Cancelled", "Complexity", "Engine", "EngineEvent", "Error", "ErrorCode",
+    "FrameReady", "FrameResult", "GRADCAM_METHODS", "GradCam", "GradCamError", "GradCamResult",
+    "IMAGE_SUFFIXES", "InputError", "JobEnded", "JobOutcome", "JobProgress", "JobState",
     "LayerInfo", "MetricsSnapshot", "MetricsTracker", "ModelCard", "ModelResult", "Notice", "PROFILES",
-    "PRECISIONS", "ProbeRequest", "RegistryError", "RunRequest", "SessionReady", "Source", "SourceEnded",
-    "SourceStarted",
+    "PERTURBATION_KINDS", "PRECISIONS", "PerturbError", "Perturbation", "ProbeRequest", "RegistryError",
+    "RobustnessResult", "RunRequest", "SessionReady", "Source", "SourceEnded", "SourceStarted",
+    "apply_perturbation",
     "VIDEO_SUFFIXES", "WeightsError", "WeightsKind", "atomic_write", "cifar10_archive_path", "comparison_specs",
     "describe", "display_name", "family_members", "get_spec", "human_count", "is_image_path", "lineup",
-    "lineup_choices", "one_line", "open_source", "parse_weights_args", "redact_url", "source_error",
+    "lineup_choices", "one_line", "open_source", "parse_weights_args", "redact_url", "robustness", "source_error",
 ]
 
 

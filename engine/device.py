@@ -68,3 +68,13 @@ def engine_threads() -> int:
     if wanted.isdigit() and int(wanted) > 0:
         return int(wanted)
     return max(1, (os.cpu_count() or 2) - 1)
+
+
+def machine_load() -> str | None:
+    """A sentence when the machine's load over the last minute exceeds its cores, else None."""
+    try:
+        load = os.getloadavg()[0]
+    except (OSError, AttributeError):  # not on every system
+        return None
+    cores = os.cpu_count() or 1
+    return f"the machine is busy (load {load:.1f} on {cores} cores)" if load > cores else None

@@ -57,6 +57,7 @@ class ModelCard:
     label: str = ""  # the name with the depth, "VGG-16-BN"; see display
     precision: str = "fp32"  # what it runs in: fp32, or bf16 weights and inputs (engine.precision)
     precision_note: str = ""  # why, when the session's precision was auto: the two times measured
+    gradcam_layer: str = ""  # the layer Grad-CAM explains by default (engine.probes.gradcam)
 
     @property
     def display(self) -> str:

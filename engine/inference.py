@@ -29,7 +29,7 @@ from engine.models.registry import ModelSpec, comparison_specs, get_spec
 from engine.precision import AUTO_GAIN, bf16_native, check_precision, dtype_of, median_ms
 from engine.preprocess import Preprocess
 from engine.probes import Activations, ProbeRequest, run_probe
-from engine.probes.base import read_only
+from engine.probes.base import ProbeFailed, read_only
 from engine.weights import UNTRAINED, LoadedModel, WeightsError, load_model
 
 CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
@@ -100,6 +100,9 @@ class FrameResult:
     started: float = 0.0  # time.perf_counter() when inference began
     finished: float = 0.0
     generation: int = 0  # the capture request (engine.events.RunRequest) this result answers
+    perturbation: str = ""  # what was done to the frame before the networks saw it ("Gaussian blur 3"), if anything
+    clean_top1: Mapping[str, int] | None = None  # with a perturbation: each network's top-1 on the clean frame
+    original: np.ndarray | None = None  # with a perturbation: the clean frame (``frame`` is the perturbed one)
 
     @property
     def ok(self) -> bool:
@@ -297,6 +300,23 @@ class InferenceSession:
 
     # -- running -------------------------------------------------------------------------------
 
+    def top1(self, frame: np.ndarray) -> dict[str, int]:
+        """Each network's top-1 class on ``frame``, from the forward pass alone (no activations, no
+        probes): the clean answer a perturbed frame is compared with."""
+        out = {}
+        with torch.inference_mode():
+            inputs: dict[tuple[Preprocess, str], torch.Tensor] = {}
+            for name, net in self._nets.items():
+                key = (net.preprocess, net.precision)
+                if key not in inputs:
+                    x = net.preprocess.tensor(net.preprocess.view(frame), self.device)
+                    if self.device.type == "cpu":
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    inputs[key] = x.to(dtype_of(net.precision))
+                with self.bare(name):
+                    out[name] = int(net.adapter.logits(inputs[key]).argmax(1)[0])
+        return out
+
     def run(self, frame: np.ndarray, frame_id: int = 0, source: str = "", label: int | None = None) -> FrameResult:
         """Every network on ``frame`` (RGB uint8, H x W x 3), in registration order."""
         self._apply_probes()
@@ -306,7 +326,7 @@ class InferenceSession:
         for name, net in self._nets.items():
             if net.extra:  # outside inference mode: a probe may need gradients
                 results[name] = results[name]._replace(probes=MappingProxyType(
-                    {p.name: run_probe(p, net.adapter, inputs[name], net.captured) for p in net.extra}))
+                    {p.name: _probe(p, net, inputs[name]) for p in net.extra}))
         return FrameResult(frame_id, source, label, frame if not frame.flags.writeable else frozen(frame.copy()),
                            MappingProxyType(results), None, started, time.perf_counter(), self.generation)
 
@@ -374,6 +394,16 @@ class InferenceSession:
         forward_ms = (time.perf_counter() - t0) * 1000
         return ModelResult(spec.name, top, spec.class_names, probs, pre_ms, forward_ms, view,
                            activations, class_map, confidence)
+
+
+def _probe(request: ProbeRequest, net: _Network, x: torch.Tensor) -> object:
+    """One probe's answer, or :class:`ProbeFailed` with its reason: a probe that cannot answer
+    (a Grad-CAM layer the class scores do not read, ...) never costs the frame its predictions."""
+    try:
+        return run_probe(request, net.adapter, x, net.captured)
+    except (RuntimeError, ValueError, KeyError) as e:
+        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return ProbeFailed(f"{request.name}: {text}")
 
 
 def _ms(ms: float) -> str:

@@ -21,12 +21,14 @@ nothing is dropped. No queue grows without bound.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import numpy as np
 import torch
@@ -46,12 +48,14 @@ from engine.events import (
     SourceEnded,
     SourceStarted,
 )
-from engine.imageio import InputError
+from engine.imageio import InputError, display_name
 from engine.inference import FrameResult, InferenceSession, ModelResult, activation_probes
-from engine.jobs import Cancelled, JobState
+from engine.jobs import Cancelled, JobProgress, JobState
 from engine.jobs.download import DownloadError, download_cifar10, download_weights
 from engine.metrics import MetricsSnapshot, MetricsTracker
 from engine.models.registry import RegistryError, list_specs
+from engine.perturb import Perturbation, PerturbError
+from engine.perturb import apply as perturb
 from engine.precision import PrecisionError
 from engine.probes import ProbeRequest
 from engine.sources import Frame, Source, describe, open_source
@@ -108,6 +112,8 @@ class Engine:
         self._job_thread: threading.Thread | None = None
         self._busy = False
         self._building = False  # the worker is inside _build (loading networks)
+        self._building_config: _Config | None = None  # the configuration being built
+        self._perturbation: Perturbation | None = None  # done to every frame before the networks (set_perturbation)
         self._reset_stats = False  # statistics start over at the next frame (Reset)
         self._epoch = 0  # of the newest source request: frames of older ones are dropped, never shown
         self._stats_epoch = 0  # the source request the statistics belong to
@@ -166,7 +172,7 @@ class Engine:
         """Rebuild the session (other profile, device, weights or precision: fp32, bf16 or auto,
         see :mod:`engine.precision`) on the worker thread."""
         with self._cond:
-            base = self._config or self._active or _Config("cifar10", "cpu", None, ())
+            base = self._wanted()
             new_profile = profile or base.profile
             # a user's checkpoint belongs to one profile's network: another profile starts without it
             kept = base.weights if new_profile == base.profile else ()
@@ -176,12 +182,16 @@ class Engine:
                                    precision or base.precision)
             self._cond.notify_all()
 
+    def _wanted(self) -> _Config:
+        """The configuration asked for last: pending, being built, or running."""
+        return self._config or self._building_config or self._active or _Config("cifar10", "cpu", None, ())
+
     def load_weights(self, model: str, path: str | os.PathLike | None) -> None:
         """Run ``model`` on a user's checkpoint (safetensors, or a ``.pth`` in this project's or
         torchvision's names), or with ``None`` on its default weights again. A file that does not
         fit is refused with an ``Error(WEIGHTS)`` event and every network keeps the weights it had."""
         with self._cond:
-            base = self._config or self._active or _Config("cifar10", "cpu", None, ())
+            base = self._wanted()
         weights = {name: p for name, p in base.weights if name != model}
         if path is not None:
             weights[model] = os.fspath(path)
@@ -192,7 +202,7 @@ class Engine:
         on a job thread (never the inference thread), reporting ``JobProgress`` events and one
         ``JobEnded``; then load them. False when a job is already running. :meth:`cancel_job`
         stops it and leaves no partial file."""
-        profile = (self._config or self._active or _Config("cifar10", "cpu", None, ())).profile
+        profile = (self._wanted()).profile
         wanted = set(models) if models is not None else None
         return self._start_job(lambda job: self._download(profile, wanted, job))
 
@@ -202,13 +212,138 @@ class Engine:
         job is already running."""
         return self._start_job(self._download_cifar10)
 
+    def set_perturbation(self, perturbation: Perturbation | None) -> None:
+        """Apply ``perturbation`` to every frame before the networks see it (None or severity 0:
+        the clean frame, bit for bit). Each frame then also runs clean, forward passes only, so that
+        results carry each network's clean top-1 (``FrameResult.clean_top1``) and a flip shows.
+        The frame on screen, if paused, is run again with it."""
+        with self._cond:
+            self._perturbation = perturbation
+        self.rerun_last()
+
+    @property
+    def perturbation(self) -> Perturbation | None:
+        return self._perturbation
+
+    def robustness(self, data: str, limit: int = 1000, precision: str = "fp32") -> bool:
+        """The robustness bench (:mod:`engine.robustness`) of the current cifar10 line-up on the test
+        split of ``data`` (spread over ``limit`` images) as a job: ``JobProgress`` in images, then
+        ``JobEnded("robustness", ..., result=RobustnessResult)``. The source is paused meanwhile and
+        plays on afterwards. False when a job is already running."""
+        config = self._wanted()
+        return self._start_job(lambda job: self._robustness(config, data, limit, precision, job))
+
+    def _robustness(self, config: _Config, data: str, limit: int, precision: str, job: JobState) -> None:
+        from engine.data import DataError, load_cifar10
+        from engine.evaluation import sample_indices
+        from engine.models.registry import comparison_specs, get_spec
+        from engine.robustness import robustness
+
+        was_playing = not self._paused
+        try:
+            if config.profile != "cifar10":
+                raise DataError("the robustness bench needs the cifar10 profile (its networks read 32x32 pictures)")
+            job.report(JobProgress("robustness", 0, 0, "reading the test set", "images"))
+            images, labels = load_cifar10(data, "test")
+            idx = sample_indices(len(labels), limit)
+            specs = [get_spec(n, config.profile) for n in config.models] if config.models else \
+                comparison_specs(config.profile)
+            if was_playing:
+                self.pause()
+            result = robustness(specs, images[idx], labels[idx], precision=precision, job=job)
+        except Cancelled:
+            self._emit(JobEnded("robustness", JobOutcome.CANCELLED, "robustness bench cancelled"))
+        except Exception as e:  # noqa: BLE001 - DataError, EvalError, ...: a job ends with an event
+            text = f"robustness bench failed: {one_line_error(e)}"
+            self._emit(JobEnded("robustness", JobOutcome.FAILED, text))
+            self._emit(Error(ErrorCode.SOURCE, text))
+        else:
+            self._emit(JobEnded("robustness", JobOutcome.DONE,
+                                f"robustness of {len(result.models)} networks on {result.images} images "
+                                f"in {result.seconds:.0f} s", result))
+        finally:
+            if was_playing and self._paused and not self._stop.is_set():
+                self.resume()
+
+    def analyze(self, max_batch: int = 64, precision: str = "fp32", fresh: bool = False) -> bool:
+        """Measure the current profile's networks for the Analysis (:mod:`engine.analysis`) as a job:
+        ``JobProgress`` in steps, then ``JobEnded("analyze", ..., result=Analysis)``. A cached result
+        for this machine and set-up ends the job at once, unless ``fresh``. The source is paused for
+        the measurement (two jobs on a small CPU would measure each other) and plays on afterwards if
+        it was playing. False when a job is already running."""
+        config = self._wanted()
+        return self._start_job(lambda job: self._analyze(config, max_batch, precision, fresh, job))
+
+    def cached_analysis(self, max_batch: int = 64, precision: str = "fp32"):
+        """The cached Analysis of the current profile and device, or None; reads one small file."""
+        from engine.analysis import cache_key, load_cached
+
+        config = self._wanted()
+        try:
+            return load_cached(cache_key(config.profile, config.device, precision, max_batch, config.models))
+        except (RegistryError, ValueError):
+            return None
+
+    def _analyze(self, config: _Config, max_batch: int, precision: str, fresh: bool, job: JobState) -> None:
+        from engine.analysis import analyze, cache_key, load_cached, save_cached
+
+        was_playing = not self._paused
+        try:
+            key = cache_key(config.profile, config.device, precision, max_batch, config.models)
+            result = None if fresh else load_cached(key)
+            if result is None:
+                if was_playing:
+                    self.pause()
+                result = analyze(config.profile, config.device, max_batch=max_batch, precision=precision,
+                                 models=config.models, job=job)
+                save_cached(key, result)
+        except Cancelled:
+            self._emit(JobEnded("analyze", JobOutcome.CANCELLED, "analysis cancelled; nothing was kept"))
+        except Exception as e:  # noqa: BLE001 - a job thread must end with an event, never silently
+            text = f"analysis failed: {one_line_error(e)}"
+            self._emit(JobEnded("analyze", JobOutcome.FAILED, text))
+            self._emit(Error(ErrorCode.SESSION, text))
+        else:
+            how = "cached" if result.cached else f"measured in {result.seconds:.0f} s"
+            self._emit(JobEnded("analyze", JobOutcome.DONE, f"analysis of the {config.profile} networks: {how}",
+                                result))
+        finally:
+            if was_playing and self._paused and not self._stop.is_set():
+                self.resume()
+
+    def export_report(self, analysis, folder: str | os.PathLike) -> bool:
+        """Write an Analysis's figures, data and report.html into ``folder`` as a job (matplotlib
+        takes a second or two: never on the window's thread); ``JobEnded("report", ...)`` carries
+        the path of report.html. False when a job is already running."""
+        def work(job: JobState) -> None:
+            from engine.analysis_report import write_report
+
+            try:
+                job.report(JobProgress("report", 0, 0, "drawing the figures", "files"))
+                paths = write_report(analysis, folder)
+            except OSError as e:
+                text = f"cannot write the report into {display_name(str(folder))}: {e.strerror or e}"
+                if e.strerror is None:  # a ReportError: its message is the whole line
+                    text = f"cannot write the report: {e}"
+                self._emit(JobEnded("report", JobOutcome.FAILED, text))
+                self._emit(Error(ErrorCode.SESSION, text))
+            except Exception as e:  # noqa: BLE001 - a job thread must end with an event, never silently
+                text = f"report failed: {one_line_error(e)}"
+                self._emit(JobEnded("report", JobOutcome.FAILED, text))
+                self._emit(Error(ErrorCode.SESSION, text))
+            else:
+                html = next(p for p in paths if p.name == "report.html")
+                self._emit(JobEnded("report", JobOutcome.DONE, f"wrote {len(paths)} files: {display_name(str(html))}",
+                                    str(html)))
+        return self._start_job(work)
+
     def _start_job(self, work: Callable[[JobState], None]) -> bool:
         """Run ``work(job)`` on the job thread (one job at a time); False when one is running."""
         with self._cond:
             if self._job_thread is not None and self._job_thread.is_alive():
                 return False
             self._job = job = JobState(on_progress=self._emit)
-            self._job_thread = threading.Thread(target=work, args=(job,), name="engine download", daemon=True)
+            self._job_thread = threading.Thread(target=work, args=(job,), name="engine job", daemon=True)
             self._job_thread.start()
         return True
 
@@ -373,7 +508,8 @@ class Engine:
         if last is None or last[0].frame is None:
             return False
         result = last[0]
-        self._offer(Frame(result.frame_id, result.frame, result.source, result.label), wait=False,
+        clean = result.original if result.original is not None else result.frame
+        self._offer(Frame(result.frame_id, clean, result.source, result.label), wait=False,
                     continuous=False, replay=True)
         return True
 
@@ -514,6 +650,7 @@ class Engine:
                 if self._stop.is_set():
                     return
                 config, self._config = self._config, None
+                self._building_config = config
                 frame, continuous, replay = ((self._pending, self._pending_continuous, self._pending_replay)
                                              if config is None else (None, False, False))
                 if frame is not None:
@@ -533,6 +670,7 @@ class Engine:
             finally:
                 self._building = False
                 with self._cond:
+                    self._building_config = None
                     self._busy = False
                     self._cond.notify_all()
 
@@ -620,7 +758,19 @@ class Engine:
             self._emit(Error(ErrorCode.FRAME, result.error or ""))
         else:
             try:
-                result = session.run(frame.image, frame.frame_id, frame.source, frame.label)
+                perturbation = self._perturbation
+                if perturbation is None or perturbation.severity == 0:
+                    result = session.run(frame.image, frame.frame_id, frame.source, frame.label)
+                else:  # the clean answers first, forward passes only: a flip is shown against them
+                    clean = MappingProxyType(session.top1(frame.image))
+                    shown = perturb(frame.image, perturbation)
+                    result = dataclasses.replace(session.run(shown, frame.frame_id, frame.source, frame.label),
+                                                 perturbation=perturbation.label, clean_top1=clean,
+                                                 original=frame.image)
+            except PerturbError as e:
+                result = FrameResult(frame.frame_id, frame.source, frame.label, frame.image, {},
+                                     f"{frame.source}: {e}", generation=session.generation)
+                self._emit(Error(ErrorCode.FRAME, result.error or ""))
             except torch.cuda.OutOfMemoryError:
                 self._emit(Error(ErrorCode.DEVICE, "the GPU ran out of memory: switching to the CPU"))
                 self.configure(device="cpu")
@@ -684,7 +834,8 @@ def model_card(session: InferenceSession, name: str) -> ModelCard:
                      loaded.downloadable, session.layers(name), spec.default_layer, spec.has_class_map,
                      spec.class_names, top1, _complexity(name, session.profile),
                      hub_download_bytes(spec) if loaded.downloadable else None,
-                     *(published_accuracy(spec) or (None, None)), spec.label, *session.precision_of(name))
+                     *(published_accuracy(spec) or (None, None)), spec.label, *session.precision_of(name),
+                     spec.gradcam_layer)
 
 
 def _complexity(name: str, profile: str) -> Complexity | None:

@@ -75,7 +75,7 @@ def test_predict_loads_a_torchvision_alexnet_checkpoint(tmp_path, capsys):
     torch.save(reference.state_dict(), checkpoint)
     image = write_image(tmp_path / "cat.png")
     assert main(["predict", "--profile", "imagenet", "--weights", f"alexnet={checkpoint}", str(image), "--json",
-                 "--runs", "1"]) == 0
+                 "--runs", "1", "--precision", "fp32"]) == 0
     answer = json.loads(capsys.readouterr().out)[0]["results"]["alexnet"]
     assert answer["weights"] == "custom"
     # the same answer as torchvision's module on the same input: the weights really went where they belong

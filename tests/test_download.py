@@ -86,7 +86,8 @@ def test_predict_download_offline_exits_2_but_answers_with_what_it_has(tmp_path,
     monkeypatch.setattr(download, "download_file", offline)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # nothing cached
     image = write_image(tmp_path / "a.png")
-    status = main(["predict", "--profile", "imagenet", "--download", "--runs", "1", "--json", str(image)])
+    status = main(["predict", "--profile", "imagenet", "--download", "--runs", "1", "--precision", "fp32", "--json",
+                   str(image)])
     captured = capsys.readouterr()
     assert status == 2 and "cannot reach the weights server" in captured.err
     import json
@@ -133,7 +134,7 @@ def test_the_engine_downloads_off_the_inference_thread_and_reports_progress(monk
         while not any(isinstance(e, Error) for e in events) and time.monotonic() < deadline:
             time.sleep(0.01)
         progress = [e.done for e in events if isinstance(e, JobProgress)]
-        assert progress == [0, 50, 100] and threads == ["engine download"]
+        assert progress == [0, 50, 100] and threads == ["engine job"]
         error = next(e for e in events if isinstance(e, Error))
         assert error.code == ErrorCode.DOWNLOAD and error.text == "alexnet: cannot download (no network)"
         ended = [e for e in events if isinstance(e, JobEnded)]

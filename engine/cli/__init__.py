@@ -41,6 +41,7 @@ def positive_int(text: str) -> int:
 
 MAX_SECONDS = 2_000_000
 PRECISIONS = ("auto", "fp32", "bf16")  # engine.precision.PRECISIONS, without importing torch for --help
+GRADCAM_METHODS = ("gradcam", "gradcam++", "scorecam")  # engine.probes.gradcam.METHODS, likewise
 PRECISION_HELP = ("number format of the networks: auto (default: bf16 for each network only where this "
                   "machine runs it natively and it measures faster at load), fp32 or bf16")
 
@@ -148,6 +149,52 @@ def build_parser() -> argparse.ArgumentParser:
                        help="under torchrun: how long a process waits for the others (a slow data load, a "
                             "checkpoint) before it gives up; a process that dies stops the others at once "
                             "(default 600)")
+
+    analyze = sub.add_parser("analyze", help="the survey's claims measured here: latency per batch size, memory, "
+                             "time per layer, and a verdict on each claim")
+    analyze.add_argument("--profile", choices=PROFILES, default="cifar10")
+    analyze.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda or auto")
+    analyze.add_argument("--max-batch", type=positive_int, default=64, metavar="N",
+                         help="batch sizes 1, 2, 4, ... up to N (default 64)")
+    analyze.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                         help="fp32 (default: operations compare like with like), or bf16 where the hardware has it")
+    analyze.add_argument("--fresh", action="store_true",
+                         help="measure again even when this machine's results are cached")
+    analyze.add_argument("--out", metavar="DIR", help="also write the figures (PNG), the data (CSV, JSON) and "
+                         "report.html into DIR")
+    analyze.add_argument("--json", action="store_true", help="every measurement and verdict as JSON")
+
+    explain = sub.add_parser("explain", help="Grad-CAM of every network on an image: overlay PNGs and .npy maps")
+    explain.add_argument("image", metavar="IMAGE")
+    explain.add_argument("--out", required=True, metavar="DIR", help="folder for the files (made when missing)")
+    explain.add_argument("--method", choices=GRADCAM_METHODS, default="gradcam",
+                         help="gradcam (default), gradcam++, or scorecam (one pass per channel: seconds)")
+    explain.add_argument("--profile", choices=PROFILES, default="cifar10")
+    explain.add_argument("--layer", action="append", default=[], metavar="MODEL=LAYER",
+                         help="explain this layer of one network instead of its default (repeatable)")
+    explain.add_argument("--target", metavar="CLASS",
+                         help="the class to explain, by name or index (default: each network's own top-1)")
+    explain.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda or auto")
+    explain.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                         help="fp32 (default), bf16 or auto; maps are computed in float32 either way")
+    explain.add_argument("--weights", action="append", default=[], metavar="MODEL=PATH",
+                         help="a custom checkpoint for one network (repeatable)")
+    explain.add_argument("--json", action="store_true")
+
+    robust = sub.add_parser("robustness", help="top-1 of each network under noise, blur, JPEG, rotation, ...")
+    robust.add_argument("--data", required=True, metavar="PATH",
+                        help="CIFAR-10 archive (.tar.gz) or ImageFolder directory; its test split is used")
+    robust.add_argument("--limit", type=positive_int, default=1000, metavar="N",
+                        help="N images spread evenly over the classes (default 1000)")
+    robust.add_argument("--models", nargs="+", metavar="MODEL", help="default: the four of the comparison")
+    robust.add_argument("--out", metavar="DIR", help="also write robustness.csv and one PNG plot per perturbation")
+    robust.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
+    robust.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda or auto")
+    robust.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="fp32 (default), or bf16 weights and inputs where the hardware has bf16")
+    robust.add_argument("--weights", action="append", default=[], metavar="MODEL=PATH",
+                        help="a custom checkpoint for one network (repeatable)")
+    robust.add_argument("--json", action="store_true")
     return parser
 
 
@@ -184,6 +231,15 @@ def _handler(command: str):
     if command == "train":
         from engine.cli.train import cmd_train
         return cmd_train
+    if command == "analyze":
+        from engine.cli.analyze import cmd_analyze
+        return cmd_analyze
+    if command == "explain":
+        from engine.cli.explain import cmd_explain
+        return cmd_explain
+    if command == "robustness":
+        from engine.cli.robustness import cmd_robustness
+        return cmd_robustness
     raise ValueError(f"unknown command {command!r}")
 
 

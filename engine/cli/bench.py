@@ -12,22 +12,13 @@ import torch
 from engine.bench import bench_latency, bench_pipeline, bench_throughput
 from engine.cli import parse_weights
 from engine.cli.output import CliError, JobProgressBar, format_table, print_json, stop_on_signals
+from engine.device import machine_load
 from engine.imageio import InputError
 from engine.inference import InferenceSession
 from engine.jobs import Cancelled, JobProgress, JobState
 from engine.models.registry import RegistryError
 from engine.precision import PrecisionError
 from engine.weights import WeightsError
-
-
-def machine_load() -> str | None:
-    """A sentence when the machine's load over the last minute exceeds its cores, else None."""
-    try:
-        load = os.getloadavg()[0]
-    except (OSError, AttributeError):  # not on every system
-        return None
-    cores = os.cpu_count() or 1
-    return f"the machine is busy (load {load:.1f} on {cores} cores)" if load > cores else None
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

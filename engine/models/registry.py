@@ -52,6 +52,9 @@ class ModelSpec:
     # vgg16, before this project renamed the layers): see engine.models.adapter.translate_checkpoint.
     reference_builder: Callable[..., nn.Module] | None = field(default=None, repr=False, compare=False)
     label: str = ""  # the name a person reads, with the depth: "VGG-16-BN" (default: the family)
+    # The layer Grad-CAM explains by default (engine.probes.gradcam): the end of the last
+    # convolution stage that still has a spatial map worth showing; a caller may name any other.
+    gradcam_layer: str = ""
 
     @property
     def display(self) -> str:

@@ -23,14 +23,17 @@ from typing import Any
 import torch
 
 from engine.models.adapter import ModelAdapter
-from engine.probes import activations
+from engine.probes import activations, gradcam
 from engine.probes.activations import ActivationMaps, Activations
 from engine.probes.base import EMPTY_TAPS, ProbeContext, ProbeRequest
+from engine.probes.gradcam import METHODS as GRADCAM_METHODS
+from engine.probes.gradcam import GradCam, GradCamError, GradCamResult
 
 Runner = Callable[[ModelAdapter, torch.Tensor, ProbeContext], Any]
 
 RUNNERS: dict[type, Runner] = {
     Activations: activations.run,
+    GradCam: gradcam.run,
 }
 
 
@@ -49,4 +52,5 @@ def run_probe(request: ProbeRequest, adapter: ModelAdapter, batch: torch.Tensor,
     return runner(adapter, batch, ProbeContext(request, batch.device, taps))
 
 
-__all__ = ["RUNNERS", "ActivationMaps", "Activations", "ProbeContext", "ProbeRequest", "register", "run_probe"]
+__all__ = ["GRADCAM_METHODS", "RUNNERS", "ActivationMaps", "Activations", "GradCam", "GradCamError", "GradCamResult",
+           "ProbeContext", "ProbeRequest", "register", "run_probe"]

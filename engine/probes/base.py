@@ -31,6 +31,14 @@ class ProbeContext:
     taps: Mapping[str, torch.Tensor] = field(default_factory=lambda: EMPTY_TAPS)
 
 
+@dataclass(frozen=True)
+class ProbeFailed:
+    """In ``ModelResult.probes`` where a probe could not answer on this frame (a layer its method
+    cannot use, ...): the frame's predictions stand, and ``text`` says why in one line."""
+
+    text: str
+
+
 def read_only(t: torch.Tensor) -> np.ndarray:
     """A tensor as a read-only float32 numpy array (no copy for a float32 CPU tensor)."""
     if t.dtype != torch.float32 or not t.is_cpu:

@@ -1,0 +1,73 @@
+"""``python main.py analyze``: the survey's claims measured on this machine (see
+:mod:`engine.analysis`), as a table and three verdicts, JSON, or a folder with report.html."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+
+from engine.analysis import analyze, cache_key, load_cached, save_cached
+from engine.cli.output import CliError, JobProgressBar, format_table, print_json, stop_on_signals, terminal_text
+from engine.jobs import Cancelled, JobState
+from engine.models.registry import RegistryError
+from engine.precision import PrecisionError
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    if args.out:  # before measuring: a folder that cannot take the report is said at once
+        from engine.analysis_report import ReportError, check_out
+
+        try:
+            check_out(args.out)
+        except ReportError as e:
+            raise CliError(f"--out {e}") from None
+    try:
+        key = cache_key(args.profile, args.device, args.precision, args.max_batch)
+    except (RegistryError, ValueError) as e:
+        raise CliError(str(e)) from None
+    result = None if args.fresh else load_cached(key)
+    if result is None:
+        job = JobState(on_progress=None if args.json else JobProgressBar())
+        with stop_on_signals(job):
+            try:
+                result = analyze(args.profile, args.device, max_batch=args.max_batch, precision=args.precision,
+                                 job=job)
+            except Cancelled:
+                print("analyze stopped: nothing is reported from an incomplete measurement", file=sys.stderr)
+                return 130
+            except (PrecisionError, RegistryError, ValueError) as e:
+                raise CliError(str(e)) from None
+        save_cached(key, result)
+    written = []
+    if args.out:
+        from engine.analysis_report import write_report
+
+        try:
+            written = write_report(result, args.out)
+        except OSError as e:
+            raise CliError(f"--out {args.out}: {e.strerror or e}") from None
+    if args.json:
+        print_json(result.to_dict())
+        return 0
+    when = f"cached from {result.created} (--fresh measures again)" if result.cached else \
+        f"measured in {result.seconds:.0f} s"
+    print(f"profile {result.profile}, {result.device} ({result.threads} threads), {result.precision}, "
+          f"batch 1 to {result.max_batch}; {when}")
+    rows = [[n.label, f"{n.macs / 1e6:.1f}", f"{n.params / 1e6:.3f}",
+             "-" if n.top1 is None else f"{100 * n.top1:.1f}%" + (" pub." if n.top1_kind == "published" else ""),
+             f"{n.latency_ms:.3f}", f"{n.batches[-1].ms_per_image_p50:.3f}", f"{n.layers_ratio:.2f}",
+             "-" if n.density is None else f"{n.density:.0f}"] for n in result.networks]
+    print(format_table(["network", "M MACs", "M params", "top-1", "ms b=1", f"ms/img b={result.max_batch}",
+                        "layers/whole", "top-1/M params"], rows, right={1, 2, 3, 4, 5, 6, 7}))
+    print("  ms: p50, warm, the network alone; layers/whole: each layer alone on its recorded input, summed, "
+          "against the whole pass")
+    for note in result.notes:
+        print(f"  {terminal_text(note)}")
+    print()
+    for verdict in result.verdicts:
+        head = {True: "HOLDS", False: "DOES NOT HOLD", None: "NOT JUDGED"}[verdict.holds]
+        print(textwrap.fill(f"{head}: {verdict.text}", width=100, subsequent_indent="  "))
+    if written:
+        print(f"\nwrote {len(written)} files into {terminal_text(str(args.out))}: open report.html")
+    return 0

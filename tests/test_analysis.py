@@ -1,0 +1,147 @@
+"""The Analysis: per-layer times that add up, and verdicts that follow the numbers."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+
+import pytest
+import torch
+
+from engine.analysis import (
+    Analysis,
+    BatchPoint,
+    LayerTime,
+    NetworkAnalysis,
+    batch_sizes,
+    judge,
+    layer_times,
+    pareto_front,
+)
+from engine.models.registry import comparison_specs
+
+
+def net(name: str, label: str, macs: float, ms: float, top1: float | None, params: float,
+        layers: tuple[LayerTime, ...] = ()) -> NetworkAnalysis:
+    return NetworkAnalysis(name, label, int(macs), int(params), top1, "test" if top1 is not None else "none",
+                           "bundled", ms, (BatchPoint(1, ms, ms * 1.1, 20, 1.0, 2.0),), layers)
+
+
+def test_verdicts_follow_made_up_measurements():
+    # time exactly proportional to operations; accuracy gains that cost ever more time; ENet densest
+    proportional = (net("lenet5", "LeNet-5", 1e6, 0.01, 0.65, 6e4), net("enet", "ENet", 8e6, 0.08, 0.80, 3.6e5),
+                    net("alexnet", "AlexNet", 1.8e8, 1.8, 0.84, 5.9e6), net("vgg16", "VGG-16", 3.1e8, 3.1, 0.85, 1.5e7))
+    fit, _layers, verdicts = judge(proportional)
+    ops, tradeoff, density = verdicts
+    assert fit.r2 == pytest.approx(1.0) and ops.holds is True and "predict time" in ops.text
+    assert tradeoff.holds is True and "LeNet-5 \u2192 ENet" in tradeoff.text
+    assert density.holds is True and "ENet uses its parameters best" in density.text
+    assert "LeNet-5, which the survey did not include" in density.text  # denser still, and said so
+    # ENet as slow as AlexNet with 24 times fewer operations: operations do not predict time
+    slow_enet = tuple(n if n.name != "enet" else net("enet", "ENet", 8e6, 4.0, 0.80, 3.6e5) for n in proportional)
+    ops = judge(slow_enet)[2][0]
+    assert ops.holds is False and "do not predict" in ops.text
+    assert "ENet spends 50\u00d7 more time per MAC than LeNet-5" in ops.text
+    # a network that is both slower and less accurate than another is off the front, and a cheap
+    # last step (more accuracy for less extra time per point) breaks the hyperbola
+    flat = (net("a", "A", 1e6, 1.0, 0.50, 1e6), net("b", "B", 2e6, 3.0, 0.60, 1e6),
+            net("c", "C", 3e6, 3.5, 0.90, 1e6), net("d", "D", 4e6, 5.0, 0.55, 1e6))
+    assert [n.name for n in pareto_front(flat)] == ["a", "b", "c"]
+    tradeoff = judge(flat)[2][1]
+    assert tradeoff.holds is False and "Off the front" in tradeoff.text and "D" in tradeoff.text
+    # without ENet's accuracy (imagenet: no weights), the density claim is not judged
+    untrained = tuple(n if n.name != "enet" else net("enet", "ENet", 8e6, 0.08, None, 3.6e5) for n in proportional)
+    assert judge(untrained)[2][2].holds is None
+    assert judge(proportional[:2])[2][0].holds is None  # two networks: too few to judge
+
+
+def test_analysis_round_trips_through_json():
+    layers = (LayerTime("features.c1", "Conv2d", 0.1, 1000, 10),)
+    networks = (net("lenet5", "LeNet-5", 1e6, 0.3, 0.66, 6e4, layers), net("enet", "ENet", 8e6, 3.0, 0.8, 3.6e5),
+                net("vgg16", "VGG-16", 3e8, 9.0, 0.84, 1.5e7))
+    fit, layer_fit, verdicts = judge(networks)
+    a = Analysis("cifar10", "cpu", 2, "fp32", "2", "cpu", "now", 1.0, 8, networks, fit, layer_fit, verdicts)
+    back = Analysis.from_dict(json.loads(json.dumps(a.to_dict())))
+    assert back == a
+    assert a.to_dict()["networks"][0]["layers_ratio"] == pytest.approx(0.1 / 0.3)
+
+
+def test_batch_sizes_double_up_to_the_largest():
+    assert batch_sizes(64) == [1, 2, 4, 8, 16, 32, 64]
+    assert batch_sizes(12) == [1, 2, 4, 8, 12]
+    with pytest.raises(ValueError):
+        batch_sizes(0)
+
+
+@pytest.mark.parametrize("spec", comparison_specs("cifar10"), ids=lambda s: s.name)
+def test_layer_times_add_up_to_the_whole_forward_pass(spec):
+    """Each layer timed alone on its recorded input: the sum is the whole pass within 15%."""
+    model = spec.build().eval().to(memory_format=torch.channels_last)
+    x = torch.randn((1, *spec.input_size)).contiguous(memory_format=torch.channels_last)
+    layers, whole = layer_times(spec, model, x, torch.device("cpu"), quick=True)
+    assert len(layers) >= 8 and all(layer.ms > 0 for layer in layers)
+    assert sum(layer.macs for layer in layers) > 0
+    total = sum(layer.ms for layer in layers)
+    assert total == pytest.approx(whole, rel=0.15), f"layers {total:.3f} ms, whole pass {whole:.3f} ms"
+
+
+def test_the_engine_measures_as_a_job_then_answers_from_its_cache(tmp_path, monkeypatch):
+    from engine.api import Engine, JobEnded, JobOutcome, JobProgress
+
+    monkeypatch.setenv("CNN_ARENA_CACHE", str(tmp_path))
+    events = []
+    engine = Engine("cifar10", models=["lenet5"], on_event=events.append).start()
+    try:
+        assert engine.analyze(max_batch=2, fresh=True)
+        ended = _wait_for(events, lambda e: isinstance(e, JobEnded) and e.job == "analyze")
+        assert ended.outcome == JobOutcome.DONE, ended.text
+        result = ended.result
+        assert [n.name for n in result.networks] == ["lenet5"] and not result.cached
+        assert [p.batch for p in result.networks[0].batches] == [1, 2]
+        assert result.networks[0].layers and result.networks[0].top1 is not None
+        steps = [e for e in events if isinstance(e, JobProgress) and e.job == "analyze"]
+        assert steps and steps[-1].done == steps[-1].total == 3 and steps[-1].unit == "steps"
+        events.clear()
+        assert engine.cached_analysis(max_batch=2) == dataclasses.replace(result, cached=True)
+        assert engine.analyze(max_batch=2)  # not fresh: the cache answers at once
+        again = _wait_for(events, lambda e: isinstance(e, JobEnded) and e.job == "analyze").result
+        assert again.cached and again.networks == result.networks
+        assert not any(isinstance(e, JobProgress) for e in events)
+        # the report: figures, data and one self-contained page, never over a user's files
+        out = tmp_path / "report"
+        assert engine.export_report(result, out)
+        done = _wait_for(events, lambda e: isinstance(e, JobEnded) and e.job == "report")
+        assert done.outcome == JobOutcome.DONE and done.result == str(out / "report.html")
+        page = (out / "report.html").read_text()
+        assert "data:image/png;base64," in page and result.verdicts[0].text[:40] in page
+        assert {p.name for p in out.iterdir()} >= {"a_accuracy_vs_macs.png", "g_layers_lenet5.png",
+                                                    "networks.csv", "analysis.json"}
+        mine = tmp_path / "mine"
+        mine.mkdir()
+        (mine / "notes.txt").write_text("keep")
+        assert engine.export_report(result, mine)
+        refused = _wait_for(events, lambda e: isinstance(e, JobEnded) and e.job == "report" and e is not done)
+        assert refused.outcome == JobOutcome.FAILED and "other files" in refused.text
+        assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    finally:
+        engine.stop(2.0)
+
+
+def _wait_for(events, predicate, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [e for e in list(events) if predicate(e)]
+        if found:
+            return found[-1]
+        time.sleep(0.02)
+    raise AssertionError(f"no such event within {timeout} s: {events[-5:]}")
+
+
+def test_analyze_refuses_a_folder_with_other_files_before_measuring(tmp_path, capsys):
+    from main import main
+
+    (tmp_path / "thesis.tex").write_text("mine")
+    assert main(["analyze", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --out ") and "other files" in err and err.count("\n") == 1
