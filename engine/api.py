@@ -13,7 +13,7 @@ what it shows. No ``nn.Module``, tensor or mutable engine object crosses to the 
 
 from __future__ import annotations
 
-from engine.analysis import Analysis, NetworkAnalysis, Verdict, pareto_front
+from engine.analysis import Analysis, NetworkAnalysis, Verdict, judge, pareto_front
 from engine.complexity import Complexity
 from engine.events import (
     EngineEvent,
@@ -49,7 +49,7 @@ from engine.weights import WeightsError, WeightsKind, parse_weights_args
 from engine.worker import Engine, source_error
 
 __all__ = [
-    "Activations", "Analysis", "NetworkAnalysis", "Verdict", "pareto_front",
+    "Activations", "Analysis", "NetworkAnalysis", "Verdict", "judge", "pareto_front",
     "CIFAR10_BYTES", "Cancelled", "Complexity", "Engine", "EngineEvent", "Error", "ErrorCode",
     "FrameReady", "FrameResult", "GRADCAM_METHODS", "GradCam", "GradCamError", "GradCamResult",
     "IMAGE_SUFFIXES", "InputError", "JobEnded", "JobOutcome", "JobProgress", "JobState",

@@ -26,9 +26,11 @@ from typing import Any
 from PySide6.QtCore import QObject, Signal
 
 from engine.api import (
+    Activations,
     Engine,
     EngineEvent,
     FrameReady,
+    GradCam,
     SessionReady,
     SourceEnded,
     SourceStarted,
@@ -164,9 +166,19 @@ class EngineBridge(QObject):
                   precision: str | None = None) -> None:
         self.engine.configure(profile, device, models=models, precision=precision)
 
-    def set_capture(self, model: str, layer: str) -> int:
-        """Show ``layer`` of ``model``; returns the generation from which results carry it."""
-        return self.engine.set_capture({model: [layer]})
+    def set_capture(self, model: str, layer: str, gradcam: bool = False) -> int:
+        """Show ``layer`` of ``model`` (and with ``gradcam``, the Grad-CAM of its top-1 class on
+        that layer); returns the generation from which results carry it."""
+        probes = [Activations((layer,))]
+        if gradcam:
+            probes.append(GradCam(layer))
+        return self.engine.set_probes({model: probes})
+
+    def set_perturbation(self, perturbation) -> None:
+        self.engine.set_perturbation(perturbation)
+
+    def robustness(self, data: str, limit: int) -> bool:
+        return self.engine.robustness(data, limit)
 
     def load_weights(self, model: str, path: str | None) -> None:
         """Run ``model`` on a user's checkpoint (``None``: its default weights again); refused in
@@ -181,6 +193,15 @@ class EngineBridge(QObject):
     def download_cifar10(self) -> bool:
         """Download the official CIFAR-10 archive as a job; its JobEnded carries the path."""
         return self.engine.download_cifar10()
+
+    def analyze(self, max_batch: int, precision: str, fresh: bool) -> bool:
+        return self.engine.analyze(max_batch, precision, fresh)
+
+    def cached_analysis(self, max_batch: int, precision: str):
+        return self.engine.cached_analysis(max_batch, precision)
+
+    def export_report(self, analysis, folder: str) -> bool:
+        return self.engine.export_report(analysis, folder)
 
     def cancel_job(self) -> None:
         self.engine.cancel_job()

@@ -157,6 +157,15 @@ def blend_class_map(view: np.ndarray, class_map: np.ndarray, palette: np.ndarray
     return (view.astype(np.float32) * (1 - alpha) + colour * alpha).astype(np.uint8)
 
 
+def blend_heat(view: np.ndarray, heat: np.ndarray, lut: np.ndarray, opacity: float = 0.5) -> np.ndarray:
+    """A [0, 1] map (a Grad-CAM) in ``lut``'s colours (256 x 3 uint8) laid over the whole view at
+    ``opacity``, as Grad-CAM tools show it: the picture stays readable under the colours."""
+    h, w = view.shape[:2]
+    values = np.clip(resize_nearest(np.asarray(heat, np.float32), h, w), 0.0, 1.0)
+    colour = lut[(values * 255).astype(np.intp)].astype(np.float32)
+    return (view.astype(np.float32) * (1 - opacity) + colour * opacity).astype(np.uint8)
+
+
 def class_shares(class_map: np.ndarray, num_classes: int, top: int = 5) -> list[tuple[int, float]]:
     """The ``top`` classes covering most pixels, as (class index, fraction), largest first."""
     counts = np.bincount(class_map.ravel().astype(np.intp), minlength=num_classes)

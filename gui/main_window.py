@@ -8,6 +8,7 @@ plots and the table, which change slowly, are refreshed at most five times a sec
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 
@@ -15,6 +16,7 @@ from PySide6.QtCore import QByteArray, QSize, Qt, QTimer
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
     QDialog,
+    QFileDialog,
     QHBoxLayout,
     QLabel,
     QMainWindow,
@@ -46,6 +48,7 @@ from engine.api import (
     lineup_choices,
 )
 from gui import style
+from gui.analysis_view import AnalysisView
 from gui.bridge import EngineBridge
 from gui.comparison_table import ComparisonTable, table_entries
 from gui.elided import ElidedLabel
@@ -57,8 +60,9 @@ from gui.label_picker import LabelPicker
 from gui.model_panel import ModelPanel
 from gui.pacing import CostRecorder, StallMeter
 from gui.plots import LivePlots, PlotModel, pipeline_fps_text
+from gui.robustness_view import RobustnessView
 from gui.settings import open_settings
-from gui.source_bar import SourceBar, describe_target, target_from_paths
+from gui.source_bar import CIFAR_FILTER, SourceBar, describe_target, target_from_paths
 from gui.statistics_view import StatisticsView
 
 REDRAW_MS = 33  # at most 30 redraws a second
@@ -125,6 +129,8 @@ class MainWindow(QMainWindow):
         self._filling = False
         self._closed = False
         self._status_is_error = False
+        self._resume_after_analysis = False
+        self.gradcam_on = False
 
         self.source_bar = SourceBar(self.settings, self, devices=available_devices())
         self.addToolBar(self.source_bar)
@@ -156,6 +162,17 @@ class MainWindow(QMainWindow):
         self.bottom_tabs.setDocumentMode(True)
         self.bottom_tabs.addTab(self.live_tab, "Live")
         self.bottom_tabs.setTabToolTip(0, "Live plots of this source (and the comparison table, on a tall window)")
+        self.analysis_view = AnalysisView(self)
+        self.bottom_tabs.addTab(self.analysis_view, "Analysis")
+        self.bottom_tabs.setTabToolTip(1, "The survey's claims measured on this machine: figures and verdicts")
+        self.analysis_view.measure_requested.connect(self._measure)
+        self.analysis_view.cached_requested.connect(self._show_cached_analysis)
+        self.analysis_view.export_requested.connect(self._export_report)
+        self.robustness_view = RobustnessView(self)
+        self.bottom_tabs.addTab(self.robustness_view, "Robustness")
+        self.bottom_tabs.setTabToolTip(2, "Perturb what the networks see, live; and the robustness bench's curves")
+        self.robustness_view.perturbation_changed.connect(self._perturbation_changed)
+        self.robustness_view.bench_requested.connect(self._run_robustness)
         self.bottom_tabs.currentChanged.connect(lambda _index: self._mark_slow_dirty())
         self._compact: bool | None = None
         self.splitter = QSplitter(Qt.Orientation.Vertical, self)
@@ -195,6 +212,7 @@ class MainWindow(QMainWindow):
         self.source_bar.device_chosen.connect(self._device_chosen)
         self.source_bar.precision_chosen.connect(self._precision_chosen)
         self.source_bar.per_channel_toggled.connect(self._per_channel)
+        self.source_bar.gradcam_toggled.connect(self._gradcam)
         self.source_bar.message.connect(self.set_status)
         self.table.message.connect(self.set_status)
         self.table.statistics_requested.connect(self.show_statistics)
@@ -239,6 +257,10 @@ class MainWindow(QMainWindow):
             self.splitter.restoreState(state)
         else:
             self.splitter.setSizes([480, 410])  # the bottom: plots and, on a tall window, the table
+        tab = str(self.settings.value("window/tab", "") or "")
+        for index in range(self.bottom_tabs.count()):
+            if self.bottom_tabs.tabText(index) == tab:
+                self.bottom_tabs.setCurrentIndex(index)
         per_channel = str(self.settings.value("features/per_channel", "false")).lower() == "true"
         self.source_bar.scale_action.setChecked(per_channel)
 
@@ -270,6 +292,64 @@ class MainWindow(QMainWindow):
                 current = self.live_tab
         self.bottom_tabs.setCurrentWidget(current)
 
+    def _measure(self, max_batch: int, precision: str, fresh: bool) -> None:
+        if self.bridge.analyze(max_batch, precision, fresh):
+            self.analysis_view.set_busy(True)
+            if not self.bridge.paused:
+                self.source_bar.set_playing(False)  # the engine pauses the source for the measurement
+                self._resume_after_analysis = True
+        else:
+            self.set_status("Another job is running: wait for it, or cancel it in the status bar", True)
+
+    def _perturbation_changed(self, perturbation) -> None:
+        self.bridge.set_perturbation(perturbation)
+        self.set_status(f"Every frame is perturbed: {perturbation.label}" if perturbation is not None
+                        else "No perturbation: the networks see the frames as they are")
+
+    def _input_clicked(self, fx: float, fy: float) -> None:
+        self.robustness_view.move_occluder(fx, fy)
+
+    def _run_robustness(self, images: int) -> None:
+        if self.profile != "cifar10":
+            self.set_status("The robustness bench runs in the cifar10 profile: its networks read 32x32 pictures",
+                            True)
+            return
+        path, _ = QFileDialog.getOpenFileName(self, "The CIFAR-10 test set for the robustness bench",
+                                              self.source_bar.cifar_start_path(), CIFAR_FILTER)
+        if not path:
+            return
+        if self.bridge.robustness(path, images):
+            self.robustness_view.set_busy(True)
+            if not self.bridge.paused:
+                self.source_bar.set_playing(False)
+                self._resume_after_analysis = True
+        else:
+            self.set_status("Another job is running: wait for it, or cancel it in the status bar", True)
+
+    def _show_cached_analysis(self, max_batch: int | None = None, precision: str | None = None) -> None:
+        view = self.analysis_view
+        cached = self.bridge.cached_analysis(max_batch or view.max_batch.value(),
+                                             precision or view.precision.currentText())
+        if cached is not None:
+            view.show_analysis(cached)
+        else:
+            view.clear()
+
+    def _export_report(self) -> None:
+        analysis = self.analysis_view.analysis
+        if analysis is None:
+            return
+        start = str(self.settings.value("last_report_dir", "") or os.path.expanduser("~"))
+        parent = QFileDialog.getExistingDirectory(self, "Export the analysis into a new folder inside…", start)
+        if not parent:
+            return
+        self.settings.setValue("last_report_dir", parent)
+        # a new folder of its own: nothing already in the chosen one is touched
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        folder = os.path.join(parent, f"cnn-arena-analysis-{analysis.profile}-{stamp}")
+        if not self.bridge.export_report(analysis, folder):
+            self.set_status("Another job is running: wait for it, or cancel it in the status bar", True)
+
     def _mark_slow_dirty(self) -> None:
         self._slow_dirty = True
 
@@ -280,6 +360,7 @@ class MainWindow(QMainWindow):
                 hook()
             self.settings.setValue("window/geometry", self.saveGeometry())
             self.settings.setValue("window/split", self.splitter.saveState())
+            self.settings.setValue("window/tab", self.bottom_tabs.tabText(self.bottom_tabs.currentIndex()))
             self.settings.setValue("features/per_channel", self.source_bar.scale_action.isChecked())
             self.settings.sync()
             self.redraw_timer.stop()
@@ -445,13 +526,31 @@ class MainWindow(QMainWindow):
         self.set_status(f"Loading the networks again in {precision}\u2026")
         self.bridge.configure(precision=precision)
 
+    def _gradcam(self, on: bool) -> None:
+        """Grad-CAM on every panel, for the layer in its picker; switching it on moves each picker
+        to the network's Grad-CAM layer (its last convolution stage) unless a layer was picked."""
+        self.gradcam_on = on
+        for panel in self.panels:
+            panel.set_gradcam(on)
+            info = panel.info
+            if info is None:
+                continue
+            if on and info.gradcam_layer and panel.layer != info.gradcam_layer:
+                panel.select_layer(info.gradcam_layer)  # its layer_requested asks for both
+            elif panel.layer:
+                panel.capture_generation = self.bridge.set_capture(info.name, panel.layer, on)
+        if self.bridge.paused or self.bridge.source_ended or self.bridge.target is None:
+            self.bridge.rerun_last()
+        self.set_status("Grad-CAM on: each network's evidence for its answer, over its input (one backward pass "
+                        "per network and frame)" if on else "Grad-CAM off")
+
     def _per_channel(self, on: bool) -> None:
         for panel in self.panels:
             panel.features.set_per_channel(on)
 
     def _layer_requested(self, model: str, layer: str) -> None:
         self.layer_choice[model] = layer
-        generation = self.bridge.set_capture(model, layer)
+        generation = self.bridge.set_capture(model, layer, self.gradcam_on)
         for panel in self.panels:
             if panel.name == model:
                 panel.capture_generation = generation
@@ -504,6 +603,7 @@ class MainWindow(QMainWindow):
             panel.weights_requested.connect(self._weights_requested)
             panel.download_requested.connect(self._download_requested)
             panel.original_requested.connect(self.show_original)
+            panel.input_clicked.connect(self._input_clicked)
             panel.lineup_requested.connect(self._lineup_chosen)
             self.panel_layout.addWidget(panel, 1)
             self.panels.append(panel)
@@ -512,6 +612,7 @@ class MainWindow(QMainWindow):
 
     def _on_session(self, session: SessionReady) -> None:
         self.session = session
+        self._show_cached_analysis()  # this profile's, if this machine measured it before
         self.profile, self.device = session.profile, session.device
         self.source_bar.set_profile(session.profile)
         self.source_bar.set_device(session.device)
@@ -529,8 +630,11 @@ class MainWindow(QMainWindow):
                 panel.set_info(info, self.layer_choice.get(info.name))
                 panel.set_lineup(lineup_choices(session.profile, info.family))
                 panel.features.set_per_channel(per_channel)
-                if panel.layer and panel.layer != info.default_layer:
-                    panel.capture_generation = self.bridge.set_capture(info.name, panel.layer)
+                if self.gradcam_on and info.gradcam_layer and not self.layer_choice.get(info.name):
+                    panel.select_layer(info.gradcam_layer)  # asks for the layer and its Grad-CAM
+                elif panel.layer and (panel.layer != info.default_layer or self.gradcam_on):
+                    panel.capture_generation = self.bridge.set_capture(info.name, panel.layer, self.gradcam_on)
+                panel.set_gradcam(self.gradcam_on)
             steps.append(fill)
         num_classes = len(session.models[0].class_names) if session.models else 10
         plot_models = [PlotModel(m.name, m.display, style.model_color(i),
@@ -607,6 +711,26 @@ class MainWindow(QMainWindow):
                 self.set_status(event.text)
             if event.job == "dataset" and event.outcome == JobOutcome.DONE and event.result:
                 self.source_bar.open_cifar_path(event.result)  # remembered, then played
+            if event.job == "robustness":
+                self.robustness_view.set_busy(False)
+                if event.outcome == JobOutcome.DONE and event.result is not None and self.session is not None:
+                    self.robustness_view.show_result(
+                        event.result, {m.name: m.display for m in self.session.models},
+                        {m.name: style.model_color(i) for i, m in enumerate(self.session.models)})
+                else:
+                    self.robustness_view.summary.setText(event.text)
+                if self._resume_after_analysis:
+                    self._resume_after_analysis = False
+                    self.source_bar.set_playing(not self.bridge.paused)
+            if event.job == "analyze":
+                self.analysis_view.set_busy(False)
+                if event.outcome == JobOutcome.DONE and event.result is not None:
+                    self.analysis_view.show_analysis(event.result)
+                else:
+                    self._show_cached_analysis()
+                if self._resume_after_analysis:
+                    self._resume_after_analysis = False
+                    self.source_bar.set_playing(not self.bridge.paused)
 
     # -- drawing -------------------------------------------------------------------------------
 
@@ -641,7 +765,9 @@ class MainWindow(QMainWindow):
         for panel in self.panels:
             r = result.results.get(panel.name)
             if r is not None:
-                panel.show_result(result.frame_id, r, truth, same.get(panel.name, 0), total, result.generation)
+                clean = result.clean_top1.get(panel.name) if result.clean_top1 is not None else None
+                panel.show_result(result.frame_id, r, truth, same.get(panel.name, 0), total, result.generation,
+                                  clean)
         if self._pictures and result.frame_id != self.shown_frame_id:  # "17 / 240 · cat_003.jpg"
             total = f" / {self._pictures_total}" if self._pictures_total else ""
             self.set_status(f"{result.frame_id + 1}{total} \u00b7 {result.source}")

@@ -24,9 +24,10 @@ from PySide6.QtWidgets import (
 
 from engine.api import ModelCard, ModelResult, WeightsKind, human_count
 from gui import style
+from gui.elided import ElidedLabel
 from gui.feature_maps import FeatureMapView, shape_text
 from gui.image_canvas import ImageCanvas
-from gui.imaging import blend_channel, blend_class_map, class_shares
+from gui.imaging import blend_channel, blend_class_map, blend_heat, class_shares
 from gui.topk_bars import TopKBars
 
 STATUS_BADGES = {  # weights kind -> (text, background)
@@ -131,6 +132,7 @@ class ModelPanel(QFrame):
     weights_requested = Signal(str, str)  # model name, checkpoint path ("" for the default weights)
     download_requested = Signal(str)  # model name: download its torchvision weights
     original_requested = Signal()  # show the frame on screen as it was loaded, full size
+    input_clicked = Signal(float, float)  # where on its input, as fractions of the width and height
     lineup_requested = Signal(str)  # put this network (another VGG depth) in this panel's place
 
     def __init__(self, index: int, parent: QWidget | None = None) -> None:
@@ -144,9 +146,11 @@ class ModelPanel(QFrame):
         self.layer: str | None = None  # the layer the picker asks for
         self.capture_generation = 0  # results answering an older capture request show other layers
         self.show_class_map = True
+        self.show_gradcam = False  # paint the frame's Grad-CAM (a probe the window asks for) over the input
         self._result: ModelResult | None = None
         self._palette = style.class_palette(10)
         self._lut = style.feature_lut()
+        self._heat_lut = style.heat_lut()
         self._build()
 
     # -- construction --------------------------------------------------------------------------
@@ -180,12 +184,16 @@ class ModelPanel(QFrame):
 
         self.agree = _badge(self)
         self.correct = _badge(self)
-        self.frame_label = _label(self, "dim", width=110)
+        # "frame 17", or with a perturbation on, whether the answer flipped from the clean frame's
+        self.frame_label = ElidedLabel("", self)
+        self.frame_label.setObjectName("dim")
+        self.frame_label.setFixedWidth(160)
+        self.frame_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         badges = _row(self.agree, self.correct, None, self.frame_label)
 
         self.input_view = ImageCanvas(self, min_size=96)
         self.input_view.setFixedSize(136, 136)
-        self.input_view.on_click = lambda _x, _y: self.features.select_channel(None)
+        self.input_view.on_click = self._input_click
         self.input_view.on_double_click = self.original_requested.emit
         self.input_view.setToolTip("What this network sees. Double-click: the picture as it was loaded")
         self.input_caption = QLabel("", self)
@@ -358,11 +366,12 @@ class ModelPanel(QFrame):
     # -- per frame -----------------------------------------------------------------------------
 
     def show_result(self, frame_id: int, result: ModelResult, truth: str | None, same: int, total: int,
-                    generation: int = 0) -> None:
+                    generation: int = 0, clean_top1: int | None = None) -> None:
         """``generation``: the capture request the frame answers; one older than the layer picked
-        last (:attr:`capture_generation`) keeps the feature maps as they are."""
+        last (:attr:`capture_generation`) keeps the feature maps as they are. ``clean_top1``: with a
+        perturbation on, this network's answer on the clean frame."""
         self.frame_id, self._result = frame_id, result
-        self.frame_label.setText(f"frame {frame_id}")
+        self._show_flip(frame_id, result, clean_top1)
         self.latency.setText(f"{result.forward_ms:.1f} ms")
         self.latency.setToolTip(f"This frame: forward pass {result.forward_ms:.2f} ms (the network alone, as "
                                 f"`bench` measures it) + preprocessing {result.preprocess_ms:.2f} ms")
@@ -383,6 +392,31 @@ class ModelPanel(QFrame):
             self._show_legend(result.class_map)
         self._paint_input()
 
+    def _show_flip(self, frame_id: int, result: ModelResult, clean_top1: int | None) -> None:
+        if clean_top1 is None:
+            text, colour, tip = f"frame {frame_id}", "", ""
+        elif clean_top1 == result.top1:
+            text, colour = "unchanged", style.GOOD
+            tip = f"Frame {frame_id}: the same answer as on the clean frame ({result.top_labels[0]})"
+        else:
+            before = result.class_names[clean_top1] if clean_top1 < len(result.class_names) else str(clean_top1)
+            text, colour = f"flipped: {before} \u2192 {result.top_labels[0]}", style.BAD
+            tip = f"Frame {frame_id}: {before} on the clean frame, {result.top_labels[0]} perturbed"
+        if self.frame_label.text() != text:
+            self.frame_label.setText(text)
+            self.frame_label.setStyleSheet(f"color: {colour};" if colour else "")
+            self.frame_label.setToolTip(tip or text)
+
+    def _input_click(self, x: float, y: float) -> None:
+        self.features.select_channel(None)
+        view = self._result.view if self._result is not None else None
+        if view is not None:
+            self.input_clicked.emit(x / view.shape[1], y / view.shape[0])
+
+    def set_gradcam(self, on: bool) -> None:
+        self.show_gradcam = on
+        self._paint_input()
+
     def _show_legend(self, class_map: np.ndarray) -> None:
         names = self.info.class_names if self.info else ()
         parts = []
@@ -401,9 +435,23 @@ class ModelPanel(QFrame):
             return
         view = result.view
         channel = self.features.selected_map()
+        cam = result.probes.get("gradcam") if self.show_gradcam else None
+        if cam is None and self.input_view.toolTip():
+            self.input_view.setToolTip("")
         if channel is not None:
             self.input_view.set_rgb(blend_channel(view, channel, self._lut))
             caption = f"channel {self.features.selected} over the input"
+        elif cam is not None and hasattr(cam, "map"):
+            self.input_view.set_rgb(blend_heat(view, cam.map, self._heat_lut))
+            caption = f"Grad-CAM of \u201c{cam.label}\u201d ({cam.ms:.0f} ms)"
+            self.input_view.setToolTip(f"Where {self.name} found the evidence for '{cam.label}' "
+                                       f"({100 * cam.probability:.0f}%): {cam.method} on {cam.layer}, its "
+                                       f"{cam.grid[0]}\u00d7{cam.grid[1]} grid scaled to the input; "
+                                       f"{cam.ms:.1f} ms for this frame")
+        elif cam is not None:  # the probe could not answer on this layer: it says why
+            self.input_view.set_rgb(view)
+            caption = "no Grad-CAM here (hover)"
+            self.input_view.setToolTip(getattr(cam, "text", ""))
         elif result.class_map is not None and self.show_class_map:
             self.input_view.set_rgb(blend_class_map(view, result.class_map, self._palette,
                                                     result.class_map_confidence))

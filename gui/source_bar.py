@@ -88,6 +88,7 @@ class SourceBar(QToolBar):
     device_chosen = Signal(str)
     precision_chosen = Signal(str)
     per_channel_toggled = Signal(bool)
+    gradcam_toggled = Signal(bool)
     message = Signal(str, bool)  # status bar text, is_error
 
     def __init__(self, settings: QSettings, parent: QWidget | None = None, *,
@@ -147,6 +148,14 @@ class SourceBar(QToolBar):
                                      "range so channels compare (off)")
         self.scale_action.toggled.connect(self.per_channel_toggled.emit)
         self.addAction(self.scale_action)
+        self.gradcam_action = QAction("Grad-CAM", self)
+        self.gradcam_action.setCheckable(True)
+        self.gradcam_action.setToolTip("Where each network looked for its answer: a Grad-CAM map of its top-1 class "
+                                       "over its input, for the layer in its picker (switching this on picks each "
+                                       "network's last convolution stage; pick another to explain it instead). "
+                                       "One backward pass per network and frame: video plays slower")
+        self.gradcam_action.toggled.connect(self.gradcam_toggled.emit)
+        self.addAction(self.gradcam_action)
         self.help_action = self._add("?", self.help_requested.emit, "What am I looking at? (F1)", Qt.Key.Key_F1)
 
     def _add(self, text: str, slot, tip: str, shortcut=None) -> QAction:

@@ -101,3 +101,13 @@ def configure_pyqtgraph() -> None:
     import pyqtgraph as pg
 
     pg.setConfigOptions(imageAxisOrder="row-major", antialias=True, background=BACKGROUND, foreground=TEXT_DIM)
+
+
+def heat_lut() -> np.ndarray:
+    """256 x 3 uint8, the rainbow Grad-CAM tools use (blue, cyan, yellow, red: low to high
+    evidence), so that the overlay reads the same as theirs."""
+    t = np.linspace(0.0, 1.0, 256)
+    r = np.clip(1.5 - np.abs(4 * t - 3), 0, 1)
+    g = np.clip(1.5 - np.abs(4 * t - 2), 0, 1)
+    b = np.clip(1.5 - np.abs(4 * t - 1), 0, 1)
+    return (255 * np.stack([r, g, b], axis=1)).astype(np.uint8)

@@ -439,3 +439,38 @@ def test_pictures_stay_on_screen_say_which_one_and_can_be_stepped_back(make_wind
     window.show_original()
     assert window._original.isVisible() and window._original.windowTitle() == "p0.png \u2014 120\u00d780 as loaded"
     window._original.close()
+
+
+def test_gradcam_perturbation_and_analysis_tabs(make_window, tmp_path, qtbot):
+    """Grad-CAM over every input; a perturbation that every network sees, with each panel saying
+    whether its answer flipped; the Analysis tab showing the engine's verdicts."""
+    from engine.api import Analysis, judge
+    from tests.test_analysis import net
+
+    window = make_window(str(write_image(tmp_path / "a.png")))
+    panels = _panels(window)
+    qtbot.waitUntil(lambda: all(p.frame_id is not None for p in panels.values()), timeout=LONG)
+    window.source_bar.gradcam_action.setChecked(True)
+    qtbot.waitUntil(lambda: all(p.input_caption.text().startswith("Grad-CAM of") for p in panels.values()),
+                    timeout=LONG)
+    assert all(p.layer == p.info.gradcam_layer for p in panels.values())  # the pickers moved to it
+    window.source_bar.gradcam_action.setChecked(False)
+
+    view = window.robustness_view
+    view.kind.setCurrentIndex(view.kind.findData("occlude"))
+    view.severity.setValue(5)
+    qtbot.waitUntil(lambda: all(p.frame_label.text() == "unchanged" or p.frame_label.text().startswith("flipped")
+                                for p in panels.values()), timeout=LONG)
+    assert "occluding square 5" in window.status_text.text()
+    shown = window.shown_result
+    assert shown.perturbation == "occluding square 5" and (shown.frame == 128).all(axis=2).any()
+    view.severity.setValue(0)  # the clean frame again
+    qtbot.waitUntil(lambda: all(p.frame_label.text().startswith("frame") for p in panels.values()), timeout=LONG)
+
+    networks = (net("lenet5", "LeNet-5", 1e6, 0.3, 0.66, 6e4), net("enet", "ENet", 8e6, 12.0, 0.8, 3.6e5),
+                net("vgg16", "VGG-16", 3e8, 9.0, 0.84, 1.5e7))
+    analysis = Analysis("cifar10", "cpu", 2, "fp32", "2", "cpu", "now", 1.0, 64, networks, *judge(networks))
+    window.analysis_view.show_analysis(analysis)
+    assert window.analysis_view.export_button.isEnabled()
+    assert "Does not hold" in window.analysis_view.verdicts.text()  # ENet's 12 ms for 8 M MACs
+    assert window.analysis_view.layer_network.count() == 3
