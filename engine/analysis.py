@@ -10,9 +10,11 @@
 - latency per image (p50, p95 of the batch's time divided by its size) at batch sizes 1, 2, 4, ...
   up to ``max_batch``, warm, on the bare network (no preprocessing, no activation capture);
 - memory per batch size: the activations of one image as the engine counts them
-  (:mod:`engine.complexity`) times the batch, and what the process really took: the growth of its
-  resident memory while the batch ran, sampled every millisecond (CPU), or
-  ``torch.cuda.max_memory_allocated`` (CUDA);
+  (:mod:`engine.complexity`: every layer's output, held at once) times the batch, and what the
+  process really took: the growth of its resident memory while the batch ran, sampled every
+  millisecond, after the C allocator has returned its free memory to the system (CPU), or
+  ``torch.cuda.max_memory_allocated`` (CUDA). Inference frees each output once the next layer has
+  read it, so the second is far below the first for deep networks;
 - the time of every layer at batch 1 inside whole forward passes (a clock read in hooks before and
   after each layer on the CPU, CUDA events on a GPU: nothing synchronises inside the pass), median
   of many passes; the sum of the layers is checked against the whole pass measured without hooks
@@ -26,6 +28,7 @@ pure, so made-up measurements test it. Nothing here imports Qt: the window, the 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import math
@@ -228,7 +231,8 @@ def _operations(nets: list[NetworkAnalysis], fit: Fit | None, layer_fit: Fit | N
     best = min(nets, key=lambda n: per_mac[n.name])
     worst = max(nets, key=lambda n: per_mac[n.name])
     holds = fit.r2 >= PREDICTS_R2
-    text = (f"Operations {'predict' if holds else 'do not predict'} time on this machine: R\u00b2 = {fit.r2:.2f} "
+    r2 = f"{fit.r2:.3f}" if abs(fit.r2 - PREDICTS_R2) < 0.01 else f"{fit.r2:.2f}"  # never "0.80 < 0.8"
+    text = (f"Operations {'predict' if holds else 'do not predict'} time on this machine: R\u00b2 = {r2} "
             f"over {fit.n} networks (batch-1 latency against MACs; the claim is taken to hold from "
             f"R\u00b2 {PREDICTS_R2}).")
     if worst is not best:
@@ -246,8 +250,13 @@ def _tradeoff(networks: tuple[NetworkAnalysis, ...]) -> Verdict:
     if len(front) < 3:
         missing = [n.label for n in networks if n.top1 is None]
         why = f" ({', '.join(missing)}: no accuracy here)" if missing else ""
-        return Verdict("tradeoff", None, f"The accuracy-time trade-off needs 3 networks on the front of best "
-                                         f"accuracy for their time; there are {len(front)}{why}.")
+        beaten = [f"{n.label} ({100 * n.top1:.1f}% in {n.latency_ms:.2f} ms)" for n in scored if n not in front]
+        on_front = ", ".join(f"{n.label} ({100 * n.top1:.1f}% in {n.latency_ms:.2f} ms)" for n in front)
+        text = (f"The accuracy-time trade-off cannot be judged: it needs 3 networks on the front of best accuracy "
+                f"for their time, and there are {len(front)}{why}: {on_front}.")
+        if beaten:
+            text += f" Another network is both faster and more accurate than {', '.join(beaten)}."
+        return Verdict("tradeoff", None, text)
     steps = []  # (from, to, extra ms per extra point of top-1, time ratio, points)
     for a, b in zip(front, front[1:]):
         points = 100 * (b.top1 - a.top1)
@@ -262,6 +271,11 @@ def _tradeoff(networks: tuple[NetworkAnalysis, ...]) -> Verdict:
             f"{'more' if holds else 'not always more'} time than the one before.")
     if dominated:
         text += f" Off the front (another network is both faster and more accurate): {', '.join(dominated)}."
+    close = [f"{a.label} and {b.label} ({a.latency_ms:.2f} and {b.latency_ms:.2f} ms)"
+             for a, b, _cost, ratio, _pts in steps if ratio < 1.15]
+    if close:
+        text += (f" Careful: {'; '.join(close)} take about the same time, so this verdict rests on a difference "
+                 "a busier moment could reverse.")
     return Verdict("tradeoff", holds, text)
 
 
@@ -365,9 +379,22 @@ def _peak_memory_mb(forward: Callable[[torch.Tensor], object], x: torch.Tensor, 
         forward(x)
         torch.cuda.synchronize(device)
         return (torch.cuda.max_memory_allocated(device) - before) / 1e6
+    _trim_heap()  # freed memory goes back to the system, so what the pass needs shows as growth
     with _RssPeak() as rss:
         forward(x)
     return rss.grown_mb
+
+
+def _trim_heap() -> None:
+    """glibc's ``malloc_trim``: the allocator keeps freed memory for reuse, and a pass that reuses
+    it would show no growth at all. Elsewhere (macOS, musl) nothing is done."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def timed_units(model: nn.Module) -> list[str]:
@@ -624,9 +651,12 @@ def load_cached(key: str) -> Analysis | None:
     path = cache_dir() / f"{key}.json"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return Analysis.from_dict({**data, "cached": True})
+        cached = Analysis.from_dict({**data, "cached": True})
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    # the measurements are kept; the verdicts are judged again, by this version's rules
+    network_fit, layer_fit, verdicts = judge(cached.networks)
+    return dataclasses.replace(cached, network_fit=network_fit, layer_fit=layer_fit, verdicts=verdicts)
 
 
 def save_cached(key: str, analysis: Analysis) -> None:

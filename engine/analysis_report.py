@@ -67,6 +67,7 @@ def figure_accuracy_vs_macs(a: Analysis) -> bytes:
     scored = [n for n in a.networks if n.top1 is not None]
     biggest = max((n.params for n in scored), default=1)
     for n in scored:
+        ax.margins(x=0.25, y=0.12)
         ax.scatter([n.macs / 1e6], [100 * n.top1], s=30 + 1500 * n.params / biggest, alpha=0.55,
                    color=_colour(a, n), marker="D" if n.top1_kind == "published" else "o", edgecolors="black",
                    linewidths=0.5)
@@ -108,7 +109,7 @@ def figure_memory_vs_batch(a: Analysis) -> bytes:
     ax.set_yscale("log")
     ax.set_xlabel("batch size")
     ax.set_ylabel("MB")
-    ax.set_title("Memory against batch size (dashed: layer outputs counted)", fontsize=10)
+    ax.set_title("Memory against batch size (dashed: all layer outputs at once)", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
     return _png(fig)
@@ -325,8 +326,9 @@ Culurciello 2016 (arXiv 1605.07678), measured there on a Jetson TX1.</p>
 <h2>Verdicts</h2><ul>{verdicts}</ul>
 <h2>Networks</h2>
 <table><tr>{''.join(f'<th>{h}</th>' for h in head)}</tr>{rows}</table>
-<p class="meta">Latency: the network alone on a random batch-1 input, warm, p50. "Layers / whole": each layer
-run alone on its recorded input, summed, against the whole forward pass.</p>
+<p class="meta">Latency: the network alone on a random batch-1 input, warm, p50. "Layers / whole": the layers'
+times inside whole forward passes, summed, against the pass without hooks. Top-1: the weights' own test figure
+(this project's CIFAR-10 weights: the test set with flip TTA) or torchvision's published ImageNet figure.</p>
 {f'<ul class="meta">{notes}</ul>' if notes else ''}
 <h2>Figures</h2>{figures}
 </body></html>

@@ -60,8 +60,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
              "-" if n.density is None else f"{n.density:.0f}"] for n in result.networks]
     print(format_table(["network", "M MACs", "M params", "top-1", "ms b=1", f"ms/img b={result.max_batch}",
                         "layers/whole", "top-1/M params"], rows, right={1, 2, 3, 4, 5, 6, 7}))
-    print("  ms: p50, warm, the network alone; layers/whole: each layer alone on its recorded input, summed, "
-          "against the whole pass")
+    print("  ms: p50, warm, the network alone; layers/whole: the layers' times inside whole passes, summed, "
+          "against the pass; top-1: the weights' own test figure (CIFAR-10 with flip TTA) or torchvision's "
+          "published one (pub.)")
     for note in result.notes:
         print(f"  {terminal_text(note)}")
     print()
