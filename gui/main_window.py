@@ -174,6 +174,8 @@ class MainWindow(QMainWindow):
         self.robustness_view.perturbation_changed.connect(self._perturbation_changed)
         self.robustness_view.bench_requested.connect(self._run_robustness)
         self.bottom_tabs.currentChanged.connect(lambda _index: self._mark_slow_dirty())
+        self.bottom_tabs.currentChanged.connect(lambda _index: self._refresh_analysis_tab())
+        self._analysis_stale = False
         self._compact: bool | None = None
         self.splitter = QSplitter(Qt.Orientation.Vertical, self)
         self.splitter.setChildrenCollapsible(False)
@@ -325,6 +327,11 @@ class MainWindow(QMainWindow):
                 self._resume_after_analysis = True
         else:
             self.set_status("Another job is running: wait for it, or cancel it in the status bar", True)
+
+    def _refresh_analysis_tab(self) -> None:
+        if self._analysis_stale and self.bottom_tabs.currentWidget() is self.analysis_view:
+            self._analysis_stale = False
+            self._show_cached_analysis()
 
     def _show_cached_analysis(self, max_batch: int | None = None, precision: str | None = None) -> None:
         view = self.analysis_view
@@ -612,7 +619,10 @@ class MainWindow(QMainWindow):
 
     def _on_session(self, session: SessionReady) -> None:
         self.session = session
-        self._show_cached_analysis()  # this profile's, if this machine measured it before
+        # this profile's analysis, if this machine measured it before: read and drawn (eight plots,
+        # tens of milliseconds) when its tab is shown, not in the middle of loading the networks
+        self._analysis_stale = True
+        self._refresh_analysis_tab()
         self.profile, self.device = session.profile, session.device
         self.source_bar.set_profile(session.profile)
         self.source_bar.set_device(session.device)
