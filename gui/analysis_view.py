@@ -54,6 +54,7 @@ def _plot(left: str, bottom: str, log_x: bool = False, log_y: bool = False) -> p
     item.setLogMode(x=log_x, y=log_y)
     widget.setMouseEnabled(x=False, y=False)
     widget.setMinimumSize(300, 190)
+    item.getViewBox().setDefaultPadding(0.12)  # room for the labels beside the outermost points
     return widget
 
 
@@ -191,8 +192,8 @@ class AnalysisView(QWidget):
         self.export_button.setEnabled(True)
         when = f"cached from {a.created}" if a.cached else f"measured {a.created} in {a.seconds:.0f} s"
         notes = "".join(f" {n}." for n in a.notes)
-        self.meta.setText(f"{a.profile}, {a.device} with {a.threads} thread{'s' if a.threads != 1 else ''} (the "
-                          f"engine's), {a.precision}, batch 1 to {a.max_batch}; {when}.{notes}")
+        self.meta.setText(f"{a.profile}, {a.device} with {a.threads} thread{'s' if a.threads != 1 else ''}, "
+                          f"{a.precision}, batch 1 to {a.max_batch}; {when}.{notes}")
         heads = {True: (style.GOOD, "Holds"), False: (style.BAD, "Does not hold"), None: (style.WARN, "Not judged")}
         self.verdicts.setText("<br>".join(
             f'<span style="color:{heads[v.holds][0]}"><b>{heads[v.holds][1]}:</b></span> {_escape(v.text)}'
