@@ -104,7 +104,7 @@ class SourceBar(QToolBar):
         self._add("Video\u2026", self.open_video, "Play a video file once, in real time")
         self._add("Camera\u2026", self.open_camera, "Use a webcam by its index")
         self._add("Stream\u2026", self.open_stream, "Open a network stream (rtsp://, http://)")
-        self._add("CIFAR-10 test\u2026", self.open_cifar, "The labelled CIFAR-10 test set: running accuracy")
+        self._add("CIFAR-10\u2026", self.open_cifar, "The labelled CIFAR-10 test set: running accuracy")
         self._add("Paste", self.paste, "Classify the image on the clipboard", QKeySequence.StandardKey.Paste)
         self.addSeparator()
         self.play_action = self._add("Pause", self.play_pause.emit, "Play / pause (Space)", Qt.Key.Key_Space)

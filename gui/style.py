@@ -65,9 +65,9 @@ def feature_lut() -> np.ndarray:
 
 STYLESHEET = f"""
 QMainWindow, QWidget {{ background: {BACKGROUND}; color: {TEXT}; font-size: 10pt; }}
-QToolBar {{ background: {PANEL}; border: none; border-bottom: 1px solid {PANEL_BORDER}; spacing: 4px;
+QToolBar {{ background: {PANEL}; border: none; border-bottom: 1px solid {PANEL_BORDER}; spacing: 2px;
             padding: 3px; }}
-QToolBar QToolButton {{ padding: 4px 8px; border-radius: 4px; }}
+QToolBar QToolButton {{ padding: 4px 5px; border-radius: 4px; }}
 QToolBar QToolButton:hover {{ background: {PANEL_BORDER}; }}
 QToolBar QToolButton:checked {{ background: #34506b; }}
 QToolBar QLabel {{ color: {TEXT_DIM}; padding: 0 2px 0 8px; }}
