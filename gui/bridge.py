@@ -166,12 +166,12 @@ class EngineBridge(QObject):
                   precision: str | None = None) -> None:
         self.engine.configure(profile, device, models=models, precision=precision)
 
-    def set_capture(self, model: str, layer: str, gradcam: bool = False) -> int:
-        """Show ``layer`` of ``model`` (and with ``gradcam``, the Grad-CAM of its top-1 class on
-        that layer); returns the generation from which results carry it."""
+    def set_capture(self, model: str, layer: str, gradcam: bool = False, target: int | None = None) -> int:
+        """Show ``layer`` of ``model`` (and with ``gradcam``, the Grad-CAM on that layer of class
+        ``target``, or of each frame's top-1); returns the generation from which results carry it."""
         probes = [Activations((layer,))]
         if gradcam:
-            probes.append(GradCam(layer))
+            probes.append(GradCam(layer, target))
         return self.engine.set_probes({model: probes})
 
     def set_perturbation(self, perturbation) -> None:

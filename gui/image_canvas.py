@@ -126,6 +126,10 @@ class ImageCanvas(QWidget):
             painter.drawRect(QRectF(target.x() + r.x() * sx, target.y() + r.y() * sy, r.width() * sx, r.height() * sy))
 
     def mouseMoveEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt's name
+        if self._on_click is not None and event.buttons() & Qt.MouseButton.LeftButton:  # a drag: clicks all along
+            at = self.to_image(event.position())
+            if at is not None:
+                self._on_click(*at)
         if self._describe is not None:
             at = self.to_image(event.position())
             text = (self._describe(*at) if at is not None else "") or self.toolTip()

@@ -533,6 +533,22 @@ class MainWindow(QMainWindow):
         self.set_status(f"Loading the networks again in {precision}\u2026")
         self.bridge.configure(precision=precision)
 
+    def _target(self, model: str) -> int | None:
+        panel = next((p for p in self.panels if p.name == model), None)
+        return panel.gradcam_target if panel is not None else None
+
+    def _gradcam_target(self, model: str, target) -> None:
+        panel = next((p for p in self.panels if p.name == model), None)
+        if panel is None or not panel.layer:
+            return
+        panel.capture_generation = self.bridge.set_capture(model, panel.layer, True, target)
+        if self.bridge.paused or self.bridge.source_ended or self.bridge.target is None:
+            self.bridge.rerun_last()
+        names = panel.info.class_names if panel.info else ()
+        self.set_status(f"{panel.info.display if panel.info else model}: Grad-CAM of "
+                        f"\u201c{names[target]}\u201d" if target is not None and target < len(names)
+                        else f"{model}: Grad-CAM of each frame's top-1 answer")
+
     def _gradcam(self, on: bool) -> None:
         """Grad-CAM on every panel, for the layer in its picker; switching it on moves each picker
         to the network's Grad-CAM layer (its last convolution stage) unless a layer was picked."""
@@ -545,7 +561,8 @@ class MainWindow(QMainWindow):
             if on and info.gradcam_layer and panel.layer != info.gradcam_layer:
                 panel.select_layer(info.gradcam_layer)  # its layer_requested asks for both
             elif panel.layer:
-                panel.capture_generation = self.bridge.set_capture(info.name, panel.layer, on)
+                panel.capture_generation = self.bridge.set_capture(info.name, panel.layer, on,
+                                                                   self._target(info.name))
         if self.bridge.paused or self.bridge.source_ended or self.bridge.target is None:
             self.bridge.rerun_last()
         self.set_status("Grad-CAM on: each network's evidence for its answer, over its input (one backward pass "
@@ -557,7 +574,7 @@ class MainWindow(QMainWindow):
 
     def _layer_requested(self, model: str, layer: str) -> None:
         self.layer_choice[model] = layer
-        generation = self.bridge.set_capture(model, layer, self.gradcam_on)
+        generation = self.bridge.set_capture(model, layer, self.gradcam_on, self._target(model))
         for panel in self.panels:
             if panel.name == model:
                 panel.capture_generation = generation
@@ -611,6 +628,7 @@ class MainWindow(QMainWindow):
             panel.download_requested.connect(self._download_requested)
             panel.original_requested.connect(self.show_original)
             panel.input_clicked.connect(self._input_clicked)
+            panel.gradcam_target_requested.connect(self._gradcam_target)
             panel.lineup_requested.connect(self._lineup_chosen)
             self.panel_layout.addWidget(panel, 1)
             self.panels.append(panel)
@@ -643,7 +661,8 @@ class MainWindow(QMainWindow):
                 if self.gradcam_on and info.gradcam_layer and not self.layer_choice.get(info.name):
                     panel.select_layer(info.gradcam_layer)  # asks for the layer and its Grad-CAM
                 elif panel.layer and (panel.layer != info.default_layer or self.gradcam_on):
-                    panel.capture_generation = self.bridge.set_capture(info.name, panel.layer, self.gradcam_on)
+                    panel.capture_generation = self.bridge.set_capture(info.name, panel.layer, self.gradcam_on,
+                                                                       self._target(info.name))
                 panel.set_gradcam(self.gradcam_on)
             steps.append(fill)
         num_classes = len(session.models[0].class_names) if session.models else 10

@@ -133,6 +133,7 @@ class ModelPanel(QFrame):
     download_requested = Signal(str)  # model name: download its torchvision weights
     original_requested = Signal()  # show the frame on screen as it was loaded, full size
     input_clicked = Signal(float, float)  # where on its input, as fractions of the width and height
+    gradcam_target_requested = Signal(str, object)  # model, class index to explain (None: its top-1)
     lineup_requested = Signal(str)  # put this network (another VGG depth) in this panel's place
 
     def __init__(self, index: int, parent: QWidget | None = None) -> None:
@@ -147,6 +148,7 @@ class ModelPanel(QFrame):
         self.capture_generation = 0  # results answering an older capture request show other layers
         self.show_class_map = True
         self.show_gradcam = False  # paint the frame's Grad-CAM (a probe the window asks for) over the input
+        self.gradcam_target: int | None = None  # the class Grad-CAM explains; None: the top-1 of each frame
         self._result: ModelResult | None = None
         self._palette = style.class_palette(10)
         self._lut = style.feature_lut()
@@ -209,6 +211,9 @@ class ModelPanel(QFrame):
         left.addStretch(1)
         self.bars = TopKBars(5, self)
         self.bars.set_color(self.color)
+        self.bars.class_clicked.connect(self._class_clicked)
+        self.bars.setToolTip("With Grad-CAM on, click a class to see the evidence for it; click it again "
+                             "to follow the top-1 answer")
         seen = QHBoxLayout()
         seen.addLayout(left)
         seen.addWidget(self.bars, 1)
@@ -289,6 +294,7 @@ class ModelPanel(QFrame):
     def set_info(self, info: ModelCard, layer: str | None = None) -> None:
         """A new session: who this network is, its layers, and which one to show."""
         self.info, self.name = info, info.name
+        self.gradcam_target = None  # class indices belong to one profile's vocabulary
         cost = info.complexity
         self.title.setText(info.display)
         self.title.setToolTip(f"{info.title}: {info.paper}, {info.year}")
@@ -412,6 +418,13 @@ class ModelPanel(QFrame):
         view = self._result.view if self._result is not None else None
         if view is not None:
             self.input_clicked.emit(x / view.shape[1], y / view.shape[0])
+
+    def _class_clicked(self, label: str) -> None:
+        if not self.show_gradcam or self.info is None or label not in self.info.class_names:
+            return
+        index = self.info.class_names.index(label)
+        self.gradcam_target = None if index == self.gradcam_target else index
+        self.gradcam_target_requested.emit(self.name, self.gradcam_target)
 
     def set_gradcam(self, on: bool) -> None:
         self.show_gradcam = on

@@ -134,7 +134,7 @@ class RobustnessView(QWidget):
             self.severity_label.setText("severity 0: the clean frame")
         else:
             self.severity_label.setText(f"severity {value}: {_parameter(p)}")
-        self.hint.setText("Click a network's input to move the square." if kind == "occlude" else
+        self.hint.setText("Click or drag on a network's input to move the square." if kind == "occlude" else
                           "A panel says \u201cflipped\u201d when its answer differs from the clean frame's."
                           if kind else "")
         self.perturbation_changed.emit(self.perturbation)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QRectF, QSize, Qt
+from PySide6.QtCore import QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QFontMetrics, QPainter
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
@@ -10,7 +10,10 @@ from gui import style
 
 
 class TopKBars(QWidget):
-    """Rows of ``label  [bar]  42.1%``; the true class, when known, is marked."""
+    """Rows of ``label  [bar]  42.1%``; the true class, when known, is marked. A click on a row
+    says which class it shows (``class_clicked``)."""
+
+    class_clicked = Signal(str)
 
     def __init__(self, rows: int = 5, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -39,6 +42,14 @@ class TopKBars(QWidget):
 
     def clear(self) -> None:
         self.set_predictions((), ())
+
+    def mousePressEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        row = int(event.position().y() / max(1.0, self.height() / self.rows))
+        if event.button() == Qt.MouseButton.LeftButton and 0 <= row < len(self.labels):
+            self.class_clicked.emit(self.labels[row])
+            event.accept()
+            return
+        super().mousePressEvent(event)
 
     def paintEvent(self, _event) -> None:  # noqa: N802 - Qt's name
         painter = QPainter(self)

@@ -93,7 +93,7 @@ def test_the_engine_measures_as_a_job_then_answers_from_its_cache(tmp_path, monk
     events = []
     engine = Engine("cifar10", models=["lenet5"], on_event=events.append).start()
     try:
-        assert engine.analyze(max_batch=2, fresh=True)
+        assert engine.analyze(max_batch=2, fresh=True)  # batches 1 and 2: the doubling, at the least cost
         ended = _wait_for(events, lambda e: isinstance(e, JobEnded) and e.job == "analyze")
         assert ended.outcome == JobOutcome.DONE, ended.text
         result = ended.result

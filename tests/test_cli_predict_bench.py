@@ -30,7 +30,7 @@ def test_predict_json_contract_and_exit_status(tmp_path, capsys):
 
 
 def test_predict_all_good_exits_zero_and_prints_a_table(tmp_path, capsys):
-    assert main(["predict", str(write_image(tmp_path / "a.png"))]) == 0
+    assert main(["predict", str(write_image(tmp_path / "a.png")), "--precision", "fp32"]) == 0
     out = capsys.readouterr().out
     assert "vgg16" in out and "%" in out
 

@@ -454,6 +454,10 @@ def test_gradcam_perturbation_and_analysis_tabs(make_window, tmp_path, qtbot):
     qtbot.waitUntil(lambda: all(p.input_caption.text().startswith("Grad-CAM of") for p in panels.values()),
                     timeout=LONG)
     assert all(p.layer == p.info.gradcam_layer for p in panels.values())  # the pickers moved to it
+    vgg = panels["vgg16"]
+    second = vgg.bars.labels[1]  # the evidence for another class than the answer: click its bar
+    vgg._class_clicked(second)
+    qtbot.waitUntil(lambda: f"\u201c{second}\u201d" in vgg.input_caption.text(), timeout=LONG)
     window.source_bar.gradcam_action.setChecked(False)
 
     view = window.robustness_view
