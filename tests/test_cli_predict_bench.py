@@ -64,6 +64,7 @@ def test_bench_missing_source_is_one_line(capsys):
     assert "video.mp4: no such file" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_predict_loads_a_torchvision_alexnet_checkpoint(tmp_path, capsys):
     """torchvision's own layer names (features.0, classifier.1, ...) load into the renamed AlexNet."""
     import torch

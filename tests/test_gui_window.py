@@ -168,6 +168,7 @@ def test_a_pasted_or_dropped_image_is_shown(make_window, tmp_path, qtbot):
     assert window.bridge.target == str(dropped)
 
 
+@pytest.mark.slow
 def test_window_state_goes_to_the_private_settings_file(make_window, gui_settings, qtbot, monkeypatch):
     window = make_window()
     assert not window.restored_geometry

@@ -202,6 +202,7 @@ def _run(*argv: str, env: dict | None = None, timeout: float = 120) -> subproces
                           timeout=timeout, env={**os.environ, **(env or {})}, cwd=ROOT)
 
 
+@pytest.mark.slow
 def test_closing_while_the_imagenet_networks_load_exits_cleanly(tmp_path):
     report = tmp_path / "report.json"
     done = _run("--profile", "imagenet", "--quit-after", "0.3", "--report", str(report),

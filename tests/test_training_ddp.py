@@ -130,6 +130,7 @@ def _wait_for_a_stopped_peer(path: str) -> int:
     return 0
 
 
+@pytest.mark.slow
 def test_a_rank_that_stops_answering_fails_the_others_after_the_timeout(tmp_path):
     ranks = launch(tmp_path, _wait_for_a_stopped_peer, (str(tmp_path / "r0.json"),))
     try:
