@@ -33,23 +33,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise CliError(str(e)) from None
     if args.limit is not None and args.limit <= 0:
         raise CliError("--limit must be a positive number of images")
-    weights = parse_weights(args.weights)
-    unknown = [name for name in weights if name not in {s.name for s in specs}]
-    if unknown:
-        names = ", ".join(s.name for s in specs)
-        raise CliError(f"--weights {unknown[0]}: not one of the networks evaluated ({names})")
-    try:  # before the data, which may take a while to decode the first time
-        loaded = [load_model(spec, weights.get(spec.name)) for spec in specs]
-    except WeightsError as e:
-        raise CliError(str(e)) from None
-    try:
-        images, labels = load_cifar10(args.data, "test", warn=_warn)
-    except DataError as e:
-        raise CliError(str(e)) from None
-    try:
-        check_labels(labels, len(images), len(CIFAR10_CLASSES))
-    except EvalError as e:
-        raise CliError(f"{display_name(args.data)}: {e}") from None
+    loaded, images, labels = networks_and_test_set(specs, args.weights, args.data, "evaluated")
     missing = missing_classes(labels, CIFAR10_CLASSES)
     if missing:
         _warn(f"{display_name(args.data)}: the test set has no images of {len(missing)} of the "
@@ -85,6 +69,30 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if r.weights_status == UNTRAINED:
             print(f"  {r.name}: UNTRAINED (random weights): {r.weights_source}")
     return status
+
+
+def networks_and_test_set(specs, weights_args: list[str], data: str, verb: str):
+    """The networks (on their ``--weights``, if any) and the CIFAR-10 test split of ``data``, or a
+    :class:`CliError` with one line; the networks first, before the data, which may take a while to
+    decode the first time. ``verb`` says what the command does with them ("evaluated")."""
+    weights = parse_weights(weights_args)
+    unknown = [name for name in weights if name not in {s.name for s in specs}]
+    if unknown:
+        names = ", ".join(s.name for s in specs)
+        raise CliError(f"--weights {unknown[0]}: not one of the networks {verb} ({names})")
+    try:
+        loaded = [load_model(spec, weights.get(spec.name)) for spec in specs]
+    except WeightsError as e:
+        raise CliError(str(e)) from None
+    try:
+        images, labels = load_cifar10(data, "test", warn=_warn)
+    except DataError as e:
+        raise CliError(str(e)) from None
+    try:
+        check_labels(labels, len(images), len(CIFAR10_CLASSES))
+    except EvalError as e:
+        raise CliError(f"{display_name(data)}: {e}") from None
+    return loaded, images, labels
 
 
 def _warn(line: str) -> None:

@@ -13,19 +13,18 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine.cli import parse_weights
+from engine.cli.evaluate import networks_and_test_set
 from engine.cli.output import CliError, JobProgressBar, format_table, print_json, stop_on_signals, terminal_text
-from engine.data import DataError, load_cifar10
 from engine.device import device_label, resolve_device
-from engine.evaluation import EvalError, check_labels, sample_indices
+from engine.evaluation import EvalError, sample_indices
 from engine.files import atomic_write
 from engine.imageio import display_name
 from engine.jobs import Cancelled, JobState
-from engine.models.registry import CIFAR10_CLASSES, RegistryError, comparison_specs, get_spec
+from engine.models.registry import RegistryError, comparison_specs, get_spec
 from engine.perturb import LABELS, PerturbError
 from engine.precision import PrecisionError, check_precision
 from engine.robustness import RobustnessResult, robustness
-from engine.weights import UNTRAINED, WeightsError, load_model
+from engine.weights import UNTRAINED
 
 DEFAULT_LIMIT = 1000
 # The window's colours for the networks, in line-up order (gui.style.MODEL_COLORS)
@@ -43,22 +42,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
         specs = [get_spec(n, "cifar10") for n in args.models] if args.models else comparison_specs("cifar10")
     except RegistryError as e:
         raise CliError(str(e)) from None
-    weights = parse_weights(args.weights)
-    unknown = [name for name in weights if name not in {s.name for s in specs}]
-    if unknown:
-        raise CliError(f"--weights {unknown[0]}: not one of the networks measured ({', '.join(s.name for s in specs)})")
-    try:
-        loaded = [load_model(spec, weights.get(spec.name)) for spec in specs]
-    except WeightsError as e:
-        raise CliError(str(e)) from None
-    try:
-        images, labels = load_cifar10(args.data, "test", warn=_warn)
-    except DataError as e:
-        raise CliError(str(e)) from None
-    try:
-        check_labels(labels, len(images), len(CIFAR10_CLASSES))
-    except EvalError as e:
-        raise CliError(f"{display_name(args.data)}: {e}") from None
+    loaded, images, labels = networks_and_test_set(specs, args.weights, args.data, "measured")
     idx = sample_indices(len(labels), args.limit)
     images, labels = images[idx], labels[idx]
     job = JobState(on_progress=JobProgressBar())
@@ -213,6 +197,3 @@ def _pct(value: float, sign: bool = True) -> str:
 def _ratio(value: float) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{value:.3f}"
 
-
-def _warn(line: str) -> None:
-    print(f"warning: {line}", file=sys.stderr, flush=True)
