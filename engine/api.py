@@ -40,7 +40,16 @@ from engine.perturb import KINDS as PERTURBATION_KINDS
 from engine.perturb import Perturbation, PerturbError
 from engine.perturb import apply as apply_perturbation
 from engine.precision import PRECISIONS
-from engine.probes import GRADCAM_METHODS, Activations, GradCam, GradCamError, GradCamResult, ProbeRequest
+from engine.probes import (
+    GRADCAM_METHODS,
+    Activations,
+    GradCam,
+    GradCamError,
+    GradCamResult,
+    LayerGlance,
+    LayerOverview,
+    ProbeRequest,
+)
 from engine.robustness import RobustnessResult, robustness
 from engine.sources import VIDEO_SUFFIXES, Source, describe, open_source
 from engine.streams import redact_url
@@ -49,7 +58,7 @@ from engine.weights import WeightsError, WeightsKind, parse_weights_args
 from engine.worker import Engine, source_error
 
 __all__ = [
-    "Activations", "Analysis", "NetworkAnalysis", "Verdict", "judge", "pareto_front",
+    "Activations", "LayerGlance", "LayerOverview", "Analysis", "NetworkAnalysis", "Verdict", "judge", "pareto_front",
     "CIFAR10_BYTES", "Cancelled", "Complexity", "Engine", "EngineEvent", "Error", "ErrorCode",
     "FrameReady", "FrameResult", "GRADCAM_METHODS", "GradCam", "GradCamError", "GradCamResult",
     "IMAGE_SUFFIXES", "InputError", "JobEnded", "JobOutcome", "JobProgress", "JobState",

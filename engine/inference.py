@@ -22,6 +22,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from engine.device import resolve_device, share_cpu_with_opencv, synchronize
 from engine.models.adapter import ModelAdapter, Tap
@@ -51,6 +52,7 @@ class LayerInfo:
     name: str
     kind: str  # the module's class name: Conv2d, ReLU, RegularBottleneck...
     shape: tuple[int, int, int]  # (C, H, W) of its output at the network's input size
+    macs: int = 0  # multiply-accumulates of this layer alone for one image (engine.complexity's convention)
 
 
 class ModelResult(NamedTuple):
@@ -456,7 +458,14 @@ def feature_layers(adapter: ModelAdapter, device: torch.device | str = "cpu") ->
         if parent is model or is_container(parent):
             chosen.append(name)
     shapes: dict[str, tuple[int, ...]] = {}
+    inputs: dict[str, tuple[tuple, dict]] = {}
     order: list[str] = []
+
+    def keep_input(layer: str):
+        def hook(_m, args, kwargs) -> None:
+            if layer not in inputs:  # lists copied: ENet's blocks push to and pop from a shared stack
+                inputs[layer] = (tuple(list(a) if isinstance(a, list) else a for a in args), dict(kwargs))
+        return hook
 
     def record(layer: str):
         def hook(_m, _i, output) -> None:
@@ -467,6 +476,7 @@ def feature_layers(adapter: ModelAdapter, device: torch.device | str = "cpu") ->
         return hook
 
     hooks = [model.get_submodule(n).register_forward_hook(record(n)) for n in chosen]
+    hooks += [model.get_submodule(n).register_forward_pre_hook(keep_input(n), with_kwargs=True) for n in chosen]
     try:
         with torch.inference_mode():
             x = torch.zeros((1, *spec.input_size), device=device, dtype=next(model.parameters()).dtype)
@@ -474,7 +484,16 @@ def feature_layers(adapter: ModelAdapter, device: torch.device | str = "cpu") ->
     finally:
         for h in hooks:
             h.remove()
-    return tuple(LayerInfo(n, type(model.get_submodule(n)).__name__, shapes[n]) for n in order)  # type: ignore[arg-type]
+    macs = {}
+    with torch.inference_mode():
+        for layer in order:  # each layer alone on the input it had: its own multiply-accumulates
+            args, kwargs = inputs[layer]
+            counter = FlopCounterMode(display=False)
+            with counter:
+                model.get_submodule(layer)(*(list(a) if isinstance(a, list) else a for a in args), **kwargs)
+            macs[layer] = counter.get_total_flops() // 2
+    return tuple(LayerInfo(n, type(model.get_submodule(n)).__name__, shapes[n], macs[n])  # type: ignore[arg-type]
+                 for n in order)
 
 
 def _ancestors(name: str) -> list[str]:

@@ -31,6 +31,7 @@ from engine.api import (
     EngineEvent,
     FrameReady,
     GradCam,
+    LayerOverview,
     SessionReady,
     SourceEnded,
     SourceStarted,
@@ -166,12 +167,16 @@ class EngineBridge(QObject):
                   precision: str | None = None) -> None:
         self.engine.configure(profile, device, models=models, precision=precision)
 
-    def set_capture(self, model: str, layer: str, gradcam: bool = False, target: int | None = None) -> int:
-        """Show ``layer`` of ``model`` (and with ``gradcam``, the Grad-CAM on that layer of class
-        ``target``, or of each frame's top-1); returns the generation from which results carry it."""
+    def set_capture(self, model: str, layer: str, gradcam: bool = False, target: int | None = None,
+                    overview: tuple[str, ...] = ()) -> int:
+        """Show ``layer`` of ``model`` (with ``gradcam``, the Grad-CAM on that layer of class
+        ``target``, or of each frame's top-1; with ``overview``, a summary of each of those layers);
+        returns the generation from which results carry it."""
         probes = [Activations((layer,))]
         if gradcam:
             probes.append(GradCam(layer, target))
+        if overview:
+            probes.append(LayerOverview(overview))
         return self.engine.set_probes({model: probes})
 
     def set_perturbation(self, perturbation) -> None:

@@ -58,6 +58,7 @@ from gui.imaging import agreement
 from gui.job_bar import JobBar
 from gui.label_picker import LabelPicker
 from gui.model_panel import ModelPanel
+from gui.overview_view import OverviewView
 from gui.pacing import CostRecorder, StallMeter
 from gui.plots import LivePlots, PlotModel, pipeline_fps_text
 from gui.robustness_view import RobustnessView
@@ -168,9 +169,16 @@ class MainWindow(QMainWindow):
         self.analysis_view.measure_requested.connect(self._measure)
         self.analysis_view.cached_requested.connect(self._show_cached_analysis)
         self.analysis_view.export_requested.connect(self._export_report)
+        self.overview_view = OverviewView(self)
+        self.bottom_tabs.addTab(self.overview_view, "Overview")
+        self.bottom_tabs.setTabToolTip(self.bottom_tabs.count() - 1, "Every layer of every network, aligned by depth")
+        self.overview_view.layer_clicked.connect(self._overview_clicked)
+        self._overview_was_on = False
+        self.bottom_tabs.currentChanged.connect(lambda _index: self._overview_shown())
         self.robustness_view = RobustnessView(self)
         self.bottom_tabs.addTab(self.robustness_view, "Robustness")
-        self.bottom_tabs.setTabToolTip(2, "Perturb what the networks see, live; and the robustness bench's curves")
+        self.bottom_tabs.setTabToolTip(self.bottom_tabs.count() - 1,
+                                       "Perturb what the networks see, live; and the robustness bench's curves")
         self.robustness_view.perturbation_changed.connect(self._perturbation_changed)
         self.robustness_view.bench_requested.connect(self._run_robustness)
         self.bottom_tabs.currentChanged.connect(lambda _index: self._mark_slow_dirty())
@@ -533,6 +541,37 @@ class MainWindow(QMainWindow):
         self.set_status(f"Loading the networks again in {precision}\u2026")
         self.bridge.configure(precision=precision)
 
+    @property
+    def _overview_on(self) -> bool:
+        return self.bottom_tabs.currentWidget() is self.overview_view
+
+    def _request(self, model: str) -> None:
+        """Ask the engine for what ``model``'s panel and the tabs on screen need: the picked layer's
+        activations, its Grad-CAM when that is on, every layer's summary when the Overview shows."""
+        panel = next((p for p in self.panels if p.name == model), None)
+        if panel is None or not panel.layer:
+            return
+        overview = self.overview_view.layers_for(model) if self._overview_on else ()
+        panel.capture_generation = self.bridge.set_capture(model, panel.layer, self.gradcam_on, panel.gradcam_target,
+                                                           overview)
+
+    def _overview_shown(self) -> None:
+        """The Overview tab appeared or went: the engine summarises every layer only while it shows."""
+        on = self._overview_on
+        if on == self._overview_was_on:
+            return
+        self._overview_was_on = on
+        for panel in self.panels:
+            if panel.info is not None:
+                self._request(panel.name)
+        if on and (self.bridge.paused or self.bridge.source_ended or self.bridge.target is None):
+            self.bridge.rerun_last()
+
+    def _overview_clicked(self, model: str, layer: str) -> None:
+        panel = next((p for p in self.panels if p.name == model), None)
+        if panel is not None and panel.select_layer(layer):
+            self.set_status(f"{panel.info.display if panel.info else model}: {layer} in its panel")
+
     def _target(self, model: str) -> int | None:
         panel = next((p for p in self.panels if p.name == model), None)
         return panel.gradcam_target if panel is not None else None
@@ -541,7 +580,7 @@ class MainWindow(QMainWindow):
         panel = next((p for p in self.panels if p.name == model), None)
         if panel is None or not panel.layer:
             return
-        panel.capture_generation = self.bridge.set_capture(model, panel.layer, True, target)
+        self._request(model)
         if self.bridge.paused or self.bridge.source_ended or self.bridge.target is None:
             self.bridge.rerun_last()
         names = panel.info.class_names if panel.info else ()
@@ -561,8 +600,7 @@ class MainWindow(QMainWindow):
             if on and info.gradcam_layer and panel.layer != info.gradcam_layer:
                 panel.select_layer(info.gradcam_layer)  # its layer_requested asks for both
             elif panel.layer:
-                panel.capture_generation = self.bridge.set_capture(info.name, panel.layer, on,
-                                                                   self._target(info.name))
+                self._request(info.name)
         if self.bridge.paused or self.bridge.source_ended or self.bridge.target is None:
             self.bridge.rerun_last()
         self.set_status("Grad-CAM on: each network's evidence for its answer, over its input (one backward pass "
@@ -574,10 +612,7 @@ class MainWindow(QMainWindow):
 
     def _layer_requested(self, model: str, layer: str) -> None:
         self.layer_choice[model] = layer
-        generation = self.bridge.set_capture(model, layer, self.gradcam_on, self._target(model))
-        for panel in self.panels:
-            if panel.name == model:
-                panel.capture_generation = generation
+        self._request(model)
         if self.bridge.paused or self.bridge.source_ended or self.bridge.target is None:
             self.bridge.rerun_last()  # nothing new is coming: show the new layer on the same frame
 
@@ -660,9 +695,8 @@ class MainWindow(QMainWindow):
                 panel.features.set_per_channel(per_channel)
                 if self.gradcam_on and info.gradcam_layer and not self.layer_choice.get(info.name):
                     panel.select_layer(info.gradcam_layer)  # asks for the layer and its Grad-CAM
-                elif panel.layer and (panel.layer != info.default_layer or self.gradcam_on):
-                    panel.capture_generation = self.bridge.set_capture(info.name, panel.layer, self.gradcam_on,
-                                                                       self._target(info.name))
+                elif panel.layer and (panel.layer != info.default_layer or self.gradcam_on or self._overview_on):
+                    self._request(info.name)
                 panel.set_gradcam(self.gradcam_on)
             steps.append(fill)
         num_classes = len(session.models[0].class_names) if session.models else 10
@@ -672,6 +706,7 @@ class MainWindow(QMainWindow):
                                  m.test_top1 is None and m.published_top1 is not None)
                        for i, m in enumerate(session.models)]
         self.plots.remember(plot_models, num_classes)
+        steps.append(lambda: self.overview_view.canvas.set_models(list(session.models)))
         steps.extend(lambda plot=plot: plot.set_models(plot_models, num_classes) for plot in self.plots.all)
         steps.append(lambda: self.table.set_entries(
             table_entries(session.profile, session.models, None)))
@@ -814,6 +849,9 @@ class MainWindow(QMainWindow):
                 self._slow_parts[part].show_snapshot(snapshot)
             else:
                 self.table.set_entries(table_entries(self.session.profile, self.session.models, snapshot))
+                if self._overview_on and self.shown_result is not None:
+                    self.overview_view.canvas.set_glances(
+                        {name: r.probes.get("overview", {}) for name, r in self.shown_result.results.items()})
                 if self.statistics is not None and self.statistics.isVisible():
                     self.statistics.show_snapshot(snapshot)
             self._update_counters()

@@ -479,3 +479,22 @@ def test_gradcam_perturbation_and_analysis_tabs(make_window, tmp_path, qtbot):
     assert window.analysis_view.export_button.isEnabled()
     assert "Does not hold" in window.analysis_view.verdicts.text()  # ENet's 12 ms for 8 M MACs
     assert window.analysis_view.layer_network.count() == 3
+
+
+def test_the_overview_shows_every_stage_and_opens_a_layer(make_window, tmp_path, qtbot):
+    from engine.api import LayerOverview
+
+    window = make_window(str(write_image(tmp_path / "a.png")))
+    qtbot.waitUntil(lambda: all(p.frame_id is not None for p in _panels(window).values()), timeout=LONG)
+    window.bottom_tabs.setCurrentWidget(window.overview_view)
+    canvas = window.overview_view.canvas
+    qtbot.waitUntil(lambda: len(canvas.glances.get("vgg16", {})) == 18, timeout=LONG)  # 13 convolutions, 5 pools
+    assert {name: len(g) for name, g in canvas.glances.items()} == {"lenet5": 6, "alexnet": 9, "vgg16": 18,
+                                                                    "enet": 29}
+    glance = canvas.glances["alexnet"]["features.relu2"]
+    assert 0 < glance.zero_fraction < 1 and glance.strongest.ndim == 2 and not glance.strongest.flags.writeable
+    canvas.layer_clicked.emit("vgg16", "features.relu4_2")
+    assert _panels(window)["vgg16"].layer == "features.relu4_2"
+    window.bottom_tabs.setCurrentWidget(window.live_tab)  # the engine stops summarising every layer
+    qtbot.waitUntil(lambda: not any(isinstance(p, LayerOverview)
+                                    for p in window.bridge.engine.request.probes.get("vgg16", ())), timeout=LONG)

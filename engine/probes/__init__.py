@@ -23,17 +23,19 @@ from typing import Any
 import torch
 
 from engine.models.adapter import ModelAdapter
-from engine.probes import activations, gradcam
+from engine.probes import activations, gradcam, overview
 from engine.probes.activations import ActivationMaps, Activations
 from engine.probes.base import EMPTY_TAPS, ProbeContext, ProbeRequest
 from engine.probes.gradcam import METHODS as GRADCAM_METHODS
 from engine.probes.gradcam import GradCam, GradCamError, GradCamResult
+from engine.probes.overview import LayerGlance, LayerOverview
 
 Runner = Callable[[ModelAdapter, torch.Tensor, ProbeContext], Any]
 
 RUNNERS: dict[type, Runner] = {
     Activations: activations.run,
     GradCam: gradcam.run,
+    LayerOverview: overview.run,
 }
 
 
@@ -53,4 +55,4 @@ def run_probe(request: ProbeRequest, adapter: ModelAdapter, batch: torch.Tensor,
 
 
 __all__ = ["GRADCAM_METHODS", "RUNNERS", "ActivationMaps", "Activations", "GradCam", "GradCamError", "GradCamResult",
-           "ProbeContext", "ProbeRequest", "register", "run_probe"]
+           "LayerGlance", "LayerOverview", "ProbeContext", "ProbeRequest", "register", "run_probe"]
