@@ -8,8 +8,8 @@ a fixed lookup table, so a frame costs one ``setImage``. Clicking a tile selects
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import QRectF, Signal
-from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
+from PySide6.QtCore import QPoint, QPointF, QRectF, Qt, Signal
+from PySide6.QtWidgets import QFileDialog, QLabel, QMenu, QSizePolicy, QVBoxLayout, QWidget
 
 from gui import style
 from gui.image_canvas import ImageCanvas
@@ -46,6 +46,28 @@ class FeatureMapView(QWidget):
         self.mosaic: Mosaic | None = None
         self.selected: int | None = None
         self._activation: np.ndarray | None = None
+        self.canvas.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.canvas.customContextMenuRequested.connect(self._menu)
+        self.extra_actions: list = []  # (text, callback(channel or None)) the owner adds to the menu
+
+    def _menu(self, pos: QPoint) -> None:
+        menu = QMenu(self)
+        save = menu.addAction("Save the mosaic as PNG\u2026", self.save_png)
+        save.setEnabled(self.mosaic is not None)
+        at = self.canvas.to_image(QPointF(pos))
+        channel = self.mosaic.channel_at(*at) if at is not None and self.mosaic is not None else None
+        for text, callback in self.extra_actions:
+            action = menu.addAction(text.format(channel=channel), lambda c=channel, cb=callback: cb(c))
+            action.setEnabled(channel is not None)
+        menu.exec(self.canvas.mapToGlobal(pos))
+
+    def save_png(self) -> None:
+        if self.mosaic is None:
+            return
+        name = f"cnn-arena-{(self.layer or 'layer').replace('.', '-')}.png"
+        path, _ = QFileDialog.getSaveFileName(self, "Save the mosaic", name, "PNG (*.png)")
+        if path:
+            self.canvas.grab().save(path, "PNG")
 
     def set_per_channel(self, per_channel: bool) -> None:
         if per_channel != self.per_channel:
