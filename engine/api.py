@@ -34,6 +34,7 @@ from engine.imageio import IMAGE_SUFFIXES, InputError, display_name, is_image_pa
 from engine.inference import FrameResult, LayerInfo, ModelResult
 from engine.jobs import Cancelled, JobProgress, JobState
 from engine.jobs.download import CIFAR10_BYTES, cifar10_archive_path
+from engine.layer_health import HealthAccumulator, HealthSnapshot, LayerHealth, layer_health
 from engine.metrics import MetricsSnapshot, MetricsTracker
 from engine.models.registry import PROFILES, RegistryError, comparison_specs, family_members, get_spec, lineup
 from engine.perturb import KINDS as PERTURBATION_KINDS
@@ -50,10 +51,13 @@ from engine.probes import (
     LayerOverview,
     ProbeRequest,
 )
+from engine.receptive import ReceptiveField, ReceptiveFieldError, crop_box, receptive_field
 from engine.robustness import RobustnessResult, robustness
 from engine.sources import VIDEO_SUFFIXES, Source, describe, open_source
 from engine.streams import redact_url
 from engine.text import human_count
+from engine.top_images import DEFAULT_IMAGES as TOP_IMAGES_DEFAULT
+from engine.top_images import TOP_K, TopImages, TopImagesError, sample_test_set, top_images
 from engine.weights import WeightsError, WeightsKind, parse_weights_args
 from engine.worker import Engine, source_error
 
@@ -69,6 +73,9 @@ __all__ = [
     "VIDEO_SUFFIXES", "WeightsError", "WeightsKind", "atomic_write", "cifar10_archive_path", "comparison_specs",
     "describe", "display_name", "family_members", "get_spec", "human_count", "is_image_path", "lineup",
     "lineup_choices", "one_line", "open_source", "parse_weights_args", "redact_url", "robustness", "source_error",
+    "HealthAccumulator", "HealthSnapshot", "LayerHealth", "layer_health",
+    "ReceptiveField", "ReceptiveFieldError", "crop_box", "receptive_field",
+    "TOP_IMAGES_DEFAULT", "TOP_K", "TopImages", "TopImagesError", "sample_test_set", "top_images",
 ]
 
 

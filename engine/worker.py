@@ -265,6 +265,38 @@ class Engine:
             if was_playing and self._paused and not self._stop.is_set():
                 self.resume()
 
+    def top_images(self, model: str, layer: str, data: str, limit: int = 2000) -> bool:
+        """What each channel of ``layer`` of ``model`` looks for (:mod:`engine.top_images`): the 9
+        test images of ``data`` that excite it most, over ``limit`` of them, as a job:
+        ``JobProgress`` in images, then ``JobEnded("top-images", ..., result=TopImages)``. The
+        network runs on the weights the session uses (a user's file included), as a private copy;
+        a result cached for those weights, layer and images comes back at once. False when a job is
+        already running."""
+        config = self._wanted()
+        return self._start_job(lambda job: self._top_images(config, model, layer, data, limit, job))
+
+    def _top_images(self, config: _Config, model: str, layer: str, data: str, limit: int, job: JobState) -> None:
+        from engine.models.registry import get_spec
+        from engine.top_images import sample_test_set, top_images
+        from engine.weights import load_model
+
+        try:
+            job.report(JobProgress("top-images", 0, 0, "reading the test set", "images"))
+            spec = get_spec(model, config.profile)
+            loaded = load_model(spec, dict(config.weights).get(model))
+            images, labels, ids = sample_test_set(data, limit)
+            result = top_images(loaded, layer, images, labels, image_ids=ids, job=job)
+        except Cancelled:
+            self._emit(JobEnded("top-images", JobOutcome.CANCELLED, "cancelled; nothing was kept"))
+        except Exception as e:  # noqa: BLE001 - DataError, TopImagesError, ...: a job ends with an event
+            text = f"top images failed: {one_line_error(e)}"
+            self._emit(JobEnded("top-images", JobOutcome.FAILED, text))
+            self._emit(Error(ErrorCode.SOURCE, text))
+        else:
+            how = "cached" if result.cached else f"{result.images} images in {result.seconds:.0f} s"
+            self._emit(JobEnded("top-images", JobOutcome.DONE, f"{model} {layer}: top images per channel ({how})",
+                                result))
+
     def analyze(self, max_batch: int = 64, precision: str = "fp32", fresh: bool = False) -> bool:
         """Measure the current profile's networks for the Analysis (:mod:`engine.analysis`) as a job:
         ``JobProgress`` in steps, then ``JobEnded("analyze", ..., result=Analysis)``. A cached result

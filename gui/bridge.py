@@ -182,6 +182,9 @@ class EngineBridge(QObject):
     def set_perturbation(self, perturbation) -> None:
         self.engine.set_perturbation(perturbation)
 
+    def top_images(self, model: str, layer: str, data: str) -> bool:
+        return self.engine.top_images(model, layer, data)
+
     def robustness(self, data: str, limit: int) -> bool:
         return self.engine.robustness(data, limit)
 

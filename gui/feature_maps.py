@@ -49,6 +49,7 @@ class FeatureMapView(QWidget):
         self.canvas.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.canvas.customContextMenuRequested.connect(self._menu)
         self.extra_actions: list = []  # (text, callback(channel or None)) the owner adds to the menu
+        self.health = ""  # the owner's layer-health note, appended to the caption
 
     def _menu(self, pos: QPoint) -> None:
         menu = QMenu(self)
@@ -88,7 +89,7 @@ class FeatureMapView(QWidget):
         scale = "per-channel scale" if self.per_channel else f"range {mosaic.low:.3g} \u2026 {mosaic.high:.3g}"
         count = f"{mosaic.total} ch" if mosaic.shown == mosaic.total else f"{mosaic.shown} of {mosaic.total} ch"
         pick = f" \u00b7 ch {self.selected} on the input" if self.selected is not None else ""
-        text = f"{shape_text(self.shape)} \u00b7 {count} \u00b7 {scale}{pick}"
+        text = f"{shape_text(self.shape)} \u00b7 {count} \u00b7 {scale}{pick}{self.health}"
         if self.caption.text() != text:
             self.caption.setText(text)
 

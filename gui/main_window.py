@@ -50,6 +50,7 @@ from engine.api import (
 from gui import style
 from gui.analysis_view import AnalysisView
 from gui.bridge import EngineBridge
+from gui.channel_view import ChannelView
 from gui.comparison_table import ComparisonTable, table_entries
 from gui.elided import ElidedLabel
 from gui.help_view import HelpView
@@ -132,6 +133,8 @@ class MainWindow(QMainWindow):
         self._status_is_error = False
         self._resume_after_analysis = False
         self.gradcam_on = False
+        self._channel_wanted: tuple[str, int] | None = None
+        self._channel_view: ChannelView | None = None
 
         self.source_bar = SourceBar(self.settings, self, devices=available_devices())
         self.addToolBar(self.source_bar)
@@ -318,6 +321,23 @@ class MainWindow(QMainWindow):
 
     def _input_clicked(self, fx: float, fy: float) -> None:
         self.robustness_view.move_occluder(fx, fy)
+
+    def _study_channel(self, model: str, layer: str, channel: int) -> None:
+        """The top 9 test pictures of a channel: a job over 2,000 CIFAR-10 test images (cached per
+        weights and layer), then the grid."""
+        if self.profile != "cifar10":
+            self.set_status("What a channel looks for is searched in the CIFAR-10 test set: the cifar10 profile", True)
+            return
+        path = self.source_bar.cifar_start_path()
+        if not os.path.isfile(path) and not os.path.isdir(path):
+            path, _ = QFileDialog.getOpenFileName(self, "The CIFAR-10 test set to search", path, CIFAR_FILTER)
+            if not path:
+                return
+        if self.bridge.top_images(model, layer, path):
+            self._channel_wanted = (model, channel)
+            self.set_status(f"Searching the CIFAR-10 test set for what {layer} channel {channel} looks for\u2026")
+        else:
+            self.set_status("Another job is running: wait for it, or cancel it in the status bar", True)
 
     def _run_robustness(self, images: int) -> None:
         if self.profile != "cifar10":
@@ -664,6 +684,7 @@ class MainWindow(QMainWindow):
             panel.original_requested.connect(self.show_original)
             panel.input_clicked.connect(self._input_clicked)
             panel.gradcam_target_requested.connect(self._gradcam_target)
+            panel.channel_study_requested.connect(self._study_channel)
             panel.lineup_requested.connect(self._lineup_chosen)
             self.panel_layout.addWidget(panel, 1)
             self.panels.append(panel)
@@ -756,6 +777,8 @@ class MainWindow(QMainWindow):
             self.set_status(event.text + hint, True)
         elif isinstance(event, SourceStarted):
             self.set_status(f"Playing {event.name}")
+            for panel in self.panels:
+                panel.reset_health()
             self.source_bar.set_playing(not self.bridge.paused)
             target = self.bridge.target
             self._pictures = isinstance(target, list) or (
@@ -775,6 +798,13 @@ class MainWindow(QMainWindow):
                 self.set_status(event.text)
             if event.job == "dataset" and event.outcome == JobOutcome.DONE and event.result:
                 self.source_bar.open_cifar_path(event.result)  # remembered, then played
+            if event.job == "top-images" and event.outcome == JobOutcome.DONE and event.result is not None:
+                model, channel = self._channel_wanted or (event.result.model, 0)
+                if self._channel_view is None:
+                    self._channel_view = ChannelView(self)
+                label = next((m.display for m in self.session.models if m.name == model), model) \
+                    if self.session is not None else model
+                self._channel_view.show_channel(event.result, channel, label)
             if event.job == "robustness":
                 self.robustness_view.set_busy(False)
                 if event.outcome == JobOutcome.DONE and event.result is not None and self.session is not None:

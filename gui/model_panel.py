@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.api import ModelCard, ModelResult, WeightsKind, human_count
+from engine.api import HealthAccumulator, ModelCard, ModelResult, WeightsKind, human_count
 from gui import style
 from gui.elided import ElidedLabel
 from gui.feature_maps import FeatureMapView, shape_text
@@ -134,6 +134,7 @@ class ModelPanel(QFrame):
     original_requested = Signal()  # show the frame on screen as it was loaded, full size
     input_clicked = Signal(float, float)  # where on its input, as fractions of the width and height
     gradcam_target_requested = Signal(str, object)  # model, class index to explain (None: its top-1)
+    channel_study_requested = Signal(str, str, int)  # model, layer, channel: what does it look for?
     lineup_requested = Signal(str)  # put this network (another VGG depth) in this panel's place
 
     def __init__(self, index: int, parent: QWidget | None = None) -> None:
@@ -149,6 +150,8 @@ class ModelPanel(QFrame):
         self.show_class_map = True
         self.show_gradcam = False  # paint the frame's Grad-CAM (a probe the window asks for) over the input
         self.gradcam_target: int | None = None  # the class Grad-CAM explains; None: the top-1 of each frame
+        self._health = HealthAccumulator()  # the shown layer's zeros and silent channels on this source
+        self._health_layer: str | None = None
         self._result: ModelResult | None = None
         self._palette = style.class_palette(10)
         self._lut = style.feature_lut()
@@ -247,6 +250,10 @@ class ModelPanel(QFrame):
         picker.addWidget(self.layers, 1)
 
         self.features = FeatureMapView(self)
+        self.features.extra_actions.append(
+            ("What does channel {channel} look for? (its top 9 CIFAR-10 test images)",
+             lambda channel: channel is not None and self.layer is not None
+             and self.channel_study_requested.emit(self.name, self.layer, channel)))
         self.features.channel_selected.connect(lambda _channel: self._paint_input())
 
         layout = QVBoxLayout(self)
@@ -393,10 +400,34 @@ class ModelPanel(QFrame):
         current = generation >= self.capture_generation
         activation = result.activations.get(self.layer) if self.layer and current else None
         if activation is not None and activation.ndim == 3:
+            self._count_health(activation)
             self.features.set_activation(self.layer, activation)
         if result.class_map is not None and self.info is not None and self.info.has_class_map:
             self._show_legend(result.class_map)
         self._paint_input()
+
+    def reset_health(self) -> None:
+        """A new source (or layer): the "never fired" count starts over."""
+        self._health = HealthAccumulator()
+        self._health_layer = self.layer
+
+    def _count_health(self, activation: np.ndarray) -> None:
+        if self._health_layer != self.layer:
+            self.reset_health()
+        try:
+            frame = self._health.add(activation)
+        except ValueError:  # another channel count: the layer changed under the same name
+            self.reset_health()
+            frame = self._health.add(activation)
+        seen = self._health.snapshot()
+        never = len(seen.never_fired)
+        self.features.health = (f" \u00b7 {100 * frame.zero_fraction:.0f}% zeros"
+                                + (f" \u00b7 {never} ch never fired in {seen.frames} frames" if never else ""))
+        self.features.setToolTip(f"This frame: {100 * frame.zero_fraction:.0f}% of the outputs are 0, "
+                                 f"{len(frame.dead_channels)} of {frame.channels} channels have no positive value. "
+                                 f"Since this source opened ({seen.frames} frames): {never} channels never fired"
+                                 + (f" ({', '.join(map(str, seen.never_fired[:20]))}"
+                                    f"{'...' if never > 20 else ''})" if never else ""))
 
     def _show_flip(self, frame_id: int, result: ModelResult, clean_top1: int | None) -> None:
         if clean_top1 is None:

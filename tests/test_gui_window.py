@@ -498,3 +498,22 @@ def test_the_overview_shows_every_stage_and_opens_a_layer(make_window, tmp_path,
     window.bottom_tabs.setCurrentWidget(window.live_tab)  # the engine stops summarising every layer
     qtbot.waitUntil(lambda: not any(isinstance(p, LayerOverview)
                                     for p in window.bridge.engine.request.probes.get("vgg16", ())), timeout=LONG)
+
+
+def test_what_a_channel_looks_for_and_its_layer_health(make_window, tmp_path, qtbot, monkeypatch):
+    from tests.test_data import make_tiny_archive
+
+    monkeypatch.setenv("CNN_ARENA_CACHE", str(tmp_path / "cache"))
+    archive = make_tiny_archive(tmp_path / "tiny.tar.gz", train_per_class=1, test_per_class=5)  # 3 classes
+    window = make_window(str(write_image(tmp_path / "a.png")))
+    lenet = _panels(window)["lenet5"]
+    qtbot.waitUntil(lambda: lenet.frame_id is not None, timeout=LONG)
+    assert lenet.select_layer("features.tanh3")
+    qtbot.waitUntil(lambda: "zeros" in lenet.features.caption.text(), timeout=LONG)  # health under the mosaic
+    window.settings.setValue("cifar10_path", str(archive))
+    window._study_channel("lenet5", "features.tanh3", 3)
+    qtbot.waitUntil(lambda: window._channel_view is not None and window._channel_view.isVisible(), timeout=LONG)
+    view = window._channel_view
+    assert view.channel.value() == 3 and view.result.layer == "features.tanh3" and view.result.images == 15
+    assert sum(1 for canvas, caption in view.cells if caption.text()) == 9
+    view.close()

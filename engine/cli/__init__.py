@@ -195,6 +195,21 @@ def build_parser() -> argparse.ArgumentParser:
     robust.add_argument("--weights", action="append", default=[], metavar="MODEL=PATH",
                         help="a custom checkpoint for one network (repeatable)")
     robust.add_argument("--json", action="store_true")
+
+    top = sub.add_parser("top-images", help="what each channel of a layer looks for: its nine strongest test "
+                         "images, cropped to the receptive field, as PNG grids")
+    top.add_argument("--data", required=True, metavar="PATH",
+                     help="CIFAR-10 archive (.tar.gz) or ImageFolder directory; its test split is searched")
+    top.add_argument("--model", required=True, metavar="NAME", help="a cifar10 network (vgg16, alexnet, ...)")
+    top.add_argument("--layer", required=True, metavar="LAYER", help="a layer with a spatial map: features.conv5_3")
+    top.add_argument("--limit", type=positive_int, default=2000, metavar="N",
+                     help="N test images spread over the classes (default 2000)")
+    top.add_argument("--out", required=True, metavar="DIR",
+                     help="folder for channel_NNN.png and index.json (new, empty, or an earlier top-images output)")
+    top.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda or auto")
+    top.add_argument("--weights", action="append", default=[], metavar="MODEL=PATH",
+                     help="a custom checkpoint for the network")
+    top.add_argument("--json", action="store_true", help="a summary as JSON (the channels are in index.json)")
     return parser
 
 
@@ -240,6 +255,9 @@ def _handler(command: str):
     if command == "robustness":
         from engine.cli.robustness import cmd_robustness
         return cmd_robustness
+    if command == "top-images":
+        from engine.cli.top_images import cmd_top_images
+        return cmd_top_images
     raise ValueError(f"unknown command {command!r}")
 
 
