@@ -33,6 +33,7 @@ class ImageCanvas(QWidget):
         self._highlight: QRectF | None = None
         self._on_click: Callable[[float, float], None] | None = None
         self.on_double_click: Callable[[], None] | None = None
+        self.on_wheel: Callable[[int], bool] | None = None  # steps up (+) or down (-); True when used
         self._describe: Callable[[float, float], str] | None = None
 
     @property
@@ -135,6 +136,13 @@ class ImageCanvas(QWidget):
             text = (self._describe(*at) if at is not None else "") or self.toolTip()
             QToolTip.showText(event.globalPosition().toPoint(), text, self)
         super().mouseMoveEvent(event)
+
+    def wheelEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        steps = event.angleDelta().y() // 120
+        if self.on_wheel is not None and steps and self.on_wheel(steps):
+            event.accept()
+            return
+        super().wheelEvent(event)
 
     def mouseDoubleClickEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt's name
         if self.on_double_click is not None and event.button() == Qt.MouseButton.LeftButton:

@@ -149,6 +149,7 @@ class ModelPanel(QFrame):
         self.capture_generation = 0  # results answering an older capture request show other layers
         self.show_class_map = True
         self.show_gradcam = False  # paint the frame's Grad-CAM (a probe the window asks for) over the input
+        self.channel_opacity = 0.7  # of a selected channel painted over the input (scroll on the input)
         self.gradcam_target: int | None = None  # the class Grad-CAM explains; None: the top-1 of each frame
         self._health = HealthAccumulator()  # the shown layer's zeros and silent channels on this source
         self._health_layer: str | None = None
@@ -199,6 +200,7 @@ class ModelPanel(QFrame):
         self.input_view = ImageCanvas(self, min_size=96)
         self.input_view.setFixedSize(136, 136)
         self.input_view.on_click = self._input_click
+        self.input_view.on_wheel = self._wheel
         self.input_view.on_double_click = self.original_requested.emit
         self.input_view.setToolTip("What this network sees. Double-click: the picture as it was loaded")
         self.input_caption = QLabel("", self)
@@ -444,6 +446,14 @@ class ModelPanel(QFrame):
             self.frame_label.setStyleSheet(f"color: {colour};" if colour else "")
             self.frame_label.setToolTip(tip or text)
 
+    def _wheel(self, steps: int) -> bool:
+        """Scrolling over the input while a channel is painted on it: more or less opaque."""
+        if self.features.selected is None:
+            return False
+        self.channel_opacity = min(1.0, max(0.1, round(self.channel_opacity + 0.1 * steps, 1)))
+        self._paint_input()
+        return True
+
     def _input_click(self, x: float, y: float) -> None:
         self.features.select_channel(None)
         view = self._result.view if self._result is not None else None
@@ -483,8 +493,10 @@ class ModelPanel(QFrame):
         if cam is None and self.input_view.toolTip():
             self.input_view.setToolTip("")
         if channel is not None:
-            self.input_view.set_rgb(blend_channel(view, channel, self._lut))
-            caption = f"channel {self.features.selected} over the input"
+            self.input_view.set_rgb(blend_channel(view, channel, self._lut, self.channel_opacity))
+            caption = f"channel {self.features.selected} over the input, {100 * self.channel_opacity:.0f}%"
+            self.input_view.setToolTip("The selected channel, upsampled to the input, over it; scroll here to change "
+                                       "how opaque it is")
         elif cam is not None and hasattr(cam, "map"):
             self.input_view.set_rgb(blend_heat(view, cam.map, self._heat_lut))
             caption = f"Grad-CAM of \u201c{cam.label}\u201d ({cam.ms:.0f} ms)"

@@ -79,6 +79,9 @@ def test_clicking_a_tile_paints_that_channel_over_the_input(make_window, tmp_pat
     assert "channel 3" in vgg.input_caption.text()
     assert not np.array_equal(plain, vgg.input_view.array)
     assert canvas._highlight is not None and canvas._highlight.contains(QPointF(x + 1, y + 1))
+    painted = vgg.input_view.array.copy()
+    assert vgg._wheel(-3) and vgg.channel_opacity == pytest.approx(0.4)  # scrolling on the input: fainter
+    assert "40%" in vgg.input_caption.text() and not np.array_equal(painted, vgg.input_view.array)
     qtbot.mouseClick(canvas, Qt.MouseButton.LeftButton, pos=at)  # again: cleared
     assert vgg.features.selected is None and canvas._highlight is None
     window.source_bar.scale_action.setChecked(True)
