@@ -138,7 +138,7 @@ class OverviewCanvas(QWidget):
                     painter.setPen(QColor(style.TEXT_DIM))
                     share = f"{100 * layer.macs / total:.0f}%" if total and layer.macs else ""
                     c, h, w = layer.shape
-                    painter.drawText(QRect(x + size // 2 - 38, top + size + 6, 76, 14),
+                    painter.drawText(QRect(min(max(0, x + size // 2 - 38), self.width() - 78), top + size + 6, 76, 14),
                                      int(Qt.AlignmentFlag.AlignHCenter), f"{c}\u00d7{h}\u00b2 {share}".strip())
                 self._hits.append((box.adjusted(-2, -2, 2, 8), card.name, layer.name))
         painter.end()
