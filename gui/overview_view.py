@@ -71,7 +71,7 @@ class OverviewCanvas(QWidget):
         self._lut = style.feature_lut()
         self._hits: list[tuple[QRect, str, str]] = []
         self.setMouseTracking(True)
-        self.setMinimumHeight(160)
+        self.setMinimumHeight(100)  # rows shrink to fit a short window; the figures are on hover
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
 
     def set_models(self, cards: list[ModelCard]) -> None:

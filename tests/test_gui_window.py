@@ -484,9 +484,14 @@ def test_gradcam_perturbation_and_analysis_tabs(make_window, tmp_path, qtbot):
     assert window.analysis_view.layer_network.count() == 3
 
 
-def test_the_overview_shows_every_stage_and_opens_a_layer(make_window, tmp_path, qtbot):
+def test_overview_channel_study_and_layer_health(make_window, tmp_path, qtbot, monkeypatch):
+    """The Overview summarises every stage and opens one in its panel; a channel's top 9 test
+    pictures come from a job; the mosaic's caption tells the layer's zeros."""
     from engine.api import LayerOverview
+    from tests.test_data import make_tiny_archive
 
+    monkeypatch.setenv("CNN_ARENA_CACHE", str(tmp_path / "cache"))
+    archive = make_tiny_archive(tmp_path / "tiny.tar.gz", train_per_class=1, test_per_class=5)  # 3 classes
     window = make_window(str(write_image(tmp_path / "a.png")))
     qtbot.waitUntil(lambda: all(p.frame_id is not None for p in _panels(window).values()), timeout=LONG)
     window.bottom_tabs.setCurrentWidget(window.overview_view)
@@ -496,23 +501,14 @@ def test_the_overview_shows_every_stage_and_opens_a_layer(make_window, tmp_path,
                                                                     "enet": 29}
     glance = canvas.glances["alexnet"]["features.relu2"]
     assert 0 < glance.zero_fraction < 1 and glance.strongest.ndim == 2 and not glance.strongest.flags.writeable
-    canvas.layer_clicked.emit("vgg16", "features.relu4_2")
-    assert _panels(window)["vgg16"].layer == "features.relu4_2"
+    canvas.layer_clicked.emit("lenet5", "features.tanh3")
+    lenet = _panels(window)["lenet5"]
+    assert lenet.layer == "features.tanh3"
     window.bottom_tabs.setCurrentWidget(window.live_tab)  # the engine stops summarising every layer
     qtbot.waitUntil(lambda: not any(isinstance(p, LayerOverview)
                                     for p in window.bridge.engine.request.probes.get("vgg16", ())), timeout=LONG)
-
-
-def test_what_a_channel_looks_for_and_its_layer_health(make_window, tmp_path, qtbot, monkeypatch):
-    from tests.test_data import make_tiny_archive
-
-    monkeypatch.setenv("CNN_ARENA_CACHE", str(tmp_path / "cache"))
-    archive = make_tiny_archive(tmp_path / "tiny.tar.gz", train_per_class=1, test_per_class=5)  # 3 classes
-    window = make_window(str(write_image(tmp_path / "a.png")))
-    lenet = _panels(window)["lenet5"]
-    qtbot.waitUntil(lambda: lenet.frame_id is not None, timeout=LONG)
-    assert lenet.select_layer("features.tanh3")
     qtbot.waitUntil(lambda: "zeros" in lenet.features.caption.text(), timeout=LONG)  # health under the mosaic
+
     window.settings.setValue("cifar10_path", str(archive))
     window._study_channel("lenet5", "features.tanh3", 3)
     qtbot.waitUntil(lambda: window._channel_view is not None and window._channel_view.isVisible(), timeout=LONG)
