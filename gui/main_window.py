@@ -584,8 +584,8 @@ class MainWindow(QMainWindow):
         for panel in self.panels:
             if panel.info is not None:
                 self._request(panel.name)
-        if on and (self.bridge.paused or self.bridge.source_ended or self.bridge.target is None):
-            self.bridge.rerun_last()
+        if self.bridge.paused or self.bridge.source_ended or self.bridge.target is None:
+            self.bridge.rerun_last()  # nothing new is coming: the frame on screen answers the new request
 
     def _overview_clicked(self, model: str, layer: str) -> None:
         panel = next((p for p in self.panels if p.name == model), None)
