@@ -53,6 +53,7 @@ def test_unknown_command_is_a_usage_error(capsys):
     assert exit_info.value.code == 2
 
 
+@pytest.mark.slow
 def test_a_closed_pipe_is_not_a_traceback():
     """`python main.py info | head -1`: the reader leaves before the table is written; the command
     stops quietly instead of printing a BrokenPipeError traceback."""

@@ -267,6 +267,7 @@ def test_a_resume_of_a_different_run_is_refused_in_one_line(tmp_path, capsys):
     assert load_checkpoint(run_dir / "checkpoint.pt")["epoch"] == 1  # untouched by the refusals
 
 
+@pytest.mark.slow
 def test_sigint_during_training_exits_130_and_leaves_a_loadable_checkpoint(tmp_path):
     import signal
     import subprocess
