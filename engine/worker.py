@@ -240,7 +240,8 @@ class Engine:
         from engine.robustness import robustness
 
         was_playing = not self._paused
-        try:
+
+        def attempt() -> tuple[str, object]:
             if config.profile != "cifar10":
                 raise DataError("the robustness bench needs the cifar10 profile (its networks read 32x32 pictures)")
             job.report(JobProgress("robustness", 0, 0, "reading the test set", "images"))
@@ -251,16 +252,12 @@ class Engine:
             if was_playing:
                 self.pause()
             result = robustness(specs, images[idx], labels[idx], precision=precision, job=job)
-        except Cancelled:
-            self._emit(JobEnded("robustness", JobOutcome.CANCELLED, "robustness bench cancelled"))
-        except Exception as e:  # noqa: BLE001 - DataError, EvalError, ...: a job ends with an event
-            text = f"robustness bench failed: {one_line_error(e)}"
-            self._emit(JobEnded("robustness", JobOutcome.FAILED, text))
-            self._emit(Error(ErrorCode.SOURCE, text))
-        else:
-            self._emit(JobEnded("robustness", JobOutcome.DONE,
-                                f"robustness of {len(result.models)} networks on {result.images} images "
-                                f"in {result.seconds:.0f} s", result))
+            return (f"robustness of {len(result.models)} networks on {result.images} images in {result.seconds:.0f} s",
+                    result)
+
+        try:
+            self._end_job("robustness", attempt, cancelled="robustness bench cancelled",
+                          failed="robustness bench failed")
         finally:
             if was_playing and self._paused and not self._stop.is_set():
                 self.resume()
@@ -280,22 +277,30 @@ class Engine:
         from engine.top_images import sample_test_set, top_images
         from engine.weights import load_model
 
-        try:
+        def attempt() -> tuple[str, object]:
             job.report(JobProgress("top-images", 0, 0, "reading the test set", "images"))
             spec = get_spec(model, config.profile)
             loaded = load_model(spec, dict(config.weights).get(model))
             images, labels, ids = sample_test_set(data, limit)
             result = top_images(loaded, layer, images, labels, image_ids=ids, job=job)
-        except Cancelled:
-            self._emit(JobEnded("top-images", JobOutcome.CANCELLED, "cancelled; nothing was kept"))
-        except Exception as e:  # noqa: BLE001 - DataError, TopImagesError, ...: a job ends with an event
-            text = f"top images failed: {one_line_error(e)}"
-            self._emit(JobEnded("top-images", JobOutcome.FAILED, text))
-            self._emit(Error(ErrorCode.SOURCE, text))
-        else:
             how = "cached" if result.cached else f"{result.images} images in {result.seconds:.0f} s"
-            self._emit(JobEnded("top-images", JobOutcome.DONE, f"{model} {layer}: top images per channel ({how})",
-                                result))
+            return f"{model} {layer}: top images per channel ({how})", result
+
+        self._end_job("top-images", attempt, cancelled="cancelled; nothing was kept", failed="top images failed")
+
+    def _end_job(self, name: str, attempt: Callable[[], tuple[str, object]], *, cancelled: str, failed: str) -> None:
+        """Run a job's ``attempt`` (returning its line and result) and end the job with one
+        ``JobEnded``: done, cancelled, or failed (with an ``Error`` too: a job never ends silently)."""
+        try:
+            text, result = attempt()
+        except Cancelled:
+            self._emit(JobEnded(name, JobOutcome.CANCELLED, cancelled))
+        except Exception as e:  # noqa: BLE001 - DataError, TopImagesError, ...: one line, never a traceback
+            line = f"{failed}: {one_line_error(e)}"
+            self._emit(JobEnded(name, JobOutcome.FAILED, line))
+            self._emit(Error(ErrorCode.SOURCE, line))
+        else:
+            self._emit(JobEnded(name, JobOutcome.DONE, text, result))
 
     def analyze(self, max_batch: int = 64, precision: str = "fp32", fresh: bool = False) -> bool:
         """Measure the current profile's networks for the Analysis (:mod:`engine.analysis`) as a job:

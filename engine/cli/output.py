@@ -105,3 +105,13 @@ class JobProgressBar:
         else:
             self.stream.write(line + "\n")
         self.stream.flush()
+
+
+def pil_font(size: int):
+    """Pillow's own font at ``size`` points (Pillow 10.1 and later), or its one bitmap size before."""
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:
+        return ImageFont.load_default()

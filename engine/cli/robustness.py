@@ -14,7 +14,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from engine.cli.evaluate import networks_and_test_set
-from engine.cli.output import CliError, JobProgressBar, format_table, print_json, stop_on_signals, terminal_text
+from engine.cli.output import (
+    CliError,
+    JobProgressBar,
+    format_table,
+    pil_font,
+    print_json,
+    stop_on_signals,
+    terminal_text,
+)
 from engine.device import device_label, resolve_device
 from engine.evaluation import EvalError, sample_indices
 from engine.files import atomic_write
@@ -125,13 +133,13 @@ def line_plot(title: str, x_labels: Sequence[str], series: Sequence[tuple[str, S
               size: tuple[int, int] = (720, 440)):
     """A line chart of fractions (0..1, shown as %) as a Pillow image: one line per named series,
     NaN points left out, gridlines every 20%, a legend at the lower left."""
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
     width, height = size
     image = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(image)
-    font = _font(ImageFont, 14)
-    small = _font(ImageFont, 12)
+    font = pil_font(14)
+    small = pil_font(12)
     left, right, top, bottom = 64, width - 24, 44, height - 52
     draw.text((left, 14), title, fill="black", font=font)
     for pct in range(0, 101, 20):
@@ -161,12 +169,6 @@ def line_plot(title: str, x_labels: Sequence[str], series: Sequence[tuple[str, S
         draw.text((left + 42, ly), name, fill="black", font=small, anchor="lm")
     return image
 
-
-def _font(image_font, size: int):
-    try:
-        return image_font.load_default(size=size)
-    except TypeError:  # Pillow before 10.1: one bitmap size
-        return image_font.load_default()
 
 
 def _print_human(result: RobustnessResult, args: argparse.Namespace, device) -> None:

@@ -16,7 +16,15 @@ import sys
 from pathlib import Path
 
 from engine.cli.evaluate import networks_and_test_set
-from engine.cli.output import CliError, JobProgressBar, format_table, print_json, stop_on_signals, terminal_text
+from engine.cli.output import (
+    CliError,
+    JobProgressBar,
+    format_table,
+    pil_font,
+    print_json,
+    stop_on_signals,
+    terminal_text,
+)
 from engine.device import device_label, resolve_device
 from engine.evaluation import sample_indices
 from engine.files import atomic_write
@@ -127,9 +135,9 @@ def channel_file(channel: int) -> str:
 def channel_grid(result: TopImages, channel: int, columns: int = 3):
     """A Pillow image: the channel's crops in a grid (best first, row by row), each enlarged with
     nearest neighbour to fit ``TILE`` x ``TILE``, its class name under it, a title line on top."""
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
-    font = _font(ImageFont, 11)
+    font = pil_font(11)
     gap, caption, title = 6, 14, 18
     rows = -(-result.top_k // columns)
     width = columns * TILE + (columns + 1) * gap
@@ -151,12 +159,6 @@ def channel_grid(result: TopImages, channel: int, columns: int = 3):
                   anchor="ma")
     return image
 
-
-def _font(image_font, size: int):
-    try:
-        return image_font.load_default(size=size)
-    except TypeError:  # Pillow before 10.1: one bitmap size
-        return image_font.load_default()
 
 
 def _print_human(result: TopImages, args: argparse.Namespace, device, out: Path, files: int) -> None:
