@@ -51,6 +51,7 @@ from engine.complexity import complexity
 from engine.device import machine_load, resolve_device, synchronize
 from engine.jobs import JobProgress, JobState
 from engine.models.adapter import ModelAdapter
+from engine.models.backend import BackendError, make_runner, onnxruntime_version
 from engine.models.registry import ModelSpec, comparison_specs, get_spec
 from engine.precision import check_precision, dtype_of
 
@@ -139,6 +140,18 @@ class Verdict:
 
 
 @dataclass(frozen=True)
+class BackendView:
+    """The same networks on another backend (engine.models.backend): batch latencies and memory
+    (no per-layer times: the runtime has no hooks), and the verdicts judged on them."""
+
+    backend: str  # onnxruntime, compile
+    networks: tuple[NetworkAnalysis, ...]
+    network_fit: Fit | None
+    verdicts: tuple[Verdict, ...]
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Analysis:
     profile: str
     device: str
@@ -155,14 +168,17 @@ class Analysis:
     verdicts: tuple[Verdict, ...]
     cached: bool = False  # read back from the cache, not measured just now
     notes: tuple[str, ...] = field(default=())
+    backends: tuple[BackendView, ...] = ()  # the other backends measured besides torch eager (above)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        for net, d in zip(self.networks, out["networks"]):
-            d.update(latency_ms=net.latency_ms, layers_ms=net.layers_ms, layers_ratio=net.layers_ratio,
-                     density=net.density)
-            for point, pd in zip(net.batches, d["batches"]):
-                pd["images_per_s"] = point.images_per_s
+        for nets, dicts in [(self.networks, out["networks"])] + [
+                (view.networks, d["networks"]) for view, d in zip(self.backends, out["backends"])]:
+            for net, d in zip(nets, dicts):
+                d.update(latency_ms=net.latency_ms, layers_ms=net.layers_ms, layers_ratio=net.layers_ratio,
+                         density=net.density)
+                for point, pd in zip(net.batches, d["batches"]):
+                    pd["images_per_s"] = point.images_per_s
         return out
 
     @classmethod
@@ -171,11 +187,19 @@ class Analysis:
             names = {f.name for f in fields(kind)}
             return kind(**{k: v for k, v in data.items() if k in names})
 
-        networks = tuple(
-            build(NetworkAnalysis, {**n, "batches": tuple(build(BatchPoint, b) for b in n["batches"]),
-                                    "layers": tuple(build(LayerTime, x) for x in n["layers"])})
-            for n in d["networks"])
-        return build(cls, {**d, "networks": networks,
+        def nets(items):
+            return tuple(
+                build(NetworkAnalysis, {**n, "batches": tuple(build(BatchPoint, b) for b in n["batches"]),
+                                        "layers": tuple(build(LayerTime, x) for x in n["layers"])})
+                for n in items)
+
+        networks = nets(d["networks"])
+        backends = tuple(build(BackendView, {**v, "networks": nets(v["networks"]),
+                                             "network_fit": build(Fit, v["network_fit"]) if v.get("network_fit")
+                                             else None, "verdicts": tuple(build(Verdict, x) for x in v["verdicts"]),
+                                             "notes": tuple(v.get("notes", ()))})
+                         for v in d.get("backends", ()))
+        return build(cls, {**d, "networks": networks, "backends": backends,
                            "network_fit": build(Fit, d["network_fit"]) if d.get("network_fit") else None,
                            "layer_fit": build(Fit, d["layer_fit"]) if d.get("layer_fit") else None,
                            "verdicts": tuple(build(Verdict, v) for v in d["verdicts"]),
@@ -509,8 +533,10 @@ def layer_times(spec: ModelSpec, model: nn.Module, x: torch.Tensor, device: torc
 def measure_network(spec: ModelSpec, model: nn.Module, device: torch.device, max_batch: int, *,
                     dtype: torch.dtype = torch.float32, top1: float | None = None, top1_kind: str = "none",
                     weights: str = "", job: JobState | None = None,
-                    on_step: Callable[[str], None] | None = None) -> NetworkAnalysis:
-    """Every measurement of one network (see the module's docstring)."""
+                    on_step: Callable[[str], None] | None = None, backend: str = "torch") -> NetworkAnalysis:
+    """Every measurement of one network (see the module's docstring). On a ``backend`` other than
+    torch eager, the batches are timed on its runner (its graph without taps), and there are no
+    per-layer times: ``forward_ms`` is then batch 1's p50."""
     check = job.check if job is not None else None
     cost = complexity(spec.name, spec.profile)
     model = model.to(device).eval()
@@ -519,22 +545,27 @@ def measure_network(spec: ModelSpec, model: nn.Module, device: torch.device, max
     if dtype != torch.float32:
         model = copy.deepcopy(model).to(dtype)
     adapter = ModelAdapter(spec, model)
+    runner = make_runner(backend, adapter, device=device, dtype=dtype)
+    forward = adapter if runner is None else runner.run_raw
     points = []
     for b in batch_sizes(max_batch):
         if on_step is not None:
             on_step(f"{spec.display}: batch {b}")
         x = torch.randn((b, *spec.input_size), device=device, generator=None).to(dtype)
-        if device.type == "cpu":
+        if device.type == "cpu" and backend != "onnxruntime":
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            peak = _peak_memory_mb(adapter, x, device)  # first: nothing of this size cached yet
+            peak = _peak_memory_mb(forward, x, device)  # first: nothing of this size cached yet
             # at least 5 runs, more for fast batches until 0.5 s; the largest batches of a big
             # network at 224x224 take seconds a run, so 3 of those
             slow = b * cost.macs > 5e10
-            times = timed_runs(lambda x=x: adapter(x), device, min_runs=3 if slow else 5,
+            times = timed_runs(lambda x=x: forward(x), device, min_runs=3 if slow else 5,
                                min_seconds=0.0 if slow else 0.5, max_runs=200, warmup=1, check=check)
         p50, p95 = float(np.percentile(times, 50)), float(np.percentile(times, 95))
         points.append(BatchPoint(b, p50 / b, p95 / b, len(times), cost.activation_mb * b, peak))
+    if runner is not None:
+        return NetworkAnalysis(spec.name, spec.display, cost.macs, cost.params, top1, top1_kind, weights,
+                               points[0].ms_per_image_p50, tuple(points), ())
     if on_step is not None:
         on_step(f"{spec.display}: layer by layer")
     x1 = torch.randn((1, *spec.input_size), device=device).to(dtype)
@@ -569,10 +600,13 @@ def machine_name() -> str:
 
 def analyze(profile: str = "cifar10", device: str = "cpu", *, max_batch: int = DEFAULT_MAX_BATCH,
             precision: str = "fp32", models: Iterable[str] | None = None,
-            job: JobState | None = None) -> Analysis:
+            job: JobState | None = None, backends: Iterable[str] = ()) -> Analysis:
     """Measure every network of ``profile`` (default: its comparison line-up) and judge the claims.
     Progress is in steps (one per batch size and one per layer pass, per network); a cancel stops
-    at the next run (:class:`~engine.jobs.Cancelled`)."""
+    at the next run (:class:`~engine.jobs.Cancelled`). Torch eager is always measured; each of
+    ``backends`` other than torch (onnxruntime, compile) is measured again as a
+    :class:`BackendView` with its own fit and verdicts. A network a backend cannot run is left out
+    of that view, with a note."""
     from engine.weights import UNTRAINED, load_model, published_accuracy
 
     dev = resolve_device(device)
@@ -580,8 +614,9 @@ def analyze(profile: str = "cifar10", device: str = "cpu", *, max_batch: int = D
     torch.set_num_threads(analysis_threads())  # this thread's team (OpenMP keeps one per thread)
     dtype = dtype_of(precision)
     specs = [get_spec(n, profile) for n in models] if models is not None else comparison_specs(profile)
+    others = [b for b in dict.fromkeys(backends) if b != "torch"]
     steps_each = len(batch_sizes(max_batch)) + 1
-    total, done = steps_each * len(specs), 0
+    total, done = (steps_each + (steps_each - 1) * len(others)) * len(specs), 0
     started = time.perf_counter()
     networks = []
     notes = []
@@ -596,8 +631,10 @@ def analyze(profile: str = "cifar10", device: str = "cpu", *, max_batch: int = D
             job.report(JobProgress("analyze", done, total, text, "steps"))
         done += 1
 
+    loaded_all = []
     for spec in specs:
         loaded = load_model(spec)
+        loaded_all.append(loaded)
         top1 = (loaded.metrics or {}).get("test_top1") if loaded.status != UNTRAINED else None
         kind = "test" if top1 is not None else "none"
         if top1 is None and (published := published_accuracy(spec)) is not None:
@@ -609,12 +646,25 @@ def analyze(profile: str = "cifar10", device: str = "cpu", *, max_batch: int = D
                                         top1_kind=kind, weights=str(loaded.status), job=job, on_step=on_step))
         if job is not None:
             job.partial["networks"] = tuple(networks)
+    views = []
+    for backend in others:
+        measured, view_notes = [], []
+        for spec, loaded, torch_net in zip(specs, loaded_all, networks):
+            try:
+                measured.append(measure_network(spec, loaded.model, dev, max_batch, dtype=dtype, top1=torch_net.top1,
+                                                top1_kind=torch_net.top1_kind, weights=torch_net.weights, job=job,
+                                                on_step=lambda text, b=backend: on_step(f"{text} ({b})"),
+                                                backend=backend))
+            except BackendError as e:
+                view_notes.append(f"{e}: left out of this backend's fit")
+        network_fit, _, verdicts = judge(tuple(measured))
+        views.append(BackendView(backend, tuple(measured), network_fit, verdicts, tuple(view_notes)))
     if job is not None:
         job.report(JobProgress("analyze", total, total, "done", "steps"))
     network_fit, layer_fit, verdicts = judge(tuple(networks))
     return Analysis(profile, str(dev), torch.get_num_threads(), precision, torch.__version__, machine_name(),
                     time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.perf_counter() - started, max_batch,
-                    tuple(networks), network_fit, layer_fit, verdicts, False, tuple(notes))
+                    tuple(networks), network_fit, layer_fit, verdicts, False, tuple(notes), tuple(views))
 
 
 # -- the cache -------------------------------------------------------------------------------------
@@ -626,9 +676,11 @@ def cache_dir() -> Path:
     return default_cache_dir() / "analysis"
 
 
-def cache_key(profile: str, device: str, precision: str, max_batch: int, models: Iterable[str] | None = None) -> str:
-    """Machine, profile, device, precision, largest batch, torch version, threads and the networks'
-    weights files: anything that changes a measurement changes the key."""
+def cache_key(profile: str, device: str, precision: str, max_batch: int, models: Iterable[str] | None = None,
+              backends: Iterable[str] = ()) -> str:
+    """Machine, profile, device, precision, largest batch, torch version, threads, the networks'
+    weights files and the other backends measured (with ONNX Runtime's version): anything that
+    changes a measurement changes the key."""
     from engine.weights import resolve
 
     specs = [get_spec(n, profile) for n in models] if models is not None else comparison_specs(profile)
@@ -643,6 +695,9 @@ def cache_key(profile: str, device: str, precision: str, max_batch: int, models:
         weights.append(f"{spec.name}={info.status}:{stamp}")
     text = "|".join([str(CACHE_VERSION), platform.node(), machine_name(), profile, str(resolve_device(device)),
                      precision, str(max_batch), torch.__version__, str(analysis_threads()), *weights])
+    others = [b for b in dict.fromkeys(backends) if b != "torch"]
+    if others:
+        text += "|" + ",".join(others) + "|" + (onnxruntime_version() or "")
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
@@ -656,7 +711,10 @@ def load_cached(key: str) -> Analysis | None:
         return None
     # the measurements are kept; the verdicts are judged again, by this version's rules
     network_fit, layer_fit, verdicts = judge(cached.networks)
-    return dataclasses.replace(cached, network_fit=network_fit, layer_fit=layer_fit, verdicts=verdicts)
+    views = tuple(dataclasses.replace(v, network_fit=fit, verdicts=vs) for v in cached.backends
+                  for fit, _, vs in [judge(v.networks)])
+    return dataclasses.replace(cached, network_fit=network_fit, layer_fit=layer_fit, verdicts=verdicts,
+                               backends=views)
 
 
 def save_cached(key: str, analysis: Analysis) -> None:

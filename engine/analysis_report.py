@@ -20,6 +20,7 @@ import numpy as np
 
 from engine.analysis import Analysis, NetworkAnalysis, pareto_front
 from engine.files import atomic_write
+from engine.models.backend import label as backend_label
 
 # The window's colours for the four networks (gui.style.MODEL_COLORS), on a light background here.
 COLORS = ("#1f77b4", "#d98500", "#0f9d77", "#b0578f", "#8c8c00", "#c2501d")
@@ -121,10 +122,18 @@ def figure_latency_vs_macs(a: Analysis) -> bytes:
         left.scatter([n.macs / 1e6], [n.latency_ms], color=_colour(a, n), s=50, zorder=3)
         left.annotate(n.label, (n.macs / 1e6, n.latency_ms), textcoords="offset points", xytext=(6, -10),
                       fontsize=9)
-    fit = a.network_fit
-    if fit is not None:
-        xs = np.linspace(0, max(n.macs for n in a.networks) * 1.05, 50)
-        left.plot(xs / 1e6, fit.predict(xs), "k--", lw=1, label=f"least squares, R\u00b2 = {fit.r2:.2f}")
+    for view, marker in zip(a.backends, ("^", "s")):  # the same networks on other backends
+        for n in view.networks:
+            left.scatter([n.macs / 1e6], [n.latency_ms], color=_colour(a, n), marker=marker, s=50, zorder=3,
+                         edgecolors="k", linewidths=0.5)
+    fits = [("torch eager", a.network_fit, "k--")] + [
+        (backend_label(v.backend), v.network_fit, style) for v, style in zip(a.backends, ("k:", "k-."))]
+    for name, fit, line in fits:
+        if fit is not None:
+            xs = np.linspace(0, max(n.macs for n in a.networks) * 1.05, 50)
+            left.plot(xs / 1e6, fit.predict(xs), line, lw=1,
+                      label=f"{name + ': ' if a.backends else ''}least squares, R\u00b2 = {fit.r2:.2f}")
+    if any(fit is not None for _, fit, _ in fits):
         left.legend(fontsize=8)
     left.set_xlabel("million MACs per image")
     left.set_ylabel("batch-1 latency, ms (p50)")
@@ -293,6 +302,14 @@ def html_report(a: Analysis, pngs: dict[str, bytes]) -> str:
         f'<li class="{"holds" if v.holds else "fails" if v.holds is False else "open"}"><b>'
         f'{"Holds" if v.holds else "Does not hold" if v.holds is False else "Not judged"}:</b> '
         f"{html.escape(v.text)}</li>" for v in a.verdicts)
+    for view in a.backends:  # the claims on time, judged again on each other backend
+        verdicts += "".join(
+            f'<li class="{"holds" if v.holds else "fails" if v.holds is False else "open"}">On '
+            f'{html.escape(backend_label(view.backend))}: <b>'
+            f'{"Holds" if v.holds else "Does not hold" if v.holds is False else "Not judged"}:</b> '
+            f"{html.escape(v.text)}</li>" for v in view.verdicts[:2])
+        verdicts += "".join(f"<li>On {html.escape(backend_label(view.backend))}: {html.escape(n)}</li>"
+                            for n in view.notes)
     head = ["network", "params", "MACs", "top-1 %", "batch-1 ms p50", "images/s (batch 1)", "best images/s",
             "layers / whole", "top-1 per M params"]
     rows = "".join(

@@ -36,6 +36,8 @@ from engine.jobs import Cancelled, JobProgress, JobState
 from engine.jobs.download import CIFAR10_BYTES, cifar10_archive_path
 from engine.layer_health import HealthAccumulator, HealthSnapshot, LayerHealth, layer_health
 from engine.metrics import MetricsSnapshot, MetricsTracker
+from engine.models.backend import BACKEND_CHOICES, BACKENDS, onnxruntime_version
+from engine.models.backend import label as backend_label
 from engine.models.registry import PROFILES, RegistryError, comparison_specs, family_members, get_spec, lineup
 from engine.perturb import KINDS as PERTURBATION_KINDS
 from engine.perturb import Perturbation, PerturbError
@@ -67,6 +69,7 @@ __all__ = [
     "FrameReady", "FrameResult", "GRADCAM_METHODS", "GradCam", "GradCamError", "GradCamResult",
     "IMAGE_SUFFIXES", "InputError", "JobEnded", "JobOutcome", "JobProgress", "JobState",
     "LayerInfo", "MetricsSnapshot", "MetricsTracker", "ModelCard", "ModelResult", "Notice", "PROFILES",
+    "BACKENDS", "BACKEND_CHOICES", "backend_label", "onnxruntime_version",
     "PERTURBATION_KINDS", "PRECISIONS", "PerturbError", "Perturbation", "ProbeRequest", "RegistryError",
     "RobustnessResult", "RunRequest", "SessionReady", "Source", "SourceEnded", "SourceStarted",
     "apply_perturbation",

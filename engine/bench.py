@@ -40,7 +40,14 @@ def rss_mb() -> float:
 
 def bench_latency(session: InferenceSession, runs: int = 200, warmup: int = 20, block: int = 10,
                   min_seconds: float = 0.0, job: JobState | None = None) -> dict[str, dict]:
-    """Raw versus engine latency for every network of ``session`` (activation capture as set).
+    """Raw versus engine latency for every network of ``session`` (activation capture as set), on
+    the backend each network runs on.
+
+    - ``raw``: the bare pass, no taps: torch's module call, or the runtime's own call of the graph
+      without tap outputs (``session.run`` for ONNX Runtime);
+    - ``graph`` (other backends only): the runtime's call of the very graph the engine runs, tap
+      outputs included, so that ``engine / graph`` is the engine's own overhead;
+    - ``engine``: :meth:`InferenceSession._forward` (or its runner form), input tensor to result.
 
     At least ``runs`` of each, and more for a fast network until ``min_seconds`` have passed: a
     median over a few hundred sub-millisecond runs moves with the machine's load. With a ``job``:
@@ -54,54 +61,86 @@ def bench_latency(session: InferenceSession, runs: int = 200, warmup: int = 20, 
         if job is not None:
             job.check()
             job.report(JobProgress("bench", i, len(session.names), f"latency {name}", "networks"))
-        spec, net = session.spec(name), session._nets[name]
-        c, h, w = spec.input_size
-        frame = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
-        view = net.preprocess.view(frame)
-        x = net.preprocess.tensor(view, session.device)
-        if session.device.type == "cpu":
-            x = x.contiguous(memory_format=torch.channels_last)
-        x = x.to(session.dtype(name))
+        # a few exact runs (--runs N) get as few warm-up runs, at least 3
+        out[name] = _network_latency(session, name, runs, min(warmup, max(3, runs)), block, min_seconds, job)
+    return out
+
+
+def _network_latency(session: InferenceSession, name: str, runs: int, warmup: int, block: int, min_seconds: float,
+                     job: JobState | None) -> dict:
+    spec, net = session.spec(name), session._nets[name]
+    c, h, w = spec.input_size
+    frame = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    view = net.preprocess.view(frame)
+    session._apply_probes()
+    x = session._input(net, view)
+    runner = net.runner
+    if runner is None:
         forward = session.adapter(name)
-        raw, engine = [], []
-        session._apply_probes()
-        with torch.inference_mode():
+
+        def engine_run():
+            return session._forward(net, x, view, 0.0)
+    else:
+        def forward(x):
+            return runner.run_raw(x)
+
+        def engine_run():
+            return session._forward_runner(net, x, view, 0.0)
+    raw, engine, graph = [], [], []
+    with torch.inference_mode():
+        for _ in range(warmup):
+            engine_run()
+            if runner is not None:
+                forward(x)
+        with session.bare(name):
             for _ in range(warmup):
                 forward(x)
-                session._forward(net, x, view, 0.0)
-            started = time.perf_counter()
-            while len(raw) < runs or time.perf_counter() - started < min_seconds:
-                if job is not None:
-                    job.check()
-                size = block if len(raw) + block <= runs or len(raw) >= runs else runs - len(raw)
-                with session.bare(name):  # the floor runs without the taps
-                    for _ in range(size):
-                        synchronize(session.device)
-                        t0 = time.perf_counter()
-                        forward(x)
-                        synchronize(session.device)
-                        raw.append((time.perf_counter() - t0) * 1000)
+        started = time.perf_counter()
+        while len(raw) < runs or time.perf_counter() - started < min_seconds:
+            if job is not None:
+                job.check()
+            size = block if len(raw) + block <= runs or len(raw) >= runs else runs - len(raw)
+            with session.bare(name):  # the floor runs without the taps
                 for _ in range(size):
-                    engine.append(session._forward(net, x, view, 0.0).forward_ms)
-        raw_p50, raw_p95, _ = percentiles(raw)
-        eng_p50, eng_p95, _ = percentiles(engine)
-        out[name] = {"raw_ms_p50": raw_p50, "raw_ms_p95": raw_p95, "engine_ms_p50": eng_p50,
-                     "engine_ms_p95": eng_p95, "ratio": eng_p50 / raw_p50 if raw_p50 > 0 else float("nan"),
-                     "captured": list(net.capture), "runs": len(raw)}
+                    raw.append(_timed(forward, x, session.device))
+            for _ in range(size):
+                engine.append(engine_run().forward_ms)
+            if runner is not None:
+                for _ in range(size):
+                    graph.append(_timed(forward, x, session.device))
+    raw_p50, raw_p95, _ = percentiles(raw)
+    eng_p50, eng_p95, _ = percentiles(engine)
+    out = {"backend": net.backend, "raw_ms_p50": raw_p50, "raw_ms_p95": raw_p95, "engine_ms_p50": eng_p50,
+                 "engine_ms_p95": eng_p95, "ratio": eng_p50 / raw_p50 if raw_p50 > 0 else float("nan"),
+                 "captured": list(net.capture), "runs": len(raw)}
+    if graph:
+        graph_p50, graph_p95, _ = percentiles(graph)
+        out.update({"graph_ms_p50": graph_p50, "graph_ms_p95": graph_p95,
+                          "overhead": eng_p50 / graph_p50 if graph_p50 > 0 else float("nan")})
     return out
+
+
+def _timed(forward, x: torch.Tensor, device: torch.device) -> float:
+    synchronize(device)
+    t0 = time.perf_counter()
+    forward(x)
+    synchronize(device)
+    return (time.perf_counter() - t0) * 1000
 
 
 def bench_throughput(session: InferenceSession, name: str, batch: int, seconds: float = 3.0,
                      job: JobState | None = None) -> tuple[float, int]:
     """Images per second at the largest batch up to ``batch`` that fits; returns (rate, batch).
     A ``job`` can cancel it between batches."""
-    spec, forward = session.spec(name), session.adapter(name)
+    spec, net = session.spec(name), session._nets[name]
+    forward = session.adapter(name) if net.runner is None else net.runner.run_raw
     while batch >= 1:
         try:
-            x = torch.randn((batch, *spec.input_size), device=session.device, dtype=session.dtype(name))
-            if session.device.type == "cpu":
+            _, dtype, channels_last = net.input_key
+            x = torch.randn((batch, *spec.input_size), device=session.device, dtype=dtype)
+            if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with torch.inference_mode():
+            with torch.inference_mode(), session.bare(name):
                 forward(x)  # warm up (and find out whether it fits)
                 synchronize(session.device)
                 done, t0 = 0, time.perf_counter()
@@ -116,6 +155,48 @@ def bench_throughput(session: InferenceSession, name: str, batch: int, seconds: 
             torch.cuda.empty_cache()
             batch //= 2
     return 0.0, 0
+
+
+def machine_peak(device: torch.device, size: int = 2048, seconds: float = 0.5) -> dict:
+    """The machine's float32 matmul rate in GFLOP/s (a ``size`` x ``size`` matmul, best of the runs
+    in ``seconds``, on torch's current threads): the ceiling the networks' rates are compared with.
+    Cached per device, CPU model, thread count and torch version under the user's cache folder."""
+    import json
+    import platform
+
+    from engine.data import default_cache_dir
+    from engine.device import device_label
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    key = f"{device_label(device)}|{cpu}|{torch.__version__}|{size}"
+    path = default_cache_dir() / "peak.json"
+    try:
+        cached = json.loads(path.read_text())
+        if isinstance(cached, dict) and isinstance(cached.get(key), dict):
+            return cached[key]
+    except (OSError, ValueError):
+        cached = {}
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    best = float("inf")
+    with torch.inference_mode():
+        a @ b
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds or best == float("inf"):
+            best = min(best, _timed(lambda _: a @ b, a, device))
+    result = {"gflops": 2 * size**3 / (best / 1000) / 1e9, "what": f"fp32 {size}x{size} matmul, best run",
+              "device": device_label(device), "cpu": cpu}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({**(cached if isinstance(cached, dict) else {}), key: result}))
+    except OSError:
+        pass
+    return result
 
 
 def bench_pipeline(session_args: dict, target: str, frames: int) -> dict:

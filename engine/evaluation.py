@@ -20,6 +20,7 @@ import torch.nn as nn
 from engine.device import synchronize
 from engine.jobs import JobProgress, JobState
 from engine.models.adapter import ModelAdapter
+from engine.models.backend import Runner, make_runner
 from engine.models.registry import ModelSpec
 from engine.precision import dtype_of
 from engine.preprocess import normalise, normaliser
@@ -55,7 +56,11 @@ def missing_classes(labels: np.ndarray | torch.Tensor, class_names: Sequence[str
     return [name for i, name in enumerate(class_names) if i not in present]
 
 
-def image_logits(spec: ModelSpec, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def image_logits(spec: ModelSpec, model: nn.Module | Runner, x: torch.Tensor) -> torch.Tensor:
+    """``model``'s image logits for the batch ``x``; ``model`` may be a backend's runner
+    (:mod:`engine.models.backend`) instead of the torch module."""
+    if isinstance(model, Runner):
+        return model.logits(x)
     return ModelAdapter(spec, model).logits(x)
 
 
@@ -76,7 +81,8 @@ def predict_logits(spec: ModelSpec, model: nn.Module, images: torch.Tensor | np.
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(images)
     images = images.to(device)
-    model.eval()
+    if isinstance(model, nn.Module):
+        model.eval()
     norm = normaliser(spec.mean, spec.std, device)
     use_autocast = (device.type == "cuda") if autocast is None else autocast
     out = []
@@ -120,6 +126,7 @@ class EvalResult:
     weights_status: str
     weights_source: str = ""
     batch_images_per_s: tuple[float, ...] = ()  # each full batch's rate, warm (preprocessing on the tensor in)
+    backend: str = "torch"  # what ran the network (engine.models.backend)
 
     @property
     def images_per_s(self) -> float:
@@ -133,12 +140,14 @@ class EvalResult:
         return {"top1": self.top1, "top5": self.top5, "images": self.images,
                 "images_per_s": round(self.images_per_s, 1), "timed_batches": len(self.batch_images_per_s),
                 "seconds": round(self.seconds, 3),
-                "weights_status": self.weights_status, "weights_source": self.weights_source}
+                "weights_status": self.weights_status, "weights_source": self.weights_source,
+                "backend": self.backend}
 
 
 def evaluate(models: Iterable[Any], images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, *,
              device: torch.device | str = "cpu", batch_size: int = EVAL_BATCH,
-             tta: bool = False, job: JobState | None = None, precision: str = "fp32") -> dict[str, dict[str, Any]]:
+             tta: bool = False, job: JobState | None = None, precision: str = "fp32",
+             backend: str = "torch") -> dict[str, dict[str, Any]]:
     """Accuracy and speed of each model on ``images`` (uint8 NHWC) with ``labels``.
 
     ``models`` holds :class:`engine.weights.LoadedModel` objects or :class:`ModelSpec` objects (loaded
@@ -150,12 +159,15 @@ def evaluate(models: Iterable[Any], images: np.ndarray | torch.Tensor, labels: n
     """
     return {r.name: r.as_dict() for r in evaluate_results(models, images, labels, device=device,
                                                          batch_size=batch_size, tta=tta, job=job,
-                                                         precision=precision)}
+                                                         precision=precision, backend=backend)}
 
 
 def evaluate_results(models: Iterable[Any], images, labels, *, device: torch.device | str = "cpu",
                      batch_size: int = EVAL_BATCH, tta: bool = False, job: JobState | None = None,
-                     precision: str = "fp32") -> list[EvalResult]:
+                     precision: str = "fp32", backend: str = "torch") -> list[EvalResult]:
+    """:func:`evaluate`'s results as :class:`EvalResult` objects. ``backend`` runs the networks on
+    ONNX Runtime or torch.compile instead of torch eager (:mod:`engine.models.backend`; a network it
+    cannot run raises :class:`~engine.models.backend.BackendError`)."""
     from engine.weights import LoadedModel, load_model
 
     device = torch.device(device) if isinstance(device, str) else device
@@ -187,6 +199,9 @@ def evaluate_results(models: Iterable[Any], images, labels, *, device: torch.dev
         model = loaded.model.to(device).to(memory_format=torch.channels_last).eval()
         if dtype != torch.float32:  # a copy: the caller's network stays as it was
             model = copy.deepcopy(model).to(dtype)
+        runner = make_runner(backend, ModelAdapter(loaded.spec, model), device=device, dtype=dtype)
+        if runner is not None:
+            model = runner
         # A small warm-up batch keeps one-off setup (kernel selection, allocation) out of the timing.
         predict_logits(loaded.spec, model, images_t[:min(8, images_t.shape[0])], device=device,
                        batch_size=batch_size, dtype=dtype)
@@ -200,7 +215,7 @@ def evaluate_results(models: Iterable[Any], images, labels, *, device: torch.dev
         top1, top5 = topk_accuracy(logits, labels_t)
         full = [k / t for k, t in batch_times if k == batch_size and t > 0]
         results.append(EvalResult(loaded.spec.name, top1, top5, int(labels_t.shape[0]), seconds,
-                                  loaded.status, loaded.source, tuple(full)))
+                                  loaded.status, loaded.source, tuple(full), backend))
     if job is not None:
         job.report(JobProgress("eval", n * len(models), n * len(models), "done", "images"))
     return results

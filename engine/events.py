@@ -58,6 +58,8 @@ class ModelCard:
     precision: str = "fp32"  # what it runs in: fp32, or bf16 weights and inputs (engine.precision)
     precision_note: str = ""  # why, when the session's precision was auto: the two times measured
     gradcam_layer: str = ""  # the layer Grad-CAM explains by default (engine.probes.gradcam)
+    backend: str = "torch"  # what runs its forward pass: torch, onnxruntime or compile (engine.models.backend)
+    backend_note: str = ""  # why, when the session's backend was auto (the two times) or fell back
 
     @property
     def display(self) -> str:

@@ -26,6 +26,19 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from engine.device import resolve_device, share_cpu_with_opencv, synchronize
 from engine.models.adapter import ModelAdapter, Tap
+from engine.models.backend import (
+    AUTO_GAIN as BACKEND_GAIN,
+)
+from engine.models.backend import (
+    BackendError,
+    CompiledRunner,
+    OnnxCache,
+    OrtRunner,
+    Runner,
+    check_backend,
+    label,
+    onnxruntime_version,
+)
 from engine.models.registry import ModelSpec, comparison_specs, get_spec
 from engine.precision import AUTO_GAIN, bf16_native, check_precision, dtype_of, median_ms
 from engine.preprocess import Preprocess
@@ -71,7 +84,8 @@ class ModelResult(NamedTuple):
     class_map: np.ndarray | None = None  # (H, W) uint8 argmax of per-pixel logits (ENet)
     class_map_confidence: np.ndarray | None = None  # (H, W) float32 softmax max of the same
     probes: Mapping[str, object] = MappingProxyType({})  # probe name -> result, for probes other
-    # than activations (engine.probes); not included in forward_ms
+    # than activations (engine.probes); not included in forward_ms. Gradient probes run on torch.
+    backend: str = "torch"  # what ran the forward pass: torch, onnxruntime or compile (engine.models.backend)
 
     @property
     def top_probs(self) -> np.ndarray:
@@ -122,8 +136,15 @@ class _Network:
     taps: list[Tap] = field(default_factory=list)
     captured: dict[str, torch.Tensor] = field(default_factory=dict)
     top_k: int = 5
-    precision: str = "fp32"  # what it runs in: fp32 or bf16 (weights and input)
+    precision: str = "fp32"  # what the torch network runs in: fp32 or bf16 (weights and input)
     precision_note: str = ""  # why, in words, when it was chosen by measuring
+    runner: Runner | None = None  # the forward pass on another backend than torch eager
+    backend_note: str = ""  # why this backend, when it was chosen by measuring or fell back
+    input_key: tuple = ()  # how its input is prepared (recipe, dtype, layout): networks alike share one
+
+    @property
+    def backend(self) -> str:
+        return self.runner.backend if self.runner is not None else "torch"
 
     def tapped_layers(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(layer for probe in self.probes for layer in probe.layers))
@@ -139,15 +160,18 @@ class InferenceSession:
     """
 
     def __init__(self, profile: str = "cifar10", device: str = "cpu", models: Iterable[str] | None = None,
-                 weights: Mapping[str, str] | None = None, *, top_k: int = 5, precision: str = "fp32") -> None:
+                 weights: Mapping[str, str] | None = None, *, top_k: int = 5, precision: str = "fp32",
+                 backend: str = "torch", onnx_cache: OnnxCache | None = None) -> None:
         share_cpu_with_opencv()
         self.profile = profile
         self.device = resolve_device(device)
         self.precision = check_precision(precision, self.device)  # PrecisionError (a ValueError): one line
+        self.backend = check_backend(backend, self.device)  # BackendError (a ValueError): one line
         self.top_k = top_k
         self.messages: list[str] = []
         specs = [get_spec(n, profile) for n in models] if models is not None else comparison_specs(profile)
         self._nets: dict[str, _Network] = {}
+        self._layers: dict[str, tuple[LayerInfo, ...]] = {}
         self._probe_lock = threading.Lock()
         self._pending_probes: dict[str, tuple[ProbeRequest, ...]] | None = None
         self._pending_generation = 0
@@ -157,18 +181,79 @@ class InferenceSession:
         if unknown:
             raise WeightsError(f"--weights {unknown[0]}: no such model in the {profile} line-up "
                                f"({', '.join(s.name for s in specs)})")
+        wants_ort = self.backend == "onnxruntime" or (self.backend == "auto" and self.device.type == "cpu")
+        if wants_ort and onnxruntime_version() is None:
+            self.messages.append("ONNX Runtime is not installed: every network runs on torch eager "
+                                 "(pip install onnxruntime)")
+            wants_ort = False
+        cache = onnx_cache if onnx_cache is not None else OnnxCache() if wants_ort else None
         for spec in specs:
             loaded = self._load(spec, weights.pop(spec.name, None))
             model = loaded.model.to(self.device)
             if self.device.type == "cpu":
                 model = model.to(memory_format=torch.channels_last)  # oneDNN's fast path for convolutions
             without_in_place_ops(model)
+            k = min(top_k, spec.num_classes)
+            # Random weights (a network without trained weights) are new at every start: auto does
+            # not export them (nothing to keep), an explicit onnxruntime exports them uncached.
+            untrained = loaded.status == UNTRAINED
+            ort_runner = None
+            if wants_ort and not (untrained and self.backend == "auto"):
+                ort_runner = self._ort_runner(ModelAdapter(spec, model.eval()), None if untrained else cache)
             model, chosen, note = self._with_precision(spec, model.eval())
-            self._nets[spec.name] = _Network(
-                LoadedModel(spec, model, loaded.status, loaded.source, loaded.metrics, loaded.downloadable),
-                ModelAdapter(spec, model), Preprocess.for_spec(spec), top_k=min(top_k, spec.num_classes),
-                precision=chosen, precision_note=note)
-        self._layers: dict[str, tuple[LayerInfo, ...]] = {}
+            net = _Network(LoadedModel(spec, model, loaded.status, loaded.source, loaded.metrics, loaded.downloadable),
+                           ModelAdapter(spec, model), Preprocess.for_spec(spec), top_k=k, precision=chosen,
+                           precision_note=note)
+            self._nets[spec.name] = net
+            self._with_backend(net, ort_runner)
+            net.input_key = (net.preprocess, dtype_of(net.precision) if net.runner is None else torch.float32,
+                             self.device.type == "cpu" and net.backend != "onnxruntime")
+
+    def _ort_runner(self, adapter: ModelAdapter, cache: OnnxCache | None) -> OrtRunner | None:
+        """``adapter``'s network on ONNX Runtime (from its float32 weights, before any bf16
+        conversion), or None with a message saying why it runs on torch."""
+        name = adapter.spec.name
+        try:
+            layers = self._layers[name] = feature_layers(adapter, self.device)
+            return OrtRunner(adapter, adapter.spec.has_class_map, threads=torch.get_num_threads(),
+                             full_layers=[layer.name for layer in layers], cache=cache)
+        except BackendError as e:
+            self.messages.append(f"{e}; {name} runs on torch eager")
+            return None
+
+    def _with_backend(self, net: _Network, ort_runner: OrtRunner | None) -> None:
+        """Give ``net`` its runner: ONNX Runtime's as built, torch.compile's now, or none (torch
+        eager). ``auto`` times a batch-1 pass on torch (in the precision chosen) and on ONNX Runtime
+        (median of 5 after 2 warm-up passes) and keeps ONNX Runtime where it is at least 5% faster;
+        its logits were checked against torch's when it was built."""
+        spec = net.loaded.spec
+        if self.backend == "compile":
+            try:
+                net.runner = CompiledRunner(net.adapter, spec.has_class_map, device=self.device,
+                                            dtype=dtype_of(net.precision))
+            except BackendError as e:
+                self.messages.append(f"{e}; {spec.name} runs on torch eager")
+            return
+        if ort_runner is None:
+            if self.backend == "auto" and net.loaded.status == UNTRAINED and self.device.type == "cpu":
+                net.backend_note = "torch eager: untrained (random weights), not exported"
+            return
+        if self.backend == "onnxruntime":
+            net.runner = ort_runner
+            return
+        x = torch.zeros((1, *spec.input_size), device=self.device, dtype=dtype_of(net.precision))
+        if self.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        x32 = torch.zeros((1, *spec.input_size))
+        with torch.inference_mode():
+            torch_ms = median_ms(lambda: (net.adapter(x), synchronize(self.device)))
+            ort_ms = median_ms(lambda: ort_runner(x32))
+        times = (f"{_ms(ort_ms)} ms on ONNX Runtime against {_ms(torch_ms)} ms on torch eager "
+                 f"(batch 1, median of 5, measured at load)")
+        if ort_ms <= BACKEND_GAIN * torch_ms:
+            net.runner, net.backend_note = ort_runner, f"{label('onnxruntime')}: {times}"
+        else:
+            net.backend_note = f"torch eager: {times}"
 
     def _with_precision(self, spec: ModelSpec, model: nn.Module) -> tuple[nn.Module, str, str]:
         """The network in the session's precision: ``auto`` times a batch-1 pass in both (median of
@@ -195,9 +280,21 @@ class InferenceSession:
         return dtype_of(self._nets[name].precision)
 
     def precision_of(self, name: str) -> tuple[str, str]:
-        """(``fp32`` or ``bf16``, the reason when ``auto`` chose it) for one network."""
+        """(``fp32`` or ``bf16``, the reason when ``auto`` chose it) for one network's forward pass
+        (ONNX Runtime's graphs are float32, whatever the torch network runs in)."""
         net = self._nets[name]
+        if net.backend == "onnxruntime":
+            return "fp32", "fp32: ONNX Runtime runs the float32 graph" if net.precision != "fp32" else ""
         return net.precision, net.precision_note
+
+    def backend_of(self, name: str) -> tuple[str, str]:
+        """(``torch``, ``onnxruntime`` or ``compile``, why: the times when ``auto`` chose) for one network."""
+        net = self._nets[name]
+        return net.backend, net.backend_note
+
+    def runner(self, name: str) -> Runner | None:
+        """The network's runner on a backend other than torch eager, or None."""
+        return self._nets[name].runner
 
     def _load(self, spec: ModelSpec, path: str | None) -> LoadedModel:
         if path is not None:
@@ -277,14 +374,25 @@ class InferenceSession:
             net.capture = tuple(layer for p in probes if isinstance(p, Activations) for layer in p.layers)
             net.extra = tuple(p for p in probes if not isinstance(p, Activations))
             # Taps stay in place from frame to frame: placing and removing them per frame would
-            # cost more than LeNet-5's whole forward pass.
-            net.taps = net.adapter.tap(net.tapped_layers(), net.captured)
+            # cost more than LeNet-5's whole forward pass. A runner's graph has them as outputs.
+            if net.runner is not None:
+                net.runner.set_taps(net.tapped_layers())
+            else:
+                net.taps = net.adapter.tap(net.tapped_layers(), net.captured)
 
     @contextmanager
     def bare(self, name: str):
-        """The network with its taps removed: what a plain forward pass costs."""
+        """The network with its taps removed: what a plain forward pass costs (its torch module, or
+        its :class:`~engine.models.backend.Runner` with no tap outputs)."""
         self._apply_probes()
         net = self._nets[name]
+        if net.runner is not None:
+            net.runner.set_taps(())
+            try:
+                yield net.runner
+            finally:
+                net.runner.set_taps(net.tapped_layers())
+            return
         for tap in net.taps:
             tap.remove()
         try:
@@ -307,16 +415,14 @@ class InferenceSession:
         probes): the clean answer a perturbed frame is compared with."""
         out = {}
         with torch.inference_mode():
-            inputs: dict[tuple[Preprocess, str], torch.Tensor] = {}
+            inputs: dict[tuple, torch.Tensor] = {}
             for name, net in self._nets.items():
-                key = (net.preprocess, net.precision)
-                if key not in inputs:
-                    x = net.preprocess.tensor(net.preprocess.view(frame), self.device)
-                    if self.device.type == "cpu":
-                        x = x.contiguous(memory_format=torch.channels_last)
-                    inputs[key] = x.to(dtype_of(net.precision))
-                with self.bare(name):
-                    out[name] = int(net.adapter.logits(inputs[key]).argmax(1)[0])
+                if net.input_key not in inputs:
+                    inputs[net.input_key] = self._input(net, net.preprocess.view(frame))
+                with self.bare(name) as forward:
+                    x = inputs[net.input_key]
+                    out[name] = int(forward(x).top[0, 0]) if net.runner is not None \
+                        else int(net.adapter.logits(x).argmax(1)[0])
         return out
 
     def run(self, frame: np.ndarray, frame_id: int = 0, source: str = "", label: int | None = None) -> FrameResult:
@@ -326,31 +432,61 @@ class InferenceSession:
         with torch.inference_mode():
             results, inputs = self._run(frame)
         for name, net in self._nets.items():
-            if net.extra:  # outside inference mode: a probe may need gradients
+            if net.extra:  # outside inference mode: a probe may need gradients (torch's network)
+                x = inputs[name] if net.runner is None else inputs[name].to(dtype_of(net.precision))
                 results[name] = results[name]._replace(probes=MappingProxyType(
-                    {p.name: _probe(p, net, inputs[name]) for p in net.extra}))
+                    {p.name: _probe(p, net, x) for p in net.extra}))
         return FrameResult(frame_id, source, label, frame if not frame.flags.writeable else frozen(frame.copy()),
                            MappingProxyType(results), None, started, time.perf_counter(), self.generation)
 
+    def _input(self, net: _Network, view: np.ndarray) -> torch.Tensor:
+        """``view`` as the network's input tensor: on its device, in its dtype and layout
+        (channels-last for torch on the CPU, plain NCHW for ONNX Runtime)."""
+        preprocess, dtype, channels_last = net.input_key
+        x = preprocess.tensor(view, self.device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x if dtype == torch.float32 else x.to(dtype)
+
     def _run(self, frame: np.ndarray) -> tuple[dict[str, ModelResult], dict[str, torch.Tensor]]:
-        views: dict[tuple[Preprocess, str], tuple[np.ndarray, torch.Tensor, float]] = {}
+        views: dict[tuple, tuple[np.ndarray, torch.Tensor, float]] = {}
         results, inputs = {}, {}
         for name, net in self._nets.items():
             t0 = time.perf_counter()
-            key = (net.preprocess, net.precision)
-            if key not in views:  # networks with the same recipe and precision share it
+            key = net.input_key
+            if key not in views:  # networks with the same recipe, dtype and layout share it
                 view = net.preprocess.view(frame)
-                x = net.preprocess.tensor(view, self.device)
-                view = frozen(view)
-                if self.device.type == "cpu":
-                    x = x.contiguous(memory_format=torch.channels_last)
-                if net.precision != "fp32":
-                    x = x.to(dtype_of(net.precision))
-                views[key] = (view, x, (time.perf_counter() - t0) * 1000)
+                x = self._input(net, view)
+                views[key] = (frozen(view), x, (time.perf_counter() - t0) * 1000)
             view, x, pre_ms = views[key]
             inputs[name] = x
-            results[name] = self._forward(net, x, view, pre_ms)
+            results[name] = self._forward(net, x, view, pre_ms) if net.runner is None \
+                else self._forward_runner(net, x, view, pre_ms)
         return results, inputs
+
+    def _forward_runner(self, net: _Network, x: torch.Tensor, view: np.ndarray, pre_ms: float) -> ModelResult:
+        """:meth:`_forward` on a runner (ONNX Runtime, torch.compile): its graph already holds the
+        softmax, top-k, class map and taps, so what is left is taking item 0 of each."""
+        spec = net.loaded.spec
+        synchronize(self.device)
+        t0 = time.perf_counter()
+        out = net.runner(x)
+        top, probs = out.top[0, :net.top_k], out.probs[0]
+        top.flags.writeable = probs.flags.writeable = False
+        class_map = confidence = None
+        if out.class_map is not None:
+            class_map, confidence = out.class_map[0], out.confidence[0]
+            class_map.flags.writeable = confidence.flags.writeable = False
+        activations = NO_ACTIVATIONS
+        if net.capture:
+            taps = out.taps
+            activations = MappingProxyType({layer: _item(taps[layer]) for layer in net.capture})
+        forward_ms = (time.perf_counter() - t0) * 1000
+        if net.extra:  # probes other than activations read the taps as tensors
+            net.captured.clear()
+            net.captured.update({layer: torch.from_numpy(a) for layer, a in out.taps.items()})
+        return ModelResult(spec.name, top, spec.class_names, probs, pre_ms, forward_ms, view,
+                           activations, class_map, confidence, backend=net.runner.backend)
 
     def _forward(self, net: _Network, x: torch.Tensor, view: np.ndarray, pre_ms: float) -> ModelResult:
         """One network on one prepared input, under ``torch.inference_mode`` (which :meth:`run`
@@ -413,6 +549,13 @@ def _ms(ms: float) -> str:
 
 
 NO_ACTIVATIONS: Mapping[str, np.ndarray] = MappingProxyType({})
+
+
+def _item(a: np.ndarray) -> np.ndarray:
+    """Item 0 of a runner's (N, C, H, W) output, read-only and float32."""
+    a = a[0] if a.dtype == np.float32 else a[0].astype(np.float32)
+    a.flags.writeable = False
+    return a
 
 
 def _array(t: torch.Tensor) -> np.ndarray:

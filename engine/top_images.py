@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from engine.evaluation import EVAL_BATCH, EvalError, check_labels, sample_indices
 from engine.jobs import JobProgress, JobState
 from engine.models.adapter import ModelAdapter
+from engine.models.backend import weights_digest
 from engine.models.registry import ModelSpec
 from engine.preprocess import normalise, normaliser
 from engine.receptive import ReceptiveField, ReceptiveFieldError, crop_box, trace_own
@@ -341,17 +342,6 @@ def default_cache_folder() -> Path:
     from engine.data import default_cache_dir
 
     return default_cache_dir() / "top-images"
-
-
-def weights_digest(model: torch.nn.Module) -> str:
-    """sha256 over the state dict (names, dtypes, shapes, bytes): the weights as loaded."""
-    h = hashlib.sha256()
-    for name, value in model.state_dict().items():
-        t = value.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        if t.numel():
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 def images_digest(images: np.ndarray, labels: np.ndarray, ids: np.ndarray) -> str:

@@ -53,6 +53,7 @@ from engine.inference import FrameResult, InferenceSession, ModelResult, activat
 from engine.jobs import Cancelled, JobProgress, JobState
 from engine.jobs.download import DownloadError, download_cifar10, download_weights
 from engine.metrics import MetricsSnapshot, MetricsTracker
+from engine.models.backend import BackendError
 from engine.models.registry import RegistryError, list_specs
 from engine.perturb import Perturbation, PerturbError
 from engine.perturb import apply as perturb
@@ -72,20 +73,22 @@ class _Config:
     models: tuple[str, ...] | None
     weights: tuple[tuple[str, str], ...]
     precision: str = "fp32"
+    backend: str = "torch"
 
 
 class Engine:
     def __init__(self, profile: str = "cifar10", device: str = "cpu", *, models: Iterable[str] | None = None,
                  weights: Mapping[str, str] | None = None, on_result: ResultCallback | None = None,
                  on_event: Callable[[EngineEvent], None] | None = None, capture_default_layers: bool = True,
-                 top_k: int = 5, threads: int | None = None, precision: str = "fp32") -> None:
+                 top_k: int = 5, threads: int | None = None, precision: str = "fp32",
+                 backend: str = "torch") -> None:
         self.on_result = on_result or (lambda result, metrics: None)
         self.on_event: Callable[[EngineEvent], None] = on_event or (lambda event: None)
         self.capture_default_layers = capture_default_layers
         self.top_k = top_k
         self.threads = threads  # torch's CPU threads; None: engine_threads()
         self._config: _Config | None = _Config(profile, device, tuple(models) if models else None,
-                                               tuple(sorted((weights or {}).items())), precision)
+                                               tuple(sorted((weights or {}).items())), precision, backend)
         self._cond = threading.Condition()
         self._pending: Frame | None = None
         self._pending_continuous = False
@@ -168,9 +171,10 @@ class Engine:
 
     def configure(self, profile: str | None = None, device: str | None = None, *,
                   models: Iterable[str] | None = None, weights: Mapping[str, str] | None = None,
-                  precision: str | None = None) -> None:
-        """Rebuild the session (other profile, device, weights or precision: fp32, bf16 or auto,
-        see :mod:`engine.precision`) on the worker thread."""
+                  precision: str | None = None, backend: str | None = None) -> None:
+        """Rebuild the session (other profile, device, weights, precision: fp32, bf16 or auto, see
+        :mod:`engine.precision`, or backend: torch, onnxruntime, compile or auto, see
+        :mod:`engine.models.backend`) on the worker thread."""
         with self._cond:
             base = self._wanted()
             new_profile = profile or base.profile
@@ -179,7 +183,7 @@ class Engine:
             self._config = _Config(new_profile, device or base.device,
                                    tuple(models) if models is not None else base.models,
                                    tuple(sorted(weights.items())) if weights is not None else kept,
-                                   precision or base.precision)
+                                   precision or base.precision, backend or base.backend)
             self._cond.notify_all()
 
     def _wanted(self) -> _Config:
@@ -302,37 +306,42 @@ class Engine:
         else:
             self._emit(JobEnded(name, JobOutcome.DONE, text, result))
 
-    def analyze(self, max_batch: int = 64, precision: str = "fp32", fresh: bool = False) -> bool:
+    def analyze(self, max_batch: int = 64, precision: str = "fp32", fresh: bool = False,
+                backends: Iterable[str] = ()) -> bool:
         """Measure the current profile's networks for the Analysis (:mod:`engine.analysis`) as a job:
         ``JobProgress`` in steps, then ``JobEnded("analyze", ..., result=Analysis)``. A cached result
         for this machine and set-up ends the job at once, unless ``fresh``. The source is paused for
         the measurement (two jobs on a small CPU would measure each other) and plays on afterwards if
-        it was playing. False when a job is already running."""
+        it was playing. ``backends``: others than torch eager to measure as well (onnxruntime,
+        compile). False when a job is already running."""
         config = self._wanted()
-        return self._start_job(lambda job: self._analyze(config, max_batch, precision, fresh, job))
+        backends = tuple(backends)
+        return self._start_job(lambda job: self._analyze(config, max_batch, precision, fresh, job, backends))
 
-    def cached_analysis(self, max_batch: int = 64, precision: str = "fp32"):
+    def cached_analysis(self, max_batch: int = 64, precision: str = "fp32", backends: Iterable[str] = ()):
         """The cached Analysis of the current profile and device, or None; reads one small file."""
         from engine.analysis import cache_key, load_cached
 
         config = self._wanted()
         try:
-            return load_cached(cache_key(config.profile, config.device, precision, max_batch, config.models))
+            return load_cached(cache_key(config.profile, config.device, precision, max_batch, config.models,
+                                         tuple(backends)))
         except (RegistryError, ValueError):
             return None
 
-    def _analyze(self, config: _Config, max_batch: int, precision: str, fresh: bool, job: JobState) -> None:
+    def _analyze(self, config: _Config, max_batch: int, precision: str, fresh: bool, job: JobState,
+                 backends: tuple[str, ...] = ()) -> None:
         from engine.analysis import analyze, cache_key, load_cached, save_cached
 
         was_playing = not self._paused
         try:
-            key = cache_key(config.profile, config.device, precision, max_batch, config.models)
+            key = cache_key(config.profile, config.device, precision, max_batch, config.models, backends)
             result = None if fresh else load_cached(key)
             if result is None:
                 if was_playing:
                     self.pause()
                 result = analyze(config.profile, config.device, max_batch=max_batch, precision=precision,
-                                 models=config.models, job=job)
+                                 models=config.models, job=job, backends=backends)
                 save_cached(key, result)
         except Cancelled:
             self._emit(JobEnded("analyze", JobOutcome.CANCELLED, "analysis cancelled; nothing was kept"))
@@ -724,21 +733,28 @@ class Engine:
             self._emit(Error(ErrorCode.DEVICE, f"{config.device} is not available here: running on the CPU"))
         try:
             session = InferenceSession(config.profile, str(device), config.models, dict(config.weights),
-                                       top_k=self.top_k, precision=config.precision)
+                                       top_k=self.top_k, precision=config.precision, backend=config.backend)
         except WeightsError as e:
             if self.session is not None:
                 self._emit(Error(ErrorCode.WEIGHTS, f"{e}; the networks keep the weights they had"))
                 return
             # nothing runs yet: start on the default weights rather than not at all
             self._emit(Error(ErrorCode.WEIGHTS, f"{e}; starting on the default weights"))
-            self._build(_Config(config.profile, config.device, config.models, (), config.precision))
+            self._build(_Config(config.profile, config.device, config.models, (), config.precision, config.backend))
             return
         except PrecisionError as e:
             if self.session is not None:
                 self._emit(Error(ErrorCode.SESSION, f"{e}; the networks keep the precision they had"))
                 return
             self._emit(Error(ErrorCode.SESSION, f"{e}; starting in fp32"))
-            self._build(_Config(config.profile, config.device, config.models, config.weights, "fp32"))
+            self._build(_Config(config.profile, config.device, config.models, config.weights, "fp32", config.backend))
+            return
+        except BackendError as e:
+            if self.session is not None:
+                self._emit(Error(ErrorCode.SESSION, f"{e}; the networks keep the backend they had"))
+                return
+            self._emit(Error(ErrorCode.SESSION, f"{e}; starting on torch eager"))
+            self._build(_Config(config.profile, config.device, config.models, config.weights, config.precision))
             return
         except (RegistryError, ValueError, RuntimeError) as e:
             self._emit(Error(ErrorCode.SESSION, f"cannot load the networks: {one_line_error(e)}"))
@@ -872,7 +888,7 @@ def model_card(session: InferenceSession, name: str) -> ModelCard:
                      spec.class_names, top1, _complexity(name, session.profile),
                      hub_download_bytes(spec) if loaded.downloadable else None,
                      *(published_accuracy(spec) or (None, None)), spec.label, *session.precision_of(name),
-                     spec.gradcam_layer)
+                     spec.gradcam_layer, *session.backend_of(name))
 
 
 def _complexity(name: str, profile: str) -> Complexity | None:

@@ -28,14 +28,17 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.api import Analysis, NetworkAnalysis, pareto_front
+from engine.api import Analysis, NetworkAnalysis, backend_label, pareto_front
 from gui import style
 
+BACKEND_SETS = (("torch", ()), ("+ ONNX Runtime", ("onnxruntime",)),
+                ("+ ORT + compile", ("onnxruntime", "compile")))
 CAPTIONS = {
     "a": "(a) Top-1 against MACs (log); dot area \u221d parameters; \u25c6 published ImageNet top-1",
     "b": "(b) ms per image against batch size, log-log (p50, warm, network alone)",
     "c": "(c) Memory against batch: solid, what the process took; dashed, layer outputs counted",
-    "d": "(d) Batch-1 latency against MACs: networks, least-squares line",
+    "d": "(d) Batch-1 latency against MACs: networks (\u25cf torch, \u25b2 ONNX Runtime, \u25a0 compile), "
+         "least-squares lines",
     "d2": "(d) Every layer alone: ms against its MACs, log-log, coloured by network",
     "e": "(e) Top-1 points per million parameters (log)",
     "f": "(f) Top-1 against images/s at batch 1; line: the upper envelope",
@@ -63,9 +66,9 @@ def _pos(value: float, log: bool) -> float:
 
 
 class AnalysisView(QWidget):
-    measure_requested = Signal(int, str, bool)  # max batch, precision, fresh
+    measure_requested = Signal(int, str, bool, object)  # max batch, precision, fresh, other backends (tuple)
     export_requested = Signal()
-    cached_requested = Signal(int, str)  # max batch, precision: show the cached result, if any
+    cached_requested = Signal(int, str, object)  # max batch, precision, other backends: show the cached result
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -85,6 +88,13 @@ class AnalysisView(QWidget):
         self.precision.addItems(["fp32", "bf16"])
         self.precision.setToolTip("fp32 compares operations like with like; bf16 where the hardware has it")
         self.precision.currentTextChanged.connect(self._setup_changed)
+        self.backends = QComboBox(self)
+        for text, backends in BACKEND_SETS:
+            self.backends.addItem(text, backends)
+        self.backends.setToolTip("The backends measured: torch eager always (with the time of every layer), and "
+                                 "ONNX Runtime or torch.compile beside it, each with its own fit in (d) and its "
+                                 "own verdicts. torch.compile first compiles each network: seconds each")
+        self.backends.currentIndexChanged.connect(lambda _i: self._setup_changed())
         self.export_button = QPushButton("Export report\u2026", self)
         self.export_button.setToolTip("Write the figures (PNG), the data (CSV, JSON) and report.html into a folder")
         self.export_button.clicked.connect(self.export_requested.emit)
@@ -94,7 +104,7 @@ class AnalysisView(QWidget):
         self.meta.setWordWrap(True)
         self.meta.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         top = QHBoxLayout()
-        for w in (self.measure_button, self.max_batch, self.precision, self.export_button):
+        for w in (self.measure_button, self.max_batch, self.precision, self.backends, self.export_button):
             top.addWidget(w)
         top.addWidget(self.meta, 1)
 
@@ -157,13 +167,19 @@ class AnalysisView(QWidget):
 
     def _measure(self) -> None:
         self.measure_requested.emit(self.max_batch.value(), self.precision.currentText(), self.analysis is not None
-                                    and self._matches(self.analysis))
+                                    and self._matches(self.analysis), self.other_backends)
+
+    @property
+    def other_backends(self) -> tuple[str, ...]:
+        """The backends besides torch eager that the set-up asks for."""
+        return tuple(self.backends.currentData() or ())
 
     def _matches(self, analysis: Analysis) -> bool:
-        return analysis.max_batch == self.max_batch.value() and analysis.precision == self.precision.currentText()
+        return (analysis.max_batch == self.max_batch.value() and analysis.precision == self.precision.currentText()
+                and tuple(v.backend for v in analysis.backends) == self.other_backends)
 
     def _setup_changed(self) -> None:
-        self.cached_requested.emit(self.max_batch.value(), self.precision.currentText())
+        self.cached_requested.emit(self.max_batch.value(), self.precision.currentText(), self.other_backends)
 
     def set_busy(self, busy: bool) -> None:
         self.measure_button.setEnabled(not busy)
@@ -195,9 +211,13 @@ class AnalysisView(QWidget):
         self.meta.setText(f"{a.profile}, {a.device} with {a.threads} thread{'s' if a.threads != 1 else ''}, "
                           f"{a.precision}, batch 1 to {a.max_batch}; {when}.{notes}")
         heads = {True: (style.GOOD, "Holds"), False: (style.BAD, "Does not hold"), None: (style.WARN, "Not judged")}
-        self.verdicts.setText("<br>".join(
-            f'<span style="color:{heads[v.holds][0]}"><b>{heads[v.holds][1]}:</b></span> {_escape(v.text)}'
-            for v in a.verdicts))
+        lines = [f'<span style="color:{heads[v.holds][0]}"><b>{heads[v.holds][1]}:</b></span> {_escape(v.text)}'
+                 for v in a.verdicts]
+        for view in a.backends:  # the verdicts on time again, on each other backend
+            lines += [f'<b>On {_escape(backend_label(view.backend))}:</b> <span style="color:{heads[v.holds][0]}">'
+                      f'<b>{heads[v.holds][1]}:</b></span> {_escape(v.text)}' for v in view.verdicts[:2]]
+            lines += [f"<b>On {_escape(backend_label(view.backend))}:</b> {_escape(n)}" for n in view.notes]
+        self.verdicts.setText("<br>".join(lines))
         self._draw(a)
         current = self.layer_network.currentText()
         self.layer_network.blockSignals(True)
@@ -241,11 +261,22 @@ class AnalysisView(QWidget):
             if layers:
                 self.plots["d2"].plot([x.macs for x in layers], [x.ms for x in layers], pen=None, symbol="o",
                                       symbolSize=5, symbolBrush=self._color(a, n), symbolPen=None)
-        if a.network_fit is not None:
+        fits = [("torch", a.network_fit)]
+        for view, symbol in zip(a.backends, ("t", "s")):  # other backends: triangles, squares
+            fits.append((view.backend, view.network_fit))
+            for n in view.networks:
+                self.plots["d"].plot([n.macs / 1e6], [n.latency_ms], pen=None, symbol=symbol, symbolSize=10,
+                                     symbolBrush=pg.mkBrush(self._color(a, n)), symbolPen=pg.mkPen(style.TEXT_DIM))
+        dashes = (Qt.PenStyle.DashLine, Qt.PenStyle.DotLine, Qt.PenStyle.DashDotLine)
+        r2_lines = []
+        for (backend, fit), dash in zip(fits, dashes):
+            if fit is None:
+                continue
             xs = np.linspace(0, max(n.macs for n in nets) * 1.05, 20)
-            self.plots["d"].plot(xs / 1e6, a.network_fit.predict(xs), pen=pg.mkPen(style.TEXT_DIM, width=1,
-                                                                                   style=Qt.PenStyle.DashLine))
-            self._text("d", f"R\u00b2 = {a.network_fit.r2:.2f}", 0.02, 0.98)
+            self.plots["d"].plot(xs / 1e6, fit.predict(xs), pen=pg.mkPen(style.TEXT_DIM, width=1, style=dash))
+            r2_lines.append(f"R\u00b2 = {fit.r2:.2f}" + (f" {backend_label(backend)}" if a.backends else ""))
+        if r2_lines:
+            self._text("d", "<br>".join(r2_lines), 0.02, 0.98)
         if a.layer_fit is not None:
             self._text("d2", f"R\u00b2 = {a.layer_fit.r2:.2f} (linear)", 0.02, 0.98)
         # (e) density bars

@@ -97,7 +97,8 @@ def run_window(args) -> int:
         return 2
     window = MainWindow(profile=getattr(args, "window_profile", None) or "cifar10",
                         device=getattr(args, "window_device", None) or "cpu", weights=weights,
-                        precision=getattr(args, "window_precision", None) or "auto")
+                        precision=getattr(args, "window_precision", None) or "auto",
+                        backend=getattr(args, "window_backend", None) or "auto")
     failures: list[str] = []
 
     def on_closing() -> None:

@@ -49,10 +49,10 @@ class EngineBridge(QObject):
 
     def __init__(self, profile: str = "cifar10", device: str = "cpu", parent: QObject | None = None,
                  engine_factory: Callable[..., Engine] = Engine, weights: dict[str, str] | None = None,
-                 models: list[str] | None = None, precision: str = "auto") -> None:
+                 models: list[str] | None = None, precision: str = "auto", backend: str = "auto") -> None:
         super().__init__(parent)
         options = {**({"weights": weights} if weights else {}), **({"models": models} if models else {}),
-                   "precision": precision}
+                   "precision": precision, "backend": backend}
         self.engine = engine_factory(profile, device, on_result=self._on_result, on_event=self._on_event, **options)
         self.latest: tuple[Any, Any] | None = None
         self._latest_is_new = False
@@ -164,8 +164,8 @@ class EngineBridge(QObject):
         self.source_ended = True  # one frame, shown: nothing to play, nothing to play again
 
     def configure(self, profile: str | None = None, device: str | None = None, models: list[str] | None = None,
-                  precision: str | None = None) -> None:
-        self.engine.configure(profile, device, models=models, precision=precision)
+                  precision: str | None = None, backend: str | None = None) -> None:
+        self.engine.configure(profile, device, models=models, precision=precision, backend=backend)
 
     def set_capture(self, model: str, layer: str, gradcam: bool = False, target: int | None = None,
                     overview: tuple[str, ...] = ()) -> int:
@@ -202,11 +202,11 @@ class EngineBridge(QObject):
         """Download the official CIFAR-10 archive as a job; its JobEnded carries the path."""
         return self.engine.download_cifar10()
 
-    def analyze(self, max_batch: int, precision: str, fresh: bool) -> bool:
-        return self.engine.analyze(max_batch, precision, fresh)
+    def analyze(self, max_batch: int, precision: str, fresh: bool, backends: tuple[str, ...] = ()) -> bool:
+        return self.engine.analyze(max_batch, precision, fresh, backends)
 
-    def cached_analysis(self, max_batch: int, precision: str):
-        return self.engine.cached_analysis(max_batch, precision)
+    def cached_analysis(self, max_batch: int, precision: str, backends: tuple[str, ...] = ()):
+        return self.engine.cached_analysis(max_batch, precision, backends)
 
     def export_report(self, analysis, folder: str) -> bool:
         return self.engine.export_report(analysis, folder)

@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.api import MetricsSnapshot, ModelCard, WeightsKind, atomic_write, human_count
+from engine.api import MetricsSnapshot, ModelCard, WeightsKind, atomic_write, backend_label, human_count
 from gui import style
 
 RESERVED_ROWS = 4  # the comparison's line-up
@@ -40,7 +40,7 @@ COLUMNS = ("Network", "Year", "Params", "MACs", "Size MB", "Act. MB", "Fwd p50 m
 CSV_COLUMNS = ("network", "model", "profile", "year", "params", "macs", "size_mb", "activation_mb",
                "forward_p50_ms", "forward_p95_ms", "preprocess_p50_ms", "latency_p50_ms", "latency_p95_ms",
                "latency_frames", "test_top1", "published_top1", "live_top1", "live_labelled_frames", "weights",
-               "source")
+               "source", "backend", "precision")
 HEADER_TIPS = {
     "Act. MB": "Activations: the fp32 outputs of every layer for one image",
     "Fwd p50 ms": "The network's forward pass alone (what `python main.py bench` measures), median over the "
@@ -76,6 +76,8 @@ class TableEntry:
     labelled: int
     status: str
     source: str = ""
+    backend: str = "torch"  # what ran the forward passes (engine.models.backend)
+    precision: str = "fp32"
 
 
 def table_entries(profile: str, models: Sequence[ModelCard], snapshot: MetricsSnapshot | None) -> list[TableEntry]:
@@ -100,7 +102,8 @@ def table_entries(profile: str, models: Sequence[ModelCard], snapshot: MetricsSn
             test_top1=info.test_top1, published_top1=info.published_top1,
             live_top1=stats.top1 if stats is not None else None,
             labelled=stats.labelled if stats is not None else 0, status=info.weights,
-            source=snapshot.source if snapshot is not None else ""))
+            source=snapshot.source if snapshot is not None else "", backend=info.backend,
+            precision=info.precision))
     return entries
 
 
@@ -136,7 +139,18 @@ def csv_rows(entries: Sequence[TableEntry]) -> list[list[object]]:
              blank(e.activation_mb), blank(e.forward_p50_ms), blank(e.forward_p95_ms), blank(e.preprocess_p50_ms),
              blank(e.p50_ms), blank(e.p95_ms), e.frames, blank(e.test_top1), blank(e.published_top1),
              blank(e.live_top1), e.labelled,
-             e.status, e.source] for e in entries]
+             e.status, e.source, e.backend, e.precision] for e in entries]
+
+
+def runtime_caption(entries: Sequence[TableEntry]) -> str:
+    """Which backend and number format ran which network, in words: "on ONNX Runtime (LeNet-5,
+    ENet) and torch eager (AlexNet), fp32"."""
+    groups: dict[str, list[str]] = {}
+    for e in entries:
+        groups.setdefault(backend_label(e.backend) + (", bf16" if e.precision == "bf16" else ""), []).append(e.title)
+    if len(groups) == 1:
+        return f"on {next(iter(groups))}" if ", bf16" in next(iter(groups)) else f"on {next(iter(groups))}, fp32"
+    return "on " + " and ".join(f"{how} ({', '.join(names)})" for how, names in groups.items())
 
 
 def write_csv_atomic(path: str | os.PathLike, header: Sequence[str], rows: Sequence[Sequence[object]]) -> Path:
@@ -184,10 +198,7 @@ class ComparisonTable(QWidget):
         self.table.verticalHeader().setDefaultSectionSize(24)
         self.table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
         self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.caption = _TwoLines("Parameters and MACs count convolutions and matrix products (1 MAC = 2 FLOPs); "
-                              "size = fp32 weights; forward and prep (preprocessing) are medians over the "
-                              "last 300 frames of this source, warm; live top-1 over the labelled frames since "
-                              "the source opened.", self)
+        self.caption = _TwoLines(self._caption_text(""), self)
         self.caption.setObjectName("dim")
         self.caption.setWordWrap(True)
         self.caption.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
@@ -214,8 +225,18 @@ class ComparisonTable(QWidget):
         # they did would re-lay out (and repaint) the whole window.
         self._fit_height(RESERVED_ROWS)
 
+    @staticmethod
+    def _caption_text(runtime: str) -> str:
+        return ("Parameters and MACs count convolutions and matrix products (1 MAC = 2 FLOPs); size = fp32 "
+                f"weights; forward{' ' + runtime if runtime else ''} and prep (preprocessing) are medians over "
+                "the last 300 frames of this source, warm; live top-1 over the labelled frames since the "
+                "source opened.")
+
     def set_entries(self, entries: list[TableEntry]) -> None:
         self.entries = entries
+        caption = self._caption_text(runtime_caption(entries) if entries else "")
+        if self.caption.text() != caption:
+            self.caption.setText(caption)
         rows = display_rows(entries)
         if self.table.rowCount() != len(rows):
             self.table.setRowCount(len(rows))

@@ -101,13 +101,14 @@ def _finite(value: float | None) -> float | None:
 class MainWindow(QMainWindow):
     def __init__(self, profile: str = "cifar10", device: str = "cpu", settings=None,
                  bridge: EngineBridge | None = None, weights: dict[str, str] | None = None,
-                 precision: str = "auto") -> None:
+                 precision: str = "auto", backend: str = "auto") -> None:
         super().__init__()
         self.setWindowTitle("CNN Arena \u2014 LeNet-5 \u00b7 AlexNet \u00b7 VGG \u00b7 ENet, side by side")
         self.settings = settings if settings is not None else open_settings()
         self.profile, self.device = profile, device
         self.bridge = bridge or EngineBridge(profile, device, self, weights=weights,
-                                             models=self._lineup_names(profile), precision=precision)
+                                             models=self._lineup_names(profile), precision=precision,
+                                             backend=backend)
         self.session: SessionReady | None = None
         self.layer_choice: dict[str, str] = {}  # model -> layer the person picked (kept across sessions)
         self.last_snapshot: MetricsSnapshot | None = None
@@ -141,6 +142,7 @@ class MainWindow(QMainWindow):
         self.source_bar.set_profile(profile)
         self.source_bar.set_device(device)
         self.source_bar.set_precision(precision)
+        self.source_bar.set_backend(backend)
 
         self.panel_row = QWidget(self)
         self.panel_layout = QHBoxLayout(self.panel_row)
@@ -224,6 +226,7 @@ class MainWindow(QMainWindow):
         self.source_bar.profile_chosen.connect(self._profile_chosen)
         self.source_bar.device_chosen.connect(self._device_chosen)
         self.source_bar.precision_chosen.connect(self._precision_chosen)
+        self.source_bar.backend_chosen.connect(self._backend_chosen)
         self.source_bar.per_channel_toggled.connect(self._per_channel)
         self.source_bar.gradcam_toggled.connect(self._gradcam)
         self.source_bar.message.connect(self.set_status)
@@ -305,8 +308,8 @@ class MainWindow(QMainWindow):
                 current = self.live_tab
         self.bottom_tabs.setCurrentWidget(current)
 
-    def _measure(self, max_batch: int, precision: str, fresh: bool) -> None:
-        if self.bridge.analyze(max_batch, precision, fresh):
+    def _measure(self, max_batch: int, precision: str, fresh: bool, backends: tuple[str, ...] = ()) -> None:
+        if self.bridge.analyze(max_batch, precision, fresh, tuple(backends)):
             self.analysis_view.set_busy(True)
             if not self.bridge.paused:
                 self.source_bar.set_playing(False)  # the engine pauses the source for the measurement
@@ -361,10 +364,12 @@ class MainWindow(QMainWindow):
             self._analysis_stale = False
             self._show_cached_analysis()
 
-    def _show_cached_analysis(self, max_batch: int | None = None, precision: str | None = None) -> None:
+    def _show_cached_analysis(self, max_batch: int | None = None, precision: str | None = None,
+                              backends: tuple[str, ...] | None = None) -> None:
         view = self.analysis_view
         cached = self.bridge.cached_analysis(max_batch or view.max_batch.value(),
-                                             precision or view.precision.currentText())
+                                             precision or view.precision.currentText(),
+                                             tuple(backends) if backends is not None else view.other_backends)
         if cached is not None:
             view.show_analysis(cached)
         else:
@@ -560,6 +565,12 @@ class MainWindow(QMainWindow):
     def _precision_chosen(self, precision: str) -> None:
         self.set_status(f"Loading the networks again in {precision}\u2026")
         self.bridge.configure(precision=precision)
+
+    def _backend_chosen(self, backend: str) -> None:
+        how = {"auto": "on the fastest backend, measured", "compile": "on torch.compile (compiling: seconds a "
+               "network)", "onnxruntime": "on ONNX Runtime (the first export of a network takes seconds)"}
+        self.set_status(f"Loading the networks again {how.get(backend, 'on ' + backend)}\u2026")
+        self.bridge.configure(backend=backend)
 
     @property
     def _overview_on(self) -> bool:
@@ -921,6 +932,7 @@ class MainWindow(QMainWindow):
             "device": session.device if session else self.device,
             "weights": {m.name: str(m.weights) for m in session.models} if session else {},
             "precision": {m.name: m.precision for m in session.models} if session else {},
+            "backend": {m.name: m.backend for m in session.models} if session else {},
             "source": describe_target(self.bridge.target) if self.bridge.target is not None else None,
             "duration_s": round(time.monotonic() - self.started_at, 2),
             "engine_stopped_cleanly": self.engine_stopped_cleanly,

@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.api import HealthAccumulator, ModelCard, ModelResult, WeightsKind, human_count
+from engine.api import HealthAccumulator, ModelCard, ModelResult, WeightsKind, backend_label, human_count
 from gui import style
 from gui.elided import ElidedLabel
 from gui.feature_maps import FeatureMapView, shape_text
@@ -312,12 +312,18 @@ class ModelPanel(QFrame):
         _set_badge(self.status, text, colour, info.weights_source)
         if cost is not None:
             self.cost.setText(f"{human_count(cost.params, 3)} params \u00b7 {human_count(cost.macs, 3)} MACs"
-                              + (" \u00b7 bf16" if info.precision == "bf16" else ""))
-            # bf16 is worth saying (its numbers differ slightly from fp32's); fp32 is the norm
+                              + (" \u00b7 bf16" if info.precision == "bf16" else "")
+                              + {"onnxruntime": " \u00b7 ORT", "compile": " \u00b7 compiled"}.get(info.backend, ""))
+            # bf16 and a backend other than torch eager are worth saying (their numbers differ
+            # slightly from fp32 eager's); fp32 on torch is the norm
             self.cost.setToolTip(f"{cost.params:,} parameters, {cost.macs:,} multiply-accumulates per image, "
                                  f"{cost.size_mb:.1f} MB of weights in fp32, {cost.activation_mb:.2f} MB of "
                                  f"activations. Runs in {info.precision}"
-                                 + (f": {info.precision_note}" if info.precision_note else ""))
+                                 + (f": {info.precision_note}" if info.precision_note else "")
+                                 + f". Forward pass and feature maps on {backend_label(info.backend)}"
+                                 + (f" ({info.backend_note})" if info.backend_note else "")
+                                 + ("; Grad-CAM on torch eager (it needs gradients)" if info.backend != "torch"
+                                    else ""))
         else:
             self.cost.setText("")
         self.latency.setText("")

@@ -17,6 +17,7 @@ from PySide6.QtGui import QAction, QGuiApplication, QImage, QKeySequence
 from PySide6.QtWidgets import QComboBox, QFileDialog, QInputDialog, QLabel, QMessageBox, QStyle, QToolBar, QWidget
 
 from engine.api import (
+    BACKEND_CHOICES,
     CIFAR10_BYTES,
     IMAGE_SUFFIXES,
     PRECISIONS,
@@ -87,6 +88,7 @@ class SourceBar(QToolBar):
     profile_chosen = Signal(str)
     device_chosen = Signal(str)
     precision_chosen = Signal(str)
+    backend_chosen = Signal(str)
     per_channel_toggled = Signal(bool)
     gradcam_toggled = Signal(bool)
     message = Signal(str, bool)  # status bar text, is_error
@@ -135,6 +137,12 @@ class SourceBar(QToolBar):
                                          "machine has bf16 arithmetic and it measured faster at load (the "
                                          "network's year line then says bf16); fp32 or bf16 for all")
         self.precision_box.currentTextChanged.connect(self.precision_chosen.emit)
+        self.backend_box = self._combo("", BACKEND_CHOICES, "What runs the networks: auto uses ONNX Runtime for "
+                                       "each network where it measured faster than torch at load (and agreed with "
+                                       "it); torch (eager), onnxruntime, or compile (torch.compile: seconds of "
+                                       "compiling per network and per layer shown). Each network's year line "
+                                       "says which ran it")
+        self.backend_box.currentTextChanged.connect(self.backend_chosen.emit)
         self.stills_box = self._combo("", list(SLIDESHOW), "How long each picture of a folder or "
                                       "a list of files stays on screen; 'no wait': as fast as the networks go "
                                       "(videos play at their own rate)")
@@ -196,6 +204,11 @@ class SourceBar(QToolBar):
         self.precision_box.blockSignals(True)
         self.precision_box.setCurrentText(precision)
         self.precision_box.blockSignals(False)
+
+    def set_backend(self, backend: str) -> None:
+        self.backend_box.blockSignals(True)
+        self.backend_box.setCurrentText(backend)
+        self.backend_box.blockSignals(False)
 
     def set_device(self, device: str) -> None:
         self.device_box.blockSignals(True)

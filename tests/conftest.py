@@ -12,9 +12,18 @@ import torch  # noqa: E402
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+@pytest.fixture(scope="session")
+def _onnx_exports(tmp_path_factory):
+    return tmp_path_factory.mktemp("onnx")
+
+
 @pytest.fixture(autouse=True)
-def _private_cache(tmp_path_factory, monkeypatch):
-    """Caches (decoded data sets, torch hub) live in a temporary folder, never the user's."""
+def _private_cache(tmp_path_factory, monkeypatch, _onnx_exports):
+    """Caches (decoded data sets, torch hub) live in a temporary folder, never the user's. The ONNX
+    exports of the bundled networks are shared by the whole run, as a user's cache keeps them (an
+    export of ENet takes seconds; tests/test_backend.py tests the cache itself in its own folder)."""
     cache = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("CNN_ARENA_CACHE", str(cache / "arena"))
     monkeypatch.setenv("TORCH_HOME", str(cache / "torch"))
+    (cache / "arena").mkdir()
+    (cache / "arena" / "onnx").symlink_to(_onnx_exports, target_is_directory=True)

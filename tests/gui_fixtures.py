@@ -68,7 +68,8 @@ def make_window(qtbot, gui_settings, window_threads, no_thread_leak):
     windows = []
 
     def make(source=None, profile: str = "cifar10"):
-        window = MainWindow(profile=profile, device="cpu", precision="fp32")  # auto: tests/test_precision.py
+        # auto: tests/test_precision.py and tests/test_backend.py
+        window = MainWindow(profile=profile, device="cpu", precision="fp32", backend="torch")
         qtbot.addWidget(window)
         windows.append(window)
         window.show()

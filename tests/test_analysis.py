@@ -11,6 +11,7 @@ import torch
 
 from engine.analysis import (
     Analysis,
+    BackendView,
     BatchPoint,
     LayerTime,
     NetworkAnalysis,
@@ -65,6 +66,15 @@ def test_analysis_round_trips_through_json():
     back = Analysis.from_dict(json.loads(json.dumps(a.to_dict())))
     assert back == a
     assert a.to_dict()["networks"][0]["layers_ratio"] == pytest.approx(0.1 / 0.3)
+    # another backend's view: its own networks, fit and verdicts survive the trip too
+    faster = tuple(dataclasses.replace(n, forward_ms=n.forward_ms / 3, layers=(),
+                                       batches=(BatchPoint(1, n.latency_ms / 3, n.latency_ms / 2, 20, 1.0, 2.0),))
+                   for n in networks)
+    view_fit, _, view_verdicts = judge(faster)
+    with_view = dataclasses.replace(a, backends=(BackendView("onnxruntime", faster, view_fit, view_verdicts,
+                                                             ("x: left out",)),))
+    back = Analysis.from_dict(json.loads(json.dumps(with_view.to_dict())))
+    assert back == with_view and back.backends[0].networks[1].latency_ms == pytest.approx(1.0)
 
 
 def test_batch_sizes_double_up_to_the_largest():

@@ -57,6 +57,17 @@ def test_bench_json_contract(tmp_path, capsys):
     assert report["frames"] >= 8 and report["pipeline_fps"] > 0
     assert report["rss_end_mb"] > 0 and report["rss_start_mb"] > 0
     assert report["threads_left"] <= 0
+    # the runtimes side by side (torch and ONNX Runtime by default), each against the machine's peak
+    assert report["backends"] == ["torch", "onnxruntime"] and report["peak"]["gflops"] > 0
+    ort = report["by_backend"]["onnxruntime"]
+    assert set(ort) == set(report["models"]) and report["by_backend"]["torch"] == report["models"]
+    for m in ort.values():
+        assert m["backend"] == "onnxruntime" and m["runs"] == 7
+        assert m["overhead"] == pytest.approx(m["engine_ms_p50"] / m["graph_ms_p50"])
+        assert m["gflops"] == pytest.approx(2 * m["macs"] / (m["raw_ms_p50"] / 1000) / 1e9)
+        assert 0 < m["peak_fraction"] == pytest.approx(m["gflops"] / report["peak"]["gflops"])
+    assert set(report["pipelines"]) == {"torch", "onnxruntime"}
+    assert report["pipelines"]["onnxruntime"]["frames"] >= 8
 
 
 def test_bench_missing_source_is_one_line(capsys):

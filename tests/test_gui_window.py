@@ -263,7 +263,7 @@ def test_load_weights_on_a_panel_shows_custom_and_a_misfit_is_refused(make_windo
 def test_an_unknown_device_is_one_error_and_choosing_cpu_then_runs(qtbot, gui_settings, no_thread_leak):
     from gui.main_window import MainWindow
 
-    window = MainWindow(profile="cifar10", device="bogus")
+    window = MainWindow(profile="cifar10", device="bogus", backend="torch")
     qtbot.addWidget(window)
     window.show()
     window.start(None)

@@ -80,7 +80,11 @@ def _rank_main(rank: int, port: int, env: dict[str, str], out: str, err: str, ta
 
 def launch(tmp: Path, target, args: tuple, env_of=lambda rank: {}) -> list[Rank]:
     port = free_port()
-    ctx = multiprocessing.get_context("fork")
+    # forkserver: the ranks fork from a clean, single-threaded server process, not from this one,
+    # whose earlier tests left thread pools (torch's, ONNX Runtime's, the engine's) that a forked
+    # child cannot use ("Invalid thread pool!", "autograd's threading ... fork")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "engine.training.distributed"])
     ranks = []
     for rank in range(WORLD):
         out, err = tmp / f"rank{rank}.out", tmp / f"rank{rank}.err"

@@ -42,8 +42,22 @@ def positive_int(text: str) -> int:
 MAX_SECONDS = 2_000_000
 PRECISIONS = ("auto", "fp32", "bf16")  # engine.precision.PRECISIONS, without importing torch for --help
 GRADCAM_METHODS = ("gradcam", "gradcam++", "scorecam")  # engine.probes.gradcam.METHODS, likewise
+BACKENDS = ("auto", "torch", "onnxruntime", "compile")  # engine.models.backend.BACKEND_CHOICES, likewise
+BACKEND_HELP = ("what runs the networks: auto (ONNX Runtime for each network where it measures faster at load "
+                "than torch, and agrees with torch), torch (eager), onnxruntime, or compile (torch.compile: "
+                "seconds of compiling per network)")
 PRECISION_HELP = ("number format of the networks: auto (default: bf16 for each network only where this "
                   "machine runs it natively and it measures faster at load), fp32 or bf16")
+
+
+def parse_backends(text: str) -> list[str]:
+    """``--backend``: one name, a comma-separated list, or ``all``; unknown names are a CliError."""
+    names = list(BACKENDS[1:]) if text.strip() == "all" else [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [n for n in names if n not in BACKENDS]
+    if unknown or not names:
+        raise CliError(f"--backend: unknown backend {unknown[0] if unknown else text!r}; expected "
+                       f"{', '.join(BACKENDS)}, a comma-separated list, or all")
+    return list(dict.fromkeys(names))
 
 
 def device_name(text: str) -> str:
@@ -70,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     window.add_argument("--device", dest="window_device", default="cpu", metavar="DEVICE", help="cpu, cuda or auto")
     window.add_argument("--precision", dest="window_precision", choices=PRECISIONS, default="auto",
                         help=PRECISION_HELP)
+    window.add_argument("--backend", dest="window_backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
     window.add_argument("--quit-after", type=seconds, metavar="SECONDS", help="close the window after this long")
     window.add_argument("--report", metavar="FILE.json", help="on closing, write a JSON run report")
     window.add_argument("--screenshot", metavar="FILE.png", help="on closing, save a screenshot of the window")
@@ -91,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="a custom checkpoint for one network (repeatable)")
     predict.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda or auto")
     predict.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
+    predict.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
     predict.add_argument("--download", action="store_true",
                          help="imagenet: download torchvision's weights when they are not cached yet")
     predict.add_argument("--json", action="store_true")
@@ -106,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
     evaluate.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                           help="fp32 (default), or bf16 weights and inputs where the hardware has bf16")
+    evaluate.add_argument("--backend", choices=BACKENDS[1:], default="torch",
+                          help="what runs the networks: torch (eager, the reference; default), onnxruntime or compile")
     evaluate.add_argument("--weights", action="append", default=[], metavar="MODEL=PATH",
                           help="a custom checkpoint for one network (repeatable)")
     evaluate.add_argument("--json", action="store_true")
@@ -114,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--profile", choices=PROFILES, default="cifar10")
     bench.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda or auto")
     bench.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
+    bench.add_argument("--backend", default="torch,onnxruntime", metavar="NAMES",
+                       help="the backends to compare side by side: a comma-separated list of torch, onnxruntime, "
+                            "compile and auto, or all (torch, onnxruntime and compile); default torch,onnxruntime")
     bench.add_argument("--source", metavar="PATH", help="also run this source through the whole engine")
     bench.add_argument("--frames", type=positive_int, default=300, metavar="N")
     bench.add_argument("--batch", type=positive_int, metavar="N",
@@ -158,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="batch sizes 1, 2, 4, ... up to N (default 64)")
     analyze.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                          help="fp32 (default: operations compare like with like), or bf16 where the hardware has it")
+    analyze.add_argument("--backend", default="torch", metavar="NAMES",
+                         help="the backends to measure, each a dimension of the analysis: a comma-separated list of "
+                              "torch, onnxruntime and compile, or all; default torch")
     analyze.add_argument("--fresh", action="store_true",
                          help="measure again even when this machine's results are cached")
     analyze.add_argument("--out", metavar="DIR", help="also write the figures (PNG), the data (CSV, JSON) and "

@@ -8,8 +8,10 @@ import sys
 import textwrap
 
 from engine.analysis import analyze, cache_key, load_cached, save_cached
+from engine.cli import parse_backends
 from engine.cli.output import CliError, JobProgressBar, format_table, print_json, stop_on_signals, terminal_text
 from engine.jobs import Cancelled, JobState
+from engine.models.backend import label
 from engine.models.registry import RegistryError
 from engine.precision import PrecisionError
 
@@ -22,8 +24,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             check_out(args.out)
         except ReportError as e:
             raise CliError(f"--out {e}") from None
+    backends = [b for b in parse_backends(args.backend) if b != "auto"]
     try:
-        key = cache_key(args.profile, args.device, args.precision, args.max_batch)
+        key = cache_key(args.profile, args.device, args.precision, args.max_batch, backends=backends)
     except (RegistryError, ValueError) as e:
         raise CliError(str(e)) from None
     result = None if args.fresh else load_cached(key)
@@ -32,7 +35,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         with stop_on_signals(job):
             try:
                 result = analyze(args.profile, args.device, max_batch=args.max_batch, precision=args.precision,
-                                 job=job)
+                                 job=job, backends=backends)
             except Cancelled:
                 print("analyze stopped: nothing is reported from an incomplete measurement", file=sys.stderr)
                 return 130
@@ -66,9 +69,28 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     for note in result.notes:
         print(f"  {terminal_text(note)}")
     print()
-    for verdict in result.verdicts:
-        head = {True: "HOLDS", False: "DOES NOT HOLD", None: "NOT JUDGED"}[verdict.holds]
-        print(textwrap.fill(f"{head}: {verdict.text}", width=100, subsequent_indent="  "))
+    print_verdicts(result.verdicts)
+    for view in result.backends:
+        print(f"\non {label(view.backend)} (the same networks, batch 1 to {result.max_batch}; no per-layer times):")
+        rows = [[n.label, f"{n.macs / 1e6:.1f}", f"{n.latency_ms:.3f}", f"{n.batches[-1].ms_per_image_p50:.3f}",
+                 f"{torch_ms / n.latency_ms:.2f}x" if (torch_ms := _torch_ms(result, n.name)) else "-",
+                 f"{2 * n.macs / (n.latency_ms / 1000) / 1e9:.1f}" if n.latency_ms > 0 else "-"]
+                for n in view.networks]
+        print(format_table(["network", "M MACs", "ms b=1", f"ms/img b={result.max_batch}", "speed-up on torch",
+                            "GFLOP/s b=1"], rows, right={1, 2, 3, 4, 5}))
+        for note in view.notes:
+            print(f"  {terminal_text(note)}")
+        print_verdicts(view.verdicts[:2])  # the density verdict does not depend on time
     if written:
         print(f"\nwrote {len(written)} files into {terminal_text(str(args.out))}: open report.html")
     return 0
+
+
+def print_verdicts(verdicts) -> None:
+    for verdict in verdicts:
+        head = {True: "HOLDS", False: "DOES NOT HOLD", None: "NOT JUDGED"}[verdict.holds]
+        print(textwrap.fill(f"{head}: {verdict.text}", width=100, subsequent_indent="  "))
+
+
+def _torch_ms(result, name: str) -> float | None:
+    return next((n.latency_ms for n in result.networks if n.name == name), None)

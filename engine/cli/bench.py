@@ -9,13 +9,15 @@ import sys
 
 import torch
 
-from engine.bench import bench_latency, bench_pipeline, bench_throughput
-from engine.cli import parse_weights
+from engine.bench import bench_latency, bench_pipeline, bench_throughput, machine_peak
+from engine.cli import parse_backends, parse_weights
 from engine.cli.output import CliError, JobProgressBar, format_table, print_json, stop_on_signals
+from engine.complexity import complexity
 from engine.device import machine_load
 from engine.imageio import InputError
 from engine.inference import InferenceSession
 from engine.jobs import Cancelled, JobProgress, JobState
+from engine.models.backend import BackendError, label, onnxruntime_version
 from engine.models.registry import RegistryError
 from engine.precision import PrecisionError
 from engine.weights import WeightsError
@@ -32,63 +34,113 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if not min_seconds >= 0:
         raise CliError("--min-seconds must be 0 or more")
     weights = parse_weights(args.weights)
-    try:
-        session = InferenceSession(args.profile, args.device, weights=weights, precision=args.precision)
-    except (RegistryError, WeightsError, PrecisionError) as e:
-        raise CliError(str(e)) from None
-    if args.device not in ("cpu", "auto") and session.device.type == "cpu":
-        print(f"warning: {args.device} is not available: measuring on the CPU", flush=True)
-    session.set_capture({n: (session.spec(n).default_layer,) for n in session.names})
+    backends = parse_backends(args.backend)
     log = (lambda *a: None) if args.json else (lambda *a: print(*a, flush=True))
-    threads = torch.get_num_threads()
-    log(f"latency on {session.device}, {threads} thread{'s' if threads != 1 else ''}, "
-        f"{runs} runs per network{'' if args.runs else ' or more'} ...")
     busy = machine_load()
     if busy is not None:
         print(f"warning: {busy}: the figures will be slower and noisier than on an idle machine",
               file=sys.stderr, flush=True)
     job = JobState(on_progress=None if args.json else JobProgressBar())
-    default_batch = args.batch or (256 if session.device.type == "cuda" or args.profile == "cifar10" else 16)
-    with stop_on_signals(job):
+    runs_by_backend: dict[str, dict] = {}
+    device = None
+    for backend in backends:
         try:
-            models = bench_latency(session, runs=runs, min_seconds=min_seconds, job=job)
-            for name in session.names:
-                models[name]["precision"], models[name]["precision_note"] = session.precision_of(name)
-            for i, name in enumerate(session.names):
-                job.report(JobProgress("bench", i, len(session.names), f"throughput {name}", "networks"))
-                rate, batch = bench_throughput(session, name, default_batch, seconds=min_seconds, job=job)
-                models[name]["images_per_s"], models[name]["batch"] = rate, batch
-        except Cancelled:  # Ctrl-C: a bench's numbers are only comparable when all are taken
-            measured = ", ".join(job.partial.get("latency", {})) or "none"
-            print(f"bench stopped; latency measured for: {measured} (not reported: incomplete)", file=sys.stderr)
-            return 130
-    report = {"device": str(session.device), "threads": torch.get_num_threads(), "profile": args.profile,
-              "torch": torch.__version__, "models": models, "pipeline_fps": None, "frames": 0,
+            session = InferenceSession(args.profile, args.device, weights=weights, precision=args.precision,
+                                       backend=backend)
+        except (RegistryError, WeightsError, PrecisionError, BackendError) as e:
+            raise CliError(str(e)) from None
+        for message in session.messages:
+            print(f"warning: {message}", file=sys.stderr, flush=True)
+        if device is None:
+            device = session.device
+            if args.device not in ("cpu", "auto") and device.type == "cpu":
+                print(f"warning: {args.device} is not available: measuring on the CPU", flush=True)
+            threads = torch.get_num_threads()
+            log(f"latency on {device}, {threads} thread{'s' if threads != 1 else ''}, "
+                f"{runs} runs per network{'' if args.runs else ' or more'}, backends: {', '.join(backends)} ...")
+        session.set_capture({n: (session.spec(n).default_layer,) for n in session.names})
+        default_batch = args.batch or (256 if session.device.type == "cuda" or args.profile == "cifar10" else 16)
+        with stop_on_signals(job):
+            try:
+                models = bench_latency(session, runs=runs, min_seconds=min_seconds, job=job)
+                for name in session.names:
+                    models[name]["precision"], models[name]["precision_note"] = session.precision_of(name)
+                    models[name]["backend_note"] = session.backend_of(name)[1]
+                for i, name in enumerate(session.names):
+                    job.report(JobProgress("bench", i, len(session.names), f"throughput {name} ({backend})",
+                                           "networks"))
+                    rate, batch = bench_throughput(session, name, default_batch, seconds=min_seconds, job=job)
+                    models[name]["images_per_s"], models[name]["batch"] = rate, batch
+            except Cancelled:  # Ctrl-C: a bench's numbers are only comparable when all are taken
+                measured = ", ".join(job.partial.get("latency", {})) or "none"
+                print(f"bench stopped; latency measured for: {measured} on {backend} (not reported: incomplete)",
+                      file=sys.stderr)
+                return 130
+        runs_by_backend[backend] = models
+        del session
+    peak = machine_peak(device)
+    for models in runs_by_backend.values():
+        for name, m in models.items():
+            macs = _macs(name, args.profile)
+            m["macs"] = macs
+            m["gflops"] = 2 * macs / (m["raw_ms_p50"] / 1000) / 1e9 if macs and m["raw_ms_p50"] > 0 else None
+            m["peak_fraction"] = m["gflops"] / peak["gflops"] if m["gflops"] else None
+    first = runs_by_backend[backends[0]]
+    report = {"device": str(device), "threads": torch.get_num_threads(), "profile": args.profile,
+              "torch": torch.__version__, "onnxruntime": onnxruntime_version(), "backends": list(backends),
+              "peak": peak, "by_backend": runs_by_backend, "models": first, "pipeline_fps": None, "frames": 0,
               "rss_start_mb": None, "rss_end_mb": None}
     if args.source:
-        log(f"pipeline: {args.frames} frames of {args.source} through the engine ...")
-        del session
-        try:
-            report.update(bench_pipeline({"profile": args.profile, "device": args.device, "threads": args.threads,
-                                          "weights": weights, "precision": args.precision}, args.source, args.frames))
-        except InputError as e:
-            raise CliError(str(e)) from None
-        report["pipeline_threads"] = torch.get_num_threads()
+        report["pipelines"] = {}
+        for backend in backends:
+            log(f"pipeline: {args.frames} frames of {args.source} through the engine on {backend} ...")
+            try:
+                pipeline = bench_pipeline({"profile": args.profile, "device": args.device, "threads": args.threads,
+                                           "weights": weights, "precision": args.precision, "backend": backend},
+                                          args.source, args.frames)
+            except InputError as e:
+                raise CliError(str(e)) from None
+            pipeline["pipeline_threads"] = torch.get_num_threads()
+            report["pipelines"][backend] = pipeline
+        report.update(report["pipelines"][backends[0]])
     if args.json:
         print_json(report)
         return 0
-    rows = [[n, m["precision"], f"{m['raw_ms_p50']:.3f}", f"{m['engine_ms_p50']:.3f}", f"{m['ratio']:.3f}",
-             f"{m['images_per_s']:.0f} (batch {m['batch']})", ", ".join(m["captured"])] for n, m in models.items()]
-    print(format_table(["model", "precision", "raw ms p50", "engine ms p50", "ratio", "images/s", "captured"], rows,
-                       right={2, 3, 4}))
-    for n, m in models.items():
-        if m["precision_note"]:
-            print(f"  {n}: {m['precision_note']}")
-    if args.source:
-        print(f"pipeline: {report['pipeline_fps']:.1f} frames/s over {report['frames']} frames "
-              f"({report['dropped']} dropped); resident memory {report['rss_start_mb']:.0f} MB -> "
-              f"{report['rss_end_mb']:.0f} MB ({report['rss_end_mb'] - report['rss_start_mb']:+.1f} MB); "
-              f"threads left: {report['threads_left']}")
-        print("per-network latency in the pipeline (p50 ms): " +
-              ", ".join(f"{n} {v:.2f}" for n, v in report["latency_ms_p50"].items()))
+    rows = []
+    for backend, models in runs_by_backend.items():
+        for n, m in models.items():
+            graph = f"{m['graph_ms_p50']:.3f}" if "graph_ms_p50" in m else ""
+            overhead = f"{m['overhead']:.2f}" if "overhead" in m else ""
+            rows.append([n, label(m["backend"]) + ("" if m["backend"] == backend else f" (asked {backend})"),
+                         m["precision"], f"{m['raw_ms_p50']:.3f}", f"{m['raw_ms_p95']:.3f}", graph,
+                         f"{m['engine_ms_p50']:.3f}", f"{m['ratio']:.2f}", overhead,
+                         f"{m['gflops']:.1f}" if m["gflops"] else "", f"{100 * m['peak_fraction']:.0f}%"
+                         if m["peak_fraction"] else "", f"{m['images_per_s']:.0f} (batch {m['batch']})"])
+    print(format_table(["model", "backend", "precision", "raw p50", "raw p95", "graph p50", "engine p50",
+                        "engine/raw", "engine/graph", "GFLOP/s", "of peak", "images/s"], rows,
+                       right={3, 4, 5, 6, 7, 8, 9, 10}))
+    print(f"ms, batch 1, warm; raw: the bare pass without taps; graph: the backend's own call of the graph the "
+          f"engine runs (with the tap on {', '.join(sorted({c for m in first.values() for c in m['captured']}))}); "
+          f"engine: input tensor to finished result. GFLOP/s: 2 x MACs / raw p50. Peak: {peak['gflops']:.0f} GFLOP/s "
+          f"({peak['what']}).")
+    for backend, models in runs_by_backend.items():
+        for n, m in models.items():
+            for note in (m["precision_note"], m["backend_note"]):
+                if note:
+                    print(f"  {n} ({backend}): {note}")
+    for backend, pipeline in report.get("pipelines", {}).items():
+        print(f"pipeline on {label(backend) if backend != 'auto' else 'auto'}: {pipeline['pipeline_fps']:.1f} "
+              f"frames/s over {pipeline['frames']} frames ({pipeline['dropped']} dropped); resident memory "
+              f"{pipeline['rss_start_mb']:.0f} MB -> {pipeline['rss_end_mb']:.0f} MB "
+              f"({pipeline['rss_end_mb'] - pipeline['rss_start_mb']:+.1f} MB); "
+              f"threads left: {pipeline['threads_left']}")
+        print("  per-network latency in the pipeline (p50 ms): " +
+              ", ".join(f"{n} {v:.2f}" for n, v in pipeline["latency_ms_p50"].items()))
     return 0
+
+
+def _macs(name: str, profile: str) -> int | None:
+    try:
+        return complexity(name, profile).macs
+    except (RegistryError, RuntimeError, ValueError):
+        return None

@@ -12,6 +12,7 @@ from engine.device import device_label, resolve_device
 from engine.evaluation import EVAL_BATCH, EvalError, check_labels, evaluate_results, missing_classes, sample_indices
 from engine.imageio import display_name
 from engine.jobs import Cancelled, JobState
+from engine.models.backend import BackendError, label
 from engine.models.registry import CIFAR10_CLASSES, RegistryError, comparison_specs, get_spec
 from engine.precision import PrecisionError, check_precision
 from engine.weights import UNTRAINED, WeightsError, load_model
@@ -45,7 +46,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     with stop_on_signals(job):
         try:
             results = evaluate_results(loaded, images, labels, device=device, tta=args.tta, job=job,
-                                       precision=args.precision)
+                                       precision=args.precision, backend=args.backend)
+        except BackendError as e:
+            raise CliError(str(e)) from None
         except Cancelled:  # Ctrl-C: what was finished is still worth printing
             results, status = job.partial["results"], 130
             done = ", ".join(r.name for r in results) or "none"
@@ -57,7 +60,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
              "UNTRAINED" if r.weights_status == UNTRAINED else r.weights_status] for r in results]
     data_name = "torchvision CIFAR-10" if args.data == "download" else display_name(args.data)
     print(f"{data_name}, test split: {len(labels)} images, device {device_label(device)}"
-          f"{', flip TTA' if args.tta else ''}{', bf16' if args.precision == 'bf16' else ''}")
+          f"{', flip TTA' if args.tta else ''}{', bf16' if args.precision == 'bf16' else ''}, "
+          f"backend {label(args.backend)}")
     print(format_table(["model", "top-1", "top-5", "images", "images/s", "weights"], rows, right={1, 2, 3, 4}))
     batches = {len(r.batch_images_per_s) for r in results}
     if batches and min(batches) > 0:

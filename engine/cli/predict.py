@@ -18,6 +18,7 @@ from engine.imageio import InputError, read_image
 from engine.inference import InferenceSession
 from engine.jobs import JobState
 from engine.jobs.download import DownloadError, download_weights
+from engine.models.backend import BackendError, label
 from engine.models.registry import RegistryError, list_specs
 from engine.precision import PrecisionError
 from engine.weights import WeightsError
@@ -36,8 +37,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             download_failed = True
     try:
         session = InferenceSession(args.profile, args.device, weights=weights, top_k=args.top,
-                                   precision=args.precision)
-    except (RegistryError, WeightsError, PrecisionError) as e:
+                                   precision=args.precision, backend=args.backend)
+    except (RegistryError, WeightsError, PrecisionError, BackendError) as e:
         raise CliError(str(e)) from None
     for message in session.messages:
         print(f"warning: {message}", file=sys.stderr)
@@ -68,6 +69,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 "timed_runs": args.runs,
                 "weights": session.loaded(name).status,
                 "precision": session.precision_of(name)[0],
+                "backend": session.backend_of(name)[0],
             } for name, r in result.results.items()}})
     if args.json:
         print_json(answers)
@@ -87,6 +89,7 @@ def _print_human(answers: list[dict], session: InferenceSession) -> None:
         for name, r in answer["results"].items():
             tops = ", ".join(f"{t['label']} {100 * t['prob']:.1f}%" for t in r["top"])
             status = "" if r["weights"] != "untrained" else "  (UNTRAINED: random weights)"
-            rows.append([name, f"{r['forward_ms']:.2f}", f"{r['preprocess_ms']:.2f}", tops + status])
-        print(format_table(["model", "forward ms", "prep ms", "top predictions"], rows, right={1, 2}))
+            rows.append([name, label(r["backend"]), f"{r['forward_ms']:.2f}", f"{r['preprocess_ms']:.2f}",
+                         tops + status])
+        print(format_table(["model", "backend", "forward ms", "prep ms", "top predictions"], rows, right={2, 3}))
         print()

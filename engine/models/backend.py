@@ -1,0 +1,502 @@
+"""What executes a network's forward pass: torch eager, ONNX Runtime or torch.compile.
+
+The engine runs every network through :class:`~engine.models.adapter.ModelAdapter`. This module adds
+the other two runtimes behind one small interface, :class:`Runner`: ``runner(x)`` returns a
+:class:`GraphOutputs` of numpy arrays for one prepared input. The graph is the whole answer, not
+only the network: logits, softmax, the classes ranked, ENet's per-pixel class map and confidence, and
+the output of each tapped layer. So what the engine does after the call is reading arrays.
+
+- ``torch``: eager PyTorch, the reference, the only backend with gradients (Grad-CAM) and the only
+  one that runs bf16 weights. :class:`~engine.inference.InferenceSession` runs it itself.
+- ``onnxruntime`` (:class:`OrtRunner`): the network exported with ``torch.onnx.export`` from the
+  same module and weights (:func:`export_onnx`), run by ONNX Runtime's CPU provider. Exports are
+  cached (below).
+- ``compile`` (:class:`CompiledRunner`): the same graph through ``torch.compile`` (inductor, which
+  compiles C++ with the system's compiler: seconds per network, again for each new tap set).
+
+Why export the tapped layers as graph outputs rather than read them some other way: ONNX Runtime
+has no hooks, and a graph output is the one way to get an intermediate tensor out of it. A layer
+that is an output cannot be fused with the next one, so each set of tapped layers gets its own
+graph. Making one can take seconds (ENet's: about 5 s here), so the first export of
+a network has every layer the app can show (:func:`~engine.inference.feature_layers`) as an output,
+and a tap set within those is cut from it: its other outputs are dropped, and ONNX Runtime removes
+the nodes nothing reads any more. A tap set outside those layers is exported for itself.
+
+The cache lives in ``<cache>/onnx`` (``$CNN_ARENA_CACHE`` or ``~/.cache/cnn-arena``). A file's key
+covers the network, its input size, a digest of its weights as loaded, the tapped layers, and the
+versions of torch, onnx, onnxscript and onnxruntime. Beside each ``.onnx`` is a ``.json`` with its
+sha256; a file whose digest does not match, that ONNX Runtime cannot load, or whose logits on a
+fixed random input differ from torch's is exported again, never trusted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import tempfile
+import warnings
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from engine.models.adapter import ModelAdapter
+
+BACKENDS = ("torch", "onnxruntime", "compile")
+BACKEND_CHOICES = ("auto", *BACKENDS)
+LABELS = {"torch": "torch eager", "onnxruntime": "ONNX Runtime", "compile": "torch.compile"}
+EXPORT_FORMAT = 1  # bump when the exported graph's layout changes: old cache entries stop matching
+PARITY = 1e-3  # an export whose logits differ from torch's by more (relative to their size) is refused
+AUTO_GAIN = 0.95  # auto keeps ONNX Runtime only where its median time is at most this fraction of torch's
+
+log = logging.getLogger(__name__)
+
+
+class BackendError(ValueError):
+    """A backend that cannot run here or cannot run this network; the message is one line."""
+
+
+def label(backend: str) -> str:
+    """The backend as a person reads it: ``ONNX Runtime``."""
+    return LABELS.get(backend, backend)
+
+
+def onnxruntime_version() -> str | None:
+    """ONNX Runtime's version, or None where it cannot be imported."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    return str(onnxruntime.__version__)
+
+
+def check_backend(backend: str, device: torch.device) -> str:
+    """``backend`` if it names one (``auto`` included), else :class:`BackendError` (one line).
+
+    ONNX Runtime runs on the CPU here (its CPU provider): asked for on a GPU it is an error.
+    """
+    if backend not in BACKEND_CHOICES:
+        raise BackendError(f"unknown backend {backend!r}; expected {', '.join(BACKEND_CHOICES)}")
+    if backend == "onnxruntime" and device.type != "cpu":
+        raise BackendError("ONNX Runtime runs on the CPU here; use --device cpu or --backend torch")
+    return backend
+
+
+class GraphOutputs(NamedTuple):
+    """One pass through a runner's graph, as numpy arrays (batch first)."""
+
+    logits: np.ndarray  # (N, classes) float32
+    probs: np.ndarray  # (N, classes) float32 softmax
+    top: np.ndarray  # (N, classes) int64: every class, best first (a caller keeps the first k)
+    class_map: np.ndarray | None  # (N, H, W) uint8 argmax of the per-pixel logits (ENet)
+    confidence: np.ndarray | None  # (N, H, W) float32 softmax max of the same
+    taps: dict[str, np.ndarray]  # layer name -> (N, C, H, W) float32
+
+
+class _Graph(nn.Module):
+    """The network plus everything the engine reads from a pass, as one traceable module.
+
+    Taps are placed for the duration of each call (on a private copy of the network: see
+    :func:`private_copy`), so tracing sees them as plain tensors flowing to outputs.
+    """
+
+    def __init__(self, adapter: ModelAdapter, layers: Sequence[str], with_map: bool) -> None:
+        super().__init__()
+        self.net = adapter.model
+        self.adapter, self.layers, self.with_map = adapter, tuple(layers), with_map
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        store: dict[str, torch.Tensor] = {}
+        with self.adapter.tapped(self.layers, store):
+            if self.with_map:
+                logits, pixel_logits = self.adapter.forward_map(x)
+            else:
+                logits = self.adapter.model(x)
+        probs = logits.softmax(1)
+        # every class ranked, not the first k: one graph serves any k (a sort of 10 or 1000 numbers)
+        outputs = [logits, probs, probs.topk(self.adapter.spec.num_classes, dim=1).indices]
+        if self.with_map:
+            confidence, pixel_class = pixel_logits.softmax(1).max(1)
+            outputs += [pixel_class.to(torch.uint8), confidence]
+        return tuple(outputs + [store[layer] for layer in self.layers])
+
+
+def output_names(layers: Sequence[str], with_map: bool) -> list[str]:
+    return ["logits", "probs", "top"] + (["class_map", "confidence"] if with_map else []) + \
+        [f"tap/{layer}" for layer in layers]
+
+
+def _outputs(values: Sequence[np.ndarray], layers: Sequence[str], with_map: bool) -> GraphOutputs:
+    n = 5 if with_map else 3
+    return GraphOutputs(values[0], values[1], values[2], values[3] if with_map else None,
+                        values[4] if with_map else None, dict(zip(layers, values[n:])))
+
+
+def private_copy(adapter: ModelAdapter) -> ModelAdapter:
+    """The network again, float32 on the CPU, in eval mode, sharing no module with ``adapter``.
+
+    Export and compilation place taps for their own graph; on the live network they would collide
+    with the engine's taps. Built on the meta device and filled with the loaded tensors (float32
+    copies where the live network runs bf16), so it costs no random initialisation.
+    """
+    from engine.inference import without_in_place_ops
+
+    spec = adapter.spec
+    with torch.device("meta"):
+        model = spec.build()
+    state = {k: v.detach().to("cpu", torch.float32) if v.is_floating_point() else v.detach().cpu()
+             for k, v in adapter.model.state_dict().items()}
+    model.load_state_dict(state, assign=True)
+    without_in_place_ops(model)
+    return ModelAdapter(spec, model.eval())
+
+
+def weights_digest(model: nn.Module) -> str:
+    """sha256 over the state dict (names, dtypes, shapes, bytes): the weights as loaded."""
+    h = hashlib.sha256()
+    for name, value in model.state_dict().items():
+        t = value.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return ""
+
+    return {"torch": torch.__version__, "onnx": installed("onnx"), "onnxscript": installed("onnxscript"),
+            "onnxruntime": onnxruntime_version() or ""}
+
+
+def make_runner(backend: str, adapter: ModelAdapter, *, device: torch.device,
+                with_map: bool | None = None, dtype: torch.dtype = torch.float32) -> Runner | None:
+    """A runner for ``adapter`` on ``backend`` with no taps (evaluation, analysis), or None for
+    torch eager. Raises :class:`BackendError` (one line) when it cannot be built."""
+    with_map = adapter.spec.has_class_map if with_map is None else with_map
+    if backend == "torch":
+        return None
+    if backend == "onnxruntime":
+        check_backend(backend, device)
+        return OrtRunner(adapter, with_map, threads=torch.get_num_threads(), cache=OnnxCache())
+    if backend == "compile":
+        return CompiledRunner(adapter, with_map, device=device, dtype=dtype)
+    raise BackendError(f"unknown backend {backend!r}; expected {', '.join(BACKENDS)}")
+
+
+def export_onnx(adapter: ModelAdapter, layers: Sequence[str], with_map: bool) -> bytes:
+    """The serialized ONNX model of :class:`_Graph` on ``adapter`` (a private copy), batch dynamic.
+
+    Two exporters, fastest first: torch's TorchScript-based one (a trace: a fraction of a second for
+    LeNet-5, AlexNet and VGG) and, for what it cannot translate (ENet's ``max_unpool2d``), the
+    ``torch.export``-based one (1-6 s a network on a 2-core CPU). The exporters' progress lines and
+    warnings are kept off the terminal; a failure of both is a :class:`BackendError` with the first
+    line of the last one's message.
+    """
+    graph = _Graph(adapter, layers, with_map).eval()
+    x = torch.zeros((2, *adapter.spec.input_size))
+    names = output_names(layers, with_map)
+    error: Exception | None = None
+    for dynamo in (False, True):
+        sink = io.StringIO()
+        try:
+            with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), \
+                    _quiet_loggers():
+                warnings.simplefilter("ignore")
+                if dynamo:
+                    program = torch.onnx.export(graph, (x,), dynamo=True, input_names=["x"], output_names=names,
+                                                dynamic_shapes=({0: torch.export.Dim.DYNAMIC},), verbose=False)
+                    return program.model_proto.SerializeToString()
+                buffer = io.BytesIO()
+                torch.onnx.export(graph, (x,), buffer, dynamo=False, input_names=["x"], output_names=names,
+                                  dynamic_axes={name: {0: "n"} for name in ["x", *names]})
+                return buffer.getvalue()
+        except Exception as e:  # noqa: BLE001 - the exporters raise many kinds; the next one may work
+            error = e
+    first = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
+    raise BackendError(f"{adapter.spec.name}: the ONNX export failed: {first[:200]}") from None
+
+
+@contextlib.contextmanager
+def _quiet_loggers():
+    names = ("torch.onnx", "torch.export", "torch._dynamo", "torch.fx", "onnxscript", "torch._export")
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def cut_outputs(model_bytes: bytes, keep: Iterable[str]) -> bytes:
+    """The ONNX model with only the graph outputs named in ``keep`` (in the graph's own order)."""
+    import onnx
+
+    model = onnx.load_from_string(model_bytes)
+    wanted = set(keep)
+    kept = [o for o in model.graph.output if o.name in wanted]
+    del model.graph.output[:]
+    model.graph.output.extend(kept)
+    return model.SerializeToString()
+
+
+class OnnxCache:
+    """Exported graphs on disk, by key (module docs). Writes are atomic (temporary file, rename)."""
+
+    def __init__(self, folder: Path | None = None) -> None:
+        if folder is None:
+            from engine.data import default_cache_dir
+
+            folder = default_cache_dir() / "onnx"
+        self.folder = folder
+        self.exports = 0  # how many graphs this cache had to export (tests and logs read it)
+
+    def key(self, adapter: ModelAdapter, digest: str, layers: Sequence[str], with_map: bool) -> str:
+        spec = adapter.spec
+        text = json.dumps({"format": EXPORT_FORMAT, "network": spec.name, "profile": spec.profile,
+                           "input": list(spec.input_size), "weights": digest, "taps": list(layers),
+                           "map": with_map, **_versions()}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def path(self, adapter: ModelAdapter, key: str) -> Path:
+        return self.folder / f"{adapter.spec.profile}-{adapter.spec.name}-{key[:20]}.onnx"
+
+    KEEP = 8  # exports kept per network and profile, the most recently used (other weights, tap sets)
+
+    def read(self, path: Path) -> bytes | None:
+        """The file's bytes when its sidecar's sha256 matches them, else None."""
+        try:
+            data = path.read_bytes()
+            meta = json.loads(path.with_suffix(".json").read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(meta, dict) or meta.get("sha256") != hashlib.sha256(data).hexdigest():
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(path)  # used now: the last to be pruned
+        return data
+
+    def prune(self, path: Path) -> None:
+        """Keep the :attr:`KEEP` most recently used exports of ``path``'s network, remove the rest
+        (a network retrained again and again would otherwise fill the disk)."""
+        prefix = path.name.rsplit("-", 1)[0] + "-"
+        try:
+            same = [p for p in self.folder.glob(f"{prefix}*.onnx") if p.name.count("-") == path.name.count("-")]
+            files = sorted(same, key=lambda p: p.stat().st_mtime, reverse=True)
+            for old in files[self.KEEP:]:
+                old.unlink(missing_ok=True)
+                old.with_suffix(".json").unlink(missing_ok=True)
+        except OSError as e:
+            log.warning("cannot prune the ONNX cache in %s: %s", self.folder, e)
+
+    def write(self, path: Path, data: bytes) -> None:
+        """Store ``data`` at ``path`` with its sidecar; a cache that cannot be written is only logged
+        (the graph still runs from memory)."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            for target, payload in ((path, data), (path.with_suffix(".json"), json.dumps(
+                    {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}).encode())):
+                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
+                with os.fdopen(fd, "wb") as f:
+                    f.write(payload)
+                os.replace(tmp, target)
+        except OSError as e:
+            log.warning("cannot cache the ONNX export at %s: %s", path, e)
+            return
+        self.prune(path)
+
+
+class Runner:
+    """One network on one backend other than torch eager: ``runner(x)`` -> :class:`GraphOutputs`."""
+
+    backend = ""
+
+    def __init__(self, adapter: ModelAdapter, with_map: bool) -> None:
+        self.spec = adapter.spec
+        self.with_map = with_map
+        self.layers: tuple[str, ...] = ()
+
+    def set_taps(self, layers: Sequence[str]) -> None:
+        raise NotImplementedError
+
+    def __call__(self, x: torch.Tensor) -> GraphOutputs:
+        raise NotImplementedError
+
+    def run_raw(self, x: torch.Tensor) -> object:
+        """The runtime's own call on a prepared input, nothing read back: the floor of its latency."""
+        raise NotImplementedError
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Image logits for a batch (evaluation), as a float32 CPU tensor."""
+        return torch.from_numpy(self(x).logits)
+
+
+class OrtRunner(Runner):
+    """The network exported to ONNX and run by ONNX Runtime on ``threads`` threads (module docs).
+
+    ``full_layers`` are the layers the first export has as outputs (the layers the app shows);
+    ``cache`` None keeps exports in memory only. Raises :class:`BackendError` when ONNX Runtime is
+    missing, the export fails, or the export's logits differ from torch's.
+    """
+
+    backend = "onnxruntime"
+    MAX_SESSIONS = 4  # tap sets kept ready in memory, most recent first
+
+    def __init__(self, adapter: ModelAdapter, with_map: bool, *, threads: int,
+                 full_layers: Sequence[str] = (), cache: OnnxCache | None = None) -> None:
+        super().__init__(adapter, with_map)
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise BackendError("ONNX Runtime is not installed (pip install onnxruntime)") from None
+        self._ort, self.threads, self.cache = ort, threads, cache
+        self._copy = private_copy(adapter)
+        self._digest = weights_digest(self._copy.model)
+        self.full_layers = tuple(full_layers)
+        self.exported = 0  # graphs this runner exported (rather than read from the cache)
+        self._full = self._graph(self.full_layers)
+        self._sessions: OrderedDict[tuple[str, ...], object] = OrderedDict()
+        self.set_taps(())
+
+    def _graph(self, layers: tuple[str, ...]) -> bytes:
+        """The exported model for ``layers``: from the cache when it is intact and agrees with torch,
+        else exported now (and cached)."""
+        key = path = None
+        if self.cache is not None:
+            key = self.cache.key(self._copy, self._digest, layers, self.with_map)
+            path = self.cache.path(self._copy, key)
+            data = self.cache.read(path)
+            if data is not None:
+                try:
+                    self._check(self._session(data), layers)
+                    return data
+                except BackendError as e:  # a damaged or stale file: export again
+                    log.warning("%s; exporting again", e)
+        data = export_onnx(self._copy, layers, self.with_map)
+        self.exported += 1
+        self._check(self._session(data), layers)
+        if self.cache is not None and path is not None:
+            self.cache.exports += 1
+            self.cache.write(path, data)
+        return data
+
+    def _session(self, data: bytes):
+        ort = self._ort
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        # Spinning pool threads would take the core the engine's frame decoder needs.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - ORT raises its own exception types for bad models
+            first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+            raise BackendError(f"{self.spec.name}: ONNX Runtime cannot load the export: {first[:200]}") from None
+
+    def _check(self, session, layers: tuple[str, ...]) -> None:
+        """Refuse a graph whose logits on a fixed random input differ from torch's."""
+        x = torch.from_numpy(np.random.default_rng(0).standard_normal((1, *self.spec.input_size), np.float32))
+        with torch.inference_mode():
+            expected = self._copy.logits(x).numpy()
+        try:
+            got = session.run(["logits"], {"x": x.numpy()})[0]
+        except Exception as e:  # noqa: BLE001
+            raise BackendError(f"{self.spec.name}: the ONNX export does not run: {str(e)[:200]}") from None
+        scale = max(1.0, float(np.abs(expected).max()))
+        if got.shape != expected.shape or not float(np.abs(got - expected).max()) <= PARITY * scale:
+            raise BackendError(f"{self.spec.name}: the ONNX export's logits differ from torch's")
+
+    def set_taps(self, layers: Sequence[str]) -> None:
+        layers = tuple(dict.fromkeys(layers))
+        if layers in self._sessions:
+            self._sessions.move_to_end(layers)
+        else:
+            if set(layers) <= set(self.full_layers):
+                names = output_names(layers, self.with_map)
+                data = cut_outputs(self._full, names)
+                session = self._session(data)
+            else:  # a layer the first export does not have: its own graph
+                session = self._session(self._graph(layers))
+            self._sessions[layers] = session
+            while len(self._sessions) > self.MAX_SESSIONS:
+                self._sessions.popitem(last=False)
+        self.layers = layers
+        self._run = self._sessions[layers].run
+        # ONNX Runtime returns the outputs in the graph's order, which cut_outputs keeps.
+        graph_order = [o.name for o in self._sessions[layers].get_outputs()]
+        self._tap_order = [name[4:] for name in graph_order if name.startswith("tap/")]
+
+    def run_raw(self, x: torch.Tensor) -> list[np.ndarray]:
+        return self._run(None, {"x": x.contiguous().numpy()})
+
+    def __call__(self, x: torch.Tensor) -> GraphOutputs:
+        return _outputs(self._run(None, {"x": x.contiguous().numpy()}), self._tap_order, self.with_map)
+
+
+class CompiledRunner(Runner):
+    """The same graph through ``torch.compile`` (inductor; on a GPU too). Each new tap set compiles
+    again (seconds); the last few stay ready."""
+
+    backend = "compile"
+    MAX_GRAPHS = 4
+
+    def __init__(self, adapter: ModelAdapter, with_map: bool, *, device: torch.device,
+                 dtype: torch.dtype = torch.float32) -> None:
+        super().__init__(adapter, with_map)
+        self.device, self.dtype = device, dtype
+        self._graphs: OrderedDict[tuple[str, ...], object] = OrderedDict()
+        self._copy = private_copy(adapter)
+        self._copy.model.to(device=device, dtype=dtype)
+        if device.type == "cpu":
+            self._copy.model.to(memory_format=torch.channels_last)
+        self.set_taps(())
+
+    def set_taps(self, layers: Sequence[str]) -> None:
+        layers = tuple(dict.fromkeys(layers))
+        if layers not in self._graphs:
+            graph = _Graph(self._copy, layers, self.with_map).eval()
+            try:
+                compiled = torch.compile(graph, dynamic=False)
+                x = torch.zeros((1, *self.spec.input_size), device=self.device, dtype=self.dtype)
+                if self.device.type == "cpu":
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with torch.inference_mode(), warnings.catch_warnings(), _quiet_loggers():
+                    warnings.simplefilter("ignore")
+                    compiled(x)  # compile now, not on the first frame
+            except Exception as e:  # noqa: BLE001 - inductor raises many kinds (no compiler, ...)
+                first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+                raise BackendError(f"{self.spec.name}: torch.compile failed: {first[:200]}") from None
+            self._graphs[layers] = compiled
+            while len(self._graphs) > self.MAX_GRAPHS:
+                self._graphs.popitem(last=False)
+        self._graphs.move_to_end(layers)
+        self.layers = layers
+        self._fn = self._graphs[layers]
+
+    def run_raw(self, x: torch.Tensor) -> object:
+        return self._fn(x)
+
+    def __call__(self, x: torch.Tensor) -> GraphOutputs:
+        values = self._fn(x)
+        return _outputs([v.float().cpu().numpy() if v.is_floating_point() else v.cpu().numpy() for v in values],
+                        self.layers, self.with_map)

@@ -1,0 +1,141 @@
+"""Backends other than torch eager (engine.models.backend): ONNX Runtime answers as torch does,
+taps and ENet's class map included; its exports are cached, checked and rebuilt; without it the
+app runs on torch and says so once."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from engine.inference import InferenceSession, feature_layers, without_in_place_ops
+from engine.models import backend as backend_module
+from engine.models.adapter import ModelAdapter
+from engine.models.backend import BackendError, OnnxCache, OrtRunner, check_backend
+from engine.models.registry import get_spec
+from engine.weights import load_model
+
+pytest.importorskip("onnxruntime")
+
+
+def adapter_for(name: str, seed: int = 0) -> ModelAdapter:
+    torch.manual_seed(seed)
+    spec = get_spec(name, "cifar10")
+    model = spec.build().eval()
+    without_in_place_ops(model)
+    return ModelAdapter(spec, model)
+
+
+@pytest.fixture
+def cache(_onnx_exports) -> OnnxCache:
+    """The run's shared export folder (tests/conftest.py): the bundled networks' exports are made
+    once per run, whichever test needs them first."""
+    return OnnxCache(_onnx_exports)
+
+
+@pytest.mark.parametrize("name, layer", [("lenet5", "features.c3"), ("enet", "stage2.bottleneck2_1")])
+def test_onnx_runtime_matches_torch_on_random_inputs(name, layer, cache):
+    spec = get_spec(name, "cifar10")
+    model = load_model(spec).model.eval()  # the bundled weights: the export the app makes and caches
+    without_in_place_ops(model)
+    adapter = ModelAdapter(spec, model)
+    layers = [info.name for info in feature_layers(adapter)]
+    runner = OrtRunner(adapter, spec.has_class_map, threads=1, full_layers=layers, cache=cache)
+    runner.set_taps((layer,))  # cut from the export with every layer as an output
+    x = torch.randn(3, *adapter.spec.input_size)  # a batch: the exported batch axis is dynamic
+    store: dict[str, torch.Tensor] = {}
+    with torch.inference_mode(), adapter.tapped([layer], store):
+        expected = adapter(x)
+    got = runner(x)
+    np.testing.assert_allclose(got.logits, expected.logits.numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(got.taps[layer], store[layer].numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(got.probs, expected.logits.softmax(1).numpy(), atol=1e-5, rtol=0)
+    assert (got.top[:, 0] == expected.logits.argmax(1).numpy()).all() and got.top.shape == got.probs.shape
+    if adapter.spec.has_class_map:
+        confidence, pixel_class = expected.pixel_logits.softmax(1).max(1)
+        np.testing.assert_allclose(got.confidence, confidence.numpy(), atol=1e-4, rtol=0)
+        # the class map agrees wherever the top two classes are not a hair apart
+        second = expected.pixel_logits.softmax(1).topk(2, dim=1).values
+        clear = (second[:, 0] - second[:, 1] > 1e-4).numpy()
+        assert (got.class_map[clear] == pixel_class.numpy().astype(np.uint8)[clear]).all()
+        assert got.class_map.dtype == np.uint8
+    runner.set_taps(())  # cut from the same export: no tap outputs left
+    assert runner(x).taps == {}
+
+
+def test_a_cache_hit_skips_the_export_and_a_damaged_file_is_rebuilt(tmp_path, monkeypatch):
+    cache = OnnxCache(tmp_path)  # its own folder: this test damages files
+    adapter = adapter_for("lenet5")
+    first = OrtRunner(adapter, False, threads=1, full_layers=("features.c1",), cache=cache)
+    files = sorted(cache.folder.glob("*-lenet5-*.onnx"))
+    assert files
+    real_export = backend_module.export_onnx
+    calls = []
+
+    def counting_export(*args, **kwargs):
+        calls.append(args[1])
+        return real_export(*args, **kwargs)
+
+    monkeypatch.setattr(backend_module, "export_onnx", counting_export)
+    again = OrtRunner(adapter, False, threads=1, full_layers=("features.c1",), cache=cache)
+    assert calls == [] and again.exported == 0
+    x = torch.randn(1, *adapter.spec.input_size)
+    np.testing.assert_array_equal(again(x).logits, first(x).logits)
+    path = cache.path(adapter, cache.key(adapter, backend_module.weights_digest(adapter.model), ("features.c1",),
+                                         False))
+    # 1) bytes changed behind the sidecar's back: the digest does not match, so it is exported again
+    path.write_bytes(path.read_bytes()[:-100] + b"\0" * 100)
+    rebuilt = OrtRunner(adapter, False, threads=1, full_layers=("features.c1",), cache=cache)
+    assert len(calls) == 1 and rebuilt.exported == 1
+    # 2) an intact file (matching sidecar) of other weights: ONNX Runtime loads it, but its logits
+    # differ from torch's, so it is not trusted either
+    other = adapter_for("lenet5", seed=1)
+    other_runner = OrtRunner(other, False, threads=1, full_layers=("features.c1",), cache=cache)
+    other_path = cache.path(other, cache.key(other, backend_module.weights_digest(other.model), ("features.c1",),
+                                             False))
+    path.write_bytes(other_path.read_bytes())
+    path.with_suffix(".json").write_text(other_path.with_suffix(".json").read_text())
+    assert json.loads(path.with_suffix(".json").read_text())["bytes"] == path.stat().st_size
+    del other_runner
+    checked = OrtRunner(adapter, False, threads=1, full_layers=("features.c1",), cache=cache)
+    assert len(calls) == 3 and checked.exported == 1  # other's export, then this one again
+    np.testing.assert_allclose(checked(x).logits, first(x).logits, atol=1e-5)
+
+
+def test_the_session_runs_on_onnx_runtime_and_grad_cam_on_torch(cache):
+    from engine.probes import Activations, GradCam
+
+    ort_session = InferenceSession("cifar10", "cpu", models=["lenet5"], backend="onnxruntime", onnx_cache=cache)
+    torch_session = InferenceSession("cifar10", "cpu", models=["lenet5"])
+    assert ort_session.backend_of("lenet5")[0] == "onnxruntime" and not ort_session.messages
+    for session in (ort_session, torch_session):
+        session.set_probes({"lenet5": (Activations(("features.c1",)), GradCam("features.c3"))})
+    frame = np.random.default_rng(3).integers(0, 256, (40, 52, 3), dtype=np.uint8)
+    got, expected = ort_session.run(frame).results["lenet5"], torch_session.run(frame).results["lenet5"]
+    assert got.backend == "onnxruntime" and expected.backend == "torch"
+    np.testing.assert_allclose(got.probs, expected.probs, atol=1e-5)
+    np.testing.assert_allclose(got.activations["features.c1"], expected.activations["features.c1"], atol=1e-4)
+    assert not got.probs.flags.writeable and not got.activations["features.c1"].flags.writeable
+    cam, cam_torch = got.probes["gradcam"], expected.probes["gradcam"]
+    np.testing.assert_allclose(cam.map, cam_torch.map, atol=1e-4)  # the gradients come from torch
+    assert ort_session.top1(frame) == torch_session.top1(frame)
+
+
+def test_without_onnx_runtime_the_app_runs_on_torch_and_says_so_once(monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
+    session = InferenceSession("cifar10", "cpu", models=["lenet5", "enet"], backend="auto")
+    assert [session.backend_of(n)[0] for n in session.names] == ["torch", "torch"]
+    assert len([m for m in session.messages if "ONNX Runtime" in m]) == 1
+    with pytest.raises(BackendError, match="not installed"):
+        OrtRunner(adapter_for("lenet5"), False, threads=1)
+
+
+def test_backend_names_are_checked():
+    with pytest.raises(BackendError, match="unknown backend"):
+        check_backend("tensorrt", torch.device("cpu"))
+    with pytest.raises(BackendError, match="CPU"):
+        check_backend("onnxruntime", torch.device("cuda"))
+    assert check_backend("auto", torch.device("cuda")) == "auto"
