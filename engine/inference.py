@@ -376,8 +376,12 @@ class InferenceSession:
             # Taps stay in place from frame to frame: placing and removing them per frame would
             # cost more than LeNet-5's whole forward pass. A runner's graph has them as outputs.
             if net.runner is not None:
-                net.runner.set_taps(net.tapped_layers())
-            else:
+                try:
+                    net.runner.set_taps(net.tapped_layers())
+                except BackendError as e:  # torch.compile of a new tap set failed: torch eager from now on
+                    net.runner, net.backend_note = None, f"torch eager: {e}"
+                    net.input_key = (net.preprocess, dtype_of(net.precision), self.device.type == "cpu")
+            if net.runner is None:
                 net.taps = net.adapter.tap(net.tapped_layers(), net.captured)
 
     @contextmanager

@@ -71,6 +71,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                            "networks"))
                     rate, batch = bench_throughput(session, name, default_batch, seconds=min_seconds, job=job)
                     models[name]["images_per_s"], models[name]["batch"] = rate, batch
+            except BackendError as e:  # a tap set torch.compile could not compile
+                raise CliError(str(e)) from None
             except Cancelled:  # Ctrl-C: a bench's numbers are only comparable when all are taken
                 measured = ", ".join(job.partial.get("latency", {})) or "none"
                 print(f"bench stopped; latency measured for: {measured} on {backend} (not reported: incomplete)",

@@ -108,14 +108,18 @@ class _Graph(nn.Module):
     :func:`private_copy`), so tracing sees them as plain tensors flowing to outputs.
     """
 
-    def __init__(self, adapter: ModelAdapter, layers: Sequence[str], with_map: bool) -> None:
+    def __init__(self, adapter: ModelAdapter, layers: Sequence[str], with_map: bool,
+                 store: dict[str, torch.Tensor] | None = None) -> None:
         super().__init__()
         self.net = adapter.model
         self.adapter, self.layers, self.with_map = adapter, tuple(layers), with_map
+        self.store = store  # given: the taps are already in place and fill it (torch.compile)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        store: dict[str, torch.Tensor] = {}
-        with self.adapter.tapped(self.layers, store):
+        store: dict[str, torch.Tensor] = {} if self.store is None else self.store
+        with contextlib.ExitStack() as stack:
+            if self.store is None:
+                stack.enter_context(self.adapter.tapped(self.layers, store))
             if self.with_map:
                 logits, pixel_logits = self.adapter.forward_map(x)
             else:
@@ -233,7 +237,8 @@ def export_onnx(adapter: ModelAdapter, layers: Sequence[str], with_map: bool) ->
 
 @contextlib.contextmanager
 def _quiet_loggers():
-    names = ("torch.onnx", "torch.export", "torch._dynamo", "torch.fx", "onnxscript", "torch._export")
+    names = ("torch.onnx", "torch.export", "torch._dynamo", "torch.fx", "onnxscript", "torch._export",
+             "torch._inductor", "torch.utils.cpp_extension")
     loggers = [logging.getLogger(n) for n in names]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
@@ -465,16 +470,21 @@ class CompiledRunner(Runner):
         super().__init__(adapter, with_map)
         self.device, self.dtype = device, dtype
         self._graphs: OrderedDict[tuple[str, ...], object] = OrderedDict()
-        self._copy = private_copy(adapter)
-        self._copy.model.to(device=device, dtype=dtype)
-        if device.type == "cpu":
-            self._copy.model.to(memory_format=torch.channels_last)
+        self._source = private_copy(adapter)
         self.set_taps(())
 
     def set_taps(self, layers: Sequence[str]) -> None:
         layers = tuple(dict.fromkeys(layers))
         if layers not in self._graphs:
-            graph = _Graph(self._copy, layers, self.with_map).eval()
+            # Taps placed inside a compiled function would be traced as attribute changes; on a
+            # copy of its own (sharing the weights' storage) each tap set keeps its taps in place.
+            copy = private_copy(self._source)
+            copy.model.to(device=self.device, dtype=self.dtype)
+            if self.device.type == "cpu":
+                copy.model.to(memory_format=torch.channels_last)
+            store: dict[str, torch.Tensor] = {}
+            copy.tap(layers, store)
+            graph = _Graph(copy, layers, self.with_map, store).eval()
             try:
                 compiled = torch.compile(graph, dynamic=False)
                 x = torch.zeros((1, *self.spec.input_size), device=self.device, dtype=self.dtype)
