@@ -161,13 +161,14 @@ class InferenceSession:
 
     def __init__(self, profile: str = "cifar10", device: str = "cpu", models: Iterable[str] | None = None,
                  weights: Mapping[str, str] | None = None, *, top_k: int = 5, precision: str = "fp32",
-                 backend: str = "torch", onnx_cache: OnnxCache | None = None) -> None:
+                 backend: str = "torch", onnx_cache: OnnxCache | None = None, ort_threads: int | None = None) -> None:
         share_cpu_with_opencv()
         self.profile = profile
         self.device = resolve_device(device)
         self.precision = check_precision(precision, self.device)  # PrecisionError (a ValueError): one line
         self.backend = check_backend(backend, self.device)  # BackendError (a ValueError): one line
         self.top_k = top_k
+        self.ort_threads = ort_threads or torch.get_num_threads()  # ONNX Runtime's pool (engine_ort_threads)
         self.messages: list[str] = []
         specs = [get_spec(n, profile) for n in models] if models is not None else comparison_specs(profile)
         self._nets: dict[str, _Network] = {}
@@ -206,7 +207,7 @@ class InferenceSession:
                            precision_note=note)
             self._nets[spec.name] = net
             self._with_backend(net, ort_runner)
-            net.input_key = (net.preprocess, dtype_of(net.precision) if net.runner is None else torch.float32,
+            net.input_key = (net.preprocess, torch.float32 if net.backend == "onnxruntime" else dtype_of(net.precision),
                              self.device.type == "cpu" and net.backend != "onnxruntime")
 
     def _ort_runner(self, adapter: ModelAdapter, cache: OnnxCache | None) -> OrtRunner | None:
@@ -215,7 +216,7 @@ class InferenceSession:
         name = adapter.spec.name
         try:
             layers = self._layers[name] = feature_layers(adapter, self.device)
-            return OrtRunner(adapter, adapter.spec.has_class_map, threads=torch.get_num_threads(),
+            return OrtRunner(adapter, adapter.spec.has_class_map, threads=self.ort_threads,
                              full_layers=[layer.name for layer in layers], cache=cache)
         except BackendError as e:
             self.messages.append(f"{e}; {name} runs on torch eager")

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from engine.complexity import Complexity, complexity
-from engine.device import engine_threads, resolve_device
+from engine.device import engine_ort_threads, engine_threads, resolve_device
 from engine.events import (
     EngineEvent,
     Error,
@@ -733,7 +733,8 @@ class Engine:
             self._emit(Error(ErrorCode.DEVICE, f"{config.device} is not available here: running on the CPU"))
         try:
             session = InferenceSession(config.profile, str(device), config.models, dict(config.weights),
-                                       top_k=self.top_k, precision=config.precision, backend=config.backend)
+                                       top_k=self.top_k, precision=config.precision, backend=config.backend,
+                                       ort_threads=self.threads or engine_ort_threads())
         except WeightsError as e:
             if self.session is not None:
                 self._emit(Error(ErrorCode.WEIGHTS, f"{e}; the networks keep the weights they had"))

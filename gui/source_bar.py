@@ -76,6 +76,11 @@ SLIDESHOW = {"1 s / picture": 1.0, "2 s / picture": 2.0, "0.5 s / picture": 0.5,
 DEFAULT_SLIDESHOW = "1 s / picture"
 
 
+# The backend picker's words (its values are engine.api.BACKEND_CHOICES): "auto" alone would read
+# like the precision picker beside it.
+BACKEND_TEXT = {"auto": "fastest runtime", "torch": "torch eager", "onnxruntime": "ONNX Runtime",
+                "compile": "torch.compile"}
+
 class SourceBar(QToolBar):
     source_chosen = Signal(object)  # a path, list of paths, camera index as text, or URL
     image_pasted = Signal(object, str)  # RGB uint8 array, its name
@@ -137,12 +142,15 @@ class SourceBar(QToolBar):
                                          "machine has bf16 arithmetic and it measured faster at load (the "
                                          "network's year line then says bf16); fp32 or bf16 for all")
         self.precision_box.currentTextChanged.connect(self.precision_chosen.emit)
-        self.backend_box = self._combo("", BACKEND_CHOICES, "What runs the networks: auto uses ONNX Runtime for "
+        self.backend_box = self._combo("", [BACKEND_TEXT.get(b, b) for b in BACKEND_CHOICES],
+                                       "What runs the networks: auto uses ONNX Runtime for "
                                        "each network where it measured faster than torch at load (and agreed with "
                                        "it); torch (eager), onnxruntime, or compile (torch.compile: seconds of "
                                        "compiling per network and per layer shown). Each network's year line "
                                        "says which ran it")
-        self.backend_box.currentTextChanged.connect(self.backend_chosen.emit)
+        for i, backend in enumerate(BACKEND_CHOICES):
+            self.backend_box.setItemData(i, backend)
+        self.backend_box.currentIndexChanged.connect(lambda i: self.backend_chosen.emit(BACKEND_CHOICES[i]))
         self.stills_box = self._combo("", list(SLIDESHOW), "How long each picture of a folder or "
                                       "a list of files stays on screen; 'no wait': as fast as the networks go "
                                       "(videos play at their own rate)")
@@ -207,8 +215,12 @@ class SourceBar(QToolBar):
 
     def set_backend(self, backend: str) -> None:
         self.backend_box.blockSignals(True)
-        self.backend_box.setCurrentText(backend)
+        self.backend_box.setCurrentIndex(max(0, self.backend_box.findData(backend)))
         self.backend_box.blockSignals(False)
+
+    @property
+    def backend(self) -> str:
+        return str(self.backend_box.currentData())
 
     def set_device(self, device: str) -> None:
         self.device_box.blockSignals(True)

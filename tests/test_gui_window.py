@@ -169,6 +169,19 @@ def test_a_pasted_or_dropped_image_is_shown(make_window, tmp_path, qtbot):
     window.dropEvent(event)
     qtbot.waitUntil(lambda: window.frames_shown > shown, timeout=LONG)
     assert window.bridge.target == str(dropped)
+    # the toolbar's runtime picker: the networks load again on ONNX Runtime, and every panel, the
+    # table's caption and each frame's result say so
+    box = window.source_bar.backend_box
+    box.setCurrentIndex(box.findData("onnxruntime"))
+    qtbot.waitUntil(lambda: window.session is not None
+                    and all(m.backend == "onnxruntime" for m in window.session.models), timeout=LONG)
+    window.dropEvent(QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                                Qt.KeyboardModifier.NoModifier))
+    qtbot.waitUntil(lambda: window.bridge.latest is not None and all(
+        r.backend == "onnxruntime" for r in window.bridge.latest[0].results.values()), timeout=LONG)
+    qtbot.waitUntil(lambda: all(p.cost.text().endswith("\u00b7 ORT") for p in _panels(window).values()),
+                    timeout=LONG)
+    qtbot.waitUntil(lambda: "forward on ONNX Runtime, fp32" in window.table.caption.text(), timeout=LONG)
 
 
 @pytest.mark.slow

@@ -117,6 +117,7 @@ class _Graph(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         store: dict[str, torch.Tensor] = {} if self.store is None else self.store
+        store.clear()  # empty at every entry: torch.compile's guards see the same state each call
         with contextlib.ExitStack() as stack:
             if self.store is None:
                 stack.enter_context(self.adapter.tapped(self.layers, store))
@@ -471,6 +472,14 @@ class CompiledRunner(Runner):
         self.device, self.dtype = device, dtype
         self._graphs: OrderedDict[tuple[str, ...], object] = OrderedDict()
         self._source = private_copy(adapter)
+        # Every tap set of every network is a graph of its own for the same forward code, and
+        # dynamo keeps 8 per code by default before it gives up compiling it.
+        import torch._dynamo
+
+        config = torch._dynamo.config
+        for name in ("recompile_limit", "cache_size_limit"):
+            if hasattr(config, name):
+                setattr(config, name, max(getattr(config, name), 64))
         self.set_taps(())
 
     def set_taps(self, layers: Sequence[str]) -> None:
