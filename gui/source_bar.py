@@ -76,10 +76,9 @@ SLIDESHOW = {"1 s / picture": 1.0, "2 s / picture": 2.0, "0.5 s / picture": 0.5,
 DEFAULT_SLIDESHOW = "1 s / picture"
 
 
-# The backend picker's words (its values are engine.api.BACKEND_CHOICES): "auto" alone would read
-# like the precision picker beside it.
-BACKEND_TEXT = {"auto": "fastest runtime", "torch": "torch eager", "onnxruntime": "ONNX Runtime",
-                "compile": "torch.compile"}
+# The backend picker's words (its values are engine.api.BACKEND_CHOICES), short enough for a 1366-pixel
+# toolbar: "auto" alone would read like the precision picker beside it.
+BACKEND_TEXT = {"auto": "fastest", "torch": "torch", "onnxruntime": "ORT", "compile": "compiled"}
 
 class SourceBar(QToolBar):
     source_chosen = Signal(object)  # a path, list of paths, camera index as text, or URL
@@ -140,13 +139,13 @@ class SourceBar(QToolBar):
         self.device_box.currentTextChanged.connect(self.device_chosen.emit)
         self.precision_box = self._combo("", PRECISIONS, "Number format: auto runs each network in bf16 where this "
                                          "machine has bf16 arithmetic and it measured faster at load (the "
-                                         "network's year line then says bf16); fp32 or bf16 for all")
+                                         "network's cost line then says bf16); fp32 or bf16 for all")
         self.precision_box.currentTextChanged.connect(self.precision_chosen.emit)
         self.backend_box = self._combo("", [BACKEND_TEXT.get(b, b) for b in BACKEND_CHOICES],
-                                       "What runs the networks: auto uses ONNX Runtime for "
+                                       "What runs the networks (the runtime): fastest uses ONNX Runtime for "
                                        "each network where it measured faster than torch at load (and agreed with "
-                                       "it); torch (eager), onnxruntime, or compile (torch.compile: seconds of "
-                                       "compiling per network and per layer shown). Each network's year line "
+                                       "it); torch (eager), ORT (ONNX Runtime), or compiled (torch.compile: seconds of "
+                                       "compiling per network and per layer shown). Each network's cost line "
                                        "says which ran it")
         for i, backend in enumerate(BACKEND_CHOICES):
             self.backend_box.setItemData(i, backend)
