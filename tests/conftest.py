@@ -25,5 +25,9 @@ def _private_cache(tmp_path_factory, monkeypatch, _onnx_exports):
     cache = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("CNN_ARENA_CACHE", str(cache / "arena"))
     monkeypatch.setenv("TORCH_HOME", str(cache / "torch"))
+    # The window and predict run on torch eager unless a test asks for another backend: auto times
+    # every network on two runtimes at load, which tests/test_backend.py and the predict and bench
+    # contracts cover (they name their backend)
+    monkeypatch.setenv("CNN_ARENA_BACKEND", "torch")
     (cache / "arena").mkdir()
     (cache / "arena" / "onnx").symlink_to(_onnx_exports, target_is_directory=True)

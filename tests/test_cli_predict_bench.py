@@ -15,7 +15,7 @@ def test_predict_json_contract_and_exit_status(tmp_path, capsys):
     good = write_image(tmp_path / "ünï cødé" / "photo 1.png")
     bad = tmp_path / "broken.jpg"
     bad.write_text("not an image")
-    status = main(["predict", str(good), str(bad), "--top", "3", "--json"])
+    status = main(["predict", str(good), str(bad), "--top", "3", "--json", "--backend", "auto"])
     answers = json.loads(capsys.readouterr().out)
     assert status == 2
     assert answers[0]["image"] == str(good)
@@ -26,6 +26,7 @@ def test_predict_json_contract_and_exit_status(tmp_path, capsys):
         assert r["timed_runs"] == 5 and r["forward_ms"] > 0 and r["preprocess_ms"] >= 0
         assert r["latency_ms"] > 0  # each a median of the five warm runs
         assert r["precision"] in ("fp32", "bf16")  # auto: what it chose for each network
+        assert r["backend"] in ("torch", "onnxruntime")  # likewise
     assert answers[1] == {"image": str(bad), "error": "broken.jpg: not an image (unrecognised format)"}
 
 
@@ -41,11 +42,9 @@ def test_predict_bad_weights_argument_is_one_line(capsys):
     assert err.startswith("error: --weights 'nonsense'") and err.count("\n") == 1
 
 
-def test_bench_json_contract(tmp_path, capsys):
-    video = write_video(tmp_path / "v.avi", frames=5, size=(160, 120))
+def test_bench_json_contract(capsys):
     # --runs 7 means seven timed runs (no more for --min-seconds): enough for the contract
-    assert main(["bench", "--runs", "7", "--batch", "16", "--source", str(video), "--frames", "8", "--json",
-                 "--precision", "fp32"]) == 0
+    assert main(["bench", "--runs", "7", "--batch", "16", "--json", "--precision", "fp32"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["device"] == "cpu"
     assert set(report["models"]) == {"lenet5", "alexnet", "vgg16", "enet"}
@@ -54,9 +53,6 @@ def test_bench_json_contract(tmp_path, capsys):
         assert m["ratio"] == pytest.approx(m["engine_ms_p50"] / m["raw_ms_p50"])
         assert m["images_per_s"] > 0 and m["runs"] == 7 and m["batch"] == 16
         assert m["precision"] == "fp32" and m["precision_note"] == ""
-    assert report["frames"] >= 8 and report["pipeline_fps"] > 0
-    assert report["rss_end_mb"] > 0 and report["rss_start_mb"] > 0
-    assert report["threads_left"] <= 0
     # the runtimes side by side (torch and ONNX Runtime by default), each against the machine's peak
     assert report["backends"] == ["torch", "onnxruntime"] and report["peak"]["gflops"] > 0
     ort = report["by_backend"]["onnxruntime"]
@@ -66,6 +62,17 @@ def test_bench_json_contract(tmp_path, capsys):
         assert m["overhead"] == pytest.approx(m["engine_ms_p50"] / m["graph_ms_p50"])
         assert m["gflops"] == pytest.approx(2 * m["macs"] / (m["raw_ms_p50"] / 1000) / 1e9)
         assert 0 < m["peak_fraction"] == pytest.approx(m["gflops"] / report["peak"]["gflops"])
+
+
+@pytest.mark.slow  # the whole engine started on each backend, seconds
+def test_bench_pipeline_runs_on_each_backend(tmp_path, capsys):
+    video = write_video(tmp_path / "v.avi", frames=5, size=(160, 120))
+    assert main(["bench", "--runs", "3", "--batch", "4", "--source", str(video), "--frames", "8", "--json",
+                 "--precision", "fp32"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["frames"] >= 8 and report["pipeline_fps"] > 0
+    assert report["rss_end_mb"] > 0 and report["rss_start_mb"] > 0
+    assert report["threads_left"] <= 0
     assert set(report["pipelines"]) == {"torch", "onnxruntime"}
     assert report["pipelines"]["onnxruntime"]["frames"] >= 8
 

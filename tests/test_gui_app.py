@@ -9,6 +9,8 @@ import os
 import signal
 import sys
 
+import pytest
+
 from tests.gui_fixtures import gui_settings, no_thread_leak, window_threads  # noqa: F401
 from tests.media import write_video
 
@@ -17,6 +19,7 @@ REPORT_KEYS = {"frames_shown", "frames_dropped", "results_skipped_by_display", "
                "device", "duration_s"}
 
 
+@pytest.mark.slow  # a whole app process, seconds
 def test_sigterm_closes_like_the_close_button_with_a_screenshot_and_a_report(qapp, tmp_path, gui_settings,
                                                                             window_threads, no_thread_leak):
     from PySide6.QtCore import QTimer

@@ -201,6 +201,7 @@ def test_window_state_goes_to_the_private_settings_file(make_window, gui_setting
     assert make_window().restored_geometry
 
 
+@pytest.mark.slow  # builds the 224x224 networks, seconds
 @pytest.mark.parametrize("profile", ["imagenet"])
 def test_the_imagenet_profile_says_which_networks_have_no_weights(make_window, profile, tmp_path, qtbot, monkeypatch):
     window = make_window(profile=profile)

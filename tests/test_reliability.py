@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -83,6 +84,7 @@ def test_exif_rotated_phone_photo_is_upright(tmp_path):
     assert frames["phone.jpg"].image.shape == (64, 32, 3)  # stored 64 wide, shown 32 wide
 
 
+@pytest.mark.slow  # 5,000 files written and listed
 def test_a_folder_of_5000_files_starts_at_once_and_is_read_lazily(tmp_path):
     for i in range(5_000):
         (tmp_path / f"{i:05d}.jpg").touch()

@@ -174,6 +174,7 @@ def _train_on_ranks(path: str) -> int:
         shutdown()
 
 
+@pytest.mark.slow  # two processes training
 def test_two_ranks_train_a_batch_norm_network_as_one_process_does(tmp_path):
     """Same global batch, order, crops and flips; batch norm over the whole global batch (synchronised
     across the ranks on the CPU too). In fp32 the two differ only by the order of float additions
@@ -273,6 +274,7 @@ def test_a_resume_at_another_world_size_is_refused_in_one_line(stopped_run, arch
     assert not list((tmp_path / "w").glob("*.safetensors"))
 
 
+@pytest.mark.slow  # two processes training
 def test_two_ranks_resume_finish_and_match_one_process(stopped_run, archive, tmp_path, monkeypatch):
     """The stopped run resumed on two ranks ends like a single process trained straight through with the
     same global batch. LeNet-5's recipe trains in bf16 autocast on the CPU, where the half-batch

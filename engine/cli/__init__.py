@@ -43,9 +43,18 @@ MAX_SECONDS = 2_000_000
 PRECISIONS = ("auto", "fp32", "bf16")  # engine.precision.PRECISIONS, without importing torch for --help
 GRADCAM_METHODS = ("gradcam", "gradcam++", "scorecam")  # engine.probes.gradcam.METHODS, likewise
 BACKENDS = ("auto", "torch", "onnxruntime", "compile")  # engine.models.backend.BACKEND_CHOICES, likewise
+def default_backend() -> str:
+    """The window's and predict's backend when none is given: ``$CNN_ARENA_BACKEND`` if it names
+    one, else auto."""
+    import os
+
+    wanted = os.environ.get("CNN_ARENA_BACKEND", "").strip()
+    return wanted if wanted in BACKENDS else "auto"
+
+
 BACKEND_HELP = ("what runs the networks: auto (ONNX Runtime for each network where it measures faster at load "
                 "than torch, and agrees with torch), torch (eager), onnxruntime, or compile (torch.compile: "
-                "seconds of compiling per network)")
+                "seconds of compiling per network); default auto, or $CNN_ARENA_BACKEND")
 PRECISION_HELP = ("number format of the networks: auto (default: bf16 for each network only where this "
                   "machine runs it natively and it measures faster at load), fp32 or bf16")
 
@@ -84,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     window.add_argument("--device", dest="window_device", default="cpu", metavar="DEVICE", help="cpu, cuda or auto")
     window.add_argument("--precision", dest="window_precision", choices=PRECISIONS, default="auto",
                         help=PRECISION_HELP)
-    window.add_argument("--backend", dest="window_backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
+    window.add_argument("--backend", dest="window_backend", choices=BACKENDS, default=default_backend(),
+                        help=BACKEND_HELP)
     window.add_argument("--quit-after", type=seconds, metavar="SECONDS", help="close the window after this long")
     window.add_argument("--report", metavar="FILE.json", help="on closing, write a JSON run report")
     window.add_argument("--screenshot", metavar="FILE.png", help="on closing, save a screenshot of the window")
@@ -106,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="a custom checkpoint for one network (repeatable)")
     predict.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda or auto")
     predict.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
-    predict.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
+    predict.add_argument("--backend", choices=BACKENDS, default=default_backend(), help=BACKEND_HELP)
     predict.add_argument("--download", action="store_true",
                          help="imagenet: download torchvision's weights when they are not cached yet")
     predict.add_argument("--json", action="store_true")
