@@ -157,10 +157,12 @@ def bench_throughput(session: InferenceSession, name: str, batch: int, seconds: 
     return 0.0, 0
 
 
-def machine_peak(device: torch.device, size: int = 2048, seconds: float = 0.5) -> dict:
-    """The machine's float32 matmul rate in GFLOP/s (a ``size`` x ``size`` matmul, best of the runs
-    in ``seconds``, on torch's current threads): the ceiling the networks' rates are compared with.
-    Cached per device, CPU model, thread count and torch version under the user's cache folder."""
+def machine_peak(device: torch.device, size: int = 2048, seconds: float = 0.5,
+                 dtype: torch.dtype = torch.float32) -> dict:
+    """The machine's matmul rate in GFLOP/s in ``dtype`` (a ``size`` x ``size`` matmul, best of the
+    runs in ``seconds``, on torch's current threads): the ceiling the networks' rates in that dtype
+    are compared with. Cached per device, CPU model, thread count, dtype and torch version under
+    the user's cache folder."""
     import json
     import platform
 
@@ -173,7 +175,8 @@ def machine_peak(device: torch.device, size: int = 2048, seconds: float = 0.5) -
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     except OSError:
         pass
-    key = f"{device_label(device)}|{cpu}|{torch.__version__}|{size}"
+    name = str(dtype).replace("torch.", "")
+    key = f"{device_label(device)}|{cpu}|{torch.__version__}|{size}|{name}"
     path = default_cache_dir() / "peak.json"
     try:
         cached = json.loads(path.read_text())
@@ -181,15 +184,16 @@ def machine_peak(device: torch.device, size: int = 2048, seconds: float = 0.5) -
             return cached[key]
     except (OSError, ValueError):
         cached = {}
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
     best = float("inf")
     with torch.inference_mode():
         a @ b
         started = time.perf_counter()
         while time.perf_counter() - started < seconds or best == float("inf"):
             best = min(best, _timed(lambda _: a @ b, a, device))
-    result = {"gflops": 2 * size**3 / (best / 1000) / 1e9, "what": f"fp32 {size}x{size} matmul, best run",
+    short = {"float32": "fp32", "bfloat16": "bf16"}.get(name, name)
+    result = {"gflops": 2 * size**3 / (best / 1000) / 1e9, "what": f"{short} {size}x{size} matmul, best run",
               "device": device_label(device), "cpu": cpu}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

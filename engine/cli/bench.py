@@ -81,17 +81,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
         runs_by_backend[backend] = models
         del session
     peak = machine_peak(device)
+    peaks = {"fp32": peak}  # each network against the peak of the number format it ran in
+    if any(m["precision"] == "bf16" for models in runs_by_backend.values() for m in models.values()):
+        peaks["bf16"] = machine_peak(device, dtype=torch.bfloat16)
     for models in runs_by_backend.values():
         for name, m in models.items():
             macs = _macs(name, args.profile)
             m["macs"] = macs
             m["gflops"] = 2 * macs / (m["raw_ms_p50"] / 1000) / 1e9 if macs and m["raw_ms_p50"] > 0 else None
-            m["peak_fraction"] = m["gflops"] / peak["gflops"] if m["gflops"] else None
+            m["peak_fraction"] = m["gflops"] / peaks[m["precision"]]["gflops"] if m["gflops"] else None
     first = runs_by_backend[backends[0]]
     report = {"device": str(device), "threads": torch.get_num_threads(), "profile": args.profile,
               "torch": torch.__version__, "onnxruntime": onnxruntime_version(), "backends": list(backends),
-              "peak": peak, "by_backend": runs_by_backend, "models": first, "pipeline_fps": None, "frames": 0,
-              "rss_start_mb": None, "rss_end_mb": None}
+              "peak": peak, "peaks": peaks, "by_backend": runs_by_backend, "models": first, "pipeline_fps": None,
+              "frames": 0, "rss_start_mb": None, "rss_end_mb": None}
     if args.source:
         report["pipelines"] = {}
         for backend in backends:
@@ -123,8 +126,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
                        right={3, 4, 5, 6, 7, 8, 9, 10}))
     print(f"ms, batch 1, warm; raw: the bare pass without taps; graph: the backend's own call of the graph the "
           f"engine runs (with the tap on {', '.join(sorted({c for m in first.values() for c in m['captured']}))}); "
-          f"engine: input tensor to finished result. GFLOP/s: 2 x MACs / raw p50. Peak: {peak['gflops']:.0f} GFLOP/s "
-          f"({peak['what']}).")
+          "engine: input tensor to finished result. GFLOP/s: 2 x MACs / raw p50; of peak: against the best "
+          "matmul in the network's number format, " +
+          ", ".join(f"{p['gflops']:.0f} GFLOP/s ({p['what']})" for p in peaks.values()) + ".")
     for backend, models in runs_by_backend.items():
         for n, m in models.items():
             for note in (m["precision_note"], m["backend_note"]):
