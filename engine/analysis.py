@@ -542,10 +542,12 @@ def measure_network(spec: ModelSpec, model: nn.Module, device: torch.device, max
     model = model.to(device).eval()
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
+    # ONNX Runtime exports the float32 weights (it runs float32), before any bf16 copy; random
+    # weights are not cached
+    runner = make_runner(backend, ModelAdapter(spec, model), device=device, dtype=dtype, cache=weights != "untrained")
     if dtype != torch.float32:
         model = copy.deepcopy(model).to(dtype)
     adapter = ModelAdapter(spec, model)
-    runner = make_runner(backend, adapter, device=device, dtype=dtype)
     forward = adapter if runner is None else runner.run_raw
     points = []
     for b in batch_sizes(max_batch):
@@ -555,6 +557,8 @@ def measure_network(spec: ModelSpec, model: nn.Module, device: torch.device, max
         if device.type == "cpu" and backend != "onnxruntime":
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
+            if backend == "compile":  # its first call at a new size compiles: not what memory measures
+                forward(x)
             peak = _peak_memory_mb(forward, x, device)  # first: nothing of this size cached yet
             # at least 5 runs, more for fast batches until 0.5 s; the largest batches of a big
             # network at 224x224 take seconds a run, so 3 of those

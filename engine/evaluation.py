@@ -168,7 +168,7 @@ def evaluate_results(models: Iterable[Any], images, labels, *, device: torch.dev
     """:func:`evaluate`'s results as :class:`EvalResult` objects. ``backend`` runs the networks on
     ONNX Runtime or torch.compile instead of torch eager (:mod:`engine.models.backend`; a network it
     cannot run raises :class:`~engine.models.backend.BackendError`)."""
-    from engine.weights import LoadedModel, load_model
+    from engine.weights import UNTRAINED, LoadedModel, load_model
 
     device = torch.device(device) if isinstance(device, str) else device
     images_t = torch.as_tensor(images).to(device)
@@ -197,9 +197,11 @@ def evaluate_results(models: Iterable[Any], images, labels, *, device: torch.dev
             raise TypeError(f"expected a LoadedModel or ModelSpec, got {type(item).__name__}")
         dtype = dtype_of(precision)
         model = loaded.model.to(device).to(memory_format=torch.channels_last).eval()
+        # ONNX Runtime exports the float32 weights (it runs float32), before any bf16 copy
+        runner = make_runner(backend, ModelAdapter(loaded.spec, model), device=device, dtype=dtype,
+                             cache=loaded.status != UNTRAINED)
         if dtype != torch.float32:  # a copy: the caller's network stays as it was
             model = copy.deepcopy(model).to(dtype)
-        runner = make_runner(backend, ModelAdapter(loaded.spec, model), device=device, dtype=dtype)
         if runner is not None:
             model = runner
         # A small warm-up batch keeps one-off setup (kernel selection, allocation) out of the timing.

@@ -139,3 +139,20 @@ def test_backend_names_are_checked():
     with pytest.raises(BackendError, match="CPU"):
         check_backend("onnxruntime", torch.device("cuda"))
     assert check_backend("auto", torch.device("cuda")) == "auto"
+
+
+def test_eval_on_onnx_runtime_takes_a_bf16_request_as_float32(tmp_path, monkeypatch):
+    """``eval --precision bf16 --backend onnxruntime``: ONNX Runtime runs the float32 export of the
+    float32 weights, so the answers are torch's in fp32."""
+    from engine.evaluation import evaluate_results
+    from engine.precision import bf16_native
+
+    if not bf16_native(torch.device("cpu")):
+        pytest.skip("no native bf16 on this CPU")
+    monkeypatch.setenv("CNN_ARENA_CACHE", str(tmp_path))
+    images = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    labels = np.arange(6) % 10
+    spec = get_spec("lenet5", "cifar10")
+    ort = evaluate_results([load_model(spec)], images, labels, precision="bf16", backend="onnxruntime")[0]
+    fp32 = evaluate_results([load_model(spec)], images, labels)[0]
+    assert ort.backend == "onnxruntime" and ort.top1 == fp32.top1 and ort.top5 == fp32.top5

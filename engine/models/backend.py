@@ -38,6 +38,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -189,15 +190,17 @@ def _versions() -> dict[str, str]:
 
 
 def make_runner(backend: str, adapter: ModelAdapter, *, device: torch.device,
-                with_map: bool | None = None, dtype: torch.dtype = torch.float32) -> Runner | None:
+                with_map: bool | None = None, dtype: torch.dtype = torch.float32, cache: bool = True) -> Runner | None:
     """A runner for ``adapter`` on ``backend`` with no taps (evaluation, analysis), or None for
-    torch eager. Raises :class:`BackendError` (one line) when it cannot be built."""
+    torch eager; ``cache`` False keeps an ONNX export out of the cache (random weights). ONNX
+    Runtime runs float32 whatever ``dtype`` says. Raises :class:`BackendError` (one line) when it
+    cannot be built."""
     with_map = adapter.spec.has_class_map if with_map is None else with_map
     if backend == "torch":
         return None
     if backend == "onnxruntime":
         check_backend(backend, device)
-        return OrtRunner(adapter, with_map, threads=torch.get_num_threads(), cache=OnnxCache())
+        return OrtRunner(adapter, with_map, threads=torch.get_num_threads(), cache=OnnxCache() if cache else None)
     if backend == "compile":
         return CompiledRunner(adapter, with_map, device=device, dtype=dtype)
     raise BackendError(f"unknown backend {backend!r}; expected {', '.join(BACKENDS)}")
@@ -215,6 +218,16 @@ def export_onnx(adapter: ModelAdapter, layers: Sequence[str], with_map: bool) ->
     graph = _Graph(adapter, layers, with_map).eval()
     x = torch.zeros((2, *adapter.spec.input_size))
     names = output_names(layers, with_map)
+    with _EXPORTING:
+        return _export(graph, x, names, adapter.spec.name)
+
+
+# Exports and compilations redirect sys.stdout and set logger levels, which are the whole process's:
+# one at a time (the engine's worker and a job thread may both build runners).
+_EXPORTING = threading.RLock()
+
+
+def _export(graph: nn.Module, x: torch.Tensor, names: list[str], network: str) -> bytes:
     error: Exception | None = None
     for dynamo in (False, True):
         sink = io.StringIO()
@@ -233,7 +246,7 @@ def export_onnx(adapter: ModelAdapter, layers: Sequence[str], with_map: bool) ->
         except Exception as e:  # noqa: BLE001 - the exporters raise many kinds; the next one may work
             error = e
     first = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
-    raise BackendError(f"{adapter.spec.name}: the ONNX export failed: {first[:200]}") from None
+    raise BackendError(f"{network}: the ONNX export failed: {first[:200]}") from None
 
 
 @contextlib.contextmanager
@@ -320,9 +333,14 @@ class OnnxCache:
             for target, payload in ((path, data), (path.with_suffix(".json"), json.dumps(
                     {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}).encode())):
                 fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
-                with os.fdopen(fd, "wb") as f:
-                    f.write(payload)
-                os.replace(tmp, target)
+                try:
+                    with os.fdopen(fd, "wb") as f:
+                        f.write(payload)
+                    os.replace(tmp, target)
+                except OSError:
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp)
+                    raise
         except OSError as e:
             log.warning("cannot cache the ONNX export at %s: %s", path, e)
             return
@@ -453,10 +471,15 @@ class OrtRunner(Runner):
         self._tap_order = [name[4:] for name in graph_order if name.startswith("tap/")]
 
     def run_raw(self, x: torch.Tensor) -> list[np.ndarray]:
-        return self._run(None, {"x": x.contiguous().numpy()})
+        return self._run(None, {"x": _float32(x)})
 
     def __call__(self, x: torch.Tensor) -> GraphOutputs:
-        return _outputs(self._run(None, {"x": x.contiguous().numpy()}), self._tap_order, self.with_map)
+        return _outputs(self._run(None, {"x": _float32(x)}), self._tap_order, self.with_map)
+
+
+def _float32(x: torch.Tensor) -> np.ndarray:
+    """The input as ONNX Runtime takes it: a contiguous float32 array (a bf16 batch is converted)."""
+    return (x if x.dtype == torch.float32 else x.float()).contiguous().numpy()
 
 
 class CompiledRunner(Runner):
@@ -499,18 +522,27 @@ class CompiledRunner(Runner):
                 x = torch.zeros((1, *self.spec.input_size), device=self.device, dtype=self.dtype)
                 if self.device.type == "cpu":
                     x = x.contiguous(memory_format=torch.channels_last)
-                with torch.inference_mode(), warnings.catch_warnings(), _quiet_loggers():
+                with _EXPORTING, torch.inference_mode(), warnings.catch_warnings(), _quiet_loggers():
                     warnings.simplefilter("ignore")
                     compiled(x)  # compile now, not on the first frame
             except Exception as e:  # noqa: BLE001 - inductor raises many kinds (no compiler, ...)
                 first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
                 raise BackendError(f"{self.spec.name}: torch.compile failed: {first[:200]}") from None
-            self._graphs[layers] = compiled
+            store.clear()
+            self._graphs[layers] = (compiled, store)
             while len(self._graphs) > self.MAX_GRAPHS:
                 self._graphs.popitem(last=False)
         self._graphs.move_to_end(layers)
         self.layers = layers
-        self._fn = self._graphs[layers]
+        self._compiled, self._store = self._graphs[layers]
+
+    def _fn(self, x: torch.Tensor):
+        # the store is emptied after every call, so the compiled code's guards see it empty on
+        # every entry (otherwise the second call would compile again)
+        try:
+            return self._compiled(x)
+        finally:
+            self._store.clear()
 
     def run_raw(self, x: torch.Tensor) -> object:
         return self._fn(x)
