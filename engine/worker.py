@@ -743,19 +743,16 @@ class Engine:
             self._emit(Error(ErrorCode.WEIGHTS, f"{e}; starting on the default weights"))
             self._build(_Config(config.profile, config.device, config.models, (), config.precision, config.backend))
             return
-        except PrecisionError as e:
+        except (PrecisionError, BackendError) as e:
+            # a setting this machine cannot run: the running networks keep theirs, or the first
+            # session starts on the default one (fp32, torch eager)
+            setting, default, how = (("precision", "fp32", "in fp32") if isinstance(e, PrecisionError)
+                                     else ("backend", "torch", "on torch eager"))
             if self.session is not None:
-                self._emit(Error(ErrorCode.SESSION, f"{e}; the networks keep the precision they had"))
+                self._emit(Error(ErrorCode.SESSION, f"{e}; the networks keep the {setting} they had"))
                 return
-            self._emit(Error(ErrorCode.SESSION, f"{e}; starting in fp32"))
-            self._build(_Config(config.profile, config.device, config.models, config.weights, "fp32", config.backend))
-            return
-        except BackendError as e:
-            if self.session is not None:
-                self._emit(Error(ErrorCode.SESSION, f"{e}; the networks keep the backend they had"))
-                return
-            self._emit(Error(ErrorCode.SESSION, f"{e}; starting on torch eager"))
-            self._build(_Config(config.profile, config.device, config.models, config.weights, config.precision))
+            self._emit(Error(ErrorCode.SESSION, f"{e}; starting {how}"))
+            self._build(dataclasses.replace(config, **{setting: default}))
             return
         except (RegistryError, ValueError, RuntimeError) as e:
             self._emit(Error(ErrorCode.SESSION, f"cannot load the networks: {one_line_error(e)}"))
