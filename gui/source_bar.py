@@ -72,8 +72,8 @@ def describe_target(target) -> str:
     return f"{kind} {display_name(text.rstrip('/') or text)}"
 
 
-SLIDESHOW = {"1 s / picture": 1.0, "2 s / picture": 2.0, "0.5 s / picture": 0.5, "no wait": 0.0}
-DEFAULT_SLIDESHOW = "1 s / picture"
+SLIDESHOW = {"1 s each": 1.0, "2 s each": 2.0, "0.5 s each": 0.5, "no wait": 0.0}
+DEFAULT_SLIDESHOW = "1 s each"
 
 
 # The backend picker's words (its values are engine.api.BACKEND_CHOICES), short enough for a 1366-pixel
@@ -128,7 +128,8 @@ class SourceBar(QToolBar):
         self.step_action.setIcon(icons.standardIcon(QStyle.StandardPixmap.SP_MediaSeekForward))
         self.back_action.setIcon(icons.standardIcon(QStyle.StandardPixmap.SP_MediaSeekBackward))
         self.reset_action.setIcon(icons.standardIcon(QStyle.StandardPixmap.SP_BrowserReload))
-        for action in (self.back_action, self.step_action, self.reset_action):  # icons alone: fits 1366 pixels
+        # icons alone (their tooltips name them): the toolbar fits the window's size on a 1366-pixel screen
+        for action in (self.play_action, self.back_action, self.step_action, self.reset_action):
             button = self.widgetForAction(action)
             if button is not None:
                 button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonIconOnly)

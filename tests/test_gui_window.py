@@ -445,7 +445,7 @@ def test_statistics_belong_to_the_source_on_screen(make_window, qtbot, tmp_path)
 def test_pictures_stay_on_screen_say_which_one_and_can_be_stepped_back(make_window, qtbot, tmp_path):
     paths = [str(write_image(tmp_path / f"p{i}.png", size=(120, 80), color=(60 * i, 90, 30))) for i in range(3)]
     window = make_window()
-    window.source_bar.stills_box.setCurrentText("0.5 s / picture")
+    window.source_bar.stills_box.setCurrentText("0.5 s each")
     window.open_source(paths)
     qtbot.waitUntil(lambda: window.status_text.text() == "1 / 3 \u00b7 p0.png", timeout=LONG)
     first = time.monotonic()
