@@ -217,7 +217,7 @@ class InferenceSession:
         try:
             layers = self._layers[name] = feature_layers(adapter, self.device)
             return OrtRunner(adapter, adapter.spec.has_class_map, threads=self.ort_threads,
-                             full_layers=[layer.name for layer in layers], cache=cache)
+                             full_layers=[layer.name for layer in layers], cache=cache, pick_threads=True)
         except BackendError as e:
             self.messages.append(f"{e}; {name} runs on torch eager")
             return None
@@ -240,7 +240,7 @@ class InferenceSession:
                 net.backend_note = "torch eager: untrained (random weights), not exported"
             return
         if self.backend == "onnxruntime":
-            net.runner = ort_runner
+            net.runner, net.backend_note = ort_runner, ort_runner.threads_note
             return
         # Like with like: each side's whole answer to a frame (forward pass, softmax, ranking, ENet's
         # class map, numpy arrays), as _forward and _forward_runner make it.
@@ -259,7 +259,8 @@ class InferenceSession:
         times = (f"{_ms(ort_ms)} ms on ONNX Runtime against {_ms(torch_ms)} ms on torch eager "
                  f"(batch 1, median of 5, measured at load)")
         if ort_ms <= BACKEND_GAIN * torch_ms:
-            net.runner, net.backend_note = ort_runner, f"{label('onnxruntime')}: {times}"
+            net.runner, net.backend_note = ort_runner, f"{label('onnxruntime')}: {times}" + \
+                (f"; {ort_runner.threads_note}" if ort_runner.threads_note else "")
         else:
             net.backend_note = f"torch eager: {times}"
 
@@ -480,7 +481,8 @@ class InferenceSession:
         """:meth:`_forward` on a runner (ONNX Runtime, torch.compile): its graph already holds the
         softmax, top-k, class map and taps, so what is left is taking item 0 of each."""
         spec = net.loaded.spec
-        synchronize(self.device)
+        if self.device.type != "cpu":
+            synchronize(self.device)
         t0 = time.perf_counter()
         out = net.runner(x)
         top, probs = out.top[0, :net.top_k], out.probs[0]
@@ -490,9 +492,13 @@ class InferenceSession:
             class_map, confidence = out.class_map[0], out.confidence[0]
             class_map.flags.writeable = confidence.flags.writeable = False
         activations = NO_ACTIVATIONS
-        if net.capture:
+        capture = net.capture
+        if len(capture) == 1:  # the usual case, written out (see _forward)
+            layer = capture[0]
+            activations = MappingProxyType({layer: _item(out.taps[layer])})
+        elif capture:
             taps = out.taps
-            activations = MappingProxyType({layer: _item(taps[layer]) for layer in net.capture})
+            activations = MappingProxyType({layer: _item(taps[layer]) for layer in capture})
         forward_ms = (time.perf_counter() - t0) * 1000
         if net.extra:  # probes other than activations read the taps as tensors
             net.captured.clear()

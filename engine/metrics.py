@@ -30,10 +30,24 @@ IDLE_GAP_S = 1.0  # a longer wait between two results is idle time, not part of 
 
 
 def percentiles(values: Sequence[float] | np.ndarray, qs: Sequence[float] = (50, 95, 99)) -> tuple[float, ...]:
-    """Percentiles by linear interpolation (numpy's default); NaN for no values."""
-    if len(values) == 0:
+    """Percentiles by linear interpolation (numpy's default); NaN for no values.
+
+    Written out over one sort rather than ``np.percentile``, which costs about 35 µs a call in
+    argument handling on 300 values: the engine takes three sets of percentiles for each network
+    after every frame, which with numpy's call was about 0.5 ms of a 10 ms frame.
+    """
+    n = len(values)
+    if n == 0:
         return tuple(float("nan") for _ in qs)
-    return tuple(float(v) for v in np.percentile(np.asarray(values, dtype=np.float64), qs))
+    ordered = np.sort(np.fromiter(values, np.float64, n))
+    out = []
+    for q in qs:
+        position = q / 100 * (n - 1)
+        below = int(position)
+        above = min(below + 1, n - 1)
+        low, high = float(ordered[below]), float(ordered[above])
+        out.append(low + (high - low) * (position - below))
+    return tuple(out)
 
 
 def jitter(values: Sequence[float] | np.ndarray) -> float:

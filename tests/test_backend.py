@@ -156,3 +156,34 @@ def test_eval_on_onnx_runtime_takes_a_bf16_request_as_float32(tmp_path, monkeypa
     ort = evaluate_results([load_model(spec)], images, labels, precision="bf16", backend="onnxruntime")[0]
     fp32 = evaluate_results([load_model(spec)], images, labels)[0]
     assert ort.backend == "onnxruntime" and ort.top1 == fp32.top1 and ort.top5 == fp32.top5
+
+
+@pytest.mark.parametrize("one_ms, many_ms, expected", [(0.4, 0.6, 1), (0.6, 0.4, 2), (0.58, 0.6, 2), (30, 25, 2)])
+def test_one_thread_is_kept_only_where_it_measures_clearly_faster(cache, monkeypatch, one_ms, many_ms, expected):
+    """The load-time choice between one ONNX Runtime thread and every thread, on a clock that only
+    the sessions' runs move: one thread where it takes at most AUTO_GAIN of the time, and a graph
+    slower than THREADS_PROBE_MS on every thread is not tried on one."""
+    now = [0.0]
+    monkeypatch.setattr(backend_module.time, "perf_counter", lambda: now[0])
+
+    class Timed:
+        def __init__(self, ms):
+            self.ms, self.runs = ms, 0
+
+        def run(self, outputs, feed):
+            self.runs += 1
+            now[0] += self.ms / 1000
+
+    made = {}
+
+    def session(self, data, threads=None):
+        made[threads] = made.get(threads) or Timed(one_ms if threads == 1 else many_ms)
+        return made[threads]
+
+    runner = OrtRunner(adapter_for("lenet5"), False, threads=2, cache=cache)
+    monkeypatch.setattr(OrtRunner, "_session", session)
+    runner._pick_threads()
+    assert runner.threads == expected
+    assert (runner.threads_note != "") == (expected == 1)
+    if many_ms > backend_module.THREADS_PROBE_MS:
+        assert made[1].runs < 5  # stopped after the warm-up

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
+from collections import deque
+
 import numpy as np
 import pytest
 
@@ -25,6 +27,15 @@ def test_percentiles_and_jitter_by_hand():
     assert percentiles([1, 2, 3, 4, 5], (50, 95)) == (3.0, pytest.approx(4.8))
     assert jitter([10, 12, 11, 15]) == pytest.approx((2 + 1 + 4) / 3)
     assert np.isnan(percentiles([])[0]) and jitter([5]) == 0.0
+
+
+def test_percentiles_agree_with_numpy():
+    """The written-out interpolation gives numpy's default (linear) percentiles."""
+    rng = np.random.default_rng(3)
+    qs = (0, 12.5, 50, 95, 99, 100)
+    for n in (1, 2, 3, 10, 299, 300):
+        values = deque(rng.standard_normal(n) * 40, maxlen=300)
+        np.testing.assert_allclose(percentiles(values, qs), np.percentile(np.array(values), qs), rtol=1e-12)
 
 
 def test_running_accuracy_confusion_and_agreement():

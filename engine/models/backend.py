@@ -39,6 +39,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -57,6 +58,13 @@ LABELS = {"torch": "torch eager", "onnxruntime": "ONNX Runtime", "compile": "tor
 EXPORT_FORMAT = 1  # bump when the exported graph's layout changes: old cache entries stop matching
 PARITY = 1e-3  # an export whose logits differ from torch's by more (relative to their size) is refused
 AUTO_GAIN = 0.95  # auto keeps ONNX Runtime only where its median time is at most this fraction of torch's
+# How long ONNX Runtime's pool threads spin for the next piece of work before they sleep. Between two
+# operators of a graph the wait is microseconds: sleeping there costs a wake-up per operator (LeNet-5
+# at batch 1, 2 threads: 0.066 ms without spinning, 0.039 with). Spinning without a bound keeps a
+# core busy long after the call returns (measured: 1.99 cores busy against 1.14 for a 0.4 ms graph
+# run every 2 ms), which the engine's frame decoder needs; 50 µs gets the speed at 1.2.
+SPIN_US = 50
+THREADS_PROBE_MS = 20.0  # a graph slower than this on every thread is not tried on one (it gains from more)
 
 log = logging.getLogger(__name__)
 
@@ -384,20 +392,51 @@ class OrtRunner(Runner):
     MAX_SESSIONS = 4  # tap sets kept ready in memory, most recent first
 
     def __init__(self, adapter: ModelAdapter, with_map: bool, *, threads: int,
-                 full_layers: Sequence[str] = (), cache: OnnxCache | None = None) -> None:
+                 full_layers: Sequence[str] = (), cache: OnnxCache | None = None,
+                 pick_threads: bool = False) -> None:
         super().__init__(adapter, with_map)
         try:
             import onnxruntime as ort
         except ImportError:
             raise BackendError("ONNX Runtime is not installed (pip install onnxruntime)") from None
         self._ort, self.threads, self.cache = ort, threads, cache
+        self.threads_note = ""  # how the thread count was chosen, when it was measured
         self._copy = private_copy(adapter)
         self._digest = weights_digest(self._copy.model)
         self.full_layers = tuple(full_layers)
         self.exported = 0  # graphs this runner exported (rather than read from the cache)
         self._full = self._graph(self.full_layers)
+        if pick_threads and threads > 1:
+            self._pick_threads()
         self._sessions: OrderedDict[tuple[str, ...], object] = OrderedDict()
         self.set_taps(())
+
+    def _pick_threads(self, rounds: int = 15) -> None:
+        """Run on one thread where that is measured faster at batch 1 than on ``threads``.
+
+        A network of many small operators (ENet: over 200, most on 2x2 to 16x16 maps) spends more
+        time handing each one to the pool and waiting for it than the second core saves: on this
+        2-core CPU ENet takes 0.45 ms on one thread against 0.56 on two. The two sessions run in
+        turn, ``rounds`` times after a warm-up, so a burst of load elsewhere hits both; one thread is
+        kept only where its median is at most AUTO_GAIN of the other's.
+        """
+        data = cut_outputs(self._full, output_names((), self.with_map))
+        feed = {"x": np.random.default_rng(0).standard_normal((1, *self.spec.input_size), np.float32)}
+        many, one = self._session(data, self.threads), self._session(data, 1)
+        times: dict[int, list[float]] = {1: [], self.threads: []}
+        for run in range(rounds + 2):
+            for n, session in ((self.threads, many), (1, one)):
+                t0 = time.perf_counter()
+                session.run(None, feed)
+                if run >= 2:
+                    times[n].append((time.perf_counter() - t0) * 1000)
+            if run == 2 and times[self.threads][0] > THREADS_PROBE_MS:
+                return  # a heavy graph: its convolutions split well over every thread
+        ms = {n: float(np.median(t)) for n, t in times.items()}
+        if ms[1] <= AUTO_GAIN * ms[self.threads]:
+            self.threads_note = (f"1 ONNX Runtime thread: {ms[1]:.3g} ms against {ms[self.threads]:.3g} on "
+                                 f"{self.threads} (batch 1, median of {rounds}, measured at load)")
+            self.threads = 1
 
     def _graph(self, layers: tuple[str, ...]) -> bytes:
         """The exported model for ``layers``: from the cache when it is intact and agrees with torch,
@@ -421,16 +460,16 @@ class OrtRunner(Runner):
             self.cache.write(path, data)
         return data
 
-    def _session(self, data: bytes):
+    def _session(self, data: bytes, threads: int | None = None):
         ort = self._ort
         options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
+        options.intra_op_num_threads = threads or self.threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
-        # Spinning pool threads would take the core the engine's frame decoder needs.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1")  # briefly: SPIN_US
+        options.add_session_config_entry("session.intra_op.spin_duration_us", str(SPIN_US))
         try:
             return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001 - ORT raises its own exception types for bad models
