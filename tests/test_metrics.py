@@ -1,8 +1,7 @@
 from __future__ import annotations
 
-from types import MappingProxyType
-
 from collections import deque
+from types import MappingProxyType
 
 import numpy as np
 import pytest
