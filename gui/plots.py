@@ -486,9 +486,14 @@ class TradeoffPlot(_Plot):
             texts = [m.label for _x, _y, _measured, m, _label, _symbol in points]
             box = self.widget.getPlotItem().getViewBox()
             y_lo, y_hi = box.viewRange()[1]
+            # the labels' own size in pixels (a TextItem's box includes its document margins): a
+            # fixed guess let a label high up poke out of the top of a short plot
+            sizes = [label.textItem.boundingRect() for label in (p[4] for p in points)]
+            char_px = max((r.width() - 6) / max(1, len(t)) for r, t in zip(sizes, texts)) if sizes else 6.5
+            line_px = max((r.height() for r in sizes), default=15.0)
             anchors = label_anchors(list(xs), [p[1] for p in points], [len(t) for t in texts],
-                                    (lo - pad, hi + pad), max(100.0, box.width()), y_range=(y_lo, y_hi),
-                                    height_px=max(40.0, box.height()))
+                                    (lo - pad, hi + pad), max(100.0, box.width()), char_px=char_px,
+                                    y_range=(y_lo, y_hi), height_px=max(40.0, box.height()), line_px=line_px)
             for (x, y, measured, m, label, _symbol), text, anchor in zip(points, texts, anchors):
                 cost = f"{human_count(x)} MACs" if self.x_mode == 0 else f"{fmt_ms(x)} ms p50"
                 label.setToolTip(f"{m.label}: {cost}, " + (f"top-1 {y:.1f}%" if measured else "no accuracy"))

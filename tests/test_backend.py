@@ -187,3 +187,21 @@ def test_one_thread_is_kept_only_where_it_measures_clearly_faster(cache, monkeyp
     assert (runner.threads_note != "") == (expected == 1)
     if many_ms > backend_module.THREADS_PROBE_MS:
         assert made[1].runs < 5  # stopped after the warm-up
+
+
+@pytest.mark.parametrize("channels", [1, 16])
+def test_the_export_form_of_prelu_gives_the_same_numbers(channels):
+    """PReLU is exported as relu(x) + a * min(x, 0) (ONNX Runtime runs that faster): the same
+    numbers as nn.PReLU, with the same parameter under the same name."""
+    torch.manual_seed(0)
+    prelu = torch.nn.PReLU(channels)
+    with torch.no_grad():
+        prelu.weight.uniform_(-0.5, 0.5)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), prelu)
+    x = torch.randn(4, 3, 9, 9)
+    expected = model(x)
+    names = list(model.state_dict())
+    backend_module._for_export(model)
+    assert not any(isinstance(m, torch.nn.PReLU) for m in model.modules())
+    assert list(model.state_dict()) == names
+    assert torch.equal(model(x), expected)
