@@ -205,3 +205,25 @@ def test_the_export_form_of_prelu_gives_the_same_numbers(channels):
     assert not any(isinstance(m, torch.nn.PReLU) for m in model.modules())
     assert list(model.state_dict()) == names
     assert torch.equal(model(x), expected)
+
+
+def test_a_big_graph_is_cut_from_its_cached_file_and_exported_again_when_it_went(tmp_path, monkeypatch):
+    """Over BIG_GRAPH, the full export is not held in memory: a new tap set is cut from the cached
+    file, and from a fresh export when that file was pruned or damaged; two sessions are kept."""
+    monkeypatch.setattr(OrtRunner, "BIG_GRAPH", 0)
+    cache = OnnxCache(tmp_path)
+    adapter = adapter_for("lenet5")
+    layers = ("features.c1", "features.c3", "features.c5")
+    runner = OrtRunner(adapter, False, threads=1, full_layers=layers, cache=cache)
+    assert runner._full is None and runner.exported == 1
+    x = torch.randn(2, *adapter.spec.input_size)
+    with torch.inference_mode():
+        expected = adapter.logits(x).numpy()
+    runner.set_taps(["features.c3"])
+    assert runner.exported == 1 and list(runner(x).taps) == ["features.c3"]
+    for path in tmp_path.glob("*.onnx"):
+        path.write_bytes(b"gone")
+    runner.set_taps(["features.c5"])
+    assert runner.exported == 2 and list(runner(x).taps) == ["features.c5"]
+    np.testing.assert_allclose(runner(x).logits, expected, rtol=1e-4, atol=1e-5)
+    assert len(runner._sessions) == 2
