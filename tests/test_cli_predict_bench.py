@@ -59,6 +59,9 @@ def test_bench_json_contract(capsys):
     assert set(ort) == set(report["models"]) and report["by_backend"]["torch"] == report["models"]
     for m in ort.values():
         assert m["backend"] == "onnxruntime" and m["runs"] == 7
+        # the threads ONNX Runtime runs on: all of torch's, or one where that measured faster at load
+        assert m["runtime_threads"] in (1, report["threads"])
+        assert (m["runtime_threads"] == 1 and report["threads"] > 1) == ("1 ONNX Runtime thread" in m["backend_note"])
         assert m["overhead"] == pytest.approx(m["engine_ms_p50"] / m["graph_ms_p50"])
         assert m["gflops"] == pytest.approx(2 * m["macs"] / (m["raw_ms_p50"] / 1000) / 1e9)
         assert 0 < m["peak_fraction"] == pytest.approx(m["gflops"] / report["peaks"][m["precision"]]["gflops"])
