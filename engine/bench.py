@@ -133,7 +133,8 @@ def bench_throughput(session: InferenceSession, name: str, batch: int, seconds: 
     """Images per second at the largest batch up to ``batch`` that fits; returns (rate, batch).
     A ``job`` can cancel it between batches."""
     spec, net = session.spec(name), session._nets[name]
-    forward = session.adapter(name) if net.runner is None else net.runner.run_raw
+    # a runner's batch pass runs on every thread it was given (ONNX Runtime may run batch 1 on one)
+    forward = session.adapter(name) if net.runner is None else getattr(net.runner, "run_batch", net.runner.run_raw)
     while batch >= 1:
         try:
             _, dtype, channels_last = net.input_key

@@ -525,7 +525,10 @@ class InferenceSession:
         t0 = time.perf_counter()
         if has_class_map:
             logits, pixel_logits = adapter.forward_map(x)
-            pixel_confidence, pixel_class = pixel_logits[0].softmax(0).max(0)
+            # the top class's probability as the runners' graph computes it (engine.models.backend._Graph)
+            pixel = pixel_logits[0].float()
+            top_logit, pixel_class = pixel.max(0)
+            pixel_confidence = (pixel - top_logit).exp().sum(0).reciprocal()
             class_map = frozen(pixel_class.to(torch.uint8).cpu().numpy())
             confidence = frozen(pixel_confidence.float().cpu().numpy())
         else:

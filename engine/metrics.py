@@ -30,22 +30,31 @@ IDLE_GAP_S = 1.0  # a longer wait between two results is idle time, not part of 
 
 
 def percentiles(values: Sequence[float] | np.ndarray, qs: Sequence[float] = (50, 95, 99)) -> tuple[float, ...]:
-    """Percentiles by linear interpolation (numpy's default); NaN for no values.
+    """Percentiles by linear interpolation (numpy's default); NaN for no values, or for any NaN
+    among them, as numpy gives. ``qs`` outside 0-100 raise ``ValueError``.
 
     Written out over one sort rather than ``np.percentile``, which costs about 35 µs a call in
     argument handling on 300 values: the engine takes three sets of percentiles for each network
     after every frame, which with numpy's call was about 0.5 ms of a 10 ms frame.
     """
+    if any(not 0 <= q <= 100 for q in qs):
+        raise ValueError(f"percentiles must be within 0 and 100, got {list(qs)}")
     n = len(values)
     if n == 0:
         return tuple(float("nan") for _ in qs)
-    ordered = np.sort(np.fromiter(values, np.float64, n))
+    array = values if isinstance(values, np.ndarray) else np.fromiter(values, np.float64, n)
+    ordered = np.sort(array.astype(np.float64, copy=False))
+    if np.isnan(ordered[-1]):  # the sort puts NaN last
+        return tuple(float("nan") for _ in qs)
     out = []
     for q in qs:
         position = q / 100 * (n - 1)
         below = int(position)
-        above = min(below + 1, n - 1)
-        low, high = float(ordered[below]), float(ordered[above])
+        low = float(ordered[below])
+        if position == below:  # an exact rank (an infinite neighbour must not turn it into NaN)
+            out.append(low)
+            continue
+        high = float(ordered[below + 1])
         out.append(low + (high - low) * (position - below))
     return tuple(out)
 

@@ -35,6 +35,11 @@ def test_percentiles_agree_with_numpy():
     for n in (1, 2, 3, 10, 299, 300):
         values = deque(rng.standard_normal(n) * 40, maxlen=300)
         np.testing.assert_allclose(percentiles(values, qs), np.percentile(np.array(values), qs), rtol=1e-12)
+        np.testing.assert_allclose(percentiles(np.array(values), qs), np.percentile(np.array(values), qs), rtol=1e-12)
+    assert all(np.isnan(percentiles([1.0, float("nan"), 3.0])))
+    assert percentiles([1.0, 2.0, float("inf")], (50,)) == (2.0,)
+    with pytest.raises(ValueError):
+        percentiles([1.0], (101,))
 
 
 def test_running_accuracy_confusion_and_agreement():

@@ -66,7 +66,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 for name in session.names:
                     models[name]["precision"], models[name]["precision_note"] = session.precision_of(name)
                     models[name]["backend_note"] = session.backend_of(name)[1]
-                    # the runtime's own threads where they differ from torch's (ONNX Runtime picks at load)
+                    # the runtime's own threads at batch 1 (ONNX Runtime may pick 1 at load; batches use all)
                     models[name]["runtime_threads"] = getattr(session.runner(name), "threads", torch.get_num_threads())
                 for i, name in enumerate(session.names):
                     job.report(JobProgress("bench", i, len(session.names), f"throughput {name} ({backend})",
@@ -122,9 +122,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                          m["precision"], f"{m['raw_ms_p50']:.3f}", f"{m['raw_ms_p95']:.3f}", graph,
                          f"{m['engine_ms_p50']:.3f}", f"{m['ratio']:.2f}", overhead,
                          f"{m['gflops']:.1f}" if m["gflops"] else "", f"{100 * m['peak_fraction']:.0f}%"
-                         if m["peak_fraction"] else "", f"{m['images_per_s']:.0f} (batch {m['batch']}"
-                         + (f", {m['runtime_threads']} thread{'s' if m['runtime_threads'] != 1 else ''})"
-                            if m["runtime_threads"] != report["threads"] else ")")])
+                         if m["peak_fraction"] else "", f"{m['images_per_s']:.0f} (batch {m['batch']})"])
     print(format_table(["model", "backend", "precision", "raw p50", "raw p95", "graph p50", "engine p50",
                         "engine/raw", "engine/graph", "GFLOP/s", "of peak", "images/s"], rows,
                        right={3, 4, 5, 6, 7, 8, 9, 10}))

@@ -64,6 +64,8 @@ AUTO_GAIN = 0.95  # auto keeps ONNX Runtime only where its median time is at mos
 # core busy long after the call returns (measured: 1.99 cores busy against 1.14 for a 0.4 ms graph
 # run every 2 ms), which the engine's frame decoder needs; 50 µs gets the speed at 1.2.
 SPIN_US = 50
+SPIN_BOUND_FROM = (1, 32)  # the oldest ONNX Runtime measured to honour the bound (older ones ignore the
+# key and would spin unbounded, so they do not spin at all: 2 threads, four networks, 83 frames/s)
 THREADS_PROBE_MS = 20.0  # a graph slower than this on every thread is not tried on one (it gains from more)
 
 log = logging.getLogger(__name__)
@@ -124,7 +126,7 @@ class _Graph(nn.Module):
         self.adapter, self.layers, self.with_map = adapter, tuple(layers), with_map
         self.store = store  # given: the taps are already in place and fill it (torch.compile)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:  # a change here: bump EXPORT_FORMAT
         store: dict[str, torch.Tensor] = {} if self.store is None else self.store
         store.clear()  # empty at every entry: torch.compile's guards see the same state each call
         with contextlib.ExitStack() as stack:
@@ -218,7 +220,7 @@ def make_runner(backend: str, adapter: ModelAdapter, *, device: torch.device,
     raise BackendError(f"unknown backend {backend!r}; expected {', '.join(BACKENDS)}")
 
 
-class _PReLUForExport(nn.Module):
+class _PReLUForExport(nn.Module):  # a change here changes the exported graph: bump EXPORT_FORMAT
     """``nn.PReLU`` written as ``relu(x) + a * min(x, 0)``: the same numbers, bit for bit, as a graph
     ONNX Runtime runs faster. Its own PRelu kernel broadcasts the per-channel slope one H x W span at
     a time, which on ENet's 4x4 to 16x16 maps was 15 of 36 ms at batch 64; a ReLU, a clip and a
@@ -420,8 +422,8 @@ class OrtRunner(Runner):
 
     backend = "onnxruntime"
     MAX_SESSIONS = 4  # tap sets kept ready in memory, most recent first
-    # A graph bigger than this (VGG-16 and AlexNet on ImageNet: 527 and 233 MB) keeps 2 sessions (the
-    # bare pass and the layers on screen), and its full export stays on disk rather than in memory
+    # A graph bigger than this (VGG-16 and AlexNet on ImageNet: 527 and 233 MB) keeps the 2 most recent
+    # sessions (usually the bare pass and the layers on screen), and its full export stays on disk rather than in memory
     # between tap sets. Each ONNX Runtime session holds its own copy of the weights: VGG-16 on
     # ImageNet took 4.2 GB with two sessions and the export held, against 1.5 GB on torch.
     BIG_GRAPH = 64 << 20
@@ -436,27 +438,39 @@ class OrtRunner(Runner):
             raise BackendError("ONNX Runtime is not installed (pip install onnxruntime)") from None
         self._ort, self.threads, self.cache = ort, threads, cache
         self.threads_note = ""  # how the thread count was chosen, when it was measured
+        self.max_threads = threads  # threads may drop to 1 at load (pick_threads); batches use these
         self._copy = private_copy(adapter)
+        # Every export is checked against torch's logits on this fixed input, taken from the network
+        # as loaded: before the PReLU swap below, so that a wrong swap could not pass the check.
+        self._probe = np.random.default_rng(0).standard_normal((1, *self.spec.input_size), np.float32)
+        with torch.inference_mode():
+            self._expected = self._copy.logits(torch.from_numpy(self._probe)).numpy()
         _for_export(self._copy.model)
-        self._digest = weights_digest(self._copy.model)
+        self._digest = weights_digest(self._copy.model)  # the swap keeps every parameter's name and bytes
         self.full_layers = tuple(full_layers)
         self.exported = 0  # graphs this runner exported (rather than read from the cache)
         self._on_disk: Path | None = None  # where the full export is cached, when it is
-        full = self._graph(self.full_layers)
-        self._big = len(full) > self.BIG_GRAPH
-        self._full: bytes | None = None if self._big and self._on_disk is not None else full
+        self._full: bytes | None = self._graph(self.full_layers)
+        self._big = len(self._full) > self.BIG_GRAPH
         if pick_threads and threads > 1:
-            self._pick_threads(full)
-        del full
+            self._pick_threads(self._full)
         self._sessions: OrderedDict[tuple[str, ...], object] = OrderedDict()
+        self._batch_session = None
         self.set_taps(())
+        if self._big and self._on_disk is not None:
+            self._full = None  # read back from the cache for the next tap set
 
     def _full_graph(self) -> bytes:
         """The full export: held in memory, or read back from the cache (exported again if it went)."""
         if self._full is not None:
             return self._full
         data = self.cache.read(self._on_disk) if self.cache is not None and self._on_disk is not None else None
-        return data if data is not None else self._graph(self.full_layers)
+        if data is None:  # pruned or damaged since: export again, and hold it if it cannot be cached
+            self._on_disk = None
+            data = self._graph(self.full_layers)
+            if self._on_disk is None:
+                self._full = data
+        return data
 
     def _pick_threads(self, full: bytes, rounds: int = 15) -> None:
         """Run on one thread where that is measured faster at batch 1 than on ``threads``.
@@ -523,8 +537,11 @@ class OrtRunner(Runner):
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1")  # briefly: SPIN_US
-        options.add_session_config_entry("session.intra_op.spin_duration_us", str(SPIN_US))
+        if _spin_bounded(ort.__version__):
+            options.add_session_config_entry("session.intra_op.allow_spinning", "1")  # briefly: SPIN_US
+            options.add_session_config_entry("session.intra_op.spin_duration_us", str(SPIN_US))
+        else:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001 - ORT raises its own exception types for bad models
@@ -533,11 +550,9 @@ class OrtRunner(Runner):
 
     def _check(self, session, layers: tuple[str, ...]) -> None:
         """Refuse a graph whose logits on a fixed random input differ from torch's."""
-        x = torch.from_numpy(np.random.default_rng(0).standard_normal((1, *self.spec.input_size), np.float32))
-        with torch.inference_mode():
-            expected = self._copy.logits(x).numpy()
+        expected = self._expected
         try:
-            got = session.run(["logits"], {"x": x.numpy()})[0]
+            got = session.run(["logits"], {"x": self._probe})[0]
         except Exception as e:  # noqa: BLE001
             raise BackendError(f"{self.spec.name}: the ONNX export does not run: {str(e)[:200]}") from None
         scale = max(1.0, float(np.abs(expected).max()))
@@ -566,8 +581,26 @@ class OrtRunner(Runner):
     def run_raw(self, x: torch.Tensor) -> list[np.ndarray]:
         return self._run(None, {"x": _float32(x)})
 
+    def run_batch(self, x: torch.Tensor) -> list[np.ndarray]:
+        """The bare pass on a batch, on every thread the runner was given: the thread count picked at
+        load is for batch 1 (ENet's 1 thread would halve its images/s at batch 256)."""
+        if self.threads == self.max_threads:
+            return self.run_raw(x)
+        if self._batch_session is None:
+            self._batch_session = self._session(cut_outputs(self._full_graph(), output_names((), self.with_map)),
+                                                self.max_threads)
+        return self._batch_session.run(None, {"x": _float32(x)})
+
     def __call__(self, x: torch.Tensor) -> GraphOutputs:
         return _outputs(self._run(None, {"x": _float32(x)}), self._tap_order, self.with_map)
+
+
+def _spin_bounded(version: str) -> bool:
+    """Whether this ONNX Runtime honours ``session.intra_op.spin_duration_us`` (SPIN_BOUND_FROM on)."""
+    try:
+        return tuple(int(part) for part in version.split(".")[:2]) >= SPIN_BOUND_FROM
+    except ValueError:
+        return False
 
 
 def _float32(x: torch.Tensor) -> np.ndarray:
