@@ -227,3 +227,17 @@ def test_a_big_graph_is_cut_from_its_cached_file_and_exported_again_when_it_went
     assert runner.exported == 2 and list(runner(x).taps) == ["features.c5"]
     np.testing.assert_allclose(runner(x).logits, expected, rtol=1e-4, atol=1e-5)
     assert len(runner._sessions) == 2
+
+
+def test_a_wrong_export_form_of_prelu_would_be_refused(monkeypatch):
+    """The logits check compares with the network as loaded, before the PReLU swap: a swap that
+    changed the numbers could not pass it."""
+    monkeypatch.setattr(backend_module._PReLUForExport, "forward", lambda self, x: torch.relu(x))
+    with pytest.raises(BackendError, match="differ from torch's"):
+        OrtRunner(adapter_for("enet"), False, threads=1, cache=None)
+
+
+def test_bounded_spinning_only_where_onnx_runtime_honours_it():
+    assert backend_module._spin_bounded("1.32.0") and backend_module._spin_bounded("1.40.1")
+    assert not backend_module._spin_bounded("1.17.3") and not backend_module._spin_bounded("1.31.0")
+    assert not backend_module._spin_bounded("unknown")
