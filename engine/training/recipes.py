@@ -62,9 +62,10 @@ RECIPES: dict[str, Recipe] = {
     **{f"vgg{d}": Recipe(epochs=EPOCHS, batch_size=256, lr=0.05, warmup=0.15, grad_clip=2.0, cpu_bf16=True)
        for d in (11, 13, 16, 19)},
     # ENet's residual stacks diverge in the first steps at this learning rate unless every
-    # bottleneck starts as the identity.
+    # bottleneck starts as the identity. Label smoothing 0.1 instead of 0.2, measured on the validation
+    # split over the whole 30 epochs: 82.60% against 81.84% (flip TTA), so kept.
     "enet": Recipe(epochs=EPOCHS, batch_size=256, lr=0.1, weight_decay=2e-4, warmup=0.15, aux_weight=0.5,
-                   zero_init_residual=True, cpu_bf16=True),
+                   label_smoothing=0.1, zero_init_residual=True, cpu_bf16=True),
 }
 
 
