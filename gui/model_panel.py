@@ -193,9 +193,12 @@ class ModelPanel(QFrame):
         # "frame 17", or with a perturbation on, whether the answer flipped from the clean frame's
         self.frame_label = ElidedLabel("", self)
         self.frame_label.setObjectName("dim")
-        self.frame_label.setFixedWidth(160)
+        # the width the badges leave, down to nothing (it elides): at a fixed 160 px it pushed the
+        # wrong-answer badge into being cut on a 1366-pixel screen ("label: auto" for automobile)
+        self.frame_label.setMinimumWidth(0)
+        self.frame_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.frame_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        badges = _row(self.agree, self.correct, None, self.frame_label)
+        badges = _row(self.agree, self.correct, self.frame_label)  # the label takes what is left
 
         self.input_view = ImageCanvas(self, min_size=96)
         self.input_view.setFixedSize(136, 136)

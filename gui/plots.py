@@ -356,9 +356,10 @@ class AccuracyPlot(_Plot):
 
 def label_anchors(xs: list[float], ys: list[float], lengths: list[int], x_range: tuple[float, float],
                   width_px: float, char_px: float = 6.5, y_range: tuple[float, float] = (0.0, 100.0),
-                  height_px: float = 150.0, line_px: float = 15.0) -> list[tuple[float, float]]:
+                  height_px: float = 150.0, line_px: float = 15.0, slack_px: float = 2.0) -> list[tuple[float, float]]:
     """TextItem anchors for point labels (x sorted ascending) that overlap neither each other nor
-    any other point, worked out in pixels.
+    any other point, worked out in pixels. A label's box may pass the plot's edge by ``slack_px``
+    (the empty margin around its text).
 
     A label prefers to sit above its point (below it for points high up), centred, or starting or
     ending at the point where it would leave the plot. When that place is taken it tries the other
@@ -385,7 +386,7 @@ def label_anchors(xs: list[float], ys: list[float], lengths: list[int], x_range:
             ay = 1.2 + 1.1 * row if above else -0.2 - 1.1 * row
             left, right = px - ax * width, px - ax * width + width
             bottom, top = py + (ay - 1) * line_px, py + ay * line_px
-            if bottom < -2 or top > height_px + 2 or left < -2 or right > width_px + 2:
+            if bottom < -slack_px or top > height_px + slack_px or left < -slack_px or right > width_px + slack_px:
                 continue
             hits_label = any(left < r and right > lft and bottom < t and top > b for lft, r, b, t in placed)
             hits_point = any(j != i and left - 5 < qx < right + 5 and bottom - 5 < qy < top + 5
@@ -485,15 +486,25 @@ class TradeoffPlot(_Plot):
             # the name alone: the axis gives the cost, the tooltip the figures
             texts = [m.label for _x, _y, _measured, m, _label, _symbol in points]
             box = self.widget.getPlotItem().getViewBox()
-            y_lo, y_hi = box.viewRange()[1]
-            # the labels' own size in pixels (a TextItem's box includes its document margins): a
-            # fixed guess let a label high up poke out of the top of a short plot
-            sizes = [label.textItem.boundingRect() for label in (p[4] for p in points)]
-            char_px = max((r.width() - 6) / max(1, len(t)) for r, t in zip(sizes, texts)) if sizes else 6.5
+            # the labels' own size in pixels: a fixed guess let a label high up lose the top of its
+            # letters to the edge of a short plot. A TextItem's box includes an empty margin around
+            # the text, which may pass the edge.
+            items = [p[4].textItem for p in points]
+            sizes = [item.boundingRect() for item in items]
+            margin = max((item.document().documentMargin() for item in items), default=0.0)
+            char_px = max((r.width() - 2 * margin) / max(1, len(t)) for r, t in zip(sizes, texts)) if sizes else 6.5
             line_px = max((r.height() for r in sizes), default=15.0)
+            # room above the highest point for one label, however short the plot: otherwise the
+            # names of the two most accurate networks, side by side up there, had nowhere to go
+            # but far below their points
+            y_lo, top = -5.0, max(p[1] for p in points)
+            room = min(0.45, (1.25 * line_px + 2) / max(40.0, box.height()))
+            y_hi = max(105.0, (top - room * y_lo) / (1 - room))
+            self.widget.getPlotItem().setYRange(y_lo, y_hi, padding=0)
             anchors = label_anchors(list(xs), [p[1] for p in points], [len(t) for t in texts],
                                     (lo - pad, hi + pad), max(100.0, box.width()), char_px=char_px,
-                                    y_range=(y_lo, y_hi), height_px=max(40.0, box.height()), line_px=line_px)
+                                    y_range=(y_lo, y_hi), height_px=max(40.0, box.height()), line_px=line_px,
+                                    slack_px=max(2.0, margin - 1))
             for (x, y, measured, m, label, _symbol), text, anchor in zip(points, texts, anchors):
                 cost = f"{human_count(x)} MACs" if self.x_mode == 0 else f"{fmt_ms(x)} ms p50"
                 label.setToolTip(f"{m.label}: {cost}, " + (f"top-1 {y:.1f}%" if measured else "no accuracy"))
