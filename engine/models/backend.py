@@ -66,7 +66,8 @@ AUTO_GAIN = 0.95  # auto keeps ONNX Runtime only where its median time is at mos
 SPIN_US = 50
 SPIN_BOUND_FROM = (1, 32)  # the oldest ONNX Runtime measured to honour the bound (older ones ignore the
 # key and would spin unbounded, so they do not spin at all: 2 threads, four networks, 83 frames/s)
-THREADS_PROBE_MS = 20.0  # a graph slower than this on every thread is not tried on one (it gains from more)
+THREADS_PROBE_MS = 3.0  # a graph slower than this on every thread is not tried on one: its convolutions
+# split well (AlexNet, 2 ms on two threads, takes 4 on one), and trying costs the load 15 runs of each
 
 log = logging.getLogger(__name__)
 
