@@ -241,3 +241,23 @@ def test_bounded_spinning_only_where_onnx_runtime_honours_it():
     assert backend_module._spin_bounded("1.32.0") and backend_module._spin_bounded("1.40.1")
     assert not backend_module._spin_bounded("1.17.3") and not backend_module._spin_bounded("1.31.0")
     assert not backend_module._spin_bounded("unknown")
+
+
+def test_the_thread_choice_is_measured_once_per_process_and_weights(cache, monkeypatch):
+    """Loading the same network again (a runtime switched back, a reload) reuses the measured
+    thread count; other weights are measured for themselves."""
+    monkeypatch.setattr(backend_module, "_THREADS_PICKED", {})
+    calls = []
+
+    def fake_pick(self, full, rounds=15):
+        calls.append(self._digest)
+        self.threads, self.threads_note = 1, "1 ONNX Runtime thread: measured"
+
+    monkeypatch.setattr(OrtRunner, "_pick_threads", fake_pick)
+    first = OrtRunner(adapter_for("lenet5"), False, threads=2, cache=cache, pick_threads=True)
+    again = OrtRunner(adapter_for("lenet5"), False, threads=2, cache=cache, pick_threads=True)
+    other = OrtRunner(adapter_for("lenet5", seed=1), False, threads=2, cache=cache, pick_threads=True)
+    assert len(calls) == 2 and calls[0] != calls[1]
+    assert first.threads == again.threads == other.threads == 1
+    assert again.threads_note == first.threads_note == "1 ONNX Runtime thread: measured"
+    assert again.max_threads == 2  # batches still use every thread

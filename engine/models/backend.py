@@ -454,7 +454,11 @@ class OrtRunner(Runner):
         self._full: bytes | None = self._graph(self.full_layers)
         self._big = len(self._full) > self.BIG_GRAPH
         if pick_threads and threads > 1:
-            self._pick_threads(self._full)
+            key = (self._digest, self.spec.input_size, with_map, threads)
+            if key not in _THREADS_PICKED:  # measured once per process: a reload reuses it
+                self._pick_threads(self._full)
+                _THREADS_PICKED[key] = (self.threads, self.threads_note)
+            self.threads, self.threads_note = _THREADS_PICKED[key]
         self._sessions: OrderedDict[tuple[str, ...], object] = OrderedDict()
         self._batch_session = None
         self.set_taps(())
@@ -502,7 +506,7 @@ class OrtRunner(Runner):
         ms = {n: float(np.median(t)) for n, t in times.items()}
         if ms[1] <= AUTO_GAIN * ms[self.threads]:
             self.threads_note = (f"1 ONNX Runtime thread: {ms[1]:.3g} ms against {ms[self.threads]:.3g} on "
-                                 f"{self.threads} (batch 1, median of {rounds}, measured at load)")
+                                 f"{self.threads} (batch 1, median of {rounds}, measured at the first load)")
             self.threads = 1
 
     def _graph(self, layers: tuple[str, ...]) -> bytes:
@@ -594,6 +598,10 @@ class OrtRunner(Runner):
 
     def __call__(self, x: torch.Tensor) -> GraphOutputs:
         return _outputs(self._run(None, {"x": _float32(x)}), self._tap_order, self.with_map)
+
+
+# (weights digest, input size, class map, threads) -> (threads, note): OrtRunner._pick_threads's answer
+_THREADS_PICKED: dict[tuple, tuple[int, str]] = {}
 
 
 def _spin_bounded(version: str) -> bool:
