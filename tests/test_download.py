@@ -75,6 +75,7 @@ def test_a_failed_download_is_one_line_and_leaves_nothing(server, tmp_path, path
         assert "Load weights" in str(e.value) and "--weights MODEL=PATH" in str(e.value)
 
 
+@pytest.mark.slow  # builds the four ImageNet networks with random weights: seconds
 def test_predict_download_offline_exits_2_but_answers_with_what_it_has(tmp_path, capsys, monkeypatch):
     import engine.jobs.download as download
     from main import main
