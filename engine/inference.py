@@ -38,6 +38,7 @@ from engine.models.backend import (
     check_backend,
     label,
     onnxruntime_version,
+    top_class,
 )
 from engine.models.registry import ModelSpec, comparison_specs, get_spec
 from engine.precision import AUTO_GAIN, bf16_native, check_precision, dtype_of, median_ms
@@ -525,10 +526,7 @@ class InferenceSession:
         t0 = time.perf_counter()
         if has_class_map:
             logits, pixel_logits = adapter.forward_map(x)
-            # the top class's probability as the runners' graph computes it (engine.models.backend._Graph)
-            pixel = pixel_logits[0].float()
-            top_logit, pixel_class = pixel.max(0)
-            pixel_confidence = (pixel - top_logit).exp().sum(0).reciprocal()
+            pixel_confidence, pixel_class = top_class(pixel_logits[0].float(), 0)  # as the runners' graphs do
             class_map = frozen(pixel_class.to(torch.uint8).cpu().numpy())
             confidence = frozen(pixel_confidence.float().cpu().numpy())
         else:

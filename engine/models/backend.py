@@ -141,13 +141,18 @@ class _Graph(nn.Module):
         # every class ranked, not the first k: one graph serves any k (a sort of 10 or 1000 numbers)
         outputs = [logits, probs, probs.topk(self.adapter.spec.num_classes, dim=1).indices]
         if self.with_map:
-            # The top class's softmax probability is 1 / sum(exp(l - l_top)): the same number as
-            # softmax(1).max(1) without a softmax across channels, which ONNX Runtime runs as a
-            # transpose, a softmax and a transpose back (6 of ENet's 36 ms at batch 64).
-            top_logit, pixel_class = pixel_logits.max(1)
-            confidence = (pixel_logits - top_logit.unsqueeze(1)).exp().sum(1).reciprocal()
+            confidence, pixel_class = top_class(pixel_logits, 1)
             outputs += [pixel_class.to(torch.uint8), confidence]
         return tuple(outputs + [store[layer] for layer in self.layers])
+
+
+def top_class(logits: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(probability, index) of the top class along ``dim``, the probability as 1 / sum(exp(l - l_top)):
+    the same number as ``softmax(dim).max(dim)`` without a softmax across channels, which ONNX Runtime
+    runs as a transpose, a softmax and a transpose back (6 of ENet's 36 ms at batch 64). Every
+    backend computes ENet's class-map confidence this way, so that ``auto`` compares like with like."""
+    top_logit, index = logits.max(dim)
+    return (logits - top_logit.unsqueeze(dim)).exp().sum(dim).reciprocal(), index
 
 
 def output_names(layers: Sequence[str], with_map: bool) -> list[str]:
@@ -487,7 +492,7 @@ class OrtRunner(Runner):
         kept only where its median is at most AUTO_GAIN of the other's.
         """
         data = cut_outputs(full, output_names((), self.with_map))
-        feed = {"x": np.random.default_rng(0).standard_normal((1, *self.spec.input_size), np.float32)}
+        feed = {"x": self._probe}
         many = self._session(data, self.threads)
         for _ in range(2):
             many.run(None, feed)
