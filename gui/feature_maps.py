@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 from PySide6.QtCore import QPoint, QPointF, QRectF, Qt, Signal
-from PySide6.QtWidgets import QFileDialog, QLabel, QMenu, QSizePolicy, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFileDialog, QMenu, QSizePolicy, QVBoxLayout, QWidget
 
 from gui import style
+from gui.elided import ElidedLabel
 from gui.image_canvas import ImageCanvas
 from gui.imaging import Mosaic, tile_channels
+from gui.pinned import Pinned
 
 MAX_CHANNELS = 64
 
@@ -31,14 +33,14 @@ class FeatureMapView(QWidget):
         self.canvas.on_click = self._clicked
         self.canvas.describe = self.describe_at
         self.canvas.setToolTip("Click a channel to paint it over the input; click it again to clear")
-        self.caption = QLabel(" ", self)
+        self.caption = ElidedLabel(" ", self)  # a narrow panel cuts it with "…"; all of it on hover
         self.caption.setObjectName("dim")
         self.caption.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(2)
         layout.addWidget(self.canvas, 1)
-        layout.addWidget(self.caption)
+        layout.addWidget(Pinned(self.caption, self))  # its text changes with every frame
         self._lut = style.feature_lut()
         self.per_channel = False
         self.layer: str | None = None

@@ -28,6 +28,7 @@ from gui.elided import ElidedLabel
 from gui.feature_maps import FeatureMapView, shape_text
 from gui.image_canvas import ImageCanvas
 from gui.imaging import blend_channel, blend_class_map, blend_heat, class_shares
+from gui.pinned import Pinned
 from gui.topk_bars import TopKBars
 
 STATUS_BADGES = {  # weights kind -> (text, background)
@@ -186,6 +187,7 @@ class ModelPanel(QFrame):
         self.cost = _label(self, "dim")
         self.latency = _label(self, width=72)
         self.latency.setStyleSheet("font-weight: bold;")
+        self.latency.setFixedHeight(self.latency.fontMetrics().height() + 2)  # fixed both ways: see gui.pinned
         costs = _row(self.cost, None, self.latency)
 
         self.agree = _badge(self)
@@ -198,7 +200,16 @@ class ModelPanel(QFrame):
         self.frame_label.setMinimumWidth(0)
         self.frame_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.frame_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        badges = _row(self.agree, self.correct, self.frame_label)  # the label takes what is left
+        badge_row = QWidget(self)
+        badge_layout = _row(self.agree, self.correct, self.frame_label)  # the label takes what is left
+        badge_layout.setContentsMargins(0, 0, 0, 0)
+        badge_row.setLayout(badge_layout)
+        self.agree.setText("\u2713")  # a badge's height, with its style applied
+        self.agree.ensurePolished()
+        badge_height = max(self.agree.sizeHint().height(), self.frame_label.fontMetrics().height())
+        self.agree.setText("")
+        # the badges change with every frame: that re-lays out this row only (gui.pinned)
+        badges = Pinned(badge_row, self, height=badge_height)
 
         self.input_view = ImageCanvas(self, min_size=96)
         self.input_view.setFixedSize(136, 136)
@@ -266,9 +277,9 @@ class ModelPanel(QFrame):
         layout.setSpacing(4)
         layout.addLayout(head)
         layout.addLayout(costs)
-        layout.addLayout(badges)
+        layout.addWidget(badges)
         layout.addLayout(seen)
-        layout.addWidget(note_row)
+        layout.addWidget(Pinned(note_row, self))  # ENet's legend changes with every frame
         layout.addLayout(picker)
         layout.addWidget(self.features, 1)
         # An explicit minimum size, set once: text that changes every frame must not re-lay out

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import QComboBox, QGraphicsItem, QHBoxLayout, QLabel, QSi
 
 from engine.api import MetricsSnapshot, human_count
 from gui import style
+from gui.pinned import Pinned
 
 HISTORY = 300  # frames, as the engine's metrics window
 ACCURACY_HISTORY = 5000  # refreshes: running accuracy is cumulative, its whole course is worth seeing
@@ -139,7 +140,7 @@ class _Plot:
         self.widget.setToolTip(tip)
         self.header_row = QHBoxLayout()
         self.header_row.setContentsMargins(4, 0, 0, 0)
-        self.header_row.addWidget(self.header, 1)
+        self.header_row.addWidget(Pinned(self.header), 1)  # its numbers change with every refresh
         self.container = QWidget()
         layout = QVBoxLayout(self.container)
         layout.setContentsMargins(0, 0, 0, 0)

@@ -305,3 +305,48 @@ def test_bridge_keeps_only_the_newest_result_and_counts_the_rest(qapp):
     bridge.engine.on_result("result 6", "metrics 6")  # arrives before a redraw took result 5
     qapp.processEvents()
     assert bridge.take_latest() == ("result 6", "metrics 6") and bridge.results_skipped == 5
+
+
+
+def _layout_requests_on_text_changes(qtbot, pinned: bool):
+    """How often a window re-lays itself out while a label in it changes its text 20 times; and
+    that label's geometry."""
+    from PySide6.QtCore import QEvent, QObject
+    from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+
+    from gui.pinned import Pinned
+
+    window = QWidget()
+    qtbot.addWidget(window)
+    layout = QVBoxLayout(window)
+    live = QLabel("0 ms")
+    layout.addWidget(Pinned(live) if pinned else live)
+    layout.addWidget(QLabel("a neighbour"))
+    window.resize(300, 120)
+    window.show()
+    qtbot.waitExposed(window)
+    qtbot.wait(20)  # the first layout is done
+
+    class Counter(QObject):
+        requests = 0
+
+        def eventFilter(self, _obj, event):  # noqa: N802 - Qt's name
+            if event.type() == QEvent.Type.LayoutRequest:
+                self.requests += 1
+            return False
+
+    counter = Counter()
+    window.installEventFilter(counter)
+    for i in range(20):  # texts of every length, as a per-frame number gives
+        live.setText("9" * (i % 7 + 1) + " ms")
+        qtbot.wait(1)
+    window.removeEventFilter(counter)
+    return counter.requests, live.geometry()
+
+
+def test_a_pinned_label_changes_its_text_without_re_laying_out_the_window(qtbot):
+    free, _ = _layout_requests_on_text_changes(qtbot, pinned=False)
+    assert free >= 10  # the problem the holder solves: a new text lays the whole window out again
+    pinned, geometry = _layout_requests_on_text_changes(qtbot, pinned=True)
+    assert pinned == 0
+    assert geometry.x() == 0 and geometry.width() > 250  # the child fills the holder's width
