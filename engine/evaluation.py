@@ -26,6 +26,39 @@ from engine.precision import dtype_of
 from engine.preprocess import normalise, normaliser
 
 EVAL_BATCH = 256
+TTA_MODES = ("flip", "flip+shift")  # what ``tta`` may name (True is "flip")
+
+
+def tta_mode(tta: bool | str | None) -> str | None:
+    """``tta`` as one of :data:`TTA_MODES`, or None for no test-time augmentation."""
+    if tta is None or tta is False or tta == "":
+        return None
+    mode = "flip" if tta is True else tta
+    if mode not in TTA_MODES:
+        raise ValueError(f"test-time augmentation {tta!r}: expected one of {', '.join(TTA_MODES)}")
+    return mode
+
+
+def _augmented_logits(spec: ModelSpec, model: nn.Module, x: torch.Tensor, plain: torch.Tensor,
+                      mode: str) -> torch.Tensor:
+    """``plain`` (the logits of ``x``) averaged with those of the views ``mode`` names.
+
+    "flip": the mirror image. "flip+shift", as airbench (arXiv 2404.00498) evaluates: half that,
+    half the same pair for the image moved by one pixel up-left and one down-right (reflected at
+    the edge), averaged; six passes in all.
+    """
+    def mirrored(view: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:
+        if logits is None:
+            logits = image_logits(spec, model, view).float()
+        return 0.5 * (logits + image_logits(spec, model, view.flip(3)).float())
+
+    both = mirrored(x, plain)
+    if mode == "flip":
+        return both
+    h, w = x.shape[-2:]
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+    shifted = 0.5 * (mirrored(padded[..., :h, :w]) + mirrored(padded[..., 2:, 2:]))
+    return 0.5 * (both + shifted)
 
 
 class EvalError(ValueError):
@@ -66,13 +99,14 @@ def image_logits(spec: ModelSpec, model: nn.Module | Runner, x: torch.Tensor) ->
 
 @torch.inference_mode()
 def predict_logits(spec: ModelSpec, model: nn.Module, images: torch.Tensor | np.ndarray, *,
-                   device: torch.device, batch_size: int = EVAL_BATCH, tta: bool = False,
+                   device: torch.device, batch_size: int = EVAL_BATCH, tta: bool | str = False,
                    autocast: bool | None = None, dtype: torch.dtype = torch.float32,
                    on_batch: Callable[[int], None] | None = None,
                    batch_times: list[tuple[int, float]] | None = None) -> torch.Tensor:
     """Float32 image logits ``(N, C)`` on the CPU for ``uint8 (N, H, W, 3)`` images.
 
-    ``tta`` averages the logits of each image and its mirror image. ``autocast`` (default: on CUDA
+    ``tta`` (True or "flip") averages the logits of each image and its mirror image; "flip+shift"
+    adds the pair moved by a pixel (:func:`_augmented_logits`). ``autocast`` (default: on CUDA
     only) runs the network in bf16; ``dtype`` is that of ``model``'s weights (bf16 for a network
     converted as :mod:`engine.precision` does), to which the input is cast. ``on_batch(images)``
     is called before each batch with the number of images done so far (a job's progress and cancel point).
@@ -84,6 +118,7 @@ def predict_logits(spec: ModelSpec, model: nn.Module, images: torch.Tensor | np.
     if isinstance(model, nn.Module):
         model.eval()
     norm = normaliser(spec.mean, spec.std, device)
+    mode = tta_mode(tta)
     use_autocast = (device.type == "cuda") if autocast is None else autocast
     out = []
     for start in range(0, images.shape[0], batch_size):
@@ -93,8 +128,8 @@ def predict_logits(spec: ModelSpec, model: nn.Module, images: torch.Tensor | np.
         x = normalise(images[start:start + batch_size], norm).to(dtype)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_autocast):
             logits = image_logits(spec, model, x).float()
-            if tta:
-                logits = 0.5 * (logits + image_logits(spec, model, x.flip(3)).float())
+            if mode is not None:
+                logits = _augmented_logits(spec, model, x, logits, mode)
         out.append(logits.cpu())
         if batch_times is not None:
             synchronize(device)
@@ -146,7 +181,7 @@ class EvalResult:
 
 def evaluate(models: Iterable[Any], images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, *,
              device: torch.device | str = "cpu", batch_size: int = EVAL_BATCH,
-             tta: bool = False, job: JobState | None = None, precision: str = "fp32",
+             tta: bool | str = False, job: JobState | None = None, precision: str = "fp32",
              backend: str = "torch") -> dict[str, dict[str, Any]]:
     """Accuracy and speed of each model on ``images`` (uint8 NHWC) with ``labels``.
 
@@ -163,7 +198,7 @@ def evaluate(models: Iterable[Any], images: np.ndarray | torch.Tensor, labels: n
 
 
 def evaluate_results(models: Iterable[Any], images, labels, *, device: torch.device | str = "cpu",
-                     batch_size: int = EVAL_BATCH, tta: bool = False, job: JobState | None = None,
+                     batch_size: int = EVAL_BATCH, tta: bool | str = False, job: JobState | None = None,
                      precision: str = "fp32", backend: str = "torch") -> list[EvalResult]:
     """:func:`evaluate`'s results as :class:`EvalResult` objects. ``backend`` runs the networks on
     ONNX Runtime or torch.compile instead of torch eager (:mod:`engine.models.backend`; a network it

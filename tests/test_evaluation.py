@@ -118,10 +118,15 @@ def test_cmd_eval_table_flags_untrained(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path / "no-weights")
     archive = make_tiny_archive(tmp_path / "tiny.tar.gz", train_per_class=1, test_per_class=2)
-    args = build_parser().parse_args(["eval", "--data", str(archive), "--models", "lenet5", "--tta"])
+    from engine.cli import TTA_MODES
+    from engine.evaluation import TTA_MODES as EVAL_TTA_MODES
+
+    assert TTA_MODES == EVAL_TTA_MODES
+    assert build_parser().parse_args(["eval", "--data", str(archive), "--tta"]).tta == "flip"
+    args = build_parser().parse_args(["eval", "--data", str(archive), "--models", "lenet5", "--tta", "flip+shift"])
     assert run_command(args) == 0
     out = capsys.readouterr().out
-    assert "lenet5" in out and "UNTRAINED" in out and "top-1" in out
+    assert "lenet5" in out and "UNTRAINED" in out and "top-1" in out and "flip+shift TTA" in out
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -175,3 +180,30 @@ def test_cmd_eval_refuses_a_fifo(tmp_path, capsys):
     args = build_parser().parse_args(["eval", "--data", str(fifo), "--models", "lenet5"])
     assert call_with_fifo_guard(lambda: run_command(args), fifo) == 2
     assert capsys.readouterr().err == "error: fifo.tar.gz: not a regular file or a folder\n"
+
+
+def test_flip_shift_tta_averages_the_mirror_and_the_one_pixel_shifts():
+    from engine.evaluation import predict_logits, tta_mode
+
+    assert tta_mode(True) == "flip" and tta_mode(False) is None and tta_mode("flip+shift") == "flip+shift"
+    with pytest.raises(ValueError, match="expected one of"):
+        tta_mode("rotate")
+    torch.manual_seed(0)
+    spec = get_spec("lenet5")
+    model = spec.build().eval()
+    images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    x = normalise(torch.from_numpy(images), normaliser(spec.mean, spec.std, torch.device("cpu")))
+    # the views built by indexing, edges reflected: content moved down-right, and up-left, by a pixel
+    down_right = torch.tensor([1, *range(31)])
+    up_left = torch.tensor([*range(1, 32), 30])
+
+    def both(view):
+        with torch.inference_mode():
+            return 0.5 * (model(view) + model(view.flip(3)))
+
+    shifted = 0.5 * (both(x[:, :, down_right][:, :, :, down_right]) + both(x[:, :, up_left][:, :, :, up_left]))
+    expected = 0.5 * both(x) + 0.5 * shifted
+    got = predict_logits(spec, model, images, device=torch.device("cpu"), tta="flip+shift")
+    assert torch.allclose(got, expected, atol=1e-5)
+    flip_only = predict_logits(spec, model, images, device=torch.device("cpu"), tta="flip")
+    assert torch.allclose(flip_only, both(x), atol=1e-5) and not torch.allclose(flip_only, got, atol=1e-4)

@@ -150,9 +150,9 @@ def test_cmd_train_end_to_end(tmp_path, capsys):
     assert weights.is_file()
     metrics = json.loads(weights.with_suffix(".json").read_text())
     for key in ("test_top1", "test_top5", "val_top1", "epochs", "wall_time_s", "device", "torch", "recipe",
-                "seed", "date", "data", "tta_flip"):
+                "seed", "date", "data", "tta_flip", "test_top1_no_tta", "test_top1_flip_shift"):
         assert key in metrics, key
-    assert 0.0 <= metrics["test_top1"] <= metrics["test_top5"] <= 1.0
+    assert 0.0 <= metrics["test_top1"] <= metrics["test_top5"] <= 1.0 and 0.0 <= metrics["test_top1_flip_shift"] <= 1.0
     assert metrics["train_images"] == 48 and metrics["val_images"] == 16 and metrics["test_images"] == 12
     assert metrics["data"]["name"] == "tiny.tar.gz" and len(metrics["data"]["sha256"]) == 64
     assert metrics["recipe"]["epochs"] == 1 and metrics["recipe"]["batch_size"] == 16

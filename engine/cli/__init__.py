@@ -43,6 +43,7 @@ MAX_SECONDS = 2_000_000
 PRECISIONS = ("auto", "fp32", "bf16")  # engine.precision.PRECISIONS, without importing torch for --help
 GRADCAM_METHODS = ("gradcam", "gradcam++", "scorecam")  # engine.probes.gradcam.METHODS, likewise
 BACKENDS = ("auto", "torch", "onnxruntime", "compile")  # engine.models.backend.BACKEND_CHOICES, likewise
+TTA_MODES = ("flip", "flip+shift")  # engine.evaluation.TTA_MODES, likewise
 def default_backend() -> str:
     """The window's and predict's backend when none is given: ``$CNN_ARENA_BACKEND`` if it names
     one, else auto."""
@@ -129,7 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--limit", type=positive_int, metavar="N",
                           help="only N images, spread evenly over the classes")
     evaluate.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda or auto")
-    evaluate.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
+    evaluate.add_argument("--tta", nargs="?", const="flip", choices=TTA_MODES, default=None,
+                          help="test-time augmentation: flip (the default of --tta) averages with the mirror "
+                               "image; flip+shift also with both moved by one pixel, up-left and down-right")
     evaluate.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                           help="fp32 (default), or bf16 weights and inputs where the hardware has bf16")
     evaluate.add_argument("--backend", choices=BACKENDS[1:], default="torch",

@@ -17,6 +17,8 @@ from engine.models.registry import CIFAR10_CLASSES, RegistryError, comparison_sp
 from engine.precision import PrecisionError, check_precision
 from engine.weights import UNTRAINED, WeightsError, load_model
 
+TTA_VIEWS = {"flip": " of both images", "flip+shift": " of all six views"}
+
 
 def cmd_eval(args: argparse.Namespace) -> int:
     profile = getattr(args, "profile", None) or "cifar10"
@@ -60,13 +62,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
              "UNTRAINED" if r.weights_status == UNTRAINED else r.weights_status] for r in results]
     data_name = "torchvision CIFAR-10" if args.data == "download" else display_name(args.data)
     print(f"{data_name}, test split: {len(labels)} images, device {device_label(device)}"
-          f"{', flip TTA' if args.tta else ''}{', bf16' if args.precision == 'bf16' else ''}, "
+          f"{f', {args.tta} TTA' if args.tta else ''}{', bf16' if args.precision == 'bf16' else ''}, "
           f"backend {label(args.backend)}")
     print(format_table(["model", "top-1", "top-5", "images", "images/s", "weights"], rows, right={1, 2, 3, 4}))
     batches = {len(r.batch_images_per_s) for r in results}
     if batches and min(batches) > 0:
         print(f"  images/s: median over the full batches of {EVAL_BATCH} ({'/'.join(map(str, sorted(batches)))} "
-              f"per network), warm, from the decoded image tensor to the logits{' of both images' if args.tta else ''}")
+              f"per network), warm, from the decoded image tensor to the logits{TTA_VIEWS.get(args.tta, '')}")
     else:
         print(f"  images/s: one pass over fewer than {EVAL_BATCH} images (no full batch to take a median of)")
     for r in results:

@@ -372,10 +372,14 @@ def _train_one(spec: ModelSpec, args: argparse.Namespace, device: torch.device, 
     logits = predict_logits(spec, model.to(device), test_images, device=device, tta=recipe.tta_flip)
     test_top1, test_top5 = topk_accuracy(logits, test_labels)
     plain_top1, _ = topk_accuracy(predict_logits(spec, model, test_images, device=device), test_labels)
+    # airbench's evaluation (the mirror image and one-pixel shifts), beside the recipe's own figure
+    shift_logits = predict_logits(spec, model, test_images, device=device, tta="flip+shift")
+    shift_top1, _ = topk_accuracy(shift_logits, test_labels)
     model = model.to("cpu")
     metrics.update({
         "model": spec.name, "profile": spec.profile, "params": count_params(model),
         "test_top1": test_top1, "test_top5": test_top5, "test_top1_no_tta": plain_top1,
+        "test_top1_flip_shift": shift_top1,
         "test_images": int(len(test_labels)), "train_images": int(len(fit_labels)), "val_images": int(args.val),
         "device": device_label(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
         "recipe": asdict(recipe), "seed": args.seed, "tta_flip": recipe.tta_flip,
@@ -393,7 +397,9 @@ def _train_one(spec: ModelSpec, args: argparse.Namespace, device: torch.device, 
     if backup is not None:
         say(f"kept the previous {out.name} as {backup.name}")
     val_text = f"val top-1 {100 * metrics['val_top1']:.2f}%, " if "val_top1" in metrics else ""
-    print(f"{spec.name}: {val_text}test top-1 {100 * test_top1:.2f}% (flip TTA; {100 * plain_top1:.2f}% without), "
+    tta_text = "flip TTA" if recipe.tta_flip else "no TTA"
+    print(f"{spec.name}: {val_text}test top-1 {100 * test_top1:.2f}% ({tta_text}; {100 * plain_top1:.2f}% without, "
+          f"{100 * shift_top1:.2f}% with flip+shift), "
           f"top-5 {100 * test_top5:.2f}% after {recipe.epochs} epochs in {clock(metrics['wall_time_s'])}; "
           f"wrote {out} and {out.with_suffix('.json').name}", flush=True)
 
