@@ -59,7 +59,10 @@ RECIPES: dict[str, Recipe] = {
     "alexnet": Recipe(epochs=EPOCHS, batch_size=256, lr=0.03, warmup=0.15, kaiming_init=True, grad_clip=5.0,
                       cpu_bf16=True),
     # Batch norm, but a peak of 0.1 still spiked the loss in the first steps: 0.05 with clipping.
-    **{f"vgg{d}": Recipe(epochs=EPOCHS, batch_size=256, lr=0.05, warmup=0.15, grad_clip=2.0, cpu_bf16=True)
+    # Label smoothing 0.1 instead of 0.2, measured on VGG-16's validation split over the whole 30
+    # epochs: 90.16% against 89.66% (flip TTA), so kept.
+    **{f"vgg{d}": Recipe(epochs=EPOCHS, batch_size=256, lr=0.05, warmup=0.15, grad_clip=2.0, label_smoothing=0.1,
+                         cpu_bf16=True)
        for d in (11, 13, 16, 19)},
     # ENet's residual stacks diverge in the first steps at this learning rate unless every
     # bottleneck starts as the identity. Label smoothing 0.1 instead of 0.2, measured on the validation
