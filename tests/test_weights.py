@@ -129,6 +129,7 @@ def test_wrong_model_and_wrong_profile_are_explained(tmp_path):
         load_model(get_spec("lenet5", "cifar10"), tmp_path / "lenet_in.safetensors")
 
 
+@pytest.mark.slow  # builds ImageNet-size networks
 def test_torchvision_weights_load_from_a_prepared_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     spec = get_spec("alexnet", "imagenet")
