@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QRectF, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QFontMetrics, QPainter
-from PySide6.QtWidgets import QSizePolicy, QWidget
+from typing import NamedTuple
+
+from PySide6.QtCore import QEvent, QRectF, QSize, Qt, Signal
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter
+from PySide6.QtWidgets import QSizePolicy, QToolTip, QWidget
 
 from gui import style
 
@@ -22,6 +24,11 @@ class TopKBars(QWidget):
         self.probs: tuple[float, ...] = ()
         self.truth: str | None = None
         self.color = QColor(style.ACCENT)
+        self._dim, self._text = QColor(style.TEXT_DIM), QColor(style.TEXT)
+        self._truth_color, self._track = QColor(style.GOOD), QColor(style.PANEL_BORDER)
+        self._cached: _Layout | None = None  # the last frame's layout
+        self._fonts: tuple | None = None  # (font key, plain, bold, their metrics)
+        self._measured: dict = {}  # name -> its width in bold; (text, bold, width) -> the text cut to fit
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setMinimumHeight(self.rows * 18)
 
@@ -36,9 +43,22 @@ class TopKBars(QWidget):
         labels, probs = tuple(labels), tuple(float(p) for p in probs)
         if (labels, probs, truth) != (self.labels, self.probs, self.truth):
             self.labels, self.probs, self.truth = labels, probs, truth
-            # the whole names on hover, where a long one (ImageNet's) had to be cut
-            self.setToolTip("\n".join(f"{100 * p:5.1f}%  {name}" for name, p in zip(labels, probs)))
             self.update()
+
+    def tooltip_text(self) -> str:
+        """The whole names with their probabilities (a long ImageNet name is cut in the bars)."""
+        return "\n".join(f"{100 * p:5.1f}%  {name}" for name, p in zip(self.labels, self.probs))
+
+    def event(self, event: QEvent) -> bool:
+        # Written when asked for, not with every frame (up to 30 times a second in each panel).
+        if event.type() == QEvent.Type.ToolTip:
+            text = self.tooltip_text()
+            if text:
+                QToolTip.showText(event.globalPos(), text, self)
+            else:
+                QToolTip.hideText()
+            return True
+        return super().event(event)
 
     def clear(self) -> None:
         self.set_predictions((), ())
@@ -51,49 +71,90 @@ class TopKBars(QWidget):
             return
         super().mousePressEvent(event)
 
-    def paintEvent(self, _event) -> None:  # noqa: N802 - Qt's name
-        painter = QPainter(self)
-        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        metrics = QFontMetrics(self.font())
-        width, height = self.width(), self.height()
+    def _layout(self) -> _Layout:
+        """Where everything goes and what each row's name reads, for this size, font, set of names
+        and true class. The text measurements behind it are kept (a name's width, its cut form),
+        so a new frame, whose top five are usually the same names in another order, measures
+        nothing again."""
+        key = (self.width(), self.height(), self.font().key(), self.labels, self.truth)
+        if self._cached is not None and self._cached.key == key:
+            return self._cached
+        width, height, font_key = key[0], key[1], key[2]
+        if self._fonts is None or self._fonts[0] != font_key:
+            plain, bold = QFont(self.font()), QFont(self.font())
+            plain.setBold(False)
+            bold.setBold(True)
+            self._fonts = (font_key, plain, bold, QFontMetrics(plain), QFontMetrics(bold))
+            self._measured.clear()
+        _, plain, bold, plain_metrics, bold_metrics = self._fonts
+        if len(self._measured) > 4096:  # ImageNet's thousand names, several widths each, at most
+            self._measured.clear()
+        measured = self._measured
+
+        def advance(name: str) -> int:
+            found = measured.get(name)
+            if found is None:
+                found = measured[name] = bold_metrics.horizontalAdvance("\u2713 " + name) + 2
+            return found
+
         row_h = height / self.rows
-        pct_w = metrics.horizontalAdvance("100.0%") + 4
+        pct_w = plain_metrics.horizontalAdvance("100.0%") + 4
         # names as wide as they need (the first in bold), the bars take what is left, down to 24 px
-        bold = self.font()
-        bold.setBold(True)
-        needed = max([QFontMetrics(bold).horizontalAdvance("\u2713 " + name) + 2 for name in self.labels] or [0])
+        needed = max([advance(name) for name in self.labels] or [0])
         label_w = max(min(70, width - pct_w - 24), min(max(70, needed, int(width * 0.42)), width - pct_w - 24))
         bar_x, bar_w = label_w + 6, max(10, width - label_w - 6 - pct_w)
-        dim, text, truth_color = QColor(style.TEXT_DIM), QColor(style.TEXT), QColor(style.GOOD)
+        rows = []
+        for i, label in enumerate(self.labels[:self.rows]):
+            top = i * row_h
+            is_truth = self.truth is not None and label == self.truth
+            text = ("\u2713 " if is_truth else "") + label
+            name = measured.get((text, i == 0, label_w))
+            if name is None:
+                metrics = bold_metrics if i == 0 else plain_metrics
+                name = measured[(text, i == 0, label_w)] = metrics.elidedText(text, Qt.TextElideMode.ElideRight,
+                                                                               label_w)
+            rows.append(_Row(name, bold if i == 0 else plain, is_truth, QRectF(0, top, label_w, row_h),
+                             QRectF(bar_x, top + row_h * 0.22, bar_w, row_h * 0.56),
+                             QRectF(bar_x + bar_w + 2, top, pct_w, row_h)))
+        self._cached = _Layout(key, tuple(rows))
+        return self._cached
+
+    def paintEvent(self, _event) -> None:  # noqa: N802 - Qt's name
+        painter = QPainter(self)
         if not self.labels:
-            painter.setPen(dim)
+            painter.setPen(QColor(style.TEXT_DIM))
             painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "waiting for a frame")
             painter.end()
             return
-        for i in range(self.rows):
-            top = i * row_h
-            if i >= len(self.labels):
-                break
-            label, prob = self.labels[i], self.probs[i]
-            is_truth = self.truth is not None and label == self.truth
-            painter.setPen(truth_color if is_truth else (text if i == 0 else dim))
-            font = painter.font()
-            font.setBold(i == 0)
-            painter.setFont(font)
-            text_shown = ("\u2713 " if is_truth else "") + label
-            shown = QFontMetrics(font).elidedText(text_shown, Qt.TextElideMode.ElideRight, label_w)
-            painter.drawText(QRectF(0, top, label_w, row_h),
-                             int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter), shown)
-            track = QRectF(bar_x, top + row_h * 0.22, bar_w, row_h * 0.56)
-            painter.setPen(Qt.PenStyle.NoPen)
-            painter.setBrush(QColor(style.PANEL_BORDER))
-            painter.drawRoundedRect(track, 2, 2)
-            fill = QColor(truth_color if is_truth else self.color)
+        # Square bars filled without antialiasing: Qt's raster engine fills an antialiased rounded
+        # rectangle as a path, several times the cost of a plain fill, and ten of them a paint, in
+        # four panels, up to 30 times a second, was a tenth of the window's drawing time.
+        dim, text, truth_color = self._dim, self._text, self._truth_color
+        right = int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        for i, (row, prob) in enumerate(zip(self._layout().rows, self.probs)):
+            painter.setFont(row.font)
+            painter.setPen(truth_color if row.is_truth else (text if i == 0 else dim))
+            painter.drawText(row.name_rect, right, row.name)
+            track = row.track
+            painter.fillRect(track, self._track)
+            fill = QColor(truth_color if row.is_truth else self.color)
             if i > 0:
                 fill.setAlpha(170)
-            painter.setBrush(fill)
-            painter.drawRoundedRect(QRectF(track.x(), track.y(), max(1.0, track.width() * prob), track.height()), 2, 2)
+            painter.fillRect(QRectF(track.x(), track.y(), max(1.0, track.width() * prob), track.height()), fill)
             painter.setPen(text if i == 0 else dim)
-            painter.drawText(QRectF(bar_x + bar_w + 2, top, pct_w, row_h),
-                             int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter), f"{100 * prob:.1f}%")
+            painter.drawText(row.pct_rect, right, f"{100 * prob:.1f}%")
         painter.end()
+
+
+class _Row(NamedTuple):
+    name: str  # as shown: elided to fit, with a check mark on the true class
+    font: QFont
+    is_truth: bool
+    name_rect: QRectF
+    track: QRectF
+    pct_rect: QRectF
+
+
+class _Layout(NamedTuple):
+    key: tuple
+    rows: tuple[_Row, ...]

@@ -350,3 +350,35 @@ def test_a_pinned_label_changes_its_text_without_re_laying_out_the_window(qtbot)
     pinned, geometry = _layout_requests_on_text_changes(qtbot, pinned=True)
     assert pinned == 0
     assert geometry.x() == 0 and geometry.width() > 250  # the child fills the holder's width
+
+
+def test_topk_bars_lay_out_once_per_set_of_names_and_answer_the_tooltip_when_asked(qapp):
+    from PySide6.QtCore import QEvent, QPoint
+    from PySide6.QtGui import QHelpEvent, QImage
+    from PySide6.QtWidgets import QToolTip
+
+    from gui.topk_bars import TopKBars
+
+    bars = TopKBars(3)
+    bars.resize(240, 72)
+    names = ("cat", "dog", "a very long class name that cannot fit in the label column")
+    bars.set_predictions(names, (0.7, 0.2, 0.1), truth="dog")
+    assert bars.toolTip() == ""  # nothing written per frame
+    first = bars._layout()
+    assert bars._layout() is first  # same size, font and names: worked out once
+    assert [row.name for row in first.rows][:2] == ["cat", "\u2713 dog"] and first.rows[1].is_truth
+    assert first.rows[2].name.endswith("\u2026")  # cut to its column, whole in the tooltip
+    bars.set_predictions(names, (0.5, 0.3, 0.2), truth="dog")  # only the numbers changed
+    assert bars._layout() is first
+    bars.resize(400, 72)
+    wider = bars._layout()
+    assert wider is not first and wider.rows[2].name_rect.width() > first.rows[2].name_rect.width()
+    assert len(wider.rows[2].name) > len(first.rows[2].name)  # the wider column shows more of the name
+    image = QImage(bars.size(), QImage.Format.Format_ARGB32)
+    bars.render(image)  # paints without error from the kept layout
+    assert "50.0%  cat" in bars.tooltip_text() and names[2] in bars.tooltip_text()
+    bars.show()
+    bars.event(QHelpEvent(QEvent.Type.ToolTip, QPoint(5, 5), bars.mapToGlobal(QPoint(5, 5))))
+    assert QToolTip.text() == bars.tooltip_text()
+    QToolTip.hideText()
+    bars.close()
