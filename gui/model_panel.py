@@ -7,7 +7,8 @@ labels change text, the canvases get new images, nothing is created or destroyed
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QPainter
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -100,25 +101,44 @@ def _row(*items: QWidget | None) -> QHBoxLayout:
     return row
 
 
-def _badge(parent: QWidget) -> QLabel:
-    label = QLabel(parent)
-    label.setObjectName("badge")
-    policy = label.sizePolicy()
-    policy.setRetainSizeWhenHidden(True)  # showing or hiding it must not re-lay out the panel
-    label.setSizePolicy(policy)
-    label.hide()
-    return label
+class Badge(QLabel):
+    """A short tag on a coloured ground ("majority 3/4", "\u2713 correct"). The ground is painted
+    here rather than set by a style sheet: a new style sheet re-polishes the widget, and the
+    correct/wrong badge changes colour on most frames (two style-sheet changes a frame in each of
+    four panels cost the window's thread about a millisecond a frame)."""
+
+    def __init__(self, parent: QWidget) -> None:
+        super().__init__(parent)
+        self.setObjectName("badge")
+        self.colour = QColor(0, 0, 0, 0)
+        policy = self.sizePolicy()
+        policy.setRetainSizeWhenHidden(True)  # showing or hiding it must not re-lay out the panel
+        self.setSizePolicy(policy)
+        self.hide()
+
+    def set_colour(self, colour: str) -> None:
+        colour = QColor(colour)
+        if colour != self.colour:
+            self.colour = colour
+            self.update()
+
+    def paintEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        painter = QPainter(self)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(self.colour)
+        painter.drawRoundedRect(QRectF(self.rect()), 3, 3)
+        painter.end()
+        super().paintEvent(event)
 
 
-def _set_badge(label: QLabel, text: str, colour: str, tooltip: str = "") -> None:
+def _set_badge(label: Badge, text: str, colour: str, tooltip: str = "") -> None:
     if not text:
         label.hide()
         return
     if label.text() != text:
         label.setText(text)
-    if label.property("badgeColour") != colour:  # a style sheet change re-polishes: only when needed
-        label.setProperty("badgeColour", colour)
-        label.setStyleSheet(style.badge_style(colour))
+    label.set_colour(colour)
     if label.toolTip() != tooltip:
         label.setToolTip(tooltip)
     if label.isHidden():
@@ -167,7 +187,7 @@ class ModelPanel(QFrame):
         self.title.setObjectName("panelTitle")
         self.title.setStyleSheet(f"color: {self.color};")
         self.year = _label(self, "dim")
-        self.status = _badge(self)
+        self.status = Badge(self)
         self.weights_button = QToolButton(self)
         self.weights_button.setText("Change")
         self.weights_button.setAutoRaise(True)
@@ -190,8 +210,8 @@ class ModelPanel(QFrame):
         self.latency.setFixedHeight(self.latency.fontMetrics().height() + 2)  # fixed both ways: see gui.pinned
         costs = _row(self.cost, None, self.latency)
 
-        self.agree = _badge(self)
-        self.correct = _badge(self)
+        self.agree = Badge(self)
+        self.correct = Badge(self)
         # "frame 17", or with a perturbation on, whether the answer flipped from the clean frame's
         self.frame_label = ElidedLabel("", self)
         self.frame_label.setObjectName("dim")
@@ -463,8 +483,10 @@ class ModelPanel(QFrame):
             tip = f"Frame {frame_id}: {before} on the clean frame, {result.top_labels[0]} perturbed"
         if self.frame_label.text() != text:
             self.frame_label.setText(text)
-            self.frame_label.setStyleSheet(f"color: {colour};" if colour else "")
             self.frame_label.setToolTip(tip or text)
+        if self.frame_label.property("frameColour") != colour:  # a new style sheet re-polishes: not every frame
+            self.frame_label.setProperty("frameColour", colour)
+            self.frame_label.setStyleSheet(f"color: {colour};" if colour else "")
 
     def _wheel(self, steps: int) -> bool:
         """Scrolling over the input while a channel is painted on it: more or less opaque."""

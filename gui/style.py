@@ -76,7 +76,7 @@ QFrame#modelPanel QWidget {{ background: transparent; }}
 QFrame#modelPanel QComboBox {{ background: {BACKGROUND}; }}
 QLabel#panelTitle {{ font-size: 12pt; font-weight: bold; }}
 QLabel#dim {{ color: {TEXT_DIM}; }}
-QLabel#badge {{ border-radius: 3px; padding: 1px 6px; font-weight: bold; font-size: 9pt; }}
+QLabel#badge {{ padding: 1px 6px; font-weight: bold; font-size: 9pt; color: #101214; }}  /* ground: Badge */
 QComboBox {{ background: {PANEL}; border: 1px solid {PANEL_BORDER}; border-radius: 3px; padding: 2px 6px;
              min-height: 18px; }}
 QComboBox QAbstractItemView {{ background: {PANEL}; selection-background-color: #34506b; }}
@@ -91,10 +91,6 @@ QStatusBar QLabel {{ padding: 0 6px; }}
 QSplitter::handle {{ background: {BACKGROUND}; }}
 QToolTip {{ background: {PANEL}; color: {TEXT}; border: 1px solid {PANEL_BORDER}; }}
 """
-
-
-def badge_style(background: str, foreground: str = "#101214") -> str:
-    return f"background: {background}; color: {foreground};"
 
 
 def configure_pyqtgraph() -> None:
