@@ -4,8 +4,10 @@ app runs on torch and says so once."""
 
 from __future__ import annotations
 
+import io
 import json
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -189,22 +191,40 @@ def test_one_thread_is_kept_only_where_it_measures_clearly_faster(cache, monkeyp
         assert 1 not in made  # stopped after the warm-up, before making a second session
 
 
-@pytest.mark.parametrize("channels", [1, 16])
-def test_the_export_form_of_prelu_gives_the_same_numbers(channels):
-    """PReLU is exported as relu(x) + a * min(x, 0) (ONNX Runtime runs that faster): the same
-    numbers as nn.PReLU, with the same parameter under the same name."""
+@pytest.mark.parametrize("channels, low, high", [(1, -0.5, 0.5), (16, -0.5, 0.5), (16, -0.5, 1.0), (16, 0.5, 1.5)])
+def test_the_export_form_of_prelu_gives_the_same_numbers(channels, low, high):
+    """PReLU is exported as max(x, a * x) where every slope is at most 1, else as
+    relu(x) + a * min(x, 0) (ONNX Runtime runs either faster than its PRelu): the same numbers as
+    nn.PReLU, bit for bit, in torch and through ONNX Runtime, with the same parameter under the
+    same name."""
     torch.manual_seed(0)
     prelu = torch.nn.PReLU(channels)
     with torch.no_grad():
-        prelu.weight.uniform_(-0.5, 0.5)
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), prelu)
-    x = torch.randn(4, 3, 9, 9)
-    expected = model(x)
+        prelu.weight.uniform_(low, high)
+        if high == 1.0:
+            prelu.weight[0] = 1.0  # the bound itself
+    model = torch.nn.Sequential(prelu).eval()
+    x = torch.randn(4, channels, 9, 9) * 3
+    with torch.no_grad():
+        expected = model(x)
     names = list(model.state_dict())
     backend_module._for_export(model)
+    swapped = [m for m in model.modules() if isinstance(m, backend_module._PReLUForExport)]
+    assert len(swapped) == 1 and swapped[0].at_most_one == (high <= 1)
     assert not any(isinstance(m, torch.nn.PReLU) for m in model.modules())
     assert list(model.state_dict()) == names
-    assert torch.equal(model(x), expected)
+    with torch.no_grad():
+        assert torch.equal(model(x), expected)
+    ort = pytest.importorskip("onnxruntime")
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), buffer, dynamo=False, input_names=["x"], output_names=["y"])
+    onnx = pytest.importorskip("onnx")
+    ops = {node.op_type for node in onnx.load_from_string(buffer.getvalue()).graph.node}
+    assert "PRelu" not in ops and (("Max" in ops) == (high <= 1))
+    session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+    assert np.array_equal(session.run(None, {"x": x.numpy()})[0], expected.numpy())
 
 
 def test_a_big_graph_is_cut_from_its_cached_file_and_exported_again_when_it_went(tmp_path, monkeypatch):
