@@ -46,17 +46,15 @@ class TopKBars(QWidget):
             self.update()
 
     def tooltip_text(self) -> str:
-        """The whole names with their probabilities (a long ImageNet name is cut in the bars)."""
-        return "\n".join(f"{100 * p:5.1f}%  {name}" for name, p in zip(self.labels, self.probs))
+        """The whole names with their probabilities (a long ImageNet name is cut in the bars), then
+        the widget's own tooltip (what a click does), if it has one."""
+        names = "\n".join(f"{100 * p:5.1f}%  {name}" for name, p in zip(self.labels, self.probs))
+        return "\n\n".join(part for part in (names, self.toolTip()) if part)
 
     def event(self, event: QEvent) -> bool:
         # Written when asked for, not with every frame (up to 30 times a second in each panel).
-        if event.type() == QEvent.Type.ToolTip:
-            text = self.tooltip_text()
-            if text:
-                QToolTip.showText(event.globalPos(), text, self)
-            else:
-                QToolTip.hideText()
+        if event.type() == QEvent.Type.ToolTip and self.labels:
+            QToolTip.showText(event.globalPos(), self.tooltip_text(), self)
             return True
         return super().event(event)
 

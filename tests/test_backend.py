@@ -191,12 +191,13 @@ def test_one_thread_is_kept_only_where_it_measures_clearly_faster(cache, monkeyp
         assert 1 not in made  # stopped after the warm-up, before making a second session
 
 
-@pytest.mark.parametrize("channels, low, high", [(1, -0.5, 0.5), (16, -0.5, 0.5), (16, -0.5, 1.0), (16, 0.5, 1.5)])
-def test_the_export_form_of_prelu_gives_the_same_numbers(channels, low, high):
-    """PReLU is exported as max(x, a * x) where every slope is at most 1, else as
-    relu(x) + a * min(x, 0) (ONNX Runtime runs either faster than its PRelu): the same numbers as
-    nn.PReLU, bit for bit, in torch and through ONNX Runtime, with the same parameter under the
-    same name."""
+@pytest.mark.parametrize("channels, low, high, max_form", [
+    (1, -0.5, 0.5, True), (16, -0.5, 0.5, True), (16, -0.5, 1.0, True), (16, 0.5, 1.5, False), (16, 0.0, 0.0, False)])
+def test_the_export_form_of_prelu_gives_the_same_numbers(channels, low, high, max_form):
+    """PReLU is exported as max(x, a * x) where every slope is at most 1 and none is 0, else as
+    relu(x) + a * min(x, 0) (ONNX Runtime runs either faster than its PRelu): the same values as
+    nn.PReLU in torch and through ONNX Runtime, with the same parameter under the same name; the
+    first form for infinities and zeros too (ONNX Runtime's Clip turns -inf into the lowest float)."""
     torch.manual_seed(0)
     prelu = torch.nn.PReLU(channels)
     with torch.no_grad():
@@ -205,12 +206,15 @@ def test_the_export_form_of_prelu_gives_the_same_numbers(channels, low, high):
             prelu.weight[0] = 1.0  # the bound itself
     model = torch.nn.Sequential(prelu).eval()
     x = torch.randn(4, channels, 9, 9) * 3
+    x[0, :, 0, :2] = torch.tensor([0.0, -0.0])
+    if max_form:
+        x[0, :, 0, 2:4] = torch.tensor([float("inf"), float("-inf")])
     with torch.no_grad():
         expected = model(x)
     names = list(model.state_dict())
     backend_module._for_export(model)
     swapped = [m for m in model.modules() if isinstance(m, backend_module._PReLUForExport)]
-    assert len(swapped) == 1 and swapped[0].at_most_one == (high <= 1)
+    assert len(swapped) == 1 and swapped[0].at_most_one == max_form
     assert not any(isinstance(m, torch.nn.PReLU) for m in model.modules())
     assert list(model.state_dict()) == names
     with torch.no_grad():
@@ -222,7 +226,7 @@ def test_the_export_form_of_prelu_gives_the_same_numbers(channels, low, high):
         torch.onnx.export(model, (x,), buffer, dynamo=False, input_names=["x"], output_names=["y"])
     onnx = pytest.importorskip("onnx")
     ops = {node.op_type for node in onnx.load_from_string(buffer.getvalue()).graph.node}
-    assert "PRelu" not in ops and (("Max" in ops) == (high <= 1))
+    assert "PRelu" not in ops and (("Max" in ops) == max_form)
     session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
     assert np.array_equal(session.run(None, {"x": x.numpy()})[0], expected.numpy())
 

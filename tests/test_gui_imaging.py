@@ -361,9 +361,10 @@ def test_topk_bars_lay_out_once_per_set_of_names_and_answer_the_tooltip_when_ask
 
     bars = TopKBars(3)
     bars.resize(240, 72)
+    bars.setToolTip("click a class")
     names = ("cat", "dog", "a very long class name that cannot fit in the label column")
     bars.set_predictions(names, (0.7, 0.2, 0.1), truth="dog")
-    assert bars.toolTip() == ""  # nothing written per frame
+    assert bars.toolTip() == "click a class"  # nothing written per frame
     first = bars._layout()
     assert bars._layout() is first  # same size, font and names: worked out once
     assert [row.name for row in first.rows][:2] == ["cat", "\u2713 dog"] and first.rows[1].is_truth
@@ -377,6 +378,7 @@ def test_topk_bars_lay_out_once_per_set_of_names_and_answer_the_tooltip_when_ask
     image = QImage(bars.size(), QImage.Format.Format_ARGB32)
     bars.render(image)  # paints without error from the kept layout
     assert "50.0%  cat" in bars.tooltip_text() and names[2] in bars.tooltip_text()
+    assert bars.tooltip_text().endswith("\n\nclick a class")  # the hint stays after the first frame
     bars.show()
     bars.event(QHelpEvent(QEvent.Type.ToolTip, QPoint(5, 5), bars.mapToGlobal(QPoint(5, 5))))
     assert QToolTip.text() == bars.tooltip_text()

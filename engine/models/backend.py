@@ -227,21 +227,24 @@ def make_runner(backend: str, adapter: ModelAdapter, *, device: torch.device,
 
 
 class _PReLUForExport(nn.Module):  # a change here changes the exported graph: bump EXPORT_FORMAT
-    """``nn.PReLU`` as a graph ONNX Runtime runs faster, with the same numbers bit for bit.
+    """``nn.PReLU`` as a graph ONNX Runtime runs faster, with the same values.
 
     ONNX Runtime's own PRelu kernel broadcasts the per-channel slope one H x W span at a time, which
     on ENet's 4x4 to 16x16 maps was 15 of 36 ms at batch 64. Where every slope ``a`` is at most 1
-    (all of the shipped ENet's), PReLU is ``max(x, a * x)``: for x > 0, a * x <= x; for x < 0,
-    a * x >= x; either way the larger is PReLU's own product or x itself. Two vectorised
-    operators (ENet with its class map at batch 1 on one thread: PRelu 0.78 ms, the four-operator
-    form below 0.59, this one 0.53-0.55; at batch 64 on two threads, 17.5 against 14.6 ms for this
-    one, in one run). Otherwise ``relu(x) + a * min(x, 0)``, also exact. The
-    parameter keeps PReLU's name and shape, so the weights digest is unchanged."""
+    and none is 0 (all of the shipped ENet's), PReLU is ``max(x, a * x)``: for x > 0, a * x <= x;
+    for x < 0, a * x >= x; either way the larger is PReLU's own product or x itself, infinities
+    included (a slope of 0 would turn +inf into 0 * inf = NaN). Two vectorised operators (ENet with
+    its class map at batch 1 on one thread: PRelu 0.78 ms, the four-operator form below 0.59, this
+    one 0.53-0.55; at batch 64 on two threads, 17.5 against 14.6 ms for this one, in one run).
+    Otherwise ``relu(x) + a * min(x, 0)``: the same values for finite x (ONNX Runtime's Clip turns
+    -inf into the lowest float). Either way a zero's sign may differ from PReLU's.
+    The parameter keeps PReLU's name and shape, so the weights digest is unchanged."""
 
     def __init__(self, prelu: nn.PReLU) -> None:
         super().__init__()
         self.weight = prelu.weight
-        self.at_most_one = bool((prelu.weight.detach() <= 1).all())
+        slopes = prelu.weight.detach()
+        self.at_most_one = bool(((slopes <= 1) & (slopes != 0)).all())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         slope = self.weight.view(1, -1, *([1] * (x.dim() - 2)))
