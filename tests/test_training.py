@@ -21,11 +21,13 @@ from engine.training import (
     RECIPES,
     CheckpointPlan,
     Recipe,
+    RecipeError,
     alternating_flips,
     augment,
     flip_coins,
     load_checkpoint,
     lr_factor,
+    parse_overrides,
     recipe_for,
     train,
     training_loss,
@@ -81,6 +83,16 @@ def test_recipes_cover_the_comparison_and_overrides_apply():
     assert RECIPES["enet"].aux_weight > 0
     r = recipe_for(get_spec("lenet5"), epochs=3, lr=None)
     assert r.epochs == 3 and r.lr == RECIPES["lenet5"].lr
+
+
+def test_recipe_overrides_parse_to_the_field_types():
+    changes = parse_overrides(["grad_clip=none", "lr=0.1", "epochs=7", "alternate-flip=false", "ema=None"])
+    assert changes == {"grad_clip": None, "lr": 0.1, "epochs": 7, "alternate_flip": False, "ema": None}
+    assert isinstance(changes["epochs"], int)
+    for bad in ("lr", "epochs=2.5", "weight_decay=-1", "lr=nan", "batch_size=none", "flip=2"):
+        with pytest.raises(RecipeError):
+            parse_overrides([bad])
+    assert parse_overrides(None) == {}
 
 
 def test_a_few_steps_lower_the_loss_of_lenet():
@@ -167,10 +179,28 @@ def test_cmd_train_end_to_end(tmp_path, capsys):
     assert weights.is_file()
 
 
+def test_cmd_train_with_a_changed_recipe_keeps_its_own_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CNN_ARENA_CACHE", str(tmp_path / "cache"))
+    archive = make_tiny_archive(tmp_path / "tiny.tar.gz", train_per_class=8, test_per_class=2)
+    argv = ["train", "--model", "lenet5", "--data", str(archive), "--epochs", "1", "--val", "16",
+            "--device", "cpu", "--batch-size", "16"]
+    assert run_command(build_parser().parse_args([*argv, "--set", "grad_clip=none", "--set", "label_smoothing=0"])) == 0
+    runs = tmp_path / "cache" / "runs"
+    changed = [d for d in runs.iterdir() if d.name.startswith("lenet5_cifar10-set-")]
+    assert len(changed) == 1 and not (runs / "lenet5_cifar10").exists()
+    metrics = json.loads((changed[0] / "lenet5_cifar10.json").read_text())
+    assert metrics["recipe"]["grad_clip"] is None and metrics["recipe"]["label_smoothing"] == 0.0
+    assert metrics["recipe"]["lr"] == RECIPES["lenet5"].lr  # fields not named keep the shipped recipe's value
+    capsys.readouterr()
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--model", "resnet50"], "no model 'resnet50'"),
     (["--model", "lenet5", "--batch-size", "0"], "--batch-size must be positive"),
     (["--model", "lenet5", "--val", "1000"], "leaves no training images"),
+    (["--model", "lenet5", "--set", "grad_clp=1"], "expected FIELD=VALUE with FIELD one of"),
+    (["--model", "lenet5", "--set", "lr=0"], "--set lr=0: must be positive"),
+    (["--model", "lenet5", "--set", "nesterov=maybe"], "nesterov takes bool"),
 ])
 def test_cmd_train_user_errors(tmp_path, capsys, argv, message):
     archive = make_tiny_archive(tmp_path / "tiny.tar.gz", train_per_class=4, test_per_class=1)

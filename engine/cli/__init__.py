@@ -176,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--nice", action="store_true", help="run at the lowest CPU priority")
     train.add_argument("--batch-size", type=int)
     train.add_argument("--lr", type=float)
+    train.add_argument("--set", action="append", metavar="FIELD=VALUE", dest="recipe_set",
+                       help="change one field of the recipe (repeatable), e.g. --set grad_clip=none; "
+                            "to measure a change on the validation split")
     train.add_argument("--val", type=int, default=5000, metavar="N", help="training images held out")
     train.add_argument("--limit", type=positive_int, metavar="N", help="train on the first N images only")
     train.add_argument("--seed", type=int, default=0)

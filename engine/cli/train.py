@@ -23,7 +23,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from engine.files import atomic_write
 from engine.imageio import display_name
 from engine.jobs import Cancelled, JobState
 from engine.models.registry import ModelSpec
+from engine.training import RecipeError, parse_overrides, recipe_for
 from engine.training.checkpoint import FILE_NAME, CheckpointError, identity_mismatch, load_checkpoint
 from engine.training.distributed import (
     DEFAULT_TIMEOUT_S,
@@ -46,7 +47,6 @@ from engine.training.distributed import (
     launch_from_env,
 )
 from engine.training.loop import CheckpointPlan, TrainStatus, train
-from engine.training.recipes import recipe_for
 
 ALL = "all"
 DONE_FILE = "done.json"
@@ -208,6 +208,10 @@ def _cmd_train(args: argparse.Namespace, job: JobState, launch: Launch | None) -
         raise CliError("--val must be 0 or more")
     if args.resume and args.restart:
         raise CliError("--resume and --restart exclude each other")
+    try:
+        args.recipe_changes = parse_overrides(getattr(args, "recipe_set", None))
+    except RecipeError as e:
+        raise CliError(str(e)) from None
     timeout_s = getattr(args, "dist_timeout", DEFAULT_TIMEOUT_S)
     if not timeout_s > 0:
         raise CliError("--dist-timeout must be positive")
@@ -314,12 +318,19 @@ def _train_one(spec: ModelSpec, args: argparse.Namespace, device: torch.device, 
     from engine.weights import as_stored, save_weights, storage_for
 
     recipe = recipe_for(spec, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
+    if getattr(args, "recipe_changes", None):
+        recipe = replace(recipe, **args.recipe_changes)
     fit_images, fit_labels = data["fit"]
     source = data["source"]
     identity = {"model": spec.name, "profile": spec.profile, "recipe": asdict(recipe),
                 "data": source["sha256"] or source["name"], "train_images": int(len(fit_labels)),
                 "val_images": int(args.val), "limit": args.limit, "seed": args.seed}
     run_dir = runs_dir() / f"{spec.name}_{spec.profile}"
+    if getattr(args, "recipe_changes", None):
+        # a run with changed fields keeps its own folder, so that it never meets (or --restart
+        # discards) a run of the shipped recipe
+        tag = hashlib.sha256(json.dumps(args.recipe_changes, sort_keys=True).encode()).hexdigest()[:8]
+        run_dir = run_dir.with_name(f"{run_dir.name}-set-{tag}")
     ckpt_path = run_dir / FILE_NAME
     out_dir = Path(args.out) if args.out else run_dir
     out = out_dir / (spec.weights or f"{spec.name}_{spec.profile}.safetensors")

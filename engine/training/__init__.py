@@ -17,10 +17,11 @@ from engine.training.loop import (
     uses_autocast,
     zero_init_residual,
 )
-from engine.training.recipes import EPOCHS, RECIPES, Recipe, lr_factor, recipe_for
+from engine.training.recipes import EPOCHS, RECIPES, Recipe, RecipeError, lr_factor, parse_overrides, recipe_for
 
 __all__ = [
     "EPOCHS", "RECIPES", "CheckpointError", "CheckpointPlan", "DistributedError", "Launch", "Ranks", "Recipe",
+    "RecipeError", "parse_overrides",
     "TrainStatus", "alternating_flips", "augment", "build_for_training", "flip_coins", "identity_mismatch",
     "kaiming_init", "launch_from_env", "load_checkpoint", "lr_factor", "recipe_for", "save_checkpoint", "train",
     "training_loss", "uses_autocast", "zero_init_residual",

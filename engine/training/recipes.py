@@ -88,3 +88,48 @@ def lr_factor(step: int, total: int, recipe: Recipe) -> float:
         return recipe.start_lr_frac + (1.0 - recipe.start_lr_frac) * step / warm
     frac = (step - warm) / max(1, total - warm)
     return 1.0 + (recipe.final_lr_frac - 1.0) * min(1.0, frac)
+
+
+class RecipeError(ValueError):
+    """A recipe override that names no field or whose value does not fit the field."""
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """``["lr=0.1", "grad_clip=none", "alternate_flip=false"]`` as typed :class:`Recipe` field values.
+
+    For measuring one change on the validation split: the run's identity (and so its checkpoint and
+    metrics JSON) records the recipe with the change, so such a run never resumes or passes for a
+    run of the shipped recipe.
+    """
+    from dataclasses import fields
+
+    kinds = {f.name: str(f.type) for f in fields(Recipe)}
+    out: dict[str, Any] = {}
+    for item in items or ():
+        key, sep, text = item.partition("=")
+        key, text = key.strip().replace("-", "_"), text.strip()
+        if not sep or key not in kinds:
+            raise RecipeError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(kinds))}")
+        kind = kinds[key]
+        if text.lower() == "none" and "None" in kind:
+            out[key] = None
+            continue
+        try:
+            if kind.startswith("bool"):
+                if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(text)
+                value: Any = text.lower() in ("true", "1", "yes")
+            elif kind.startswith("int"):
+                value = int(text)
+            else:
+                value = float(text)
+                if value != value or value in (float("inf"), float("-inf")):
+                    raise ValueError(text)
+        except ValueError:
+            raise RecipeError(f"--set {key}={text}: {key} takes {kind.replace(' | None', ' or none')}") from None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+            raise RecipeError(f"--set {key}={text}: must not be negative")
+        if key in ("epochs", "batch_size", "lr") and not value > 0:
+            raise RecipeError(f"--set {key}={text}: must be positive")
+        out[key] = value
+    return out
