@@ -285,3 +285,27 @@ def test_the_thread_choice_is_measured_once_per_process_and_weights(cache, monke
     assert first.threads == again.threads == other.threads == 1
     assert again.threads_note == first.threads_note == "1 ONNX Runtime thread: measured"
     assert again.max_threads == 2  # batches still use every thread
+
+
+def test_networks_on_one_thread_run_first_and_results_keep_the_line_up_order(cache, monkeypatch):
+    """The feeder decodes the next frame while the first network runs: a one-thread graph leaves it a core."""
+    monkeypatch.setattr(backend_module, "_THREADS_PICKED", {})
+
+    def pick(self, graph):
+        self.threads = 1 if self.spec.name == "enet" else self.threads
+
+    monkeypatch.setattr(OrtRunner, "_pick_threads", pick)
+    session = InferenceSession("cifar10", "cpu", models=["lenet5", "enet"], backend="onnxruntime",
+                               onnx_cache=cache, ort_threads=2)
+    assert session.runner("enet").threads == 1 and session.runner("lenet5").threads == 2
+    assert session._run_order == ("enet", "lenet5")
+    ran = []
+    original = OrtRunner.__call__
+
+    def call(self, x):
+        ran.append(self.spec.name)
+        return original(self, x)
+
+    monkeypatch.setattr(OrtRunner, "__call__", call)
+    result = session.run(np.zeros((32, 32, 3), np.uint8))
+    assert ran == ["enet", "lenet5"] and list(result.results) == ["lenet5", "enet"]
