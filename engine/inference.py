@@ -41,7 +41,7 @@ from engine.models.backend import (
     top_class,
 )
 from engine.models.registry import ModelSpec, comparison_specs, get_spec
-from engine.precision import AUTO_GAIN, bf16_native, check_precision, dtype_of, median_ms
+from engine.precision import AUTO_GAIN, bf16_native, check_precision, dtype_of, paired_medians_ms
 from engine.preprocess import Preprocess
 from engine.probes import Activations, ProbeRequest, run_probe
 from engine.probes.base import ProbeFailed, read_only
@@ -232,8 +232,8 @@ class InferenceSession:
     def _with_backend(self, net: _Network, ort_runner: OrtRunner | None) -> None:
         """Give ``net`` its runner: ONNX Runtime's as built, torch.compile's now, or none (torch
         eager). ``auto`` times a batch-1 pass on torch (in the precision chosen) and on ONNX Runtime
-        (median of 5 after 2 warm-up passes) and keeps ONNX Runtime where it is at least 5% faster;
-        its logits were checked against torch's when it was built."""
+        (medians of 7, timed in turn, after 2 warm-up passes of each) and keeps ONNX Runtime where
+        it is at least 5% faster; its logits were checked against torch's when it was built."""
         spec = net.loaded.spec
         if self.backend == "compile":
             try:
@@ -256,15 +256,17 @@ class InferenceSession:
             x = x.contiguous(memory_format=torch.channels_last)
         x32 = torch.zeros((1, *spec.input_size))
         view = np.zeros((spec.input_size[1], spec.input_size[2], 3), np.uint8)
-        with torch.inference_mode():
-            torch_ms = median_ms(lambda: self._forward(net, x, view, 0.0))
+        def on_ort() -> None:
             net.runner = ort_runner
             try:
-                ort_ms = median_ms(lambda: self._forward_runner(net, x32, view, 0.0))
+                self._forward_runner(net, x32, view, 0.0)
             finally:
                 net.runner = None
+
+        with torch.inference_mode():
+            torch_ms, ort_ms = paired_medians_ms(lambda: self._forward(net, x, view, 0.0), on_ort)
         times = (f"{_ms(ort_ms)} ms on ONNX Runtime against {_ms(torch_ms)} ms on torch eager "
-                 f"(batch 1, median of 5, measured at load)")
+                 f"(batch 1, medians of 7 timed in turn, measured at load)")
         if ort_ms <= BACKEND_GAIN * torch_ms:
             net.runner, net.backend_note = ort_runner, f"{label('onnxruntime')}: {times}" + \
                 (f"; {ort_runner.threads_note}" if ort_runner.threads_note else "")
@@ -272,9 +274,10 @@ class InferenceSession:
             net.backend_note = f"torch eager: {times}"
 
     def _with_precision(self, spec: ModelSpec, model: nn.Module) -> tuple[nn.Module, str, str]:
-        """The network in the session's precision: ``auto`` times a batch-1 pass in both (median of
-        5 after 2 warm-up passes) and keeps bf16 only where the device has it natively and it is at
-        least 15% faster (engine.precision). Returns the model, fp32 or bf16, and the reason."""
+        """The network in the session's precision: ``auto`` times a batch-1 pass in both (medians
+        of 7, timed in turn, after 2 warm-up passes of each) and keeps bf16 only where the device has
+        it natively and it is at least 15% faster (engine.precision).
+        Returns the model, fp32 or bf16, and the reason."""
         if self.precision == "fp32" or (self.precision == "auto" and not bf16_native(self.device)):
             return model, "fp32", "" if self.precision == "fp32" else "fp32: no native bf16 here"
         bf16 = copy.deepcopy(model).to(torch.bfloat16) if self.precision == "auto" else model.to(torch.bfloat16)
@@ -284,9 +287,10 @@ class InferenceSession:
         if self.device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            fp32_ms = median_ms(lambda: (model(x), synchronize(self.device)))
-            bf16_ms = median_ms(lambda: (bf16(x.to(torch.bfloat16)), synchronize(self.device)))
-        times = f"{_ms(bf16_ms)} ms in bf16 against {_ms(fp32_ms)} ms in fp32 (batch 1, median of 5, measured at load)"
+            fp32_ms, bf16_ms = paired_medians_ms(lambda: (model(x), synchronize(self.device)),
+                                                 lambda: (bf16(x.to(torch.bfloat16)), synchronize(self.device)))
+        times = (f"{_ms(bf16_ms)} ms in bf16 against {_ms(fp32_ms)} ms in fp32 "
+                 f"(batch 1, medians of 7 timed in turn, measured at load)")
         if bf16_ms <= AUTO_GAIN * fp32_ms:
             return bf16, "bf16", f"bf16: {times}"
         return model, "fp32", f"fp32: {times}"

@@ -60,13 +60,19 @@ def dtype_of(precision: str) -> torch.dtype:
     return torch.bfloat16 if precision == "bf16" else torch.float32
 
 
-def median_ms(run: Callable[[], object], runs: int = 5, warmup: int = 2) -> float:
-    """The median wall time of ``run()`` in milliseconds, after ``warmup`` untimed calls."""
+def paired_medians_ms(first: Callable[[], object], second: Callable[[], object], runs: int = 7,
+                      warmup: int = 2) -> tuple[float, float]:
+    """The median wall times of ``first()`` and ``second()`` in milliseconds, timed in turn (first,
+    second, first, ...) after ``warmup`` untimed calls of each: a burst of other work on the machine
+    (the window painting itself at start-up) then slows both alike instead of deciding the choice."""
     for _ in range(warmup):
-        run()
-    times = []
+        first()
+        second()
+    times: tuple[list[float], list[float]] = ([], [])
     for _ in range(runs):
-        t0 = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
+        for run, out in ((first, times[0]), (second, times[1])):
+            t0 = time.perf_counter()
+            run()
+            out.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times[0]), statistics.median(times[1])
+
