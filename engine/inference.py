@@ -11,6 +11,7 @@ single-threaded code: :mod:`engine.worker` runs it on a background thread, the C
 from __future__ import annotations
 
 import copy
+import os
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -48,6 +49,13 @@ from engine.probes.base import ProbeFailed, read_only
 from engine.weights import UNTRAINED, LoadedModel, WeightsError, load_model
 
 CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+# The live engine leaves a core to the frame decoder (engine.device.engine_threads). A torch network
+# at least this slow on the engine's threads is timed on every core too, and runs there where that is
+# at most MANY_THREADS_GAIN of the time: the decoder's millisecond a frame is then a small share of
+# its pass. Measured on 2 cores, the ImageNet line-up on a 640x480 video: 4.4 frames/s with every
+# network on 1 torch thread, 6.9 with every network on 2 (VGG-16 178 ms against 106 in the pipeline).
+HEAVY_MS = 25.0
+MANY_THREADS_GAIN = 0.8
 
 
 def is_container(module: nn.Module) -> bool:
@@ -142,6 +150,8 @@ class _Network:
     runner: Runner | None = None  # the forward pass on another backend than torch eager
     backend_note: str = ""  # why this backend, when it was chosen by measuring or fell back
     input_key: tuple = ()  # how its input is prepared (recipe, dtype, layout): networks alike share one
+    threads: int | None = None  # torch's threads for this network when not the session's (HEAVY_MS)
+    threads_note: str = ""  # why, in words: the two times measured
 
     @property
     def backend(self) -> str:
@@ -202,12 +212,19 @@ class InferenceSession:
             ort_runner = None
             if wants_ort and not (untrained and self.backend == "auto"):
                 ort_runner = self._ort_runner(ModelAdapter(spec, model.eval()), None if untrained else cache)
-            model, chosen, note = self._with_precision(spec, model.eval())
+            threads, threads_note = self._with_threads(spec, model.eval())
+            with torch_threads(threads):  # auto times each choice on the threads the network will run on
+                model, chosen, note = self._with_precision(spec, model)
             net = _Network(LoadedModel(spec, model, loaded.status, loaded.source, loaded.metrics, loaded.downloadable),
                            ModelAdapter(spec, model), Preprocess.for_spec(spec), top_k=k, precision=chosen,
-                           precision_note=note)
+                           precision_note=note, threads=threads, threads_note=threads_note)
             self._nets[spec.name] = net
-            self._with_backend(net, ort_runner)
+            with torch_threads(threads):
+                self._with_backend(net, ort_runner)
+            if net.backend == "onnxruntime":
+                net.threads, net.threads_note = None, ""
+            elif net.threads_note:
+                net.backend_note = "; ".join(n for n in (net.backend_note, net.threads_note) if n)
             net.input_key = (net.preprocess, torch.float32 if net.backend == "onnxruntime" else dtype_of(net.precision),
                              self.device.type == "cpu" and net.backend != "onnxruntime")
         # The order the networks run in on a frame (results keep the line-up's order). The engine's
@@ -272,6 +289,31 @@ class InferenceSession:
                 (f"; {ort_runner.threads_note}" if ort_runner.threads_note else "")
         else:
             net.backend_note = f"torch eager: {times}"
+
+    def _with_threads(self, spec: ModelSpec, model: nn.Module) -> tuple[int | None, str]:
+        """Every core for a torch network that is slow on the session's threads when the session
+        leaves cores unused (the live engine: HEAVY_MS); None (the session's threads) otherwise.
+        Returns the thread count and why, with the two medians (float32, batch 1)."""
+        mine, cores = torch.get_num_threads(), os.cpu_count() or 1
+        if self.device.type != "cpu" or mine >= cores:
+            return None, ""
+        x = torch.zeros((1, *spec.input_size)).contiguous(memory_format=torch.channels_last)
+
+        def on_all_cores() -> None:
+            with torch_threads(cores):
+                model(x)
+
+        with torch.inference_mode():
+            model(x)
+            t0 = time.perf_counter()
+            model(x)
+            if (time.perf_counter() - t0) * 1000 < HEAVY_MS:
+                return None, ""
+            few_ms, many_ms = paired_medians_ms(lambda: model(x), on_all_cores, runs=5, warmup=1)
+        if few_ms < HEAVY_MS or many_ms > MANY_THREADS_GAIN * few_ms:  # the first pass was slowed
+            return None, ""
+        return cores, (f"{cores} torch threads: {_ms(many_ms)} ms against {_ms(few_ms)} ms on {mine} "
+                       f"(fp32, batch 1, medians of 5 timed in turn, measured at load)")
 
     def _with_precision(self, spec: ModelSpec, model: nn.Module) -> tuple[nn.Module, str, str]:
         """The network in the session's precision: ``auto`` times a batch-1 pass in both (medians
@@ -490,8 +532,12 @@ class InferenceSession:
                 views[key] = (frozen(view), x, (time.perf_counter() - t0) * 1000)
             view, x, pre_ms = views[key]
             inputs[name] = x
-            results[name] = self._forward(net, x, view, pre_ms) if net.runner is None \
-                else self._forward_runner(net, x, view, pre_ms)
+            forward = self._forward if net.runner is None else self._forward_runner
+            if net.threads is None:
+                results[name] = forward(net, x, view, pre_ms)
+            else:
+                with torch_threads(net.threads):
+                    results[name] = forward(net, x, view, pre_ms)
         return {name: results[name] for name in nets}, inputs
 
     def _forward_runner(self, net: _Network, x: torch.Tensor, view: np.ndarray, pre_ms: float) -> ModelResult:
@@ -584,6 +630,21 @@ def _ms(ms: float) -> str:
 
 
 NO_ACTIVATIONS: Mapping[str, np.ndarray] = MappingProxyType({})
+
+
+@contextmanager
+def torch_threads(n: int | None):
+    """Torch's intra-op threads set to ``n`` inside the block and restored after (0.1 µs a change);
+    None changes nothing."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _item(a: np.ndarray) -> np.ndarray:

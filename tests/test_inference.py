@@ -128,3 +128,54 @@ def test_probabilities_and_top_k_match_torch(profile):
     assert r.top_labels == tuple(s.spec("lenet5").class_names[i] for i in r.top_indices)
     assert r.probs.dtype == np.float32 and r.top_indices.dtype == np.int64
     assert not r.probs.flags.writeable and not r.top_indices.flags.writeable and not r.top_probs.flags.writeable
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Torch on one thread, as the live engine's worker sets it on a 2-core machine."""
+    if (__import__("os").cpu_count() or 1) < 2:
+        pytest.skip("needs 2 cores")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("gain, heavy", [(100.0, 0.0), (0.0, 0.0), (100.0, 1e9)])
+def test_a_heavy_network_runs_on_every_core_only_where_measured_faster(one_torch_thread, monkeypatch, gain, heavy):
+    """A network at least HEAVY_MS slow on the engine's threads runs on every core when that is
+    measured at most MANY_THREADS_GAIN of its time, and says so; torch's threads are the engine's
+    again after every frame, and the network sees every core during its pass."""
+    import os
+
+    import engine.inference as inference
+    monkeypatch.setattr(inference, "HEAVY_MS", heavy)
+    monkeypatch.setattr(inference, "MANY_THREADS_GAIN", gain)
+    s = InferenceSession("cifar10", "cpu", models=["lenet5", "alexnet"], precision="fp32", backend="torch")
+    seen: list[int] = []
+    s.model("alexnet").register_forward_hook(lambda *_: seen.append(torch.get_num_threads()))
+    s.run(np.zeros((32, 32, 3), np.uint8))
+    assert torch.get_num_threads() == 1
+    threads = s._nets["alexnet"].threads
+    note = s.backend_of("alexnet")[1]
+    if gain == 100.0 and heavy == 0.0:
+        assert threads == os.cpu_count() and seen == [threads]
+        assert note.startswith(f"{threads} torch threads: ") and "ms on 1 (fp32, batch 1" in note
+    else:
+        assert threads is None and seen == [1] and "torch threads" not in note
+
+
+def test_every_core_changes_nothing_when_the_session_already_has_them(monkeypatch):
+    """The command line runs on every core already: no network is timed for more."""
+    import os
+
+    import engine.inference as inference
+    monkeypatch.setattr(inference, "HEAVY_MS", 0.0)
+    monkeypatch.setattr(inference, "MANY_THREADS_GAIN", 100.0)
+    before = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)
+    try:
+        s = InferenceSession("cifar10", "cpu", models=["lenet5"], backend="torch")
+        assert s._nets["lenet5"].threads is None and "torch threads" not in s.backend_of("lenet5")[1]
+    finally:
+        torch.set_num_threads(before)
