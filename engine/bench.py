@@ -23,8 +23,8 @@ import time
 import numpy as np
 import torch
 
-from engine.device import synchronize
-from engine.events import Error
+from engine.device import engine_threads, synchronize
+from engine.events import Error, SessionReady
 from engine.imageio import InputError, display_name
 from engine.inference import InferenceSession
 from engine.jobs import JobProgress, JobState
@@ -227,9 +227,15 @@ def bench_pipeline(session_args: dict, target: str, frames: int) -> dict:
         if count >= frames:
             done.set()
 
+    cards: dict[str, dict] = {}
+
     def on_event(event) -> None:
         if isinstance(event, Error):
             errors.append(event.text)
+        elif isinstance(event, SessionReady):  # what runs each network, and why (the times auto measured)
+            cards.clear()
+            cards.update({m.name: {"backend": m.backend, "precision": m.precision, "backend_note": m.backend_note,
+                                   "precision_note": m.precision_note} for m in event.models})
 
     engine = Engine(on_result=on_result, on_event=on_event, **session_args).start()
     try:
@@ -250,4 +256,5 @@ def bench_pipeline(session_args: dict, target: str, frames: int) -> dict:
             "rss_before_load_mb": rss_before_load, "rss_start_mb": rss_start[0] if rss_start else None,
             "rss_end_mb": rss_mb(), "dropped": engine.dropped,
             "engine_stopped": stopped, "threads_left": threading.active_count() - threads_before,
-            "latency_ms_p50": {n: s.p50_ms for n, s in snapshot.models.items()} if snapshot else {}}
+            "latency_ms_p50": {n: s.p50_ms for n, s in snapshot.models.items()} if snapshot else {},
+            "torch_threads": engine.threads or engine_threads(), "networks": cards}

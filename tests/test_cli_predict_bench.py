@@ -78,6 +78,12 @@ def test_bench_pipeline_runs_on_each_backend(tmp_path, capsys):
     assert report["threads_left"] <= 0
     assert set(report["pipelines"]) == {"torch", "onnxruntime"}
     assert report["pipelines"]["onnxruntime"]["frames"] >= 8
+    # what ran each network in the pipeline, from the engine's own session (not the command's)
+    from engine.device import engine_threads
+    for backend, pipeline in report["pipelines"].items():
+        assert pipeline["torch_threads"] == engine_threads()
+        assert set(pipeline["networks"]) == {"lenet5", "alexnet", "vgg16", "enet"}
+        assert {m["backend"] for m in pipeline["networks"].values()} == {backend}
 
 
 def test_bench_missing_source_is_one_line(capsys):

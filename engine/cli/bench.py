@@ -107,7 +107,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                           args.source, args.frames)
             except InputError as e:
                 raise CliError(str(e)) from None
-            pipeline["pipeline_threads"] = torch.get_num_threads()
             report["pipelines"][backend] = pipeline
         report.update(report["pipelines"][backends[0]])
     if args.json:
@@ -144,6 +143,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
               f"threads left: {pipeline['threads_left']}")
         print("  per-network latency in the pipeline (p50 ms): " +
               ", ".join(f"{n} {v:.2f}" for n, v in pipeline["latency_ms_p50"].items()))
+        print(f"  torch threads in the engine: {pipeline['torch_threads']} of {os.cpu_count() or 1} cores" +
+              "".join(f"; {n}: {card['backend_note'].split('; ')[-1]}" for n, card in pipeline["networks"].items()
+                      if "torch threads" in card["backend_note"]))
     return 0
 
 
