@@ -933,6 +933,8 @@ class MainWindow(QMainWindow):
             "weights": {m.name: str(m.weights) for m in session.models} if session else {},
             "precision": {m.name: m.precision for m in session.models} if session else {},
             "backend": {m.name: m.backend for m in session.models} if session else {},
+            "why": {m.name: "; ".join(n for n in (m.precision_note, m.backend_note) if n)  # the times auto measured
+                    for m in session.models} if session else {},
             "source": describe_target(self.bridge.target) if self.bridge.target is not None else None,
             "duration_s": round(time.monotonic() - self.started_at, 2),
             "engine_stopped_cleanly": self.engine_stopped_cleanly,

@@ -39,7 +39,12 @@ def test_a_video_runs_and_all_panels_show_the_same_frame(make_window, tmp_path, 
     assert panels["enet"].class_map_box.isVisible() and "%" in panels["enet"].note.text()  # the legend
     qtbot.waitUntil(lambda: window.table.table.item(0, 6).text() not in ("", "\u2013"), timeout=LONG)
     assert window.table.table.rowCount() == 4
-    assert window.report()["frames_shown"] == window.frames_shown
+    report = window.report()
+    assert report["frames_shown"] == window.frames_shown
+    # why each network runs on what it runs on (the times auto measured), beside what it runs on
+    assert set(report["why"]) == set(report["backend"]) == set(panels)
+    for card in window.session.models:
+        assert all(note in report["why"][card.name] for note in (card.precision_note, card.backend_note))
 
 
 def test_the_layer_picker_changes_the_feature_maps(make_window, tmp_path, qtbot):
