@@ -47,6 +47,13 @@ weights were trained.</p>
 class, and the frames that follow count towards the running accuracy and the confusion matrix
 until you press &times;.</p>
 
+<p><b>The status bar's right end</b> gives the frame on screen, the engine's frames per second,
+how many answers were drawn (the window draws at most 30 a second), the frames dropped, and the
+longest time the window did not respond since the first frame; its tooltip says what each counts
+and gives the start-up's longest pause, loading included. A panel's cost line (&ldquo;ORT&rdquo;,
+&ldquo;bf16&rdquo;) has a tooltip with what runs that network and why: the times measured when it
+loaded, including the thread count for a slow network run on every core.</p>
+
 <p><b>Statistics&hellip;</b> (under the table) shows each network's confusion matrix, how often
 the networks agree, and, on video, how often each network's answer flips from frame to frame.</p>
 
