@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from engine.device import engine_threads, synchronize
-from engine.events import Error, SessionReady
+from engine.events import Error, ModelCard, ModelUpdated, SessionReady
 from engine.imageio import InputError, display_name
 from engine.inference import InferenceSession
 from engine.jobs import JobProgress, JobState
@@ -204,6 +204,12 @@ def machine_peak(device: torch.device, size: int = 2048, seconds: float = 0.5,
     return result
 
 
+def card_fields(card: ModelCard) -> dict:
+    """What runs one network in a pipeline, and why (the times measured at load or on live frames)."""
+    return {"backend": card.backend, "precision": card.precision, "backend_note": card.backend_note,
+            "precision_note": card.precision_note, "threads": card.threads, "threads_note": card.threads_note}
+
+
 def bench_pipeline(session_args: dict, target: str, frames: int) -> dict:
     """The whole engine on a source (looped until ``frames`` frames) with all activations on.
     Only frames the networks answered count; a source that cannot be read, or yields no readable
@@ -234,8 +240,9 @@ def bench_pipeline(session_args: dict, target: str, frames: int) -> dict:
             errors.append(event.text)
         elif isinstance(event, SessionReady):  # what runs each network, and why (the times auto measured)
             cards.clear()
-            cards.update({m.name: {"backend": m.backend, "precision": m.precision, "backend_note": m.backend_note,
-                                   "precision_note": m.precision_note} for m in event.models})
+            cards.update({m.name: card_fields(m) for m in event.models})
+        elif isinstance(event, ModelUpdated):  # a choice timed again on the first frames
+            cards[event.card.name] = card_fields(event.card)
 
     engine = Engine(on_result=on_result, on_event=on_event, **session_args).start()
     try:

@@ -59,7 +59,10 @@ class ModelCard:
     precision_note: str = ""  # why, when the session's precision was auto: the two times measured
     gradcam_layer: str = ""  # the layer Grad-CAM explains by default (engine.probes.gradcam)
     backend: str = "torch"  # what runs its forward pass: torch, onnxruntime or compile (engine.models.backend)
-    backend_note: str = ""  # why, when the session's backend was auto (the two times) or fell back
+    # why, when the session's backend was auto (the two times) or fell back; then threads_note, if any
+    backend_note: str = ""
+    threads: int = 1  # torch's threads for its forward pass on the CPU (engine.inference: HEAVY_MS)
+    threads_note: str = ""  # why, when they were measured (at load, then again on live frames)
 
     @property
     def display(self) -> str:
@@ -95,6 +98,15 @@ class SourceEnded:
 class Notice:
     """Something a person should read that is not a failure (a download starting, ...)."""
 
+    text: str
+
+
+@dataclass(frozen=True)
+class ModelUpdated:
+    """One network's card changed while it runs: a choice made at load was timed again on live
+    frames (a heavy network's torch threads). ``text`` says what came of it, in one line."""
+
+    card: ModelCard
     text: str
 
 
@@ -149,4 +161,4 @@ class RunRequest:
         return tuple(layer for p in probes if isinstance(p, Activations) for layer in p.layers)
 
 
-EngineEvent = SessionReady | SourceStarted | SourceEnded | Notice | Error | JobProgress | JobEnded
+EngineEvent = SessionReady | SourceStarted | SourceEnded | Notice | ModelUpdated | Error | JobProgress | JobEnded

@@ -56,6 +56,11 @@ CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 # network on 1 torch thread, 6.9 with every network on 2 (VGG-16 178 ms against 106 in the pipeline).
 HEAVY_MS = 25.0
 MANY_THREADS_GAIN = 0.8
+# The choice made at load is timed again on the first live frames, the two thread counts alternated
+# frame by frame, LIVE_RUNS frames each after the first of each: at load nothing else runs, while a
+# window drawing beside the engine shares the cores (the ImageNet line-up, 2 cores, in the window:
+# AlexNet timed at load faster on 2 threads, then 42.6 ms a frame there against 26.9 on 1).
+LIVE_RUNS = 5
 
 
 def is_container(module: nn.Module) -> bool:
@@ -152,6 +157,7 @@ class _Network:
     input_key: tuple = ()  # how its input is prepared (recipe, dtype, layout): networks alike share one
     threads: int | None = None  # torch's threads for this network when not the session's (HEAVY_MS)
     threads_note: str = ""  # why, in words: the two times measured
+    trial: _ThreadTrial | None = None  # the thread choice, being timed again on live frames
 
     @property
     def backend(self) -> str:
@@ -159,6 +165,28 @@ class _Network:
 
     def tapped_layers(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(layer for probe in self.probes for layer in probe.layers))
+
+
+class _ThreadTrial:
+    """A heavy network's two thread counts, alternated on live frames until each has
+    ``LIVE_RUNS + 1`` passes (the first of each is not counted: the pool may be waking up)."""
+
+    def __init__(self, few: int, many: int) -> None:
+        self.few, self.many = few, many
+        self.times: dict[int, list[float]] = {few: [], many: []}
+
+    def next(self) -> int:
+        """The thread count for the next pass: whichever has fewer passes, every core first."""
+        return self.many if len(self.times[self.many]) <= len(self.times[self.few]) else self.few
+
+    def add(self, threads: int, ms: float) -> bool:
+        """Count one pass; True once both counts have enough."""
+        self.times[threads].append(ms)
+        return all(len(t) > LIVE_RUNS for t in self.times.values())
+
+    def medians(self) -> tuple[float, float]:
+        """(on the session's threads, on every core), in ms."""
+        return float(np.median(self.times[self.few][1:])), float(np.median(self.times[self.many][1:]))
 
 
 class InferenceSession:
@@ -212,19 +240,17 @@ class InferenceSession:
             ort_runner = None
             if wants_ort and not (untrained and self.backend == "auto"):
                 ort_runner = self._ort_runner(ModelAdapter(spec, model.eval()), None if untrained else cache)
-            threads, threads_note = self._with_threads(spec, model.eval())
+            threads, threads_note, trial = self._with_threads(spec, model.eval())
             with torch_threads(threads):  # auto times each choice on the threads the network will run on
                 model, chosen, note = self._with_precision(spec, model)
             net = _Network(LoadedModel(spec, model, loaded.status, loaded.source, loaded.metrics, loaded.downloadable),
                            ModelAdapter(spec, model), Preprocess.for_spec(spec), top_k=k, precision=chosen,
-                           precision_note=note, threads=threads, threads_note=threads_note)
+                           precision_note=note, threads=threads, threads_note=threads_note, trial=trial)
             self._nets[spec.name] = net
             with torch_threads(threads):
                 self._with_backend(net, ort_runner)
             if net.backend == "onnxruntime":
-                net.threads, net.threads_note = None, ""
-            elif net.threads_note:
-                net.backend_note = "; ".join(n for n in (net.backend_note, net.threads_note) if n)
+                net.threads, net.threads_note, net.trial = None, "", None
             net.input_key = (net.preprocess, torch.float32 if net.backend == "onnxruntime" else dtype_of(net.precision),
                              self.device.type == "cpu" and net.backend != "onnxruntime")
         # The order the networks run in on a frame (results keep the line-up's order). The engine's
@@ -233,6 +259,7 @@ class InferenceSession:
         # Measured on 2 cores, four networks on a 640x480 video, ENet (one thread) first against
         # last in six pairs of runs: 1 to 10 frames/s more in five, 1 fewer in one (median +3%).
         self._run_order = tuple(sorted(self._nets, key=lambda name: not self._leaves_a_core(self._nets[name])))
+        self._rechecked: list[str] = []  # networks whose thread choice live frames settled (take_rechecked)
 
     def _ort_runner(self, adapter: ModelAdapter, cache: OnnxCache | None) -> OrtRunner | None:
         """``adapter``'s network on ONNX Runtime (from its float32 weights, before any bf16
@@ -290,13 +317,14 @@ class InferenceSession:
         else:
             net.backend_note = f"torch eager: {times}"
 
-    def _with_threads(self, spec: ModelSpec, model: nn.Module) -> tuple[int | None, str]:
+    def _with_threads(self, spec: ModelSpec, model: nn.Module) -> tuple[int | None, str, _ThreadTrial | None]:
         """Every core for a torch network that is slow on the session's threads when the session
         leaves cores unused (the live engine: HEAVY_MS); None (the session's threads) otherwise.
-        Returns the thread count and why, with the two medians (float32, batch 1)."""
+        Returns the thread count, why (the two medians, float32, batch 1), and, where both were
+        timed, the trial that times them again on live frames (:meth:`_settle`)."""
         mine, cores = torch.get_num_threads(), os.cpu_count() or 1
         if self.device.type != "cpu" or mine >= cores:
-            return None, ""
+            return None, "", None
         x = torch.zeros((1, *spec.input_size)).contiguous(memory_format=torch.channels_last)
 
         def on_all_cores() -> None:
@@ -308,12 +336,33 @@ class InferenceSession:
                 t0 = time.perf_counter()
                 model(x)
                 if (time.perf_counter() - t0) * 1000 < HEAVY_MS:
-                    return None, ""
+                    return None, "", None
             few_ms, many_ms = paired_medians_ms(lambda: model(x), on_all_cores, runs=5, warmup=1)
-        if few_ms < HEAVY_MS or many_ms > MANY_THREADS_GAIN * few_ms:  # the first pass was slowed
-            return None, ""
-        return cores, (f"{cores} torch threads: {_ms(many_ms)} ms against {_ms(few_ms)} ms on {mine} "
-                       f"(fp32, batch 1, medians of 5 timed in turn, measured at load)")
+        if few_ms < HEAVY_MS:  # the first pass was slowed
+            return None, "", None
+        how = "fp32, batch 1, medians of 5 timed in turn, measured at load"
+        return (cores, thread_choice_note(cores, many_ms, mine, few_ms, how), _ThreadTrial(mine, cores)) \
+            if many_ms <= MANY_THREADS_GAIN * few_ms else (None, "", _ThreadTrial(mine, cores))
+
+    def _settle(self, name: str) -> None:
+        """Keep the thread count live frames measured faster (by MANY_THREADS_GAIN for every core),
+        say why, and list the network for :meth:`take_rechecked`."""
+        net = self._nets[name]
+        trial, net.trial = net.trial, None
+        assert trial is not None
+        few_ms, many_ms = trial.medians()
+        how = f"medians of {LIVE_RUNS} live frames each, alternated"
+        if many_ms <= MANY_THREADS_GAIN * few_ms:
+            net.threads, net.threads_note = trial.many, thread_choice_note(trial.many, many_ms, trial.few, few_ms, how)
+        else:
+            net.threads, net.threads_note = None, thread_choice_note(trial.few, few_ms, trial.many, many_ms, how)
+        self._rechecked.append(name)
+
+    def take_rechecked(self) -> list[str]:
+        """The networks whose thread choice live frames settled since the last call (their
+        :meth:`backend_of` says what was kept and the two times)."""
+        names, self._rechecked = self._rechecked, []
+        return names
 
     def _with_precision(self, spec: ModelSpec, model: nn.Module) -> tuple[nn.Module, str, str]:
         """The network in the session's precision: ``auto`` times a batch-1 pass in both (medians
@@ -350,9 +399,15 @@ class InferenceSession:
         return net.precision, net.precision_note
 
     def backend_of(self, name: str) -> tuple[str, str]:
-        """(``torch``, ``onnxruntime`` or ``compile``, why: the times when ``auto`` chose) for one network."""
+        """(``torch``, ``onnxruntime`` or ``compile``, why: the times when ``auto`` chose, and the
+        torch threads' when they were measured) for one network."""
         net = self._nets[name]
-        return net.backend, net.backend_note
+        return net.backend, "; ".join(n for n in (net.backend_note, net.threads_note) if n)
+
+    def threads_of(self, name: str) -> tuple[int, str]:
+        """(torch's threads for one network's forward pass, why when that was measured)."""
+        net = self._nets[name]
+        return net.threads or torch.get_num_threads(), net.threads_note
 
     def runner(self, name: str) -> Runner | None:
         """The network's runner on a backend other than torch eager, or None."""
@@ -533,7 +588,15 @@ class InferenceSession:
             view, x, pre_ms = views[key]
             inputs[name] = x
             forward = self._forward if net.runner is None else self._forward_runner
-            if net.threads is None:
+            trial = net.trial
+            if trial is not None:
+                threads = trial.next()
+                t0 = time.perf_counter()
+                with torch_threads(threads):
+                    results[name] = forward(net, x, view, pre_ms)
+                if trial.add(threads, (time.perf_counter() - t0) * 1000):
+                    self._settle(name)
+            elif net.threads is None:
                 results[name] = forward(net, x, view, pre_ms)
             else:
                 with torch_threads(net.threads):
@@ -645,6 +708,13 @@ def torch_threads(n: int | None):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def thread_choice_note(threads: int, ms: float, other: int, other_ms: float, how: str) -> str:
+    """Why a network runs on ``threads`` torch threads, in words: ``2 torch threads: 94.0 ms
+    against 178 ms on 1 (how)``."""
+    return (f"{threads} torch thread{'s' if threads > 1 else ''}: {_ms(ms)} ms against {_ms(other_ms)} ms "
+            f"on {other} ({how})")
 
 
 def _item(a: np.ndarray) -> np.ndarray:

@@ -42,6 +42,7 @@ from engine.events import (
     JobEnded,
     JobOutcome,
     ModelCard,
+    ModelUpdated,
     Notice,
     RunRequest,
     SessionReady,
@@ -818,6 +819,7 @@ class Engine:
                     result = dataclasses.replace(session.run(shown, frame.frame_id, frame.source, frame.label),
                                                  perturbation=perturbation.label, clean_top1=clean,
                                                  original=frame.image)
+                self._cards_rechecked(session)
             except PerturbError as e:
                 result = FrameResult(frame.frame_id, frame.source, frame.label, frame.image, {},
                                      f"{frame.source}: {e}", generation=session.generation)
@@ -845,6 +847,15 @@ class Engine:
         snapshot = metrics.snapshot(self.dropped)
         self.last = (result, snapshot)
         self.on_result(result, snapshot)
+
+    def _cards_rechecked(self, session: InferenceSession) -> None:
+        """Tell of each network whose torch threads live frames chose (a card with the new note)."""
+        for name in session.take_rechecked():
+            card = model_card(session, name)
+            if self.info is not None:
+                self.info = dataclasses.replace(
+                    self.info, models=tuple(card if m.name == name else m for m in self.info.models))
+            self._emit(ModelUpdated(card, f"{card.display} runs on {card.threads_note}"))
 
     def _remember(self, frame: Frame) -> None:
         """Keep ``frame`` for step_back, the oldest going once the pictures pass HISTORY_BYTES."""
@@ -886,7 +897,7 @@ def model_card(session: InferenceSession, name: str) -> ModelCard:
                      spec.class_names, top1, _complexity(name, session.profile),
                      hub_download_bytes(spec) if loaded.downloadable else None,
                      *(published_accuracy(spec) or (None, None)), spec.label, *session.precision_of(name),
-                     spec.gradcam_layer, *session.backend_of(name))
+                     spec.gradcam_layer, *session.backend_of(name), *session.threads_of(name))
 
 
 def _complexity(name: str, profile: str) -> Complexity | None:

@@ -7,6 +7,7 @@ plots and the table, which change slowly, are refreshed at most five times a sec
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -36,6 +37,7 @@ from engine.api import (
     JobOutcome,
     JobProgress,
     MetricsSnapshot,
+    ModelUpdated,
     Notice,
     SessionReady,
     SourceEnded,
@@ -130,6 +132,7 @@ class MainWindow(QMainWindow):
         self._slow_dirty = False
         self._slow_at = 0.0
         self._filling = False
+        self._cards_due: list[ModelUpdated] = []  # cards the engine re-made while the panels were filled
         self._closed = False
         self._status_is_error = False
         self._resume_after_analysis = False
@@ -719,6 +722,7 @@ class MainWindow(QMainWindow):
 
     def _on_session(self, session: SessionReady) -> None:
         self.session = session
+        self._cards_due = []
         # this profile's analysis, if this machine measured it before: read and drawn (eight plots,
         # tens of milliseconds) when its tab is shown, not in the middle of loading the networks
         self._analysis_stale = True
@@ -778,10 +782,25 @@ class MainWindow(QMainWindow):
         # with the window as the timer's context: a window closed meanwhile cancels the rest
         QTimer.singleShot(STEP_GAP_MS, self, lambda: self._run_in_turn(steps[1:], then))
 
+    def _update_card(self, event: ModelUpdated) -> None:
+        """A network's card as the engine re-made it on live frames: the session's copy (which the
+        report and the comparison table read), its panel and the status bar."""
+        session, card = self.session, event.card
+        if session is None or session.card(card.name) is None:
+            return
+        self.session = dataclasses.replace(
+            session, models=tuple(card if m.name == card.name else m for m in session.models))
+        for panel in self.panels:
+            panel.update_card(card)
+        self.set_status(event.text)
+
     def _session_ready(self, session: SessionReady) -> None:
         if session is not self.session:
             return  # another session arrived meanwhile
         self._filling = False
+        due, self._cards_due = self._cards_due, []
+        for event in due:
+            self._update_card(event)
         untrained = [m.display for m in session.models if m.weights == WeightsKind.UNTRAINED]
         note = (f" \u2014 UNTRAINED (random weights): {', '.join(untrained)}" if untrained else "")
         self.set_status(f"{len(session.models)} networks on {session.device} ({session.profile}){note}")
@@ -816,6 +835,11 @@ class MainWindow(QMainWindow):
             self.source_bar.set_playing(False)
         elif isinstance(event, Notice):
             self.set_status(event.text)
+        elif isinstance(event, ModelUpdated):
+            if self._filling:  # the panels are being filled from the session's first cards
+                self._cards_due.append(event)
+            else:
+                self._update_card(event)
         elif isinstance(event, JobProgress):
             self.job_bar.show_progress(event)
         elif isinstance(event, JobEnded):

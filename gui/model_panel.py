@@ -334,16 +334,15 @@ class ModelPanel(QFrame):
 
     # -- session -------------------------------------------------------------------------------
 
-    def set_info(self, info: ModelCard, layer: str | None = None) -> None:
-        """A new session: who this network is, its layers, and which one to show."""
-        self.info, self.name = info, info.name
-        self.gradcam_target = None  # class indices belong to one profile's vocabulary
+    def update_card(self, info: ModelCard) -> None:
+        """The same network, with a choice the engine made again on live frames (its torch threads):
+        the card's text and tooltip change, nothing shown or asked for does."""
+        if info.name == self.name:
+            self.info = info
+            self._set_cost(info)
+
+    def _set_cost(self, info: ModelCard) -> None:
         cost = info.complexity
-        self.title.setText(info.display)
-        self.title.setToolTip(f"{info.title}: {info.paper}, {info.year}")
-        self.year.setText(str(info.year) if info.year else "")
-        text, colour = status_badge(info.weights, info.test_top1, info.published_top1)
-        _set_badge(self.status, text, colour, info.weights_source)
         if cost is not None:
             self.cost.setText(f"{human_count(cost.params, 3)} params \u00b7 {human_count(cost.macs, 3)} MACs"
                               + (" \u00b7 bf16" if info.precision == "bf16" else "")
@@ -360,6 +359,17 @@ class ModelPanel(QFrame):
                                     else ""))
         else:
             self.cost.setText("")
+
+    def set_info(self, info: ModelCard, layer: str | None = None) -> None:
+        """A new session: who this network is, its layers, and which one to show."""
+        self.info, self.name = info, info.name
+        self.gradcam_target = None  # class indices belong to one profile's vocabulary
+        self.title.setText(info.display)
+        self.title.setToolTip(f"{info.title}: {info.paper}, {info.year}")
+        self.year.setText(str(info.year) if info.year else "")
+        text, colour = status_badge(info.weights, info.test_top1, info.published_top1)
+        _set_badge(self.status, text, colour, info.weights_source)
+        self._set_cost(info)
         self.latency.setText("")
         self.class_map_box.setVisible(info.has_class_map)
         self._palette = style.class_palette(max(1, len(info.class_names)))

@@ -144,8 +144,8 @@ def one_torch_thread():
 @pytest.mark.parametrize("gain, heavy", [(100.0, 0.0), (0.0, 0.0), (100.0, 1e9)])
 def test_a_heavy_network_runs_on_every_core_only_where_measured_faster(one_torch_thread, monkeypatch, gain, heavy):
     """A network at least HEAVY_MS slow on the engine's threads runs on every core when that is
-    measured at most MANY_THREADS_GAIN of its time, and says so; torch's threads are the engine's
-    again after every frame, and the network sees every core during its pass."""
+    measured at most MANY_THREADS_GAIN of its time, and says so; either way its live frames time
+    the two again (a trial), and torch's threads are the engine's again after every frame."""
     import os
 
     import engine.inference as inference
@@ -154,15 +154,50 @@ def test_a_heavy_network_runs_on_every_core_only_where_measured_faster(one_torch
     s = InferenceSession("cifar10", "cpu", models=["lenet5", "alexnet"], precision="fp32", backend="torch")
     seen: list[int] = []
     s.model("alexnet").register_forward_hook(lambda *_: seen.append(torch.get_num_threads()))
+    threads, note = s._nets["alexnet"].threads, s.backend_of("alexnet")[1]
     s.run(np.zeros((32, 32, 3), np.uint8))
     assert torch.get_num_threads() == 1
-    threads = s._nets["alexnet"].threads
-    note = s.backend_of("alexnet")[1]
     if gain == 100.0 and heavy == 0.0:
-        assert threads == os.cpu_count() and seen == [threads]
+        assert threads == os.cpu_count() and s.threads_of("alexnet") == (threads, s._nets["alexnet"].threads_note)
         assert note.startswith(f"{threads} torch threads: ") and "ms on 1 (fp32, batch 1" in note
     else:
-        assert threads is None and seen == [1] and "torch threads" not in note
+        assert threads is None and "torch threads" not in note and s.threads_of("alexnet") == (1, "")
+    timed = heavy == 0.0  # timed at load: its first live frame tries every core, whatever was chosen
+    assert (s._nets["alexnet"].trial is not None) == timed and seen == [os.cpu_count() if timed else 1]
+    assert s._nets["lenet5"].trial is None or heavy == 0.0
+
+
+@pytest.mark.parametrize("live_gain", [100.0, 0.0])
+def test_live_frames_settle_a_heavy_networks_threads(one_torch_thread, monkeypatch, live_gain):
+    """The thread choice made at load is timed again on the first live frames, the two counts
+    alternated; what they measure is kept, said, and listed once by take_rechecked."""
+    import os
+
+    import engine.inference as inference
+    cores = os.cpu_count()
+    monkeypatch.setattr(inference, "HEAVY_MS", 0.0)
+    monkeypatch.setattr(inference, "MANY_THREADS_GAIN", 100.0)
+    monkeypatch.setattr(inference, "LIVE_RUNS", 2)
+    s = InferenceSession("cifar10", "cpu", models=["alexnet"], precision="fp32", backend="torch")
+    assert s._nets["alexnet"].threads == cores  # every core at load
+    monkeypatch.setattr(inference, "MANY_THREADS_GAIN", live_gain)
+    seen: list[int] = []
+    s.model("alexnet").register_forward_hook(lambda *_: seen.append(torch.get_num_threads()))
+    frame = np.zeros((32, 32, 3), np.uint8)
+    for _ in range(5):
+        s.run(frame)
+        assert s.take_rechecked() == []
+    s.run(frame)  # the third of each count: settled
+    assert seen == [cores, 1] * 3 and torch.get_num_threads() == 1
+    assert s.take_rechecked() == ["alexnet"] and s.take_rechecked() == []
+    kept = cores if live_gain == 100.0 else 1
+    threads, note = s.threads_of("alexnet")
+    assert threads == kept and s._nets["alexnet"].trial is None
+    other = 1 if kept == cores else cores
+    assert note.startswith(f"{kept} torch thread") and f"ms on {other} (medians of 2 live frames each, alternated)" in note
+    assert s.backend_of("alexnet")[1].endswith(note)
+    s.run(frame)
+    assert seen[-1] == kept and s.take_rechecked() == []
 
 
 def test_every_core_changes_nothing_when_the_session_already_has_them(monkeypatch):

@@ -346,3 +346,34 @@ def test_a_named_scene_labels_the_frames_that_follow(tmp_path):
         assert snapshots[-1][0].label is None and snapshots[-1][1].models["lenet5"].labelled == 0
     finally:
         assert engine.stop(2.0)
+
+
+def test_a_thread_choice_settled_on_live_frames_comes_as_a_new_card(tmp_path, monkeypatch):
+    """The engine tells of a network whose torch threads its first frames chose: a ModelUpdated
+    with the new card and a line to read, after the session's SessionReady; its own info follows."""
+    import os
+
+    import engine.inference as inference
+    from engine.events import ModelUpdated, SessionReady
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("needs 2 cores: the engine then leaves one to the decoder")
+    monkeypatch.setattr(inference, "HEAVY_MS", 0.0)  # every network is heavy
+    monkeypatch.setattr(inference, "LIVE_RUNS", 1)
+    rec = Recorder()
+    engine = Engine(models=["lenet5"], precision="fp32", backend="torch", on_result=rec.on_result,
+                    on_event=rec.on_event).start()
+    try:
+        engine.set_source(write_video(tmp_path / "v.avi", frames=6), realtime=False)
+        rec.wait(lambda r: "SourceEnded" in r.kinds())
+        assert engine.wait_idle(30)
+        kinds = rec.kinds()
+        assert kinds.count("ModelUpdated") == 1 and kinds.index("SessionReady") < kinds.index("ModelUpdated")
+        update = next(e for e in rec.events if isinstance(e, ModelUpdated))
+        ready = next(e for e in rec.events if isinstance(e, SessionReady))
+        assert update.card.threads_note.endswith("(medians of 1 live frames each, alternated)")
+        assert update.text == f"LeNet-5 runs on {update.card.threads_note}" and "\n" not in update.text
+        assert update.card.threads in (1, os.cpu_count())
+        assert "live frames" not in ready.card("lenet5").threads_note  # the load's, as it was
+        assert engine.info.card("lenet5") == update.card
+    finally:
+        assert engine.stop(2.0)

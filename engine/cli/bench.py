@@ -144,8 +144,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print("  per-network latency in the pipeline (p50 ms): " +
               ", ".join(f"{n} {v:.2f}" for n, v in pipeline["latency_ms_p50"].items()))
         print(f"  torch threads in the engine: {pipeline['torch_threads']} of {os.cpu_count() or 1} cores" +
-              "".join(f"; {n}: {card['backend_note'].split('; ')[-1]}" for n, card in pipeline["networks"].items()
-                      if "torch threads" in card["backend_note"]))
+              "".join(f"; {n}: {card['threads_note']}" for n, card in pipeline["networks"].items()
+                      if card["threads_note"]))
     return 0
 
 
