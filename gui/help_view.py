@@ -48,11 +48,13 @@ class, and the frames that follow count towards the running accuracy and the con
 until you press &times;.</p>
 
 <p><b>The status bar's right end</b> gives the frame on screen, the engine's frames per second,
-how many answers were drawn (the window draws at most 30 a second), the frames dropped, and the
-longest time the window did not respond since the first frame; its tooltip says what each counts
-and gives the start-up's longest pause, loading included. A panel's cost line (&ldquo;ORT&rdquo;,
-&ldquo;bf16&rdquo;) has a tooltip with what runs that network and why: the times measured when it
-loaded, including the thread count for a slow network run on every core.</p>
+&ldquo;shown N/M&rdquo; (the answers drawn of those the engine made: the window draws at most 30 a
+second), &ldquo;dropped A + B&rdquo; (frames the engine skipped for a newer one, answers the display
+skipped), and the longest time the window did not respond since the first frame; its tooltip says
+what each counts and gives the start-up's longest pause, loading included. A panel's cost line
+(&ldquo;ORT&rdquo;, &ldquo;bf16&rdquo;) has a tooltip with what runs that network and why: the times
+measured when it loaded and, for a slow network on torch, its thread count, timed again on the first
+live frames (the window's drawing shares the cores; the status bar says what they chose).</p>
 
 <p><b>Statistics&hellip;</b> (under the table) shows each network's confusion matrix, how often
 the networks agree, and, on video, how often each network's answer flips from frame to frame.</p>

@@ -427,26 +427,29 @@ class MainWindow(QMainWindow):
         fps = pipeline_fps_text(snapshot, self.bridge.paused, self.bridge.source_ended)
         frame = "\u2013" if self.shown_frame_id is None else str(self.shown_frame_id)
         if self.counters.minimumWidth() == 0:  # once, with the first numbers: no width change per frame
-            self.counters.setMinimumWidth(560)
-        self.counters.setText(f"frame {frame} \u00b7 {fps} \u00b7 shown {self.frames_shown} of "
-                              f"{self.bridge.processed} \u00b7 dropped {self.bridge.dropped} by the engine, "
-                              f"{self.bridge.results_skipped} by the display \u00b7 " + self._stall_text())
+            self.counters.setMinimumWidth(430)
+        # short, so that the source's name beside it fits at 1366 pixels; the tooltip says what each counts
+        self.counters.setText(f"frame {frame} \u00b7 {fps} \u00b7 shown {self.frames_shown}/{self.bridge.processed}"
+                              f" \u00b7 dropped {self.bridge.dropped} + {self.bridge.results_skipped} \u00b7 "
+                              + self._stall_text())
 
     def _stall_text(self) -> str:
         """The longest main-thread stall since the first frame was drawn (what a person watching
         the networks could have seen), the start-up's in the tooltip."""
         meter = self.stall_meter
         if meter.first_frame_at is None:
-            return f"longest UI stall while starting {meter.max_stall_ms:.0f} ms"
-        tip = ("Shown N of M: the frames the window drew of those the engine answered (it draws at most "
-               f"{1000 // REDRAW_MS} a second). Dropped by the engine: frames a newer one replaced before the "
-               "networks saw them; by the display: answers a newer one replaced before they were drawn.\n"
-               f"Longest time the window did not respond since the first frame was drawn "
-               f"({meter.first_frame_at:.1f} s after start): {meter.max_stall_after_first_frame_ms:.0f} ms; "
-               f"since start, loading included: {meter.max_stall_ms:.0f} ms.")
+            return f"starting: longest stall {meter.max_stall_ms:.0f} ms"
+        tip = ("Frame: the number of the frame on screen. fps: frames the engine answers a second.\n"
+               "Shown N/M: the frames the window drew of the M the engine answered (it draws at most "
+               f"{1000 // REDRAW_MS} a second).\nDropped A + B: A by the engine, frames a newer one replaced "
+               "before the networks saw them; B by the display, answers a newer one replaced before they "
+               "were drawn.\nLongest stall: the longest time the window did not respond since the first "
+               f"frame was drawn ({meter.first_frame_at:.1f} s after start): "
+               f"{meter.max_stall_after_first_frame_ms:.0f} ms; since start, loading included: "
+               f"{meter.max_stall_ms:.0f} ms.")
         if self.counters.toolTip() != tip:
             self.counters.setToolTip(tip)
-        return f"longest UI stall {meter.max_stall_after_first_frame_ms:.0f} ms since the first frame"
+        return f"longest stall {meter.max_stall_after_first_frame_ms:.0f} ms"
 
     # -- sources and controls ------------------------------------------------------------------
 
