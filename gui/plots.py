@@ -295,6 +295,16 @@ class FpsPlot(_Plot):
         self.set_legend(self.parts, f"<span style='color:{style.TEXT}'>\u2501 all four: <b>{rate}</b></span>")
 
 
+def placeholder_text(num_classes: int) -> str:
+    """What the accuracy plot asks for before a labelled frame: labels of the line-up's own classes
+    (the engine does not score CIFAR-10's ten labels against ImageNet's thousand classes)."""
+    if num_classes == 10:
+        return ("No labels in this source: open the\nCIFAR-10 test set (or a folder of\n"
+                "class-named folders) to measure accuracy.")
+    return (f"No labels of these {num_classes:,} classes in this\nsource (CIFAR-10's are not theirs): open a\n"
+            "folder of folders named after them\nto measure accuracy.")
+
+
 class AccuracyPlot(_Plot):
     def __init__(self) -> None:
         super().__init__("Running top-1 accuracy", "%", "labelled frames",
@@ -308,9 +318,7 @@ class AccuracyPlot(_Plot):
         self.chance = pg.InfiniteLine(angle=0, pen=pg.mkPen(style.TEXT_DIM, width=1, style=Qt.PenStyle.DotLine),
                                       label="chance", labelOpts={"color": style.TEXT_DIM, "position": 0.92})
         self.widget.addItem(self.chance)
-        self.placeholder = pg.TextItem("No labels in this source: open the\nCIFAR-10 test set (or a folder of\n"
-                                       "class-named folders) to measure accuracy.",
-                                       color=style.TEXT_DIM, anchor=(0.5, 0.5))
+        self.placeholder = pg.TextItem(placeholder_text(10), color=style.TEXT_DIM, anchor=(0.5, 0.5))
         self.widget.addItem(self.placeholder)
         self.placeholder.setPos(0.5, 55)
         self._waiting()
@@ -328,6 +336,7 @@ class AccuracyPlot(_Plot):
         self.curves = self._curves([pg.mkPen(m.color, width=1.8) for m in models])
         self.history = {m.name: deque(maxlen=ACCURACY_HISTORY) for m in models}
         self.chance.setValue(100.0 / max(1, num_classes))
+        self.placeholder.setText(placeholder_text(num_classes))
         self._waiting()
         self.set_legend([swatch(m.color, m.label) for m in models], "top-5 in brackets")
 

@@ -561,3 +561,17 @@ def test_a_card_the_engine_remade_on_live_frames_reaches_its_panel_and_the_repor
     window._session_ready(session)
     assert window.session.card(name) is later and "1 torch thread" in panel.cost.toolTip()
     assert not window._filling
+
+
+def test_the_accuracy_plot_asks_for_labels_of_the_line_ups_own_classes(qtbot):
+    """On ImageNet's line-up the empty accuracy plot does not send a person to the CIFAR-10 test
+    set, whose labels are not scored there."""
+    from gui.plots import AccuracyPlot
+
+    plot = AccuracyPlot()
+    qtbot.addWidget(plot.widget)
+    plot.set_models([], 10)
+    assert "CIFAR-10 test set" in plot.placeholder.textItem.toPlainText()
+    plot.set_models([], 1000)
+    text = plot.placeholder.textItem.toPlainText()
+    assert "1,000 classes" in text and "CIFAR-10 test set" not in text and plot.placeholder.isVisible()

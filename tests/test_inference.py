@@ -194,7 +194,8 @@ def test_live_frames_settle_a_heavy_networks_threads(one_torch_thread, monkeypat
     threads, note = s.threads_of("alexnet")
     assert threads == kept and s._nets["alexnet"].trial is None
     other = 1 if kept == cores else cores
-    assert note.startswith(f"{kept} torch thread") and f"ms on {other} (medians of 2 live frames each, alternated)" in note
+    assert note.startswith(f"{kept} torch thread")
+    assert f"ms on {other} (medians of 2 live frames each, alternated)" in note
     assert s.backend_of("alexnet")[1].endswith(note)
     s.run(frame)
     assert seen[-1] == kept and s.take_rechecked() == []
