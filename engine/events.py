@@ -61,7 +61,7 @@ class ModelCard:
     backend: str = "torch"  # what runs its forward pass: torch, onnxruntime or compile (engine.models.backend)
     # why, when the session's backend was auto (the two times) or fell back; then threads_note, if any
     backend_note: str = ""
-    threads: int = 1  # torch's threads for its forward pass on the CPU (engine.inference: HEAVY_MS)
+    threads: int | None = None  # torch's threads for its forward pass on the CPU (None: not torch on the CPU)
     threads_note: str = ""  # why, when they were measured (at load, then again on live frames)
 
     @property

@@ -404,9 +404,12 @@ class InferenceSession:
         net = self._nets[name]
         return net.backend, "; ".join(n for n in (net.backend_note, net.threads_note) if n)
 
-    def threads_of(self, name: str) -> tuple[int, str]:
-        """(torch's threads for one network's forward pass, why when that was measured)."""
+    def threads_of(self, name: str) -> tuple[int | None, str]:
+        """(torch's threads for one network's forward pass, why when that was measured); None
+        where torch does not run it on the CPU (ONNX Runtime has its own pool, see backend_of)."""
         net = self._nets[name]
+        if self.device.type != "cpu" or net.backend == "onnxruntime":
+            return None, ""
         return net.threads or torch.get_num_threads(), net.threads_note
 
     def runner(self, name: str) -> Runner | None:
@@ -526,8 +529,15 @@ class InferenceSession:
         layer shape (seconds for ENet), which should not be billed to the first real frame."""
         _, h, w = self.spec(self.names[0]).input_size
         blank = np.zeros((h, w, 3), np.uint8)
-        for _ in range(runs):
-            self.run(blank)
+        trials = {name: net.trial for name, net in self._nets.items()}
+        for net in self._nets.values():
+            net.trial = None  # a thread trial times live frames, not these
+        try:
+            for _ in range(runs):
+                self.run(blank)
+        finally:
+            for name, trial in trials.items():
+                self._nets[name].trial = trial
 
     # -- running -------------------------------------------------------------------------------
 

@@ -795,15 +795,13 @@ class MainWindow(QMainWindow):
             session, models=tuple(card if m.name == card.name else m for m in session.models))
         for panel in self.panels:
             panel.update_card(card)
-        self.set_status(event.text)
+        if not self._status_is_error:  # an error stays readable
+            self.set_status(event.text)
 
     def _session_ready(self, session: SessionReady) -> None:
         if session is not self.session:
             return  # another session arrived meanwhile
         self._filling = False
-        due, self._cards_due = self._cards_due, []
-        for event in due:
-            self._update_card(event)
         untrained = [m.display for m in session.models if m.weights == WeightsKind.UNTRAINED]
         note = (f" \u2014 UNTRAINED (random weights): {', '.join(untrained)}" if untrained else "")
         self.set_status(f"{len(session.models)} networks on {session.device} ({session.profile}){note}")
@@ -813,6 +811,9 @@ class MainWindow(QMainWindow):
         elif self.bridge.target is None and self.bridge.latest is None:
             self.set_status("Ready: open an image, a folder, a video, a camera or the CIFAR-10 test set "
                             f"(or drop files here, or paste an image){note}")
+        due, self._cards_due = self._cards_due, []  # after the lines above: the newest news last
+        for event in due:
+            self._update_card(event)
 
     def _on_event(self, event: EngineEvent) -> None:
         if isinstance(event, Error):

@@ -550,8 +550,11 @@ def test_a_card_the_engine_remade_on_live_frames_reaches_its_panel_and_the_repor
     note = "2 torch threads: 1.00 ms against 2.00 ms on 1 (medians of 5 live frames each, alternated)"
     card = dataclasses.replace(window.session.card(name), threads=2, threads_note=note, backend_note=note)
     window._on_event(ModelUpdated(card, f"{card.display} runs on {note}"))
-    assert window.session.card(name) is card and window.session.models[0].name != name
+    assert window.session.card(name) is card and note in window.report()["why"][name]
     assert note in panel.cost.toolTip() and window.status_text.text() == f"{card.display} runs on {note}"
+    window.set_status("a source failed", True)
+    window._on_event(ModelUpdated(card, "not over an error"))
+    assert window.status_text.text() == "a source failed"
 
     later = dataclasses.replace(card, threads=1, threads_note="1 torch thread", backend_note="1 torch thread")
     session = window.session
