@@ -24,7 +24,8 @@ class ElidedLabel(QLabel):
         super().setText(text)
         if not self.toolTip() or self.property("auto_tip"):
             self.setToolTip(text)
-            self.setProperty("auto_tip", True)
+            if not self.property("auto_tip"):  # a property change is an event: once
+                self.setProperty("auto_tip", True)
 
     def paintEvent(self, _event) -> None:  # noqa: N802 - Qt's name
         painter = QPainter(self)

@@ -63,6 +63,7 @@ from gui.label_picker import LabelPicker
 from gui.model_panel import ModelPanel
 from gui.overview_view import OverviewView
 from gui.pacing import CostRecorder, StallMeter
+from gui.pinned import Pinned
 from gui.plots import LivePlots, PlotModel, pipeline_fps_text
 from gui.robustness_view import RobustnessView
 from gui.settings import open_settings
@@ -70,6 +71,10 @@ from gui.source_bar import CIFAR_FILTER, SourceBar, describe_target, target_from
 from gui.statistics_view import StatisticsView
 
 REDRAW_MS = 33  # at most 30 redraws a second
+# a long line of the status bar's counters (_update_counters), which sizes them once: a video's
+# frame numbers may pass it, and then the line's left end is cut
+COUNTERS_LONGEST = "frame 99999 \u00b7 99.9 fps (ended) \u00b7 shown 99999/99999 \u00b7 dropped 9999 + 99999 " \
+    "\u00b7 longest stall 999 ms"
 STEP_GAP_MS = 15  # between two steps of work spread over several event-loop passes
 SLOW_REFRESH_S = 0.2  # plots and table: at most 5 a second (they change slowly, and cost most)
 COMPACT_HEIGHT = 900  # a shorter window shows the table in a tab of its own, not under the plots
@@ -205,13 +210,19 @@ class MainWindow(QMainWindow):
         self.counters = QLabel("", self)
         self.counters.setObjectName("dim")
         self.counters.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        # Both labels change with every refresh. At a fixed size (the counters: room for their
+        # longest line) a new text stays inside them: otherwise each one re-lays out the status bar
+        # and through it the window, whose layout then re-places the toolbar and the central widget.
+        self.counters.ensurePolished()
+        self.counters.setFixedSize(self.counters.fontMetrics().horizontalAdvance(COUNTERS_LONGEST) + 8,
+                                   self.counters.sizeHint().height())
         status = QStatusBar(self)
         status.setSizeGripEnabled(False)
         self.job_bar = JobBar(self)
         self.job_bar.cancel_requested.connect(self.bridge.cancel_job)
         self.label_picker = LabelPicker(self)
         self.label_picker.label_chosen.connect(self._label_chosen)
-        status.addWidget(self.status_text, 1)
+        status.addWidget(Pinned(self.status_text, self), 1)
         status.addWidget(self.job_bar)
         status.addWidget(self.label_picker)
         status.addPermanentWidget(self.counters)
@@ -416,9 +427,12 @@ class MainWindow(QMainWindow):
 
     def set_status(self, text: str, error: bool = False) -> None:
         line = text.strip().splitlines()[0] if text.strip() else ""
-        self.status_text.setText(line)
-        self.status_text.setToolTip(text)
-        self.status_text.setStyleSheet(f"color: {style.BAD};" if error else "")
+        if self.status_text.text() != line:
+            self.status_text.setText(line)
+        if self.status_text.toolTip() != text:
+            self.status_text.setToolTip(text)
+        if error != self._status_is_error:  # a new style sheet re-polishes the label: only on a change
+            self.status_text.setStyleSheet(f"color: {style.BAD};" if error else "")
         self._status_is_error = error
 
     def _update_counters(self) -> None:
@@ -426,8 +440,6 @@ class MainWindow(QMainWindow):
         self.plots.fps.set_state(self.bridge.paused, self.bridge.source_ended)
         fps = pipeline_fps_text(snapshot, self.bridge.paused, self.bridge.source_ended)
         frame = "\u2013" if self.shown_frame_id is None else str(self.shown_frame_id)
-        if self.counters.minimumWidth() == 0:  # once, with the first numbers: no width change per frame
-            self.counters.setMinimumWidth(430)
         # short, so that the source's name beside it fits at 1366 pixels; the tooltip says what each counts
         self.counters.setText(f"frame {frame} \u00b7 {fps} \u00b7 shown {self.frames_shown}/{self.bridge.processed}"
                               f" \u00b7 dropped {self.bridge.dropped} + {self.bridge.results_skipped} \u00b7 "

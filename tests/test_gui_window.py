@@ -578,3 +578,38 @@ def test_the_accuracy_plot_asks_for_labels_of_the_line_ups_own_classes(qtbot):
     plot.set_models([], 1000)
     text = plot.placeholder.textItem.toPlainText()
     assert "1,000 classes" in text and "CIFAR-10 test set" not in text and plot.placeholder.isVisible()
+
+
+def test_per_frame_status_text_does_not_re_lay_out_the_window(make_window, qtbot):
+    """The status line and the counters change with every frame; neither may make the window's
+    layout run again (which re-placed the toolbar and the central widget each time)."""
+    from PySide6.QtCore import QEvent, QObject
+    from PySide6.QtWidgets import QApplication
+
+    window = make_window()
+    QApplication.processEvents()
+
+    class Count(QObject):
+        requests = 0
+
+        def eventFilter(self, _obj, event):  # noqa: N802 - Qt's name
+            if event.type() == QEvent.Type.LayoutRequest:
+                Count.requests += 1
+            return False
+
+    counter = Count()
+    window.installEventFilter(counter)
+    window.statusBar().installEventFilter(counter)
+    try:
+        for i in range(20):
+            window.set_status(f"{i * 137} / 10000 \u00b7 CIFAR-10 test #{i * 7919}")
+            window.frames_shown = i * 1111
+            window._update_counters()
+            QApplication.processEvents()
+        window.set_status("an error", True)
+        QApplication.processEvents()
+    finally:
+        window.removeEventFilter(counter)
+        window.statusBar().removeEventFilter(counter)
+    assert Count.requests == 0
+    assert window.status_text.text() == "an error" and f"shown {19 * 1111}/" in window.counters.text()
