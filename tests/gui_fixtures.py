@@ -11,6 +11,22 @@ import pytest
 import gui  # noqa: F401 - applies the Qt binding work-around before any Qt object exists
 
 
+def layout_request_counter():
+    """An event filter counting the LayoutRequest events of the widgets it is installed on
+    (``.requests``): each one is a layout computed again."""
+    from PySide6.QtCore import QEvent, QObject
+
+    class Counter(QObject):
+        requests = 0
+
+        def eventFilter(self, _obj, event):  # noqa: N802 - Qt's name
+            if event.type() == QEvent.Type.LayoutRequest:
+                self.requests += 1
+            return False
+
+    return Counter()
+
+
 @pytest.fixture
 def gui_settings(tmp_path, monkeypatch):
     """QSettings go to a temporary .ini file, never to the user's configuration."""

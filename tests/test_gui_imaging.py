@@ -311,10 +311,10 @@ def test_bridge_keeps_only_the_newest_result_and_counts_the_rest(qapp):
 def _layout_requests_on_text_changes(qtbot, pinned: bool):
     """How often a window re-lays itself out while a label in it changes its text 20 times; and
     that label's geometry."""
-    from PySide6.QtCore import QEvent, QObject
     from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
     from gui.pinned import Pinned
+    from tests.gui_fixtures import layout_request_counter
 
     window = QWidget()
     qtbot.addWidget(window)
@@ -327,15 +327,7 @@ def _layout_requests_on_text_changes(qtbot, pinned: bool):
     qtbot.waitExposed(window)
     qtbot.wait(20)  # the first layout is done
 
-    class Counter(QObject):
-        requests = 0
-
-        def eventFilter(self, _obj, event):  # noqa: N802 - Qt's name
-            if event.type() == QEvent.Type.LayoutRequest:
-                self.requests += 1
-            return False
-
-    counter = Counter()
+    counter = layout_request_counter()
     window.installEventFilter(counter)
     for i in range(20):  # texts of every length, as a per-frame number gives
         live.setText("9" * (i % 7 + 1) + " ms")

@@ -583,21 +583,13 @@ def test_the_accuracy_plot_asks_for_labels_of_the_line_ups_own_classes(qtbot):
 def test_per_frame_status_text_does_not_re_lay_out_the_window(make_window, qtbot):
     """The status line and the counters change with every frame; neither may make the window's
     layout run again (which re-placed the toolbar and the central widget each time)."""
-    from PySide6.QtCore import QEvent, QObject
     from PySide6.QtWidgets import QApplication
+
+    from tests.gui_fixtures import layout_request_counter
 
     window = make_window()
     QApplication.processEvents()
-
-    class Count(QObject):
-        requests = 0
-
-        def eventFilter(self, _obj, event):  # noqa: N802 - Qt's name
-            if event.type() == QEvent.Type.LayoutRequest:
-                Count.requests += 1
-            return False
-
-    counter = Count()
+    counter = layout_request_counter()
     window.installEventFilter(counter)
     window.statusBar().installEventFilter(counter)
     try:
@@ -611,5 +603,5 @@ def test_per_frame_status_text_does_not_re_lay_out_the_window(make_window, qtbot
     finally:
         window.removeEventFilter(counter)
         window.statusBar().removeEventFilter(counter)
-    assert Count.requests == 0
+    assert counter.requests == 0
     assert window.status_text.text() == "an error" and f"shown {19 * 1111}/" in window.counters.text()
