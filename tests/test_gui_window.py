@@ -537,9 +537,10 @@ def test_overview_channel_study_and_layer_health(make_window, tmp_path, qtbot, m
     view.close()
 
 
-def test_a_card_the_engine_remade_on_live_frames_reaches_its_panel_and_the_report(make_window):
+def test_a_remade_card_reaches_its_panel_and_report_and_status_text_never_re_lays_out_the_window(make_window):
     """A ModelUpdated changes the session's card (which the report reads), its panel's tooltip and
-    the status bar; one that arrives while the panels are being filled waits for them."""
+    the status bar; one that arrives while the panels are being filled waits for them. The status
+    bar's per-frame texts never make the window lay itself out again."""
     import dataclasses
 
     from engine.api import ModelUpdated
@@ -565,29 +566,13 @@ def test_a_card_the_engine_remade_on_live_frames_reaches_its_panel_and_the_repor
     assert window.session.card(name) is later and "1 torch thread" in panel.cost.toolTip()
     assert not window._filling
 
-
-def test_the_accuracy_plot_asks_for_labels_of_the_line_ups_own_classes(qtbot):
-    """On ImageNet's line-up the empty accuracy plot does not send a person to the CIFAR-10 test
-    set, whose labels are not scored there."""
-    from gui.plots import AccuracyPlot
-
-    plot = AccuracyPlot()
-    qtbot.addWidget(plot.widget)
-    plot.set_models([], 10)
-    assert "CIFAR-10 test set" in plot.placeholder.textItem.toPlainText()
-    plot.set_models([], 1000)
-    text = plot.placeholder.textItem.toPlainText()
-    assert "1,000 classes" in text and "CIFAR-10 test set" not in text and plot.placeholder.isVisible()
-
-
-def test_per_frame_status_text_does_not_re_lay_out_the_window(make_window, qtbot):
-    """The status line and the counters change with every frame; neither may make the window's
-    layout run again (which re-placed the toolbar and the central widget each time)."""
+    # The status line and the counters change with every frame; neither may make the window's
+    # layout run again (it re-placed the toolbar and the central widget each time).
     from PySide6.QtWidgets import QApplication
 
     from tests.gui_fixtures import layout_request_counter
 
-    window = make_window()
+    window.set_status("")
     QApplication.processEvents()
     counter = layout_request_counter()
     window.installEventFilter(counter)
@@ -605,3 +590,18 @@ def test_per_frame_status_text_does_not_re_lay_out_the_window(make_window, qtbot
         window.statusBar().removeEventFilter(counter)
     assert counter.requests == 0
     assert window.status_text.text() == "an error" and f"shown {19 * 1111}/" in window.counters.text()
+
+
+def test_the_accuracy_plot_asks_for_labels_of_the_line_ups_own_classes(qtbot):
+    """On ImageNet's line-up the empty accuracy plot does not send a person to the CIFAR-10 test
+    set, whose labels are not scored there."""
+    from gui.plots import AccuracyPlot
+
+    plot = AccuracyPlot()
+    qtbot.addWidget(plot.widget)
+    plot.set_models([], 10)
+    assert "CIFAR-10 test set" in plot.placeholder.textItem.toPlainText()
+    plot.set_models([], 1000)
+    text = plot.placeholder.textItem.toPlainText()
+    assert "1,000 classes" in text and "CIFAR-10 test set" not in text and plot.placeholder.isVisible()
+
