@@ -49,9 +49,11 @@ until you press &times;.</p>
 
 <p><b>The status bar's right end</b> gives the frame on screen, the engine's frames per second,
 &ldquo;shown N/M&rdquo; (the answers drawn of those the engine made: the window draws at most 30 a
-second), &ldquo;dropped A + B&rdquo; (frames the engine skipped for a newer one, answers the display
-skipped), and the longest time the window did not respond since the first frame; its tooltip says
-what each counts and gives the start-up's longest pause, loading included. A panel's cost line
+second, 15 while a data set or a folder with no wait runs as fast as the networks go, so that
+drawing takes less of the machine from what is measured), &ldquo;dropped A + B&rdquo; (frames the
+engine skipped for a newer one, answers the display skipped), and the longest time the window did
+not respond since the first frame; its tooltip says what each counts and gives the start-up's
+longest pause, loading included. A panel's cost line
 (&ldquo;ORT&rdquo;, &ldquo;bf16&rdquo;) has a tooltip with what runs that network and why: the times
 measured when it loaded and, for a slow network on torch, its thread count, timed again on the first
 live frames (the window's drawing shares the cores; the status bar says what they chose).</p>

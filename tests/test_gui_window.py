@@ -463,6 +463,20 @@ def test_pictures_stay_on_screen_say_which_one_and_can_be_stepped_back(make_wind
     assert window._original.isVisible() and window._original.windowTitle() == "p0.png \u2014 120\u00d780 as loaded"
     window._original.close()
 
+    # A slideshow is drawn at most 30 times a second; pictures with no wait run as fast as the
+    # networks go (as a data set does), and are drawn at most 15 times, as the tooltip says.
+    from gui.main_window import MEASURE_REDRAW_MS, REDRAW_MS
+
+    assert window.redraw_timer.interval() == REDRAW_MS
+    window._update_counters()
+    assert "at most 30 a second)" in window.counters.toolTip()
+    window.source_bar.stills_box.setCurrentText("no wait")
+    window.open_source(paths)
+    assert window.redraw_timer.interval() == MEASURE_REDRAW_MS
+    window._update_counters()
+    assert "at most 15 a second, as pictures run as fast as the networks go" in window.counters.toolTip()
+    assert window.report()["redraws_per_s_max"] == 15
+
 
 def test_gradcam_perturbation_and_analysis_tabs(make_window, tmp_path, qtbot):
     """Grad-CAM over every input; a perturbation that every network sees, with each panel saying
@@ -604,4 +618,5 @@ def test_the_accuracy_plot_asks_for_labels_of_the_line_ups_own_classes(qtbot):
     plot.set_models([], 1000)
     text = plot.placeholder.textItem.toPlainText()
     assert "1,000 classes" in text and "CIFAR-10 test set" not in text and plot.placeholder.isVisible()
+
 
