@@ -7,6 +7,7 @@ an enum, never a sentence to search.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -81,6 +82,10 @@ class SessionReady:
 
     def card(self, name: str) -> ModelCard | None:
         return next((m for m in self.models if m.name == name), None)
+
+    def with_card(self, card: ModelCard) -> SessionReady:
+        """The same session with ``card`` in place of its network's card (a :class:`ModelUpdated`)."""
+        return dataclasses.replace(self, models=tuple(card if m.name == card.name else m for m in self.models))
 
 
 @dataclass(frozen=True)

@@ -188,6 +188,13 @@ class _ThreadTrial:
         """(on the session's threads, on every core), in ms."""
         return float(np.median(self.times[self.few][1:])), float(np.median(self.times[self.many][1:]))
 
+    def choose(self, few_ms: float, many_ms: float, how: str) -> tuple[int | None, str]:
+        """Every core where it took at most MANY_THREADS_GAIN of the time, else None (the
+        session's threads); and why, with the two times and ``how`` they were taken."""
+        if many_ms <= MANY_THREADS_GAIN * few_ms:
+            return self.many, thread_choice_note(self.many, many_ms, self.few, few_ms, how)
+        return None, thread_choice_note(self.few, few_ms, self.many, many_ms, how)
+
 
 class InferenceSession:
     """The networks of one profile on one device, ready to run frame after frame.
@@ -340,9 +347,9 @@ class InferenceSession:
             few_ms, many_ms = paired_medians_ms(lambda: model(x), on_all_cores, runs=5, warmup=1)
         if few_ms < HEAVY_MS:  # the first pass was slowed
             return None, "", None
-        how = "fp32, batch 1, medians of 5 timed in turn, measured at load"
-        return (cores, thread_choice_note(cores, many_ms, mine, few_ms, how), _ThreadTrial(mine, cores)) \
-            if many_ms <= MANY_THREADS_GAIN * few_ms else (None, "", _ThreadTrial(mine, cores))
+        trial = _ThreadTrial(mine, cores)
+        threads, note = trial.choose(few_ms, many_ms, "fp32, batch 1, medians of 5 timed in turn, measured at load")
+        return threads, note if threads is not None else "", trial  # the session's threads need no word at load
 
     def _settle(self, name: str) -> None:
         """Keep the thread count live frames measured faster (by MANY_THREADS_GAIN for every core),
@@ -350,12 +357,8 @@ class InferenceSession:
         net = self._nets[name]
         trial, net.trial = net.trial, None
         assert trial is not None
-        few_ms, many_ms = trial.medians()
-        how = f"medians of {LIVE_RUNS} live frames each, alternated"
-        if many_ms <= MANY_THREADS_GAIN * few_ms:
-            net.threads, net.threads_note = trial.many, thread_choice_note(trial.many, many_ms, trial.few, few_ms, how)
-        else:
-            net.threads, net.threads_note = None, thread_choice_note(trial.few, few_ms, trial.many, many_ms, how)
+        net.threads, net.threads_note = trial.choose(*trial.medians(),
+                                                     f"medians of {LIVE_RUNS} live frames each, alternated")
         self._rechecked.append(name)
 
     def take_rechecked(self) -> list[str]:

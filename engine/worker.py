@@ -853,8 +853,7 @@ class Engine:
         for name in session.take_rechecked():
             card = model_card(session, name)
             if self.info is not None:
-                self.info = dataclasses.replace(
-                    self.info, models=tuple(card if m.name == name else m for m in self.info.models))
+                self.info = self.info.with_card(card)
             self._emit(ModelUpdated(card, f"{card.display} runs on {card.threads_note}"))
 
     def _remember(self, frame: Frame) -> None:

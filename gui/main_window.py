@@ -7,7 +7,6 @@ plots and the table, which change slowly, are refreshed at most five times a sec
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import time
@@ -814,8 +813,7 @@ class MainWindow(QMainWindow):
         session, card = self.session, event.card
         if session is None or session.card(card.name) is None:
             return
-        self.session = dataclasses.replace(
-            session, models=tuple(card if m.name == card.name else m for m in session.models))
+        self.session = session.with_card(card)
         for panel in self.panels:
             panel.update_card(card)
         if not self._status_is_error:  # an error stays readable
