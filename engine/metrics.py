@@ -40,23 +40,53 @@ def percentiles(values: Sequence[float] | np.ndarray, qs: Sequence[float] = (50,
     if any(not 0 <= q <= 100 for q in qs):
         raise ValueError(f"percentiles must be within 0 and 100, got {list(qs)}")
     n = len(values)
-    if n == 0:
-        return tuple(float("nan") for _ in qs)
     array = values if isinstance(values, np.ndarray) else np.fromiter(values, np.float64, n)
-    ordered = np.sort(array.astype(np.float64, copy=False))
-    if np.isnan(ordered[-1]):  # the sort puts NaN last
-        return tuple(float("nan") for _ in qs)
-    out = []
-    for q in qs:
+    return tuple(float(v) for v in row_percentiles(array.astype(np.float64, copy=False).reshape(1, n), qs)[0])
+
+
+def row_percentiles(rows: np.ndarray, qs: Sequence[float]) -> np.ndarray:
+    """:func:`percentiles` of each row of a 2-D float64 array at once, over one sort: (rows, len(qs)).
+    The tracker takes its latency, forward and preprocessing percentiles this way, one call per
+    network and frame instead of three."""
+    count, n = rows.shape
+    out = np.full((count, len(qs)), np.nan)
+    if n == 0:
+        return out
+    ordered = np.sort(rows, axis=1)
+    for j, q in enumerate(qs):
         position = q / 100 * (n - 1)
         below = int(position)
-        low = float(ordered[below])
+        low = ordered[:, below]
         if position == below:  # an exact rank (an infinite neighbour must not turn it into NaN)
-            out.append(low)
-            continue
-        high = float(ordered[below + 1])
-        out.append(low + (high - low) * (position - below))
-    return tuple(out)
+            out[:, j] = low
+        else:
+            high = ordered[:, below + 1]
+            out[:, j] = low + (high - low) * (position - below)
+    out[np.isnan(ordered[:, -1])] = np.nan  # the sort puts NaN last
+    return out
+
+
+class _Ring:
+    """The last ``size`` values of a few series appended together, in one numpy buffer: reading
+    them back oldest first is two slices, not a conversion of a deque per series and frame."""
+
+    __slots__ = ("data", "filled", "next")
+
+    def __init__(self, series: int, size: int) -> None:
+        self.data = np.empty((series, max(1, size)), np.float64)
+        self.filled = self.next = 0
+
+    def append(self, *values: float) -> None:
+        size = self.data.shape[1]
+        self.data[:, self.next] = values
+        self.next = (self.next + 1) % size
+        self.filled = min(self.filled + 1, size)
+
+    def ordered(self) -> np.ndarray:
+        """(series, values held), oldest first: a new array."""
+        if self.filled < self.data.shape[1]:
+            return self.data[:, :self.filled].copy()
+        return np.concatenate((self.data[:, self.next:], self.data[:, :self.next]), axis=1)
 
 
 def jitter(values: Sequence[float] | np.ndarray) -> float:
@@ -127,9 +157,7 @@ class MetricsTracker:
         self.source = source
         self.frames = self.errors = 0
         self.last_frame_id = -1
-        self._latency = {m: deque(maxlen=self.window) for m in self.names}
-        self._forward = {m: deque(maxlen=self.window) for m in self.names}
-        self._preprocess = {m: deque(maxlen=self.window) for m in self.names}
+        self._times = {m: _Ring(3, self.window) for m in self.names}  # latency, forward, preprocess (ms)
         self._count = dict.fromkeys(self.names, 0)
         self._labelled = dict.fromkeys(self.names, 0)
         self._correct1 = dict.fromkeys(self.names, 0)
@@ -144,7 +172,8 @@ class MetricsTracker:
         self._compared = 0
         self._all_agree = 0
         self._done_at: deque[float] = deque(maxlen=self.window)
-        self._fps_history: deque[float] = deque(maxlen=self.window)
+        self._fps_now: float | None = None  # _fps() after the latest result
+        self._fps_history = _Ring(1, self.window)
 
     def update(self, result: FrameResult, *, continuous: bool = False) -> None:
         """Count one frame. ``continuous``: consecutive frames show the same scene (video, camera),
@@ -152,18 +181,17 @@ class MetricsTracker:
         self.frames += 1
         self.last_frame_id = result.frame_id
         self._done_at.append(self._clock())
-        fps = self._fps()
+        fps = self._fps_now = self._fps()
         self._fps_history.append(float("nan") if fps is None else fps)
         if not result.ok:
             self.errors += 1
             return
         top1 = {}
         for name, r in result.results.items():
-            if name not in self._latency:
+            times = self._times.get(name)
+            if times is None:
                 continue
-            self._latency[name].append(r.latency_ms)
-            self._forward[name].append(r.forward_ms)
-            self._preprocess[name].append(r.preprocess_ms)
+            times.append(r.latency_ms, r.forward_ms, r.preprocess_ms)
             self._count[name] += 1
             top1[name] = r.top1
             if result.label is not None and 0 <= result.label < self.num_classes:
@@ -199,15 +227,13 @@ class MetricsTracker:
     def snapshot(self, dropped: int = 0) -> MetricsSnapshot:
         models = {}
         for m in self.names:
-            lat = np.array(self._latency[m], dtype=np.float64)
-            p50, p95, p99 = percentiles(lat)
-            forward = np.array(self._forward[m], dtype=np.float64)
-            fwd50, fwd95 = percentiles(forward, (50, 95))
-            (pre50,) = percentiles(self._preprocess[m], (50,))
+            times = _ro(self._times[m].ordered())  # (3, n): latency, forward, preprocess
+            (p50, p95, p99), (fwd50, fwd95, _), (pre50, _, _) = row_percentiles(times, (50, 95, 99)).tolist()
+            lat, forward = times[0], times[1]  # read-only views
             labelled = self._labelled[m]
             models[m] = ModelStats(
-                latency_ms=_ro(lat), p50_ms=p50, p95_ms=p95, p99_ms=p99, jitter_ms=jitter(lat),
-                network_fps=1000.0 / p50 if p50 > 0 else 0.0, forward_ms=_ro(forward), forward_p50_ms=fwd50,
+                latency_ms=lat, p50_ms=p50, p95_ms=p95, p99_ms=p99, jitter_ms=jitter(lat),
+                network_fps=1000.0 / p50 if p50 > 0 else 0.0, forward_ms=forward, forward_p50_ms=fwd50,
                 forward_p95_ms=fwd95,
                 preprocess_p50_ms=pre50, frames=self._count[m], labelled=labelled,
                 top1=self._correct1[m] / labelled if labelled else None,
@@ -218,9 +244,9 @@ class MetricsTracker:
         agreement = self._agree / self._compared if self._compared else np.full(self._agree.shape, np.nan)
         return MetricsSnapshot(
             frame_id=self.last_frame_id, frames=self.frames, errors=self.errors, dropped=dropped,
-            pipeline_fps=self._fps(), models=MappingProxyType(models), agreement=_ro(agreement.astype(np.float64)),
+            pipeline_fps=self._fps_now, models=MappingProxyType(models), agreement=_ro(agreement.astype(np.float64)),
             model_names=self.names, all_agree_rate=self._all_agree / self._compared if self._compared else None,
-            history_fps=_ro(np.array(self._fps_history, dtype=np.float64)),
+            history_fps=_ro(self._fps_history.ordered()[0]),
             source=self.source, window=self.window,
         )
 

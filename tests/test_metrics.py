@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from engine.inference import FrameResult, ModelResult
-from engine.metrics import MetricsTracker, jitter, percentiles
+from engine.metrics import MetricsTracker, jitter, percentiles, row_percentiles
 
 
 def fake(model: str, top: int, ms: float, classes: int = 10) -> ModelResult:
@@ -40,6 +40,11 @@ def test_percentiles_agree_with_numpy():
     assert percentiles([1.0, 2.0, float("inf")], (50,)) == (2.0,)
     with pytest.raises(ValueError):
         percentiles([1.0], (101,))
+    rows = rng.standard_normal((3, 57))
+    rows[1, 7] = np.nan  # one row's NaN leaves the others alone
+    got = row_percentiles(rows, qs)
+    np.testing.assert_allclose(got[[0, 2]], np.percentile(rows[[0, 2]], qs, axis=1).T, rtol=1e-12)
+    assert np.isnan(got[1]).all() and row_percentiles(np.empty((2, 0)), qs).shape == (2, len(qs))
 
 
 def test_running_accuracy_confusion_and_agreement():
@@ -84,7 +89,8 @@ def test_latency_window_is_bounded():
     for i in range(500):
         t.update(frame(i, {"a": 0}, {"a": float(i)}))
     lat = t.snapshot().models["a"].latency_ms
-    assert len(lat) == 50 and lat[-1] == 499.0
+    assert len(lat) == 50 and lat[0] == 450.0 and lat[-1] == 499.0 and (np.diff(lat) == 1).all()  # oldest first
+    assert not lat.flags.writeable and np.isnan(row_percentiles(np.empty((2, 0)), (50,))).all()
 
 
 def test_the_frame_rate_counts_only_the_time_frames_kept_coming():
