@@ -109,7 +109,8 @@ class Notice:
 @dataclass(frozen=True)
 class ModelUpdated:
     """One network's card changed while it runs: a choice made at load was timed again on live
-    frames (a heavy network's torch threads). ``text`` says what came of it, in one line."""
+    frames (a heavy network's torch threads, or auto's backend where the two were close). ``text``
+    says what came of it, in one line."""
 
     card: ModelCard
     text: str

@@ -56,11 +56,27 @@ CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 # network on 1 torch thread, 6.9 with every network on 2 (VGG-16 178 ms against 106 in the pipeline).
 HEAVY_MS = 25.0
 MANY_THREADS_GAIN = 0.8
-# The choice made at load is timed again on the first live frames, the two thread counts alternated
-# frame by frame, LIVE_RUNS frames each after the first of each: at load nothing else runs, while a
-# window drawing beside the engine shares the cores (the ImageNet line-up, 2 cores, in the window:
-# AlexNet timed at load faster on 2 threads, then 42.6 ms a frame there against 26.9 on 1).
-LIVE_RUNS = 5
+# The choice made at load is timed again on live frames: at load nothing else runs, while a window
+# drawing beside the engine shares the cores (the ImageNet line-up, 2 cores, in the window: AlexNet
+# timed at load faster on 2 threads, then 42.6 ms a frame there against 26.9 on 1). The two ways
+# alternate in blocks of TRIAL_BLOCK frames, TRIAL_BLOCKS blocks each, the first frame of a block not
+# counted: a pass right after the other way's is slowed (its pool threads, and the core a one-thread
+# pass left idle, wake up). Alternated frame by frame in the window, CIFAR-10 VGG-16 on ONNX Runtime
+# measured 8.2-11.3 ms where it runs 5.6-6.4 frame after frame.
+TRIAL_BLOCK = 5
+TRIAL_BLOCKS = 3
+# auto's backend choice is timed again on live frames too, the same way, where the slower of
+# torch eager and ONNX Runtime took at most RECHECK_RATIO times the faster's at load (ENet, 0.6 ms
+# against 5, is not). At load the window may be drawing its first frames on the other core, which
+# slows ONNX Runtime's two threads more than torch's one: measured in the window, CIFAR-10 AlexNet
+# timed at load at 4.44 ms on ONNX Runtime against 4.52 on torch (bf16), so torch was kept, and then
+# ran 5.0 ms a frame live where ONNX Runtime runs 3.1 (59.7 frames/s against 72-76 with ONNX Runtime).
+RECHECK_RATIO = 2.0
+# Trials start LIVE_DELAY_S after the first live frame: the window's first draws of a source (panels,
+# feature maps, plots) keep the other core busy at first. Timed from the first frame on, CIFAR-10
+# VGG-16 measured 11.3 ms on ONNX Runtime against 10.1 on torch (bf16), so torch was kept, where
+# it runs 5.9 on ONNX Runtime once the window settles.
+LIVE_DELAY_S = 2.0
 
 
 def is_container(module: nn.Module) -> bool:
@@ -157,7 +173,7 @@ class _Network:
     input_key: tuple = ()  # how its input is prepared (recipe, dtype, layout): networks alike share one
     threads: int | None = None  # torch's threads for this network when not the session's (HEAVY_MS)
     threads_note: str = ""  # why, in words: the two times measured
-    trial: _ThreadTrial | None = None  # the thread choice, being timed again on live frames
+    trial: _ThreadTrial | _BackendTrial | None = None  # a choice made at load, timed again on live frames
 
     @property
     def backend(self) -> str:
@@ -167,26 +183,52 @@ class _Network:
         return tuple(dict.fromkeys(layer for probe in self.probes for layer in probe.layers))
 
 
-class _ThreadTrial:
-    """A heavy network's two thread counts, alternated on live frames until each has
-    ``LIVE_RUNS + 1`` passes (the first of each is not counted: the pool may be waking up)."""
+class _Trial:
+    """Two ways to run one network (``first`` is tried first), alternated on live frames in blocks
+    (TRIAL_BLOCK frames, TRIAL_BLOCKS each, the first of a block not counted) from LIVE_DELAY_S
+    after the first live frame."""
 
-    def __init__(self, few: int, many: int) -> None:
-        self.few, self.many = few, many
-        self.times: dict[int, list[float]] = {few: [], many: []}
+    def __init__(self, other, first) -> None:
+        self.other, self.first = other, first
+        self.times: dict = {other: [], first: []}
+        self.passes = 0
+        self.since: float | None = None  # when the first live frame came
 
-    def next(self) -> int:
-        """The thread count for the next pass: whichever has fewer passes, every core first."""
-        return self.many if len(self.times[self.many]) <= len(self.times[self.few]) else self.few
+    def due(self) -> bool:
+        """Whether LIVE_DELAY_S have passed since the first live frame (this call's, at first)."""
+        now = time.perf_counter()
+        if self.since is None:
+            self.since = now
+        return now - self.since >= LIVE_DELAY_S
 
-    def add(self, threads: int, ms: float) -> bool:
-        """Count one pass; True once both counts have enough."""
-        self.times[threads].append(ms)
-        return all(len(t) > LIVE_RUNS for t in self.times.values())
+    def next(self):
+        """The way to run the next pass: ``first`` in even blocks, ``other`` in odd ones."""
+        return self.other if self.passes // TRIAL_BLOCK % 2 else self.first
+
+    def add(self, option, ms: float) -> bool:
+        """Count one pass (not the first of a block); True once both ways have all their blocks."""
+        if self.passes % TRIAL_BLOCK:
+            self.times[option].append(ms)
+        self.passes += 1
+        return self.passes >= 2 * TRIAL_BLOCKS * TRIAL_BLOCK
 
     def medians(self) -> tuple[float, float]:
-        """(on the session's threads, on every core), in ms."""
-        return float(np.median(self.times[self.few][1:])), float(np.median(self.times[self.many][1:]))
+        """(``other``'s, ``first``'s) median, in ms."""
+        return float(np.median(self.times[self.other])), float(np.median(self.times[self.first]))
+
+    @staticmethod
+    def how() -> str:
+        """How live frames timed the two, in words."""
+        return (f"medians of {TRIAL_BLOCKS * (TRIAL_BLOCK - 1)} live frames each, in blocks of {TRIAL_BLOCK} "
+                f"alternated")
+
+
+class _ThreadTrial(_Trial):
+    """A heavy torch network's thread counts: the session's (``few``) and every core (``many``)."""
+
+    def __init__(self, few: int, many: int) -> None:
+        super().__init__(few, many)
+        self.few, self.many = few, many
 
     def choose(self, few_ms: float, many_ms: float, how: str) -> tuple[int | None, str]:
         """Every core where it took at most MANY_THREADS_GAIN of the time, else None (the
@@ -194,6 +236,24 @@ class _ThreadTrial:
         if many_ms <= MANY_THREADS_GAIN * few_ms:
             return self.many, thread_choice_note(self.many, many_ms, self.few, few_ms, how)
         return None, thread_choice_note(self.few, few_ms, self.many, many_ms, how)
+
+
+class _BackendTrial(_Trial):
+    """auto's two backends for one network: torch eager (on ``threads``, the torch threads chosen
+    for it) and ONNX Runtime (``runner``); ``load`` is the runner chosen at load (None: torch)."""
+
+    def __init__(self, runner: Runner, load: Runner | None, threads: int | None, threads_note: str) -> None:
+        super().__init__("torch", "onnxruntime")
+        self.runner, self.load, self.threads, self.threads_note = runner, load, threads, threads_note
+
+    def choose(self, torch_ms: float, ort_ms: float, how: str) -> tuple[Runner | None, str]:
+        """ONNX Runtime's runner where it took at most BACKEND_GAIN of torch's time, else None
+        (torch eager); and why, with the two times and ``how`` they were taken."""
+        times = f"{_ms(ort_ms)} ms on ONNX Runtime against {_ms(torch_ms)} ms on torch eager ({how})"
+        if ort_ms <= BACKEND_GAIN * torch_ms:
+            note = self.runner.threads_note
+            return self.runner, f"{label('onnxruntime')}: {times}" + (f"; {note}" if note else "")
+        return None, f"torch eager: {times}"
 
 
 class InferenceSession:
@@ -255,18 +315,22 @@ class InferenceSession:
                            precision_note=note, threads=threads, threads_note=threads_note, trial=trial)
             self._nets[spec.name] = net
             with torch_threads(threads):
-                self._with_backend(net, ort_runner)
+                ort_ms, torch_ms = self._with_backend(net, ort_runner)
+            if ort_ms is not None and max(ort_ms, torch_ms) <= RECHECK_RATIO * min(ort_ms, torch_ms) \
+                    and (net.trial is None or net.backend == "onnxruntime"):  # a thread trial goes first
+                net.trial = _BackendTrial(ort_runner, net.runner, net.threads, net.threads_note)
             if net.backend == "onnxruntime":
-                net.threads, net.threads_note, net.trial = None, "", None
-            net.input_key = (net.preprocess, torch.float32 if net.backend == "onnxruntime" else dtype_of(net.precision),
-                             self.device.type == "cpu" and net.backend != "onnxruntime")
+                net.threads, net.threads_note = None, ""
+                if not isinstance(net.trial, _BackendTrial):
+                    net.trial = None
+            self._use_runner(net, net.runner)
         # The order the networks run in on a frame (results keep the line-up's order). The engine's
         # feeder decodes the next frame while this one runs: a network on one ONNX Runtime thread
         # leaves it a core, a network on every thread would be pre-empted at each of its barriers.
         # Measured on 2 cores, four networks on a 640x480 video, ENet (one thread) first against
         # last in six pairs of runs: 1 to 10 frames/s more in five, 1 fewer in one (median +3%).
-        self._run_order = tuple(sorted(self._nets, key=lambda name: not self._leaves_a_core(self._nets[name])))
-        self._rechecked: list[str] = []  # networks whose thread choice live frames settled (take_rechecked)
+        self._run_order = self._order()
+        self._rechecked: list[tuple[str, str]] = []  # choices live frames settled (take_rechecked)
 
     def _ort_runner(self, adapter: ModelAdapter, cache: OnnxCache | None) -> OrtRunner | None:
         """``adapter``'s network on ONNX Runtime (from its float32 weights, before any bf16
@@ -280,11 +344,12 @@ class InferenceSession:
             self.messages.append(f"{e}; {name} runs on torch eager")
             return None
 
-    def _with_backend(self, net: _Network, ort_runner: OrtRunner | None) -> None:
+    def _with_backend(self, net: _Network, ort_runner: OrtRunner | None) -> tuple[float | None, float | None]:
         """Give ``net`` its runner: ONNX Runtime's as built, torch.compile's now, or none (torch
         eager). ``auto`` times a batch-1 pass on torch (in the precision chosen) and on ONNX Runtime
         (medians of 7, timed in turn, after 2 warm-up passes of each) and keeps ONNX Runtime where
-        it is at least 5% faster; its logits were checked against torch's when it was built."""
+        it is at least 5% faster; its logits were checked against torch's when it was built.
+        Returns the two times (ONNX Runtime's, torch's) when they were taken, else (None, None)."""
         spec = net.loaded.spec
         if self.backend == "compile":
             try:
@@ -292,14 +357,14 @@ class InferenceSession:
                                             dtype=dtype_of(net.precision))
             except BackendError as e:
                 self.messages.append(f"{e}; {spec.name} runs on torch eager")
-            return
+            return None, None
         if ort_runner is None:
             if self.backend == "auto" and net.loaded.status == UNTRAINED and self.device.type == "cpu":
                 net.backend_note = "torch eager: untrained (random weights), not exported"
-            return
+            return None, None
         if self.backend == "onnxruntime":
             net.runner, net.backend_note = ort_runner, ort_runner.threads_note
-            return
+            return None, None
         # Like with like: each side's whole answer to a frame (forward pass, softmax, ranking, ENet's
         # class map, numpy arrays), as _forward and _forward_runner make it.
         x = torch.zeros((1, *spec.input_size), device=self.device, dtype=dtype_of(net.precision))
@@ -316,13 +381,16 @@ class InferenceSession:
 
         with torch.inference_mode():
             torch_ms, ort_ms = paired_medians_ms(lambda: self._forward(net, x, view, 0.0), on_ort)
-        times = (f"{_ms(ort_ms)} ms on ONNX Runtime against {_ms(torch_ms)} ms on torch eager "
-                 f"(batch 1, medians of 7 timed in turn, measured at load)")
-        if ort_ms <= BACKEND_GAIN * torch_ms:
-            net.runner, net.backend_note = ort_runner, f"{label('onnxruntime')}: {times}" + \
-                (f"; {ort_runner.threads_note}" if ort_runner.threads_note else "")
-        else:
-            net.backend_note = f"torch eager: {times}"
+        net.runner, net.backend_note = _BackendTrial(ort_runner, None, None, "").choose(
+            torch_ms, ort_ms, "batch 1, medians of 7 timed in turn, measured at load")
+        return ort_ms, torch_ms
+
+    def _use_runner(self, net: _Network, runner: Runner | None) -> None:
+        """Run ``net`` on ``runner`` (None: torch eager), with its input prepared to match."""
+        net.runner = runner
+        ort = runner is not None and runner.backend == "onnxruntime"
+        net.input_key = (net.preprocess, torch.float32 if ort else dtype_of(net.precision),
+                         self.device.type == "cpu" and not ort)
 
     def _with_threads(self, spec: ModelSpec, model: nn.Module) -> tuple[int | None, str, _ThreadTrial | None]:
         """Every core for a torch network that is slow on the session's threads when the session
@@ -352,20 +420,33 @@ class InferenceSession:
         return threads, note if threads is not None else "", trial  # the session's threads need no word at load
 
     def _settle(self, name: str) -> None:
-        """Keep the thread count live frames measured faster (by MANY_THREADS_GAIN for every core),
-        say why, and list the network for :meth:`take_rechecked`."""
+        """Keep what live frames measured faster (the thread count, by MANY_THREADS_GAIN for every
+        core; the backend, by BACKEND_GAIN for ONNX Runtime), say why, and list the network and
+        that reason for :meth:`take_rechecked`."""
         net = self._nets[name]
         trial, net.trial = net.trial, None
         assert trial is not None
-        net.threads, net.threads_note = trial.choose(*trial.medians(),
-                                                     f"medians of {LIVE_RUNS} live frames each, alternated")
-        self._rechecked.append(name)
+        how = trial.how()
+        if isinstance(trial, _BackendTrial):
+            runner, net.backend_note = trial.choose(*trial.medians(), how)
+            self._use_runner(net, runner)
+            if runner is None:  # torch eager, on the threads chosen for it
+                net.threads, net.threads_note = trial.threads, trial.threads_note
+            else:  # ONNX Runtime's graph has the taps: torch's hooks go
+                for tap in net.taps:
+                    tap.remove()
+                net.taps = []
+            self._run_order = self._order()
+            self._rechecked.append((name, net.backend_note))
+        else:
+            net.threads, net.threads_note = trial.choose(*trial.medians(), how)
+            self._rechecked.append((name, net.threads_note))
 
-    def take_rechecked(self) -> list[str]:
-        """The networks whose thread choice live frames settled since the last call (their
-        :meth:`backend_of` says what was kept and the two times)."""
-        names, self._rechecked = self._rechecked, []
-        return names
+    def take_rechecked(self) -> list[tuple[str, str]]:
+        """The networks whose choice live frames settled since the last call, each with what was
+        kept and why (the two times); :meth:`backend_of` says the same."""
+        settled, self._rechecked = self._rechecked, []
+        return settled
 
     def _with_precision(self, spec: ModelSpec, model: nn.Module) -> tuple[nn.Module, str, str]:
         """The network in the session's precision: ``auto`` times a batch-1 pass in both (medians
@@ -502,9 +583,17 @@ class InferenceSession:
                 try:
                     net.runner.set_taps(net.tapped_layers())
                 except BackendError as e:  # torch.compile of a new tap set failed: torch eager from now on
-                    net.runner, net.backend_note = None, f"torch eager: {e}"
-                    net.input_key = (net.preprocess, dtype_of(net.precision), self.device.type == "cpu")
-            if net.runner is None:
+                    net.backend_note = f"torch eager: {e}"
+                    self._use_runner(net, None)
+            trial = net.trial
+            if isinstance(trial, _BackendTrial):  # both sides answer with the same taps until it settles
+                if trial.runner is not net.runner:
+                    try:
+                        trial.runner.set_taps(net.tapped_layers())
+                    except BackendError:  # the other side cannot take these taps: what load chose stays
+                        net.trial = None
+                net.taps = net.adapter.tap(net.tapped_layers(), net.captured)
+            elif net.runner is None:
                 net.taps = net.adapter.tap(net.tapped_layers(), net.captured)
 
     @contextmanager
@@ -532,6 +621,7 @@ class InferenceSession:
         layer shape (seconds for ENet), which should not be billed to the first real frame."""
         _, h, w = self.spec(self.names[0]).input_size
         blank = np.zeros((h, w, 3), np.uint8)
+        self._apply_probes()  # with the trials in place: both sides of a backend trial get the taps
         trials = {name: net.trial for name, net in self._nets.items()}
         for net in self._nets.values():
             net.trial = None  # a thread trial times live frames, not these
@@ -567,7 +657,7 @@ class InferenceSession:
             results, inputs = self._run(frame)
         for name, net in self._nets.items():
             if net.extra:  # outside inference mode: a probe may need gradients (torch's network)
-                x = inputs[name] if net.runner is None else inputs[name].to(dtype_of(net.precision))
+                x = inputs[name].to(dtype_of(net.precision))  # torch's dtype (a runner's input is float32)
                 results[name] = results[name]._replace(probes=MappingProxyType(
                     {p.name: _probe(p, net, x) for p in net.extra}))
         return FrameResult(frame_id, source, label, frame if not frame.flags.writeable else frozen(frame.copy()),
@@ -582,6 +672,9 @@ class InferenceSession:
             x = x.contiguous(memory_format=torch.channels_last)
         return x if dtype == torch.float32 else x.to(dtype)
 
+    def _order(self) -> tuple[str, ...]:
+        return tuple(sorted(self._nets, key=lambda name: not self._leaves_a_core(self._nets[name])))
+
     def _leaves_a_core(self, net: _Network) -> bool:
         threads = getattr(net.runner, "threads", None)
         return net.backend == "onnxruntime" and threads is not None and threads < self.ort_threads
@@ -592,6 +685,13 @@ class InferenceSession:
         nets = self._nets
         for name in self._run_order:
             net = nets[name]
+            trial = net.trial
+            if trial is not None and not trial.due():
+                trial = None  # what load chose, until the window has settled
+            if trial is not None:
+                option = trial.next()
+                if isinstance(trial, _BackendTrial):  # this frame on one of the two, then back to load's
+                    self._use_runner(net, trial.runner if option == "onnxruntime" else None)
             t0 = time.perf_counter()
             key = net.input_key
             if key not in views:  # networks with the same recipe, dtype and layout share it
@@ -601,13 +701,21 @@ class InferenceSession:
             view, x, pre_ms = views[key]
             inputs[name] = x
             forward = self._forward if net.runner is None else self._forward_runner
-            trial = net.trial
             if trial is not None:
-                threads = trial.next()
+                threads = option if isinstance(trial, _ThreadTrial) else trial.threads if option == "torch" else None
                 t0 = time.perf_counter()
-                with torch_threads(threads):
-                    results[name] = forward(net, x, view, pre_ms)
-                if trial.add(threads, (time.perf_counter() - t0) * 1000):
+                try:
+                    with torch_threads(threads):
+                        results[name] = forward(net, x, view, pre_ms)
+                except Exception:
+                    if isinstance(trial, _BackendTrial):  # one failed frame, then what load chose, untried
+                        net.trial = None
+                        self._use_runner(net, trial.load)
+                    raise
+                done = trial.add(option, (time.perf_counter() - t0) * 1000)
+                if isinstance(trial, _BackendTrial):
+                    self._use_runner(net, trial.load)
+                if done:
                     self._settle(name)
             elif net.threads is None:
                 results[name] = forward(net, x, view, pre_ms)

@@ -849,12 +849,12 @@ class Engine:
         self.on_result(result, snapshot)
 
     def _cards_rechecked(self, session: InferenceSession) -> None:
-        """Tell of each network whose torch threads live frames chose (a card with the new note)."""
-        for name in session.take_rechecked():
+        """Tell of each network whose torch threads or backend live frames chose (a card with the new note)."""
+        for name, note in session.take_rechecked():
             card = model_card(session, name)
             if self.info is not None:
                 self.info = self.info.with_card(card)
-            self._emit(ModelUpdated(card, f"{card.display} runs on {card.threads_note}"))
+            self._emit(ModelUpdated(card, f"{card.display} runs on {note}"))
 
     def _remember(self, frame: Frame) -> None:
         """Keep ``frame`` for step_back, the oldest going once the pictures pass HISTORY_BYTES."""

@@ -55,8 +55,9 @@ engine skipped for a newer one, answers the display skipped), and the longest ti
 not respond since the first frame; its tooltip says what each counts and gives the start-up's
 longest pause, loading included. A panel's cost line
 (&ldquo;ORT&rdquo;, &ldquo;bf16&rdquo;) has a tooltip with what runs that network and why: the times
-measured when it loaded and, for a slow network on torch, its thread count, timed again on the first
-live frames (the window's drawing shares the cores; the status bar says what they chose).</p>
+measured when it loaded and, where the two were close, the backend (or, for a slow network on
+torch, its thread count) timed again on live frames from two seconds in (the window's drawing shares
+the cores; the status bar says what they chose).</p>
 
 <p><b>Statistics&hellip;</b> (under the table) shows each network's confusion matrix, how often
 the networks agree, and, on video, how often each network's answer flips from frame to frame.</p>

@@ -309,3 +309,69 @@ def test_networks_on_one_thread_run_first_and_results_keep_the_line_up_order(cac
     monkeypatch.setattr(OrtRunner, "__call__", call)
     result = session.run(np.zeros((32, 32, 3), np.uint8))
     assert ran == ["enet", "lenet5"] and list(result.results) == ["lenet5", "enet"]
+
+
+@pytest.mark.parametrize("live_gain, kept", [(100.0, "onnxruntime"), (0.0, "torch")])
+def test_autos_close_backend_choice_is_timed_again_on_live_frames(cache, monkeypatch, live_gain, kept):
+    """At load the window may be drawing on the other core: where torch and ONNX Runtime measured
+    close, live frames alternate the two in blocks once LIVE_DELAY_S have passed (ONNX Runtime
+    first, the first frame of a block not counted) and what they measure is kept, said and listed
+    once; both answer with the same taps."""
+    import engine.inference as inference
+
+    monkeypatch.setattr(inference, "TRIAL_BLOCK", 2)
+    monkeypatch.setattr(inference, "TRIAL_BLOCKS", 2)
+    monkeypatch.setattr(inference, "paired_medians_ms", lambda *a, **k: (4.52, 4.44))  # (torch, ORT) at load
+    s = InferenceSession("cifar10", "cpu", models=["lenet5"], backend="auto", precision="fp32", onnx_cache=cache)
+    assert s.backend_of("lenet5")[0] == "torch" and "4.44 ms on ONNX Runtime against 4.52" in s.backend_of("lenet5")[1]
+    s.set_capture({"lenet5": ["features.c1"]})  # before the warm-up, as the engine asks
+    s.warm_up()  # the engine's blank frames are not live frames
+    monkeypatch.setattr(inference, "BACKEND_GAIN", live_gain)
+    frame = np.random.default_rng(5).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    monkeypatch.setattr(inference, "LIVE_DELAY_S", 3600.0)
+    assert [s.run(frame).results["lenet5"].backend for _ in range(3)] == ["torch"] * 3  # the window settling
+    monkeypatch.setattr(inference, "LIVE_DELAY_S", 0.0)
+    seen = []
+    for _ in range(7):
+        seen.append(s.run(frame).results["lenet5"])
+        assert s.take_rechecked() == [] and s.backend_of("lenet5")[0] == "torch"  # load's choice between frames
+    seen.append(s.run(frame).results["lenet5"])  # the second block of each: settled
+    assert [r.backend for r in seen] == ["onnxruntime", "onnxruntime", "torch", "torch"] * 2
+    ort, eager = seen[0], seen[2]
+    np.testing.assert_allclose(ort.probs, eager.probs, atol=1e-5)
+    np.testing.assert_allclose(ort.activations["features.c1"], eager.activations["features.c1"], atol=1e-4)
+    backend, note = s.backend_of("lenet5")
+    assert backend == kept and "(medians of 2 live frames each, in blocks of 2 alternated)" in note
+    assert s.take_rechecked() == [("lenet5", note)] and s.take_rechecked() == []
+    after = s.run(frame).results["lenet5"]
+    assert after.backend == kept and "features.c1" in after.activations
+    assert (s._nets["lenet5"].taps == []) == (kept == "onnxruntime")  # torch's hooks go with torch
+
+
+def test_a_clear_backend_choice_is_not_timed_again(cache, monkeypatch):
+    import engine.inference as inference
+
+    monkeypatch.setattr(inference, "paired_medians_ms", lambda *a, **k: (5.0, 0.6))  # ENet-like: 8 times apart
+    s = InferenceSession("cifar10", "cpu", models=["lenet5"], backend="auto", precision="fp32", onnx_cache=cache)
+    assert s.backend_of("lenet5")[0] == "onnxruntime" and s._nets["lenet5"].trial is None
+    assert s.run(np.zeros((32, 32, 3), np.uint8)).results["lenet5"].backend == "onnxruntime"
+
+
+def test_a_backend_trial_that_fails_ends_after_one_frame(cache, monkeypatch):
+    """A side of the trial that cannot answer costs one frame, not every other frame: load's choice stays."""
+    import engine.inference as inference
+
+    monkeypatch.setattr(inference, "paired_medians_ms", lambda *a, **k: (4.52, 4.44))
+    s = InferenceSession("cifar10", "cpu", models=["lenet5"], backend="auto", precision="fp32", onnx_cache=cache)
+    s.warm_up()
+    monkeypatch.setattr(inference, "LIVE_DELAY_S", 0.0)
+
+    def broken(self, x):
+        raise RuntimeError("ONNX Runtime cannot run this frame")
+
+    monkeypatch.setattr(OrtRunner, "__call__", broken)
+    frame = np.zeros((32, 32, 3), np.uint8)
+    with pytest.raises(RuntimeError, match="cannot run"):
+        s.run(frame)
+    assert s._nets["lenet5"].trial is None
+    assert [s.run(frame).results["lenet5"].backend for _ in range(3)] == ["torch"] * 3

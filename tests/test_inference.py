@@ -151,6 +151,7 @@ def test_a_heavy_network_runs_on_every_core_only_where_measured_faster(one_torch
     import engine.inference as inference
     monkeypatch.setattr(inference, "HEAVY_MS", heavy)
     monkeypatch.setattr(inference, "MANY_THREADS_GAIN", gain)
+    monkeypatch.setattr(inference, "LIVE_DELAY_S", 0.0)
     s = InferenceSession("cifar10", "cpu", models=["lenet5", "alexnet"], precision="fp32", backend="torch")
     seen: list[int] = []
     s.model("alexnet").register_forward_hook(lambda *_: seen.append(torch.get_num_threads()))
@@ -169,15 +170,17 @@ def test_a_heavy_network_runs_on_every_core_only_where_measured_faster(one_torch
 
 @pytest.mark.parametrize("live_gain", [100.0, 0.0])
 def test_live_frames_settle_a_heavy_networks_threads(one_torch_thread, monkeypatch, live_gain):
-    """The thread choice made at load is timed again on the first live frames, the two counts
-    alternated; what they measure is kept, said, and listed once by take_rechecked."""
+    """The thread choice made at load is timed again on live frames, the two counts alternated in
+    blocks; what they measure is kept, said, and listed once by take_rechecked."""
     import os
 
     import engine.inference as inference
     cores = os.cpu_count()
     monkeypatch.setattr(inference, "HEAVY_MS", 0.0)
     monkeypatch.setattr(inference, "MANY_THREADS_GAIN", 100.0)
-    monkeypatch.setattr(inference, "LIVE_RUNS", 2)
+    monkeypatch.setattr(inference, "TRIAL_BLOCK", 2)
+    monkeypatch.setattr(inference, "TRIAL_BLOCKS", 2)
+    monkeypatch.setattr(inference, "LIVE_DELAY_S", 0.0)
     s = InferenceSession("cifar10", "cpu", models=["alexnet"], precision="fp32", backend="torch")
     assert s._nets["alexnet"].threads == cores  # every core at load
     monkeypatch.setattr(inference, "MANY_THREADS_GAIN", live_gain)
@@ -185,18 +188,18 @@ def test_live_frames_settle_a_heavy_networks_threads(one_torch_thread, monkeypat
     seen: list[int] = []
     s.model("alexnet").register_forward_hook(lambda *_: seen.append(torch.get_num_threads()))
     frame = np.zeros((32, 32, 3), np.uint8)
-    for _ in range(5):
+    for _ in range(7):
         s.run(frame)
         assert s.take_rechecked() == []
-    s.run(frame)  # the third of each count: settled
-    assert seen == [cores, 1] * 3 and torch.get_num_threads() == 1
-    assert s.take_rechecked() == ["alexnet"] and s.take_rechecked() == []
+    s.run(frame)  # the second block of each: settled
+    assert seen == [cores, cores, 1, 1] * 2 and torch.get_num_threads() == 1
+    assert [name for name, _ in s.take_rechecked()] == ["alexnet"] and s.take_rechecked() == []
     kept = cores if live_gain == 100.0 else 1
     threads, note = s.threads_of("alexnet")
     assert threads == kept and s._nets["alexnet"].trial is None
     other = 1 if kept == cores else cores
     assert note.startswith(f"{kept} torch thread")
-    assert f"ms on {other} (medians of 2 live frames each, alternated)" in note
+    assert f"ms on {other} (medians of 2 live frames each, in blocks of 2 alternated)" in note
     assert s.backend_of("alexnet")[1].endswith(note)
     s.run(frame)
     assert seen[-1] == kept and s.take_rechecked() == []

@@ -358,7 +358,9 @@ def test_a_thread_choice_settled_on_live_frames_comes_as_a_new_card(tmp_path, mo
     if (os.cpu_count() or 1) < 2:
         pytest.skip("needs 2 cores: the engine then leaves one to the decoder")
     monkeypatch.setattr(inference, "HEAVY_MS", 0.0)  # every network is heavy
-    monkeypatch.setattr(inference, "LIVE_RUNS", 1)
+    monkeypatch.setattr(inference, "TRIAL_BLOCK", 2)
+    monkeypatch.setattr(inference, "TRIAL_BLOCKS", 1)
+    monkeypatch.setattr(inference, "LIVE_DELAY_S", 0.0)
     rec = Recorder()
     engine = Engine(models=["lenet5"], precision="fp32", backend="torch", on_result=rec.on_result,
                     on_event=rec.on_event).start()
@@ -370,7 +372,7 @@ def test_a_thread_choice_settled_on_live_frames_comes_as_a_new_card(tmp_path, mo
         assert kinds.count("ModelUpdated") == 1 and kinds.index("SessionReady") < kinds.index("ModelUpdated")
         update = next(e for e in rec.events if isinstance(e, ModelUpdated))
         ready = next(e for e in rec.events if isinstance(e, SessionReady))
-        assert update.card.threads_note.endswith("(medians of 1 live frames each, alternated)")
+        assert update.card.threads_note.endswith("(medians of 1 live frames each, in blocks of 2 alternated)")
         assert update.text == f"LeNet-5 runs on {update.card.threads_note}" and "\n" not in update.text
         assert update.card.threads in (1, os.cpu_count())
         assert "live frames" not in ready.card("lenet5").threads_note  # the load's, as it was
