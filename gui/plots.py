@@ -524,8 +524,10 @@ class TradeoffPlot(_Plot):
                 label.show()
         hollow = any(not p[2] for p in points)
         note = " and ".join(sorted(sources)) if sources else "none measured yet"
-        self.set_legend([f"y: {note} \u00b7 dotted: chance" + (" \u00b7 \u25a1 hollow: no accuracy yet (untrained)"
-                                                                  if hollow else "")])
+        # a non-breaking space after each dot: where the line wraps, the dot starts the next line
+        # rather than hanging at the end of this one
+        self.set_legend([f"y: {note} \u00b7\u00a0dotted: chance" + (" \u00b7\u00a0\u25a1 hollow: no accuracy yet "
+                                                                        "(untrained)" if hollow else "")])
 
 
 class LivePlots(QWidget):
