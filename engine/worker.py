@@ -158,12 +158,15 @@ class Engine:
         return not any(t.is_alive() for t in threads)
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
-        """Block until the source has ended and the last frame is processed (tests, CLI)."""
+        """Block until the source has ended and the last frame is processed (tests, CLI), or until
+        nothing can run: no networks are loaded (their start failed, an ``Error`` event) and no
+        other configuration is waiting. The frame then waiting stays for a later session."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._cond:
                 busy = self._pending is not None or self._busy or self._config is not None
-            if not busy and (self._feeder is None or not self._feeder.is_alive()):
+                stuck = self.session is None and not self._busy and self._config is None
+            if stuck or not busy and (self._feeder is None or not self._feeder.is_alive()):
                 return True
             time.sleep(0.005)
         return False

@@ -266,6 +266,32 @@ def test_bench_counts_no_speed_for_a_source_without_frames(tmp_path):
             bench_pipeline({"models": ["lenet5"]}, str(target), frames=20)
 
 
+def test_bench_pipeline_whose_networks_cannot_start_says_so_and_returns(tmp_path, monkeypatch):
+    """The engine holds the first frame for networks that never come: the bench must not wait for
+    them (it did, for ever)."""
+    from engine.bench import bench_pipeline
+    from engine.inference import InferenceSession
+
+    def out_of_memory(self, runs=2):
+        raise RuntimeError("DefaultCPUAllocator: not enough memory")
+
+    monkeypatch.setattr(InferenceSession, "warm_up", out_of_memory)
+    video = write_video(tmp_path / "v.avi", frames=4, size=(64, 48))
+    raised = []
+
+    def bench():
+        try:
+            bench_pipeline({"models": ["lenet5"], "backend": "torch"}, str(video), frames=20)
+        except InputError as e:
+            raised.append(str(e))
+
+    thread = threading.Thread(target=bench, daemon=True)  # a hang fails the test, not the suite
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive()
+    assert raised == ["cannot start the networks: DefaultCPUAllocator: not enough memory"]
+
+
 def test_train_checks_its_output_folder_before_reading_any_data(tmp_path, capsys, monkeypatch):
     from main import main
 
