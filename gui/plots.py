@@ -419,7 +419,9 @@ class TradeoffPlot(_Plot):
     def __init__(self) -> None:
         super().__init__("Accuracy vs cost", "top-1 %", "MACs per image (log)", log_axis="bottom",
                          tip="Each network's accuracy against its cost: the trade-off the survey describes. "
-                             "Filled: running top-1 on this source; hollow: no accuracy yet")
+                             "Filled: running top-1 on this source, the shipped test top-1 or (\u25c6) torchvision's "
+                             "published ImageNet top-1 (not measured here); hollow (\u25a1): no accuracy yet "
+                             "(untrained, or weights without a test score on a source without labels)")
         item = self.widget.getPlotItem()
         item.setLogMode(x=True)
         item.setYRange(0, 100, padding=0.05)
@@ -476,7 +478,7 @@ class TradeoffPlot(_Plot):
                 sources.add("running top-1 on this source")
             elif m.test_top1 is not None and m.published:
                 y, measured, symbol = 100 * m.test_top1, True, "d"
-                sources.add("\u25c6 published ImageNet top-1 (not measured here)")
+                sources.add("\u25c6 published top-1")  # the tooltip: whose, and that it is not measured here
             elif m.test_top1 is not None:
                 y, measured, symbol = 100 * m.test_top1, True, "o"
                 sources.add("shipped test top-1")
@@ -525,9 +527,11 @@ class TradeoffPlot(_Plot):
         hollow = any(not p[2] for p in points)
         note = " and ".join(sorted(sources)) if sources else "none measured yet"
         # a non-breaking space after each dot: where the line wraps, the dot starts the next line
-        # rather than hanging at the end of this one
-        self.set_legend([f"y: {note} \u00b7\u00a0dotted: chance" + (" \u00b7\u00a0\u25a1 hollow: no accuracy yet "
-                                                                        "(untrained)" if hollow else "")])
+        # rather than hanging at the end of this one. Short parts: longer ones did not fit the header's
+        # two lines on the ImageNet line-up at 1366x768 (the tooltip says what each means).
+        # Within a part, non-breaking spaces too; the dotted line's key is three dots (\u22ef).
+        self.set_legend([f"y: {note}" + (" \u00b7\u00a0\u25a1\u00a0no\u00a0top-1\u00a0yet" if hollow else "")
+                         + " \u00b7\u00a0\u22ef\u00a0chance"])
 
 
 class LivePlots(QWidget):
