@@ -620,3 +620,26 @@ def test_the_accuracy_plot_asks_for_labels_of_the_line_ups_own_classes(qtbot):
     assert "1,000 classes" in text and "CIFAR-10 test set" not in text and plot.placeholder.isVisible()
 
 
+
+
+def test_the_accuracy_vs_cost_legend_fits_its_two_lines_on_a_laptop_screen(qtbot):
+    """On ImageNet's line-up (two published figures, two untrained networks) the legend has every
+    part, and at the width a plot gets at 1366x768 it needs no third line (one was cut off)."""
+    from gui.plots import PlotModel, TradeoffPlot
+
+    plot = TradeoffPlot()
+    qtbot.addWidget(plot.container)
+    plot.container.resize(315, 290)  # a quarter of the window at its smallest
+    plot.container.show()
+    qtbot.waitExposed(plot.container)
+    models = [PlotModel("lenet5", "LeNet-5", "#5ab0f0", 164_000_000, None, "untrained"),
+              PlotModel("alexnet", "AlexNet", "#f0a020", 714_000_000, 0.565, "downloaded", published=True),
+              PlotModel("vgg16", "VGG-16", "#30c090", 15_500_000_000, 0.716, "downloaded", published=True),
+              PlotModel("enet", "ENet", "#e090c0", 311_000_000, None, "untrained")]
+    plot.set_models(models, 1000)
+    legend = plot.header.text().split("<br>", 1)[1]
+    assert legend == ("y: \u25c6 published top-1 \u00b7\u00a0\u25a1\u00a0no\u00a0top-1\u00a0yet "
+                      "\u00b7\u00a0\u22ef\u00a0chance")
+    header = plot.header
+    lines = round((header.heightForWidth(header.width()) - 4) / header.fontMetrics().lineSpacing())
+    assert header.width() < 250 and lines <= 3  # the title and two lines of legend
