@@ -116,3 +116,29 @@ def test_forward_and_preprocessing_are_told_apart_and_a_reset_starts_over():
     s = t.snapshot()
     assert s.source == "video clip.avi" and s.frames == 0 and s.models["a"].labelled == 0
     assert s.models["a"].top1 is None and len(s.models["a"].latency_ms) == 0 and len(s.history_fps) == 0
+
+
+def test_a_snapshot_keeps_its_figures_while_the_tracker_goes_on():
+    """A snapshot's percentiles and confusion are worked out when first read, possibly long after:
+    what it says is still the state when it was taken, across the answer log's growth and the
+    latency ring's wrap."""
+    rng = np.random.default_rng(5)
+    t = MetricsTracker(["a"], 10, window=300)
+    labels, tops, times = rng.integers(0, 10, 2500), rng.integers(0, 10, 2500), 1.0 + 4 * rng.random(2500)
+    for i in range(1000):
+        t.update(frame(i, {"a": int(tops[i])}, {"a": float(times[i])}, label=int(labels[i])))
+    early = t.snapshot().models["a"]
+    for i in range(1000, 2500):  # the answers' buffer grows past 1024 and 2048; the ring wraps 5 times
+        t.update(frame(i, {"a": int(tops[i])}, {"a": float(times[i])}, label=int(labels[i])))
+    late = t.snapshot().models["a"]
+    for stats, n in ((early, 1000), (late, 2500)):
+        expected = np.zeros((10, 10), np.int64)
+        np.add.at(expected, (labels[:n], tops[:n]), 1)
+        np.testing.assert_array_equal(stats.confusion, expected)
+        assert not stats.confusion.flags.writeable and stats.labelled == n
+        recent = times[n - 300:n]
+        assert stats.p50_ms == pytest.approx(np.percentile(recent, 50), rel=1e-9)
+        assert stats.p95_ms == pytest.approx(np.percentile(recent, 95), rel=1e-9)
+        assert stats.jitter_ms == pytest.approx(np.mean(np.abs(np.diff(recent))), rel=1e-9)
+        assert stats.network_fps == pytest.approx(1000 / np.percentile(recent, 50), rel=1e-9)
+    assert MetricsTracker(["a"], 10).snapshot().models["a"].confusion is None  # no labels, no matrix
