@@ -741,28 +741,29 @@ class InferenceSession:
         spec = net.loaded.spec
         if self.device.type != "cpu":
             synchronize(self.device)
+        runner = net.runner
         t0 = time.perf_counter()
-        out = net.runner(x)
-        top, probs = out.top[0, :net.top_k], out.probs[0]
+        out = runner.outputs(x)  # logits, probabilities, top classes, [class map, confidence], taps
+        top, probs = out[2][0, :net.top_k], out[1][0]
         top.flags.writeable = probs.flags.writeable = False
         class_map = confidence = None
-        if out.class_map is not None:
-            class_map, confidence = out.class_map[0], out.confidence[0]
+        if runner.with_map:
+            class_map, confidence = out[3][0], out[4][0]
             class_map.flags.writeable = confidence.flags.writeable = False
         activations = NO_ACTIVATIONS
         capture = net.capture
         if len(capture) == 1:  # the usual case, written out (see _forward)
             layer = capture[0]
-            activations = MappingProxyType({layer: _item(out.taps[layer])})
+            activations = MappingProxyType({layer: _item(out[runner.tap_index[layer]])})
         elif capture:
-            taps = out.taps
-            activations = MappingProxyType({layer: _item(taps[layer]) for layer in capture})
+            index = runner.tap_index
+            activations = MappingProxyType({layer: _item(out[index[layer]]) for layer in capture})
         forward_ms = (time.perf_counter() - t0) * 1000
         if net.extra:  # probes other than activations read the taps as tensors
             net.captured.clear()
-            net.captured.update({layer: torch.from_numpy(a) for layer, a in out.taps.items()})
+            net.captured.update({layer: torch.from_numpy(out[i]) for layer, i in runner.tap_index.items()})
         return ModelResult(spec.name, top, spec.class_names, probs, pre_ms, forward_ms, view,
-                           activations, class_map, confidence, backend=net.runner.backend)
+                           activations, class_map, confidence, backend=runner.backend)
 
     def _forward(self, net: _Network, x: torch.Tensor, view: np.ndarray, pre_ms: float) -> ModelResult:
         """One network on one prepared input, under ``torch.inference_mode`` (which :meth:`run`

@@ -300,13 +300,13 @@ def test_networks_on_one_thread_run_first_and_results_keep_the_line_up_order(cac
     assert session.runner("enet").threads == 1 and session.runner("lenet5").threads == 2
     assert session._run_order == ("enet", "lenet5")
     ran = []
-    original = OrtRunner.__call__
+    original = OrtRunner.outputs
 
     def call(self, x):
         ran.append(self.spec.name)
         return original(self, x)
 
-    monkeypatch.setattr(OrtRunner, "__call__", call)
+    monkeypatch.setattr(OrtRunner, "outputs", call)
     result = session.run(np.zeros((32, 32, 3), np.uint8))
     assert ran == ["enet", "lenet5"] and list(result.results) == ["lenet5", "enet"]
 
@@ -394,7 +394,7 @@ def test_a_backend_trial_that_fails_ends_after_one_frame(cache, monkeypatch):
     def broken(self, x):
         raise RuntimeError("ONNX Runtime cannot run this frame")
 
-    monkeypatch.setattr(OrtRunner, "__call__", broken)
+    monkeypatch.setattr(OrtRunner, "outputs", broken)
     frame = np.zeros((32, 32, 3), np.uint8)
     with pytest.raises(RuntimeError, match="cannot run"):
         s.run(frame)
