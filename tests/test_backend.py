@@ -400,3 +400,25 @@ def test_a_backend_trial_that_fails_ends_after_one_frame(cache, monkeypatch):
         s.run(frame)
     assert s._nets["lenet5"].trial is None
     assert [s.run(frame).results["lenet5"].backend for _ in range(3)] == ["torch"] * 3
+
+
+@pytest.mark.slow  # inductor compiles each tap set: seconds
+def test_torch_compile_answers_as_torch_and_the_engine_reads_its_taps_and_class_map():
+    sessions = {b: InferenceSession("cifar10", "cpu", models=["enet"], backend=b, precision="fp32")
+                for b in ("compile", "torch")}
+    layers = ["stage2.bottleneck2_1", "initial"]
+    for session in sessions.values():
+        session.set_capture({"enet": layers})
+        session.warm_up()
+    runner = sessions["compile"].runner("enet")
+    assert runner.backend == "compile" and runner.tap_index == {"stage2.bottleneck2_1": 5, "initial": 6}
+    frame = np.random.default_rng(11).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    got, expected = (sessions[b].run(frame).results["enet"] for b in ("compile", "torch"))
+    assert got.backend == "compile" and expected.backend == "torch"
+    np.testing.assert_allclose(got.probs, expected.probs, atol=1e-5)
+    assert list(got.top_indices) == list(expected.top_indices)
+    for layer in layers:
+        np.testing.assert_allclose(got.activations[layer], expected.activations[layer], atol=1e-4)
+        assert not got.activations[layer].flags.writeable
+    np.testing.assert_allclose(got.class_map_confidence, expected.class_map_confidence, atol=1e-4)
+    assert (got.class_map == expected.class_map).mean() > 0.99 and got.class_map.dtype == np.uint8
