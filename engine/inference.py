@@ -246,21 +246,25 @@ class _BackendTrial(_Trial):
         super().__init__("torch", "onnxruntime")
         self.runner, self.load, self.threads, self.threads_note = runner, load, threads, threads_note
 
-    def choose(self, torch_ms: float, ort_ms: float, how: str) -> tuple[Runner | None, str]:
+    def choose(self, torch_ms: float, ort_ms: float, how: str, *, at_load: bool = False) -> tuple[Runner | None, str]:
         """The backend to keep, and why, with the two times and ``how`` they were taken: ONNX
         Runtime's runner where it took at most BACKEND_GAIN of torch's time, None (torch eager) where
         torch took at most BACKEND_GAIN of ONNX Runtime's, and between the two what ``load`` chose
-        (torch eager at load itself). Live frames change the load's choice only where they clearly
-        disagree with it: in the window, one trial timed AlexNet at 4.62 ms on ONNX Runtime against
-        4.55 on torch while the window was busy drawing, and switched it to torch, where it then took
-        4.5 ms a frame against 3.0-3.2 on ONNX Runtime in other runs (preprocessing in)."""
+        (torch eager ``at_load`` itself); between the two, the note says why the one kept stays.
+        Live frames change the load's choice only where they clearly disagree with it: in the
+        window, one trial timed AlexNet at 4.62 ms on ONNX Runtime against 4.55 on torch while the
+        window was busy drawing, and switched it to torch, where it then took 4.5 ms a frame against
+        3.0-3.2 on ONNX Runtime in other runs (preprocessing in)."""
         times = f"{_ms(ort_ms)} ms on ONNX Runtime against {_ms(torch_ms)} ms on torch eager ({how})"
+        margin = round(100 * (1 - BACKEND_GAIN))
         if ort_ms <= BACKEND_GAIN * torch_ms:
             ort, why = True, ""
-        elif torch_ms <= BACKEND_GAIN * ort_ms or self.load is None:
+        elif torch_ms <= BACKEND_GAIN * ort_ms:
             ort, why = False, ""
+        elif at_load:
+            ort, why = False, f"; ONNX Runtime is not {margin}% faster"
         else:
-            ort, why = True, f"; within {round(100 * (1 - BACKEND_GAIN))}% of each other, what load chose stays"
+            ort, why = self.load is not None, f"; within {margin}% of each other, what load chose stays"
         if ort:
             note = self.runner.threads_note
             return self.runner, f"{label('onnxruntime')}: {times}{why}" + (f"; {note}" if note else "")
@@ -393,7 +397,7 @@ class InferenceSession:
         with torch.inference_mode():
             torch_ms, ort_ms = paired_medians_ms(lambda: self._forward(net, x, view, 0.0), on_ort)
         net.runner, net.backend_note = _BackendTrial(ort_runner, None, None, "").choose(
-            torch_ms, ort_ms, "batch 1, medians of 7 timed in turn, measured at load")
+            torch_ms, ort_ms, "batch 1, medians of 7 timed in turn, measured at load", at_load=True)
         return ort_ms, torch_ms
 
     def _use_runner(self, net: _Network, runner: Runner | None) -> None:
