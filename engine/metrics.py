@@ -121,6 +121,12 @@ def jitter(values: Sequence[float] | np.ndarray) -> float:
     return float(np.mean(np.abs(np.diff(np.asarray(values, dtype=np.float64)))))
 
 
+def _percentile(series: int, rank: int, doc: str) -> property:
+    """A :class:`ModelStats` figure: percentile ``rank`` (p50, p95, p99) of time ``series``
+    (latency, forward pass, preprocessing), from the one sort of ``_percentiles``."""
+    return property(lambda stats: stats._percentiles[series][rank], doc=doc)
+
+
 @dataclass(frozen=True)
 class ModelStats:
     """One network's figures in a snapshot. The times are held as measured; their percentiles and
@@ -162,17 +168,9 @@ class ModelStats:
         """(latency, forward, preprocessing) x (p50, p95, p99), over one sort per series."""
         return tuple(map(tuple, row_percentiles(self.times, (50, 95, 99)).tolist()))
 
-    @property
-    def p50_ms(self) -> float:
-        return self._percentiles[0][0]
-
-    @property
-    def p95_ms(self) -> float:
-        return self._percentiles[0][1]
-
-    @property
-    def p99_ms(self) -> float:
-        return self._percentiles[0][2]
+    p50_ms = _percentile(0, 0, "latency p50, ms")
+    p95_ms = _percentile(0, 1, "latency p95, ms")
+    p99_ms = _percentile(0, 2, "latency p99, ms")
 
     @cached_property
     def jitter_ms(self) -> float:
@@ -184,18 +182,9 @@ class ModelStats:
         p50 = self.p50_ms
         return 1000.0 / p50 if p50 > 0 else 0.0
 
-    @property
-    def forward_p50_ms(self) -> float:
-        return self._percentiles[1][0]
-
-    @property
-    def forward_p95_ms(self) -> float:
-        return self._percentiles[1][1]
-
-    @property
-    def preprocess_p50_ms(self) -> float:
-        """Crop, resize, normalise (shared by networks with the same recipe)."""
-        return self._percentiles[2][0]
+    forward_p50_ms = _percentile(1, 0, "forward pass p50, ms")
+    forward_p95_ms = _percentile(1, 1, "forward pass p95, ms")
+    preprocess_p50_ms = _percentile(2, 0, "crop, resize, normalise p50, ms (shared by networks with the same recipe)")
 
 
 @dataclass(frozen=True)
