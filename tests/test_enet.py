@@ -117,6 +117,32 @@ def test_decoder_unpools_with_the_encoders_indices(seg: ENet) -> None:
         assert (unpooled[up][2] != 0).sum() <= values.numel()  # a sparse map, not an interpolation
 
 
+def test_the_blocks_export_form_gives_the_same_numbers(seg: ENet) -> None:
+    """prepare_export joins the down- and upsampling blocks' main branches by a 1x1 convolution
+    (for ONNX Runtime's blocked layout): every block's output is bit for bit what it was, and the
+    parameters, buffers and their names are untouched."""
+    import copy
+
+    export = copy.deepcopy(seg)
+    prepared = [name for name, m in export.named_modules() if hasattr(m, "prepare_export")]
+    assert prepared == ["stage1.bottleneck1_0", "stage2.bottleneck2_0", "stage4.bottleneck4_0",
+                        "stage5.bottleneck5_0"]
+    for name in prepared:
+        export.get_submodule(name).prepare_export()
+        assert export.get_submodule(name)._join is not None
+    state, before = export.state_dict(), seg.state_dict()
+    assert list(state) == list(before) and all(torch.equal(state[k], before[k]) for k in state)
+    x = torch.randn(2, 3, 64, 64)
+    expected, handles = _capture(seg, BLOCK_NAMES)
+    got, more = _capture(export, BLOCK_NAMES)
+    with torch.inference_mode():
+        seg(x)
+        export(x)
+    for h in handles + more:
+        h.remove()
+    assert all(torch.equal(got[name], expected[name]) for name in BLOCK_NAMES)
+
+
 def test_classifier_outputs_and_names() -> None:
     torch.manual_seed(0)
     model = enet(num_classes=10).eval()

@@ -55,7 +55,7 @@ from engine.models.adapter import ModelAdapter
 BACKENDS = ("torch", "onnxruntime", "compile")
 BACKEND_CHOICES = ("auto", *BACKENDS)
 LABELS = {"torch": "torch eager", "onnxruntime": "ONNX Runtime", "compile": "torch.compile"}
-EXPORT_FORMAT = 3  # bump when the exported graph's layout changes: old cache entries stop matching
+EXPORT_FORMAT = 4  # bump when the exported graph's layout changes: old cache entries stop matching
 PARITY = 1e-3  # an export whose logits differ from torch's by more (relative to their size) is refused
 AUTO_GAIN = 0.95  # auto keeps ONNX Runtime only where its median time is at most this fraction of torch's
 # How long ONNX Runtime's pool threads spin for the next piece of work before they sleep. Between two
@@ -227,38 +227,54 @@ def make_runner(backend: str, adapter: ModelAdapter, *, device: torch.device,
 
 
 class _PReLUForExport(nn.Module):  # a change here changes the exported graph: bump EXPORT_FORMAT
-    """``nn.PReLU`` as a graph ONNX Runtime runs faster, with the same values.
+    """``nn.PReLU`` as a graph ONNX Runtime runs faster.
 
-    ONNX Runtime's own PRelu kernel broadcasts the per-channel slope one H x W span at a time, which
-    on ENet's 4x4 to 16x16 maps was 15 of 36 ms at batch 64. Where every slope ``a`` is at most 1
-    and none is 0 (all of the shipped ENet's), PReLU is ``max(x, a * x)``: for x > 0, a * x <= x;
-    for x < 0, a * x >= x; either way the larger is PReLU's own product or x itself, infinities
-    included (a slope of 0 would turn +inf into 0 * inf = NaN). Two vectorised operators (ENet with
-    its class map at batch 1 on one thread: PRelu 0.78 ms, the four-operator form below 0.59, this
-    one 0.53-0.55; at batch 64 on two threads, 17.5 against 14.6 ms for this one, in one run).
-    Otherwise ``relu(x) + a * min(x, 0)``: the same values for finite x (ONNX Runtime's Clip turns
-    -inf into the lowest float). Either way a zero's sign may differ from PReLU's.
-    The parameter keeps PReLU's name and shape, so the weights digest is unchanged."""
+    ONNX Runtime runs convolutions in a blocked channel layout and keeps a tensor in it only through
+    operators that have a blocked form: convolutions (with a Relu or an Add folded in), Add, Relu,
+    pools. Its PRelu kernel has none, nor have Max, Mul by a per-channel slope or Clip: each of
+    those made it reorder the tensor out of the blocked layout and back, a quarter of ENet's time.
+    So the slope is a depthwise 1x1 convolution. Where every slope ``a`` is below 1 (all of the
+    shipped ENet's but one layer's), PReLU is ``x + relu((a - 1) * x)``: two operators, the same
+    value as ``a * x`` up to rounding (within ``1 + 2|a|`` units in the last place of x, float32),
+    and NaN for -inf. Otherwise it is ``relu(x) + (-a) * relu(-x)``: three operators,
+    and the same values as PReLU, infinities included. ENet with its class map at batch 1 on one
+    thread, with the downsampling blocks' export form (engine.models.enet), in three runs: 0.46-0.51
+    ms with the first form where it applies, 0.50-0.54 with the second everywhere; the former
+    ``max(x, a * x)`` took 0.55-0.56 with the blocks as written, ONNX's PRelu 0.78.
+    Either way a zero's sign may differ from PReLU's. The parameter keeps PReLU's name and shape,
+    so the weights digest is unchanged. Inputs that are not 4-D take ``relu(x) + a * min(x, 0)``."""
 
     def __init__(self, prelu: nn.PReLU) -> None:
         super().__init__()
         self.weight = prelu.weight
-        slopes = prelu.weight.detach()
-        self.at_most_one = bool(((slopes <= 1) & (slopes != 0)).all())
+        self.below_one = bool((prelu.weight.detach() < 1).all())  # a slope of 1 would turn +inf into NaN
+        self.shared = prelu.weight.numel() == 1  # one slope for every channel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        slope = self.weight.view(1, -1, *([1] * (x.dim() - 2)))
-        if self.at_most_one:
-            return torch.maximum(x, slope * x)
-        return torch.relu(x) + slope * torch.clamp(x, max=0)
+        if x.dim() != 4:
+            return torch.relu(x) + self.weight.view(1, -1, *([1] * (x.dim() - 2))) * torch.clamp(x, max=0)
+        channels = x.shape[1]
+        slope = self.weight.view(-1, 1, 1, 1)
+        if self.shared:
+            slope = slope.expand(channels, 1, 1, 1)
+        if self.below_one:
+            return x + torch.relu(nn.functional.conv2d(x, slope - 1, groups=channels))
+        negative = torch.relu(nn.functional.conv2d(x, -torch.ones_like(slope), groups=channels))
+        return torch.relu(x) + nn.functional.conv2d(negative, -slope, groups=channels)
 
 
 def _for_export(model: nn.Module) -> None:
-    """Swap every ``nn.PReLU`` of ``model`` (a private copy) for :class:`_PReLUForExport`, in place."""
+    """Put ``model`` (a private copy) in its export form, in place: every ``nn.PReLU`` becomes a
+    :class:`_PReLUForExport`, and every module with a ``prepare_export`` method (ENet's down- and
+    upsampling bottlenecks) has it called. Parameters, buffers and their names stay as they were."""
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.PReLU):
                 setattr(parent, name, _PReLUForExport(child))
+    for module in model.modules():
+        prepare = getattr(module, "prepare_export", None)
+        if callable(prepare):
+            prepare()
 
 
 def export_onnx(adapter: ModelAdapter, layers: Sequence[str], with_map: bool) -> bytes:

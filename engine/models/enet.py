@@ -71,6 +71,30 @@ def _expand(internal: int, out_channels: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+class _ChannelCopy:
+    """A block's main branch joined to its side as a 1x1 convolution, for the ONNX export only.
+
+    ONNX Runtime runs convolutions in a blocked channel layout and keeps a tensor in it only through
+    the operators it has blocked forms for (convolutions, Add, Relu, pools without indices). A main
+    branch that is sliced and concatenated (the downsampling blocks' zero-padding) or scattered (the
+    upsampling blocks' unpool) reaches the residual Add in plain layout, so that Add and every block
+    after it until the next convolution-only path reorders its tensors both ways. Copying the main
+    branch's channels with a 1x1 convolution (identity weights on its own channels, zeros after)
+    brings it into the blocked layout, and ONNX Runtime folds the Add into that convolution. The
+    values are the same for finite inputs (a zero weight times an infinity is NaN). The weights are
+    a plain attribute, not a parameter or buffer: checkpoints and the weights digest are unchanged."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        if in_channels == out_channels:  # one weight per channel: a depthwise convolution
+            self.weight, self.groups = torch.ones(out_channels, 1, 1, 1), out_channels
+        else:
+            self.weight, self.groups = torch.zeros(out_channels, in_channels, 1, 1), 1
+            self.weight[:in_channels, :, 0, 0] = torch.eye(in_channels)
+
+    def __call__(self, main: torch.Tensor) -> torch.Tensor:
+        return nn.functional.conv2d(main, self.weight.to(main), groups=self.groups)
+
+
 class InitialBlock(nn.Module):
     def __init__(self, in_channels: int = 3, out_channels: int = 16) -> None:
         super().__init__()
@@ -120,12 +144,19 @@ class DownsamplingBottleneck(nn.Module):
         self.conv = _conv_bn_act(nn.Conv2d(internal, internal, 3, padding=1, bias=False))
         self.expand = _expand(internal, out_channels, dropout)
         self.act = nn.PReLU(num_parameters=out_channels)
+        self._join: _ChannelCopy | None = None  # set by prepare_export
+
+    def prepare_export(self) -> None:
+        """Join the main branch by a convolution (:class:`_ChannelCopy`); for a private copy only."""
+        self._join = _ChannelCopy(self.reduce[0].in_channels, self.expand[0].out_channels)
 
     def forward(self, x: torch.Tensor, pool_indices: list[PoolRecord] | None = None) -> torch.Tensor:
         main, indices = self.pool(x)
         if pool_indices is not None:
             pool_indices.append(PoolRecord(indices, x.shape[-2:]))
         side = self.expand(self.conv(self.reduce(x)))
+        if self._join is not None:
+            return self.act(side + self._join(main))
         # The main branch is zero-padded to the output width; adding it to the first channels only
         # skips allocating and adding a mostly-zero tensor. Not in place, so a hook holding the
         # batch norm's output keeps what it saw.
@@ -158,11 +189,18 @@ class UpsamplingBottleneck(nn.Module):
         self.upconv_post = nn.Sequential(_bn(internal), nn.ReLU())
         self.expand = _expand(internal, out_channels, dropout=0.0)
         self.act = nn.ReLU()
+        self._join: _ChannelCopy | None = None  # set by prepare_export
+
+    def prepare_export(self) -> None:
+        """Join the main branch by a convolution (:class:`_ChannelCopy`); for a private copy only."""
+        self._join = _ChannelCopy(self.main[0].out_channels, self.main[0].out_channels)
 
     def forward(self, x: torch.Tensor, pooled: PoolRecord) -> torch.Tensor:
         h, w = (int(s) for s in pooled.size)
         main = self.unpool(self.main(x), pooled.indices, (h, w))
         side = self.expand(self.upconv_post(self.upconv(self.reduce(x), output_size=[h, w])))
+        if self._join is not None:
+            return self.act(side + self._join(main))
         return self.act(main + side)
 
 
