@@ -31,6 +31,17 @@ def adapter_for(name: str, seed: int = 0) -> ModelAdapter:
     return ModelAdapter(spec, model)
 
 
+def bundled_runner(name: str, cache: OnnxCache) -> tuple[OrtRunner, ModelAdapter]:
+    """The bundled network on ONNX Runtime as the app exports and caches it, every layer an output,
+    and the network on torch."""
+    spec = get_spec(name, "cifar10")
+    model = load_model(spec).model.eval()
+    without_in_place_ops(model)
+    adapter = ModelAdapter(spec, model)
+    layers = [info.name for info in feature_layers(adapter)]
+    return OrtRunner(adapter, spec.has_class_map, threads=1, full_layers=layers, cache=cache), adapter
+
+
 @pytest.fixture
 def cache(_onnx_exports) -> OnnxCache:
     """The run's shared export folder (tests/conftest.py): the bundled networks' exports are made
@@ -40,12 +51,7 @@ def cache(_onnx_exports) -> OnnxCache:
 
 @pytest.mark.parametrize("name, layer", [("lenet5", "features.c3"), ("enet", "stage2.bottleneck2_1")])
 def test_onnx_runtime_matches_torch_on_random_inputs(name, layer, cache):
-    spec = get_spec(name, "cifar10")
-    model = load_model(spec).model.eval()  # the bundled weights: the export the app makes and caches
-    without_in_place_ops(model)
-    adapter = ModelAdapter(spec, model)
-    layers = [info.name for info in feature_layers(adapter)]
-    runner = OrtRunner(adapter, spec.has_class_map, threads=1, full_layers=layers, cache=cache)
+    runner, adapter = bundled_runner(name, cache)
     runner.set_taps((layer,))  # cut from the export with every layer as an output
     x = torch.randn(3, *adapter.spec.input_size)  # a batch: the exported batch axis is dynamic
     store: dict[str, torch.Tensor] = {}
@@ -254,12 +260,7 @@ def test_enets_export_keeps_onnx_runtime_in_its_blocked_layout(cache, tmp_path):
     Where ONNX Runtime has no blocked kernels for the CPU there are none at all."""
     ort = pytest.importorskip("onnxruntime")
     onnx = pytest.importorskip("onnx")
-    spec = get_spec("enet", "cifar10")
-    model = load_model(spec).model.eval()
-    without_in_place_ops(model)
-    adapter = ModelAdapter(spec, model)
-    layers = [info.name for info in feature_layers(adapter)]  # the export the parity test made
-    runner = OrtRunner(adapter, True, threads=1, full_layers=layers, cache=cache)
+    runner, _ = bundled_runner("enet", cache)
     options = ort.SessionOptions()
     options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
     graph = backend_module.cut_outputs(runner._full_graph(), backend_module.output_names((), True))
