@@ -463,7 +463,7 @@ class InferenceSession:
                 net.trial = trial.again(trial.describe(*trial.medians(), how))
                 return
             if trial.confirms is not None:
-                note += (f"; a first trial agreed ({trial.confirms})" if runner is not trial.load else
+                note += ("; a first trial agreed" if runner is not trial.load else
                          f"; a first trial that found otherwise ({trial.confirms}) was not confirmed")
             net.backend_note = note
             self._use_runner(net, runner)
