@@ -254,8 +254,9 @@ class _BackendTrial(_Trial):
         self.confirms = confirms  # a first trial's times, where it disagreed with load
 
     @staticmethod
-    def describe(torch_ms: float, ort_ms: float, how: str) -> str:
-        return f"{_ms(ort_ms)} ms on ONNX Runtime against {_ms(torch_ms)} ms on torch eager ({how})"
+    def describe(torch_ms: float, ort_ms: float, how: str = "") -> str:
+        times = f"{_ms(ort_ms)} ms on ONNX Runtime against {_ms(torch_ms)} ms on torch eager"
+        return f"{times} ({how})" if how else times
 
     def again(self, times: str) -> _BackendTrial:
         """A second trial, from LIVE_DELAY_S on, where this one (``times``) disagreed with load."""
@@ -460,7 +461,7 @@ class InferenceSession:
         if isinstance(trial, _BackendTrial):
             runner, note = trial.choose(*trial.medians(), how)
             if runner is not trial.load and trial.confirms is None:  # a second trial first (under LIVE_DELAY_S)
-                net.trial = trial.again(trial.describe(*trial.medians(), how))
+                net.trial = trial.again(trial.describe(*trial.medians()))  # timed as the second will be
                 return
             if trial.confirms is not None:
                 note += ("; a first trial agreed" if runner is not trial.load else
