@@ -355,7 +355,7 @@ def test_networks_on_one_thread_run_first_and_results_keep_the_line_up_order(cac
 @pytest.mark.parametrize("gains, kept, said", [
     ((100.0, 100.0), "onnxruntime", "; a first trial agreed"),
     ((0.0,), "torch", "what load chose stays"),
-    ((100.0, 0.0), "torch", "alternated); a first trial that found otherwise (")])
+    ((100.0, 0.0), "torch", "what load chose stays; a first trial that found otherwise (")])
 def test_autos_close_backend_choice_is_timed_again_on_live_frames(cache, monkeypatch, gains, kept, said):
     """At load the window may be drawing on the other core: where torch and ONNX Runtime measured
     close, live frames alternate the two in blocks once LIVE_DELAY_S have passed (ONNX Runtime
