@@ -51,7 +51,7 @@ from engine.complexity import complexity
 from engine.device import machine_load, resolve_device, synchronize
 from engine.jobs import JobProgress, JobState
 from engine.models.adapter import ModelAdapter
-from engine.models.backend import BackendError, make_runner, onnxruntime_version
+from engine.models.backend import EXPORT_FORMAT, BackendError, make_runner, onnxruntime_version
 from engine.models.registry import ModelSpec, comparison_specs, get_spec
 from engine.precision import check_precision, dtype_of
 
@@ -683,8 +683,8 @@ def cache_dir() -> Path:
 def cache_key(profile: str, device: str, precision: str, max_batch: int, models: Iterable[str] | None = None,
               backends: Iterable[str] = ()) -> str:
     """Machine, profile, device, precision, largest batch, torch version, threads, the networks'
-    weights files and the other backends measured (with ONNX Runtime's version): anything that
-    changes a measurement changes the key."""
+    weights files and the other backends measured (with ONNX Runtime's version and the export's
+    format): anything that changes a measurement changes the key."""
     from engine.weights import resolve
 
     specs = [get_spec(n, profile) for n in models] if models is not None else comparison_specs(profile)
@@ -700,8 +700,8 @@ def cache_key(profile: str, device: str, precision: str, max_batch: int, models:
     text = "|".join([str(CACHE_VERSION), platform.node(), machine_name(), profile, str(resolve_device(device)),
                      precision, str(max_batch), torch.__version__, str(analysis_threads()), *weights])
     others = [b for b in dict.fromkeys(backends) if b != "torch"]
-    if others:
-        text += "|" + ",".join(others) + "|" + (onnxruntime_version() or "")
+    if others:  # a new form of the ONNX export changes ONNX Runtime's times
+        text += "|" + ",".join(others) + "|" + (onnxruntime_version() or "") + f"|export {EXPORT_FORMAT}"
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 

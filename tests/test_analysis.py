@@ -161,6 +161,20 @@ def _wait_for(events, predicate, timeout: float = 60.0):
     raise AssertionError(f"no such event within {timeout} s: {events[-5:]}")
 
 
+def test_a_new_export_form_measures_onnx_runtime_again(monkeypatch):
+    """The analysis cache's key changes with the ONNX export's format where other backends were
+    measured (ENet's export form made ONNX Runtime 15% faster), and only there."""
+    import engine.analysis as analysis
+
+    def keys() -> tuple[str, str]:
+        return (analysis.cache_key("cifar10", "cpu", "fp32", 256, ["lenet5"]),
+                analysis.cache_key("cifar10", "cpu", "fp32", 256, ["lenet5"], ("torch", "onnxruntime")))
+
+    torch_only, with_ort = keys()
+    monkeypatch.setattr(analysis, "EXPORT_FORMAT", analysis.EXPORT_FORMAT + 1)
+    assert keys()[0] == torch_only and keys()[1] != with_ort
+
+
 def test_analyze_refuses_a_folder_with_other_files_before_measuring(tmp_path, capsys):
     from main import main
 
