@@ -66,8 +66,8 @@ MANY_THREADS_GAIN = 0.8
 TRIAL_BLOCK = 5
 TRIAL_BLOCKS = 3
 # auto's backend choice is timed again on live frames too, the same way, where the slower of
-# torch eager and ONNX Runtime took at most RECHECK_RATIO times the faster's at load (ENet, 0.6 ms
-# against 5, is not). At load the window may be drawing its first frames on the other core, which
+# torch eager and ONNX Runtime took at most RECHECK_RATIO times the faster's at load (ENet, 0.5-0.8 ms
+# against 3.5-3.8, is not). At load the window may be drawing its first frames on the other core, which
 # slows ONNX Runtime's two threads more than torch's one: measured in the window, CIFAR-10 AlexNet
 # timed at load at 4.44 ms on ONNX Runtime against 4.52 on torch (bf16), so torch was kept, and then
 # ran 5.0 ms a frame live where ONNX Runtime runs 3.1 (59.7 frames/s against 72-76 with ONNX Runtime).
@@ -460,7 +460,7 @@ class InferenceSession:
         how = trial.how()
         if isinstance(trial, _BackendTrial):
             runner, note = trial.choose(*trial.medians(), how)
-            if runner is not trial.load and trial.confirms is None:  # a second trial first (under LIVE_DELAY_S)
+            if runner is not trial.load and trial.confirms is None:  # a second trial first (after LIVE_DELAY_S)
                 net.trial = trial.again(trial.describe(*trial.medians()))  # timed as the second will be
                 return
             if trial.confirms is not None:

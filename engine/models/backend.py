@@ -235,14 +235,16 @@ class _PReLUForExport(nn.Module):  # a change here changes the exported graph: b
     those made it reorder the tensor out of the blocked layout and back, a quarter of ENet's time.
     So the slope is a depthwise 1x1 convolution. Where every slope ``a`` is below 1 (all of the
     shipped ENet's but one layer's), PReLU is ``x + relu((a - 1) * x)``: two operators, the same
-    value as ``a * x`` up to rounding (within ``1 + 2|a|`` units in the last place of x, float32),
-    and NaN for -inf. Otherwise it is ``relu(x) + (-a) * relu(-x)``: three operators,
+    value as ``a * x`` up to rounding (within ``(1 + 2|a|) * 2**-23 * |x|`` in float32: four
+    roundings, counting PReLU's own ``a * x``; at most ``2 * (1 + 2|a|)`` units in the last place
+    of x), and NaN for -inf. Otherwise it is ``relu(x) + (-a) * relu(-x)``: three operators,
     and the same values as PReLU, infinities included. ENet with its class map at batch 1 on one
     thread, with the downsampling blocks' export form (engine.models.enet), in three runs: 0.46-0.51
     ms with the first form where it applies, 0.50-0.54 with the second everywhere; the former
     ``max(x, a * x)`` took 0.55-0.56 with the blocks as written, ONNX's PRelu 0.78.
     Either way a zero's sign may differ from PReLU's. The parameter keeps PReLU's name and shape,
-    so the weights digest is unchanged. Inputs that are not 4-D take ``relu(x) + a * min(x, 0)``."""
+    so the weights digest is unchanged. Inputs that are not 4-D take ``relu(x) + a * min(x, 0)``:
+    the same values for finite x (ONNX Runtime's Clip turns -inf into the lowest float)."""
 
     def __init__(self, prelu: nn.PReLU) -> None:
         super().__init__()

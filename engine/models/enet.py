@@ -71,7 +71,7 @@ def _expand(internal: int, out_channels: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class _ChannelCopy:
+class _ChannelCopy:  # a change here changes the exported graph: bump backend.EXPORT_FORMAT
     """A block's main branch joined to its side as a 1x1 convolution, for the ONNX export only.
 
     ONNX Runtime runs convolutions in a blocked channel layout and keeps a tensor in it only through
@@ -146,7 +146,7 @@ class DownsamplingBottleneck(nn.Module):
         self.act = nn.PReLU(num_parameters=out_channels)
         self._join: _ChannelCopy | None = None  # set by prepare_export
 
-    def prepare_export(self) -> None:
+    def prepare_export(self) -> None:  # a change here: bump backend.EXPORT_FORMAT
         """Join the main branch by a convolution (:class:`_ChannelCopy`); for a private copy only."""
         self._join = _ChannelCopy(self.reduce[0].in_channels, self.expand[0].out_channels)
 
@@ -191,7 +191,7 @@ class UpsamplingBottleneck(nn.Module):
         self.act = nn.ReLU()
         self._join: _ChannelCopy | None = None  # set by prepare_export
 
-    def prepare_export(self) -> None:
+    def prepare_export(self) -> None:  # a change here: bump backend.EXPORT_FORMAT
         """Join the main branch by a convolution (:class:`_ChannelCopy`); for a private copy only."""
         self._join = _ChannelCopy(self.main[0].out_channels, self.main[0].out_channels)
 
