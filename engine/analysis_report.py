@@ -126,8 +126,10 @@ def figure_latency_vs_macs(a: Analysis) -> bytes:
         for n in view.networks:
             left.scatter([n.macs / 1e6], [n.latency_ms], color=_colour(a, n), marker=marker, s=50, zorder=3,
                          edgecolors="k", linewidths=0.5)
-    fits = [("torch eager", a.network_fit, "k--")] + [
-        (backend_label(v.backend), v.network_fit, style) for v, style in zip(a.backends, ("k:", "k-."))]
+    # each backend's markers named in its fit's legend entry: circles torch, triangles and squares the others
+    fits = [("torch eager \u25cf", a.network_fit, "k--")] + [
+        (f"{backend_label(v.backend)} {shape}", v.network_fit, style)
+        for v, style, shape in zip(a.backends, ("k:", "k-."), ("\u25b2", "\u25a0"))]
     for name, fit, line in fits:
         if fit is not None:
             xs = np.linspace(0, max(n.macs for n in a.networks) * 1.05, 50)

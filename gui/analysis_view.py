@@ -261,20 +261,21 @@ class AnalysisView(QWidget):
             if layers:
                 self.plots["d2"].plot([x.macs for x in layers], [x.ms for x in layers], pen=None, symbol="o",
                                       symbolSize=5, symbolBrush=self._color(a, n), symbolPen=None)
-        fits = [("torch", a.network_fit)]
-        for view, symbol in zip(a.backends, ("t", "s")):  # other backends: triangles, squares
-            fits.append((view.backend, view.network_fit))
+        fits = [("torch", a.network_fit, "\u25cf")]
+        for view, symbol, shape in zip(a.backends, ("t1", "s"), ("\u25b2", "\u25a0")):  # others: ▲ (t1; "t" is ▼), ■
+            fits.append((view.backend, view.network_fit, shape))
             for n in view.networks:
                 self.plots["d"].plot([n.macs / 1e6], [n.latency_ms], pen=None, symbol=symbol, symbolSize=10,
                                      symbolBrush=pg.mkBrush(self._color(a, n)), symbolPen=pg.mkPen(style.TEXT_DIM))
         dashes = (Qt.PenStyle.DashLine, Qt.PenStyle.DotLine, Qt.PenStyle.DashDotLine)
         r2_lines = []
-        for (backend, fit), dash in zip(fits, dashes):
+        for (backend, fit, shape), dash in zip(fits, dashes):
             if fit is None:
                 continue
             xs = np.linspace(0, max(n.macs for n in nets) * 1.05, 20)
             self.plots["d"].plot(xs / 1e6, fit.predict(xs), pen=pg.mkPen(style.TEXT_DIM, width=1, style=dash))
-            r2_lines.append(f"R\u00b2 = {fit.r2:.2f}" + (f" {backend_label(backend)}" if a.backends else ""))
+            r2_lines.append(f"{shape} {backend_label(backend)}: R\u00b2 = {fit.r2:.2f}" if a.backends else
+                            f"R\u00b2 = {fit.r2:.2f}")
         if r2_lines:
             self._text("d", "<br>".join(r2_lines), 0.02, 0.98)
         if a.layer_fit is not None:
