@@ -123,13 +123,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
                          f"{m['gflops']:.1f}" if m["gflops"] else "", f"{100 * m['peak_fraction']:.0f}%"
                          if m["peak_fraction"] else "", f"{m['images_per_s']:.0f} (batch {m['batch']})"])
     print(format_table(["model", "backend", "precision", "raw p50", "raw p95", "graph p50", "engine p50",
-                        "engine/raw", "engine/graph", "GFLOP/s", "of peak", "images/s"], rows,
+                        "engine/raw", "engine/graph", "GFLOP/s", "of matmul", "images/s"], rows,
                        right={3, 4, 5, 6, 7, 8, 9, 10}))
     print(f"ms, batch 1, warm; raw: the bare pass without taps; graph: the backend's own call of the graph the "
           f"engine runs (with the tap on {', '.join(sorted({c for m in first.values() for c in m['captured']}))}); "
-          "engine: input tensor to finished result. GFLOP/s: 2 x MACs / raw p50; of peak: against the best "
-          "matmul in the network's number format, " +
-          ", ".join(f"{p['gflops']:.0f} GFLOP/s ({p['what']})" for p in peaks.values()) + ".")
+          "engine: input tensor to finished result. GFLOP/s: 2 x MACs / raw p50; of matmul: against the machine's "
+          "peak as the best large matmul in the network's number format measures it, " +
+          ", ".join(f"{p['gflops']:.0f} GFLOP/s ({p['what']})" for p in peaks.values()) +
+          "; a network's convolutions can beat it (over 100%).")
     for backend, models in runs_by_backend.items():
         for n, m in models.items():
             for note in (m["precision_note"], m["backend_note"]):
