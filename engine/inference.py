@@ -459,9 +459,10 @@ class InferenceSession:
         assert trial is not None
         how = trial.how()
         if isinstance(trial, _BackendTrial):
-            runner, note = trial.choose(*trial.medians(), how)
+            medians = trial.medians()
+            runner, note = trial.choose(*medians, how)
             if runner is not trial.load and trial.confirms is None:  # a second trial first (after LIVE_DELAY_S)
-                net.trial = trial.again(trial.describe(*trial.medians()))  # timed as the second will be
+                net.trial = trial.again(trial.describe(*medians))  # timed as the second will be
                 return
             if trial.confirms is not None:
                 note += ("; a first trial agreed" if runner is not trial.load else
