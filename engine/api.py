@@ -13,9 +13,12 @@ what it shows. No ``nn.Module``, tensor or mutable engine object crosses to the 
 
 from __future__ import annotations
 
-from engine.analysis import Analysis, NetworkAnalysis, Verdict, judge, pareto_front
-from engine.complexity import Complexity
-from engine.events import (
+from engine.common.files import atomic_write
+from engine.common.text import human_count
+from engine.data.download import CIFAR10_BYTES, cifar10_archive_path
+from engine.data.imageio import IMAGE_SUFFIXES, InputError, display_name, is_image_path, one_line
+from engine.jobs import Cancelled, JobProgress, JobState
+from engine.live.events import (
     EngineEvent,
     Error,
     ErrorCode,
@@ -30,20 +33,13 @@ from engine.events import (
     SourceEnded,
     SourceStarted,
 )
-from engine.files import atomic_write
-from engine.imageio import IMAGE_SUFFIXES, InputError, display_name, is_image_path, one_line
-from engine.inference import FrameResult, LayerInfo, ModelResult
-from engine.jobs import Cancelled, JobProgress, JobState
-from engine.jobs.download import CIFAR10_BYTES, cifar10_archive_path
-from engine.layer_health import HealthAccumulator, HealthSnapshot, LayerHealth, layer_health
-from engine.metrics import MetricsSnapshot, MetricsTracker
-from engine.models.backend import BACKEND_CHOICES, BACKENDS, onnxruntime_version
-from engine.models.backend import label as backend_label
+from engine.live.metrics import MetricsSnapshot, MetricsTracker
+from engine.live.sources import VIDEO_SUFFIXES, Source, describe, open_source
+from engine.live.streams import redact_url
+from engine.live.worker import Engine, source_error
+from engine.models.complexity import Complexity
 from engine.models.registry import PROFILES, RegistryError, comparison_specs, family_members, get_spec, lineup
-from engine.perturb import KINDS as PERTURBATION_KINDS
-from engine.perturb import Perturbation, PerturbError
-from engine.perturb import apply as apply_perturbation
-from engine.precision import PRECISIONS
+from engine.models.weights import WeightsError, WeightsKind, parse_weights_args
 from engine.probes import (
     GRADCAM_METHODS,
     Activations,
@@ -54,15 +50,19 @@ from engine.probes import (
     LayerOverview,
     ProbeRequest,
 )
-from engine.receptive import ReceptiveField, ReceptiveFieldError, crop_box, receptive_field
-from engine.robustness import RobustnessResult, robustness
-from engine.sources import VIDEO_SUFFIXES, Source, describe, open_source
-from engine.streams import redact_url
-from engine.text import human_count
-from engine.top_images import DEFAULT_IMAGES as TOP_IMAGES_DEFAULT
-from engine.top_images import TOP_K, TopImages, TopImagesError, sample_test_set, top_images
-from engine.weights import WeightsError, WeightsKind, parse_weights_args
-from engine.worker import Engine, source_error
+from engine.probes.layer_health import HealthAccumulator, HealthSnapshot, LayerHealth, layer_health
+from engine.probes.perturb import KINDS as PERTURBATION_KINDS
+from engine.probes.perturb import Perturbation, PerturbError
+from engine.probes.perturb import apply as apply_perturbation
+from engine.probes.receptive import ReceptiveField, ReceptiveFieldError, crop_box, receptive_field
+from engine.runtime.backends import BACKEND_CHOICES, BACKENDS, onnxruntime_version
+from engine.runtime.backends import label as backend_label
+from engine.runtime.precision import PRECISIONS
+from engine.runtime.session import FrameResult, LayerInfo, ModelResult
+from engine.studies.analysis import Analysis, NetworkAnalysis, Verdict, judge, pareto_front
+from engine.studies.robustness import RobustnessResult, robustness
+from engine.studies.top_images import DEFAULT_IMAGES as TOP_IMAGES_DEFAULT
+from engine.studies.top_images import TOP_K, TopImages, TopImagesError, sample_test_set, top_images
 
 __all__ = [
     "Activations", "LayerGlance", "LayerOverview", "Analysis", "NetworkAnalysis", "Verdict", "judge", "pareto_front",
@@ -86,7 +86,7 @@ __all__ = [
 def lineup_choices(profile: str, family: str) -> list[tuple[str, str, bool]]:
     """The networks of ``family`` that can take its place in ``profile``'s line-up, as (name, label,
     has weights): weights here, or torchvision's to download. For the window's model picker."""
-    from engine.weights import UNTRAINED, resolve
+    from engine.models.weights import UNTRAINED, resolve
 
     out = []
     for spec in family_members(profile, family):

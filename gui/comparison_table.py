@@ -1,6 +1,6 @@
 """The comparison table, as papers print it but measured live, and its CSV export.
 
-Static columns (parameters, MACs, sizes) come from :func:`engine.complexity.complexity`; live ones
+Static columns (parameters, MACs, sizes) come from :func:`engine.models.complexity.complexity`; live ones
 (latency percentiles, running accuracy) from the engine's metrics snapshot. :func:`table_entries`,
 :func:`display_rows`, :func:`csv_rows` and :func:`write_csv_atomic` are plain functions; the widget
 only puts their strings into cells that already exist.
@@ -76,7 +76,7 @@ class TableEntry:
     labelled: int
     status: str
     source: str = ""
-    backend: str = "torch"  # what ran the forward passes (engine.models.backend)
+    backend: str = "torch"  # what ran the forward passes (engine.runtime.backends)
     precision: str = "fp32"
 
 

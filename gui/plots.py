@@ -1,6 +1,6 @@
 """Live plots: latency, throughput, running accuracy, and accuracy against cost.
 
-Every number comes from the engine's :class:`~engine.metrics.MetricsSnapshot`; the window only
+Every number comes from the engine's :class:`~engine.live.metrics.MetricsSnapshot`; the window only
 keeps short histories of values the snapshot gives as single numbers (a network's FPS, its running
 accuracy) so they can be drawn over time. Curves are created once per session and updated in place.
 
@@ -53,7 +53,7 @@ def fmt_fps(value: float) -> str:
 
 def pipeline_fps_text(snapshot: MetricsSnapshot | None, paused: bool = False, ended: bool = False) -> str:
     """The whole pipeline's frame rate in words: measured only while frames kept coming (see
-    engine.metrics), so a pause or a single image reads as such, not as a falling rate."""
+    engine.live.metrics), so a pause or a single image reads as such, not as a falling rate."""
     if paused:
         return "paused"
     fps = snapshot.pipeline_fps if snapshot is not None else None

@@ -1,7 +1,7 @@
 """The Robustness tab: one perturbation applied live to what all the networks see, and the
 robustness bench's curves (top-1 against severity, one small plot per perturbation).
 
-The perturbations and their severities are the engine's (:mod:`engine.perturb`, CIFAR-10-C's for
+The perturbations and their severities are the engine's (:mod:`engine.probes.perturb`, CIFAR-10-C's for
 the corruptions it defines); this view only chooses one and draws what the engine measured.
 """
 
@@ -155,7 +155,7 @@ class RobustnessView(QWidget):
                                  "status bar.")
 
     def show_result(self, result, labels: dict[str, str], colors: dict[str, str]) -> None:
-        """Curves of a :class:`~engine.robustness.RobustnessResult` (labels, colours by network)."""
+        """Curves of a :class:`~engine.studies.robustness.RobustnessResult` (labels, colours by network)."""
         for kind, plot in self.plots.items():
             plot.getPlotItem().clear()
             if kind not in result.kinds:

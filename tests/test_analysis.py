@@ -9,7 +9,8 @@ import time
 import pytest
 import torch
 
-from engine.analysis import (
+from engine.models.registry import comparison_specs
+from engine.studies.analysis import (
     Analysis,
     BackendView,
     BatchPoint,
@@ -20,7 +21,6 @@ from engine.analysis import (
     layer_times,
     pareto_front,
 )
-from engine.models.registry import comparison_specs
 
 
 def net(name: str, label: str, macs: float, ms: float, top1: float | None, params: float,
@@ -164,7 +164,7 @@ def _wait_for(events, predicate, timeout: float = 60.0):
 def test_a_new_export_form_measures_onnx_runtime_again(monkeypatch):
     """The analysis cache's key changes with the ONNX export's format where other backends were
     measured (ENet's export form made ONNX Runtime 15% faster), and only there."""
-    import engine.analysis as analysis
+    import engine.studies.analysis as analysis
 
     def keys() -> tuple[str, str]:
         return (analysis.cache_key("cifar10", "cpu", "fp32", 256, ["lenet5"]),

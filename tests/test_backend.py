@@ -1,4 +1,4 @@
-"""Backends other than torch eager (engine.models.backend): ONNX Runtime answers as torch does,
+"""Backends other than torch eager (engine.runtime.backends): ONNX Runtime answers as torch does,
 taps and ENet's class map included; its exports are cached, checked and rebuilt; without it the
 app runs on torch and says so once."""
 
@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from engine.inference import InferenceSession, feature_layers, without_in_place_ops
-from engine.models import backend as backend_module
-from engine.models.adapter import ModelAdapter
-from engine.models.backend import BackendError, OnnxCache, OrtRunner, check_backend
+import engine.runtime.backends as backend_module
+from engine.models.adapter import ModelAdapter, without_in_place_ops
 from engine.models.registry import get_spec
-from engine.weights import load_model
+from engine.models.weights import load_model
+from engine.runtime.backends import BackendError, OnnxCache, OrtRunner, check_backend
+from engine.runtime.session import InferenceSession, feature_layers
 
 pytest.importorskip("onnxruntime")
 
@@ -152,8 +152,8 @@ def test_backend_names_are_checked():
 def test_eval_on_onnx_runtime_takes_a_bf16_request_as_float32(tmp_path, monkeypatch):
     """``eval --precision bf16 --backend onnxruntime``: ONNX Runtime runs the float32 export of the
     float32 weights, so the answers are torch's in fp32."""
-    from engine.evaluation import evaluate_results
-    from engine.precision import bf16_native
+    from engine.runtime.precision import bf16_native
+    from engine.studies.evaluation import evaluate_results
 
     if not bf16_native(torch.device("cpu")):
         pytest.skip("no native bf16 on this CPU")
@@ -363,7 +363,7 @@ def test_autos_close_backend_choice_is_timed_again_on_live_frames(cache, monkeyp
     once; both answer with the same taps. A trial that disagrees with load changes the backend only
     when a second trial agrees (``gains``: BACKEND_GAIN in each trial; 100 finds ONNX Runtime faster,
     0 finds the two within it of each other)."""
-    import engine.inference as inference
+    import engine.runtime.session as inference
 
     monkeypatch.setattr(inference, "TRIAL_BLOCK", 2)
     monkeypatch.setattr(inference, "TRIAL_BLOCKS", 2)
@@ -406,7 +406,7 @@ def test_live_frames_change_the_loads_backend_only_where_they_clearly_disagree()
     torch for AlexNet at 4.55 ms against 4.62, where ONNX Runtime runs it in 3.0-3.2)."""
     from types import SimpleNamespace
 
-    from engine.inference import BACKEND_GAIN, _BackendTrial
+    from engine.runtime.session import BACKEND_GAIN, _BackendTrial
 
     assert BACKEND_GAIN == 0.95
     ort = SimpleNamespace(threads_note="")
@@ -432,7 +432,7 @@ def test_live_frames_change_the_loads_backend_only_where_they_clearly_disagree()
 
 
 def test_a_clear_backend_choice_is_not_timed_again(cache, monkeypatch):
-    import engine.inference as inference
+    import engine.runtime.session as inference
 
     monkeypatch.setattr(inference, "paired_medians_ms", lambda *a, **k: (5.0, 0.6))  # ENet-like: 8 times apart
     s = InferenceSession("cifar10", "cpu", models=["lenet5"], backend="auto", precision="fp32", onnx_cache=cache)
@@ -442,7 +442,7 @@ def test_a_clear_backend_choice_is_not_timed_again(cache, monkeypatch):
 
 def test_a_backend_trial_that_fails_ends_after_one_frame(cache, monkeypatch):
     """A side of the trial that cannot answer costs one frame, not every other frame: load's choice stays."""
-    import engine.inference as inference
+    import engine.runtime.session as inference
 
     monkeypatch.setattr(inference, "paired_medians_ms", lambda *a, **k: (4.52, 4.44))
     s = InferenceSession("cifar10", "cpu", models=["lenet5"], backend="auto", precision="fp32", onnx_cache=cache)

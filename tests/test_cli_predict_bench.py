@@ -79,7 +79,7 @@ def test_bench_pipeline_runs_on_each_backend(tmp_path, capsys):
     assert set(report["pipelines"]) == {"torch", "onnxruntime"}
     assert report["pipelines"]["onnxruntime"]["frames"] >= 8
     # what ran each network in the pipeline, from the engine's own session (not the command's)
-    from engine.device import engine_threads
+    from engine.runtime.device import engine_threads
     for backend, pipeline in report["pipelines"].items():
         assert pipeline["torch_threads"] == engine_threads()
         assert set(pipeline["networks"]) == {"lenet5", "alexnet", "vgg16", "enet"}
@@ -107,9 +107,9 @@ def test_predict_loads_a_torchvision_alexnet_checkpoint(tmp_path, capsys):
     answer = json.loads(capsys.readouterr().out)[0]["results"]["alexnet"]
     assert answer["weights"] == "custom"
     # the same answer as torchvision's module on the same input: the weights really went where they belong
-    from engine.imageio import read_image
+    from engine.data.imageio import read_image
+    from engine.models.preprocess import Preprocess
     from engine.models.registry import get_spec
-    from engine.preprocess import Preprocess
     pre = Preprocess.for_spec(get_spec("alexnet", "imagenet"))
     with torch.inference_mode():
         probs = reference.eval()(pre.tensor(pre.view(read_image(image)))).softmax(1)[0]
@@ -135,9 +135,9 @@ def test_a_checkpoint_of_the_wrong_shape_exits_2_with_one_line(tmp_path, capsys,
 
 
 def test_bench_latency_as_a_job_cancels_between_blocks_and_keeps_what_it_measured():
-    from engine.bench import bench_latency
-    from engine.inference import InferenceSession
     from engine.jobs import Cancelled, JobState
+    from engine.runtime.session import InferenceSession
+    from engine.studies.bench import bench_latency
 
     session = InferenceSession("cifar10", models=["lenet5", "enet"])
     seen = []

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.complexity import complexity
+from engine.models.complexity import complexity
 
 
 def test_torchvision_published_macs():

@@ -14,9 +14,9 @@ import cv2
 import numpy as np
 import pytest
 
-import engine.data as data
-from engine.data import DataError, has_split_layout, load_cifar10, train_val_split
-from engine.files import atomic_write, remove_stale_temps
+import engine.data.datasets as data
+from engine.common.files import atomic_write, remove_stale_temps
+from engine.data.datasets import DataError, has_split_layout, load_cifar10, train_val_split
 from engine.models.registry import CIFAR10_CLASSES
 
 CLASSES = ("airplane", "cat", "truck")  # a subset, deliberately not the first three
@@ -373,7 +373,7 @@ def _batch(n: int, first_label: int) -> dict:
 
 
 def test_the_official_python_archive_loads_with_its_pixel_order(tmp_path):
-    from engine.data import has_split_layout
+    from engine.data.datasets import has_split_layout
 
     b1, b2, test = _batch(4, 0), _batch(3, 4), _batch(2, 7)
     archive = _python_archive(tmp_path / "cifar-10-python.tar.gz",
@@ -406,7 +406,7 @@ def test_a_doctored_python_batch_cannot_run_code(tmp_path):
 def test_the_binary_archive_and_an_extracted_python_folder_load_too(tmp_path):
     import pickle
 
-    from engine.sources import DatasetSource, open_source
+    from engine.live.sources import DatasetSource, open_source
 
     test = _batch(3, 5)
     records = np.concatenate([np.array(test["labels"], np.uint8)[:, None], test["data"]], axis=1).tobytes()

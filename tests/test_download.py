@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from engine.data.download import DownloadError, download_file
 from engine.jobs import Cancelled, JobState
-from engine.jobs.download import DownloadError, download_file
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 PREFIX = hashlib.sha256(PAYLOAD).hexdigest()[:8]
@@ -77,7 +77,7 @@ def test_a_failed_download_is_one_line_and_leaves_nothing(server, tmp_path, path
 
 @pytest.mark.slow  # builds the four ImageNet networks with random weights: seconds
 def test_predict_download_offline_exits_2_but_answers_with_what_it_has(tmp_path, capsys, monkeypatch):
-    import engine.jobs.download as download
+    import engine.data.download as download
     from main import main
     from tests.media import write_image
 
@@ -112,10 +112,10 @@ def test_a_cancelled_download_stops_and_leaves_nothing(server, tmp_path):
 def test_the_engine_downloads_off_the_inference_thread_and_reports_progress(monkeypatch):
     import time
 
-    import engine.worker as worker
-    from engine.events import Error, ErrorCode, JobEnded, JobOutcome
+    import engine.live.worker as worker
+    from engine.data.download import DownloadError
     from engine.jobs import JobProgress
-    from engine.jobs.download import DownloadError
+    from engine.live.events import Error, ErrorCode, JobEnded, JobOutcome
 
     threads = []
 
@@ -146,9 +146,9 @@ def test_the_engine_downloads_off_the_inference_thread_and_reports_progress(monk
 
 
 def test_cifar10_downloads_once_with_its_md5_checked_and_the_engine_says_where(server, tmp_path, monkeypatch):
-    import engine.worker as worker
-    from engine.events import JobEnded, JobOutcome
-    from engine.jobs.download import cifar10_archive_path, download_cifar10
+    import engine.live.worker as worker
+    from engine.data.download import cifar10_archive_path, download_cifar10
+    from engine.live.events import JobEnded, JobOutcome
 
     md5 = hashlib.md5(PAYLOAD).hexdigest()
     with pytest.raises(DownloadError, match="md5 does not match"):

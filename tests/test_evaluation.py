@@ -11,12 +11,12 @@ import torch
 import torch.nn as nn
 
 from engine.cli import build_parser, run_command
-from engine.device import resolve_device
-from engine.evaluation import EvalError, evaluate, evaluate_results, sample_indices, topk_accuracy
 from engine.jobs import Cancelled, JobProgress, JobState
+from engine.models.preprocess import normalise, normaliser
 from engine.models.registry import get_spec
-from engine.preprocess import normalise, normaliser
-from engine.weights import UNTRAINED, LoadedModel
+from engine.models.weights import UNTRAINED, LoadedModel
+from engine.runtime.device import resolve_device
+from engine.studies.evaluation import EvalError, evaluate, evaluate_results, sample_indices, topk_accuracy
 from tests.test_data import call_with_fifo_guard, dataset_files, make_archive, make_tiny_archive
 
 
@@ -114,12 +114,12 @@ def test_cmd_eval_json(tmp_path, capsys):
 
 
 def test_cmd_eval_table_flags_untrained(tmp_path, capsys, monkeypatch):
-    import engine.weights as weights
+    import engine.models.weights as weights
 
     monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path / "no-weights")
     archive = make_tiny_archive(tmp_path / "tiny.tar.gz", train_per_class=1, test_per_class=2)
     from engine.cli import TTA_MODES
-    from engine.evaluation import TTA_MODES as EVAL_TTA_MODES
+    from engine.studies.evaluation import TTA_MODES as EVAL_TTA_MODES
 
     assert TTA_MODES == EVAL_TTA_MODES
     assert build_parser().parse_args(["eval", "--data", str(archive), "--tta"]).tta == "flip"
@@ -183,7 +183,7 @@ def test_cmd_eval_refuses_a_fifo(tmp_path, capsys):
 
 
 def test_flip_shift_tta_averages_the_mirror_and_the_one_pixel_shifts():
-    from engine.evaluation import predict_logits, tta_mode
+    from engine.studies.evaluation import predict_logits, tta_mode
 
     assert tta_mode(True) == "flip" and tta_mode(False) is None and tta_mode("flip+shift") == "flip+shift"
     with pytest.raises(ValueError, match="expected one of"):

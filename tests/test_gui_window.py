@@ -227,7 +227,7 @@ def test_the_imagenet_profile_says_which_networks_have_no_weights(make_window, p
     assert vgg.title.text() == "VGG-16" and "VGG-11" in labels and "VGG-19-BN" in labels
 
     # Change > Download runs as a job: a progress bar with MB and speed in the status bar, and Cancel
-    import engine.worker as worker
+    import engine.live.worker as worker
     from engine.jobs import JobProgress
 
     asked = []
@@ -301,7 +301,7 @@ def test_a_missing_camera_is_a_clear_message_then_cifar10_downloads_and_vgg_chan
                                                                                     monkeypatch):
     from PySide6.QtWidgets import QFileDialog, QMessageBox
 
-    import engine.worker as worker
+    import engine.live.worker as worker
     from tests.test_data import make_tiny_archive
 
     window = make_window()

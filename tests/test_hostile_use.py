@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.events import Error, ErrorCode, SessionReady
-from engine.imageio import InputError
-from engine.sources import open_source
-from engine.streams import StreamError, preflight, redact_url
-from engine.worker import Engine
+from engine.data.imageio import InputError
+from engine.live.events import Error, ErrorCode, SessionReady
+from engine.live.sources import open_source
+from engine.live.streams import StreamError, preflight, redact_url
+from engine.live.worker import Engine
 from tests.media import FakeCapture, write_image, write_video
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,7 +64,7 @@ def silent_server():
 
 
 def test_a_bad_device_a_failed_warm_up_and_a_failing_frame_are_events_and_the_worker_lives(monkeypatch):
-    from engine.inference import InferenceSession
+    from engine.runtime.session import InferenceSession
 
     events, results = [], []
     engine = Engine(device="bogus", models=["lenet5"], on_event=events.append,
@@ -254,7 +254,7 @@ def test_json_output_never_holds_nan(capsys):
 
 
 def test_bench_counts_no_speed_for_a_source_without_frames(tmp_path):
-    from engine.bench import bench_pipeline
+    from engine.studies.bench import bench_pipeline
 
     empty = tmp_path / "zero.avi"
     empty.write_bytes(b"")
@@ -269,8 +269,8 @@ def test_bench_counts_no_speed_for_a_source_without_frames(tmp_path):
 def test_bench_pipeline_whose_networks_cannot_start_says_so_and_returns(tmp_path, monkeypatch):
     """The engine holds the first frame for networks that never come: the bench must not wait for
     them (it did, for ever)."""
-    from engine.bench import bench_pipeline
-    from engine.inference import InferenceSession
+    from engine.runtime.session import InferenceSession
+    from engine.studies.bench import bench_pipeline
 
     def out_of_memory(self, runs=2):
         raise RuntimeError("DefaultCPUAllocator: not enough memory")

@@ -1,4 +1,4 @@
-"""Tests for engine.imageio: every file a user may drop becomes RGB uint8 or one clear line."""
+"""Tests for engine.data.imageio: every file a user may drop becomes RGB uint8 or one clear line."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile, features
 
-from engine.imageio import (
+from engine.data.imageio import (
     IMAGE_SUFFIXES,
     MAX_PIXELS,
     InputError,

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from engine.inference import InferenceSession, feature_layers
 from engine.models.adapter import ModelAdapter
+from engine.models.preprocess import Preprocess
 from engine.models.registry import get_spec
-from engine.preprocess import Preprocess
-from engine.weights import WeightsError
+from engine.models.weights import WeightsError
+from engine.runtime.session import InferenceSession, feature_layers
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +148,7 @@ def test_a_heavy_network_runs_on_every_core_only_where_measured_faster(one_torch
     the two again (a trial), and torch's threads are the engine's again after every frame."""
     import os
 
-    import engine.inference as inference
+    import engine.runtime.session as inference
     monkeypatch.setattr(inference, "HEAVY_MS", heavy)
     monkeypatch.setattr(inference, "MANY_THREADS_GAIN", gain)
     monkeypatch.setattr(inference, "LIVE_DELAY_S", 0.0)
@@ -174,7 +174,7 @@ def test_live_frames_settle_a_heavy_networks_threads(one_torch_thread, monkeypat
     blocks; what they measure is kept, said, and listed once by take_rechecked."""
     import os
 
-    import engine.inference as inference
+    import engine.runtime.session as inference
     cores = os.cpu_count()
     monkeypatch.setattr(inference, "HEAVY_MS", 0.0)
     monkeypatch.setattr(inference, "MANY_THREADS_GAIN", 100.0)
@@ -209,7 +209,7 @@ def test_every_core_changes_nothing_when_the_session_already_has_them(monkeypatc
     """The command line runs on every core already: no network is timed for more."""
     import os
 
-    import engine.inference as inference
+    import engine.runtime.session as inference
     monkeypatch.setattr(inference, "HEAVY_MS", 0.0)
     monkeypatch.setattr(inference, "MANY_THREADS_GAIN", 100.0)
     before = torch.get_num_threads()

@@ -6,8 +6,8 @@ from types import MappingProxyType
 import numpy as np
 import pytest
 
-from engine.inference import FrameResult, ModelResult
-from engine.metrics import MetricsTracker, jitter, percentiles, row_percentiles
+from engine.live.metrics import MetricsTracker, jitter, percentiles, row_percentiles
+from engine.runtime.session import FrameResult, ModelResult
 
 
 def fake(model: str, top: int, ms: float, classes: int = 10) -> ModelResult:

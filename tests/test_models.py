@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.complexity import count_params
 from engine.models.alexnet import alexnet_cifar, alexnet_imagenet
+from engine.models.complexity import count_params
 from engine.models.lenet import lenet5
 from engine.models.registry import list_specs
 from engine.models.vgg import CONFIGS, feature_names, vgg_cifar, vgg_imagenet

@@ -1,4 +1,4 @@
-"""Perturbations (engine.perturb), the robustness bench (engine.robustness) and its command."""
+"""Perturbations (engine.probes.perturb), the robustness bench (engine.studies.robustness) and its command."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import torch.nn as nn
 
 from engine.jobs import Cancelled, JobState
 from engine.models.registry import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, ModelSpec, get_spec
-from engine.perturb import KINDS, Perturbation, PerturbError, all_perturbations, apply, apply_all
-from engine.robustness import RobustnessResult, robustness
-from engine.weights import LoadedModel, load_model
+from engine.models.weights import LoadedModel, load_model
+from engine.probes.perturb import KINDS, Perturbation, PerturbError, all_perturbations, apply, apply_all
+from engine.studies.robustness import RobustnessResult, robustness
 from main import main
 
 

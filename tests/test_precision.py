@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-import engine.inference as inference
-from engine.evaluation import evaluate_results
-from engine.inference import InferenceSession
+import engine.runtime.session as inference
 from engine.models.registry import get_spec
-from engine.precision import PrecisionError, bf16_native, check_precision
-from engine.weights import load_model
+from engine.models.weights import load_model
+from engine.runtime.precision import PrecisionError, bf16_native, check_precision
+from engine.runtime.session import InferenceSession
+from engine.studies.evaluation import evaluate_results
 
 needs_bf16 = pytest.mark.skipif(not bf16_native(torch.device("cpu")), reason="this CPU has no native bf16")
 
@@ -47,7 +47,7 @@ def test_auto_says_what_it_chose_and_why():
 
 def test_bf16_without_native_support_is_refused_and_auto_stays_fp32(monkeypatch):
     monkeypatch.setattr(inference, "bf16_native", lambda device: False)
-    monkeypatch.setattr("engine.precision.bf16_native", lambda device: False)
+    monkeypatch.setattr("engine.runtime.precision.bf16_native", lambda device: False)
     with pytest.raises(PrecisionError, match="no native bf16"):
         check_precision("bf16", torch.device("cpu"))
     with pytest.raises(PrecisionError, match="unknown precision"):
@@ -68,7 +68,7 @@ def test_eval_in_bf16_leaves_the_callers_network_in_fp32():
 
 
 def test_paired_medians_time_the_two_in_turn(monkeypatch):
-    import engine.precision as precision
+    import engine.runtime.precision as precision
 
     now, calls = [0.0], []
     monkeypatch.setattr(precision.time, "perf_counter", lambda: now[0])

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from engine.inference import InferenceSession
 from engine.models.adapter import ModelAdapter
+from engine.models.preprocess import Preprocess
 from engine.models.registry import get_spec
-from engine.preprocess import Preprocess
 from engine.probes import RUNNERS, Activations, register, run_probe
 from engine.probes.base import ProbeContext, read_only
+from engine.runtime.session import InferenceSession
 
 
 @pytest.fixture(scope="module")

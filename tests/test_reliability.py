@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.sources import FolderSource
-from engine.worker import Engine
+from engine.live.sources import FolderSource
+from engine.live.worker import Engine
 from tests.media import write_png_header
 
 ROOT = Path(__file__).resolve().parent.parent

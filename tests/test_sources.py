@@ -5,9 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from engine.imageio import InputError
-from engine.models.registry import CIFAR10_CLASSES
-from engine.sources import (
+from engine.data.imageio import InputError
+from engine.live.sources import (
     ArraySource,
     FolderSource,
     ImageFilesSource,
@@ -16,6 +15,7 @@ from engine.sources import (
     describe,
     open_source,
 )
+from engine.models.registry import CIFAR10_CLASSES
 from tests.media import FakeCapture, write_image, write_video
 
 
@@ -137,7 +137,7 @@ def test_array_source_converts_odd_arrays():
 
 
 def test_the_cifar_test_set_plays_shuffled_with_its_labels(tmp_path):
-    from engine.sources import DatasetSource
+    from engine.live.sources import DatasetSource
     from tests.test_data import make_tiny_archive
 
     archive = make_tiny_archive(tmp_path / "tiny.tar.gz", train_per_class=1, test_per_class=4)

@@ -1,5 +1,5 @@
-"""What a channel looks for (engine.top_images), receptive fields (engine.receptive), layer health
-(engine.layer_health) and ``python main.py top-images``."""
+"""What a channel looks for (engine.studies.top_images), receptive fields (engine.probes.receptive), layer health
+(engine.probes.layer_health) and ``python main.py top-images``."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ import torch
 import torch.nn as nn
 
 from engine.jobs import Cancelled, JobState
-from engine.layer_health import HealthAccumulator, layer_health
 from engine.models.adapter import ModelAdapter
 from engine.models.registry import CIFAR10_CLASSES, ModelSpec, get_spec
 from engine.models.vgg import CONFIGS
-from engine.receptive import ReceptiveFieldError, crop_box, receptive_field
-from engine.top_images import TopImagesError, top_images
+from engine.probes.layer_health import HealthAccumulator, layer_health
+from engine.probes.receptive import ReceptiveFieldError, crop_box, receptive_field
+from engine.studies.top_images import TopImagesError, top_images
 from main import main
 
 EDGE_CHANNEL = 2

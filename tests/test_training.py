@@ -13,10 +13,11 @@ import torch
 import torch.nn.functional as F
 
 from engine.cli import build_parser, run_command
-from engine.evaluation import predict_logits
 from engine.jobs import Cancelled, JobState
+from engine.models.preprocess import normalise, normaliser
 from engine.models.registry import get_spec
-from engine.preprocess import normalise, normaliser
+from engine.models.weights import BUNDLED, load_model, read_metrics, save_weights
+from engine.studies.evaluation import predict_logits
 from engine.training import (
     RECIPES,
     CheckpointPlan,
@@ -32,7 +33,6 @@ from engine.training import (
     train,
     training_loss,
 )
-from engine.weights import BUNDLED, load_model, read_metrics, save_weights
 from tests.test_data import class_image, make_tiny_archive
 
 

@@ -11,7 +11,7 @@ from safetensors import safe_open as _real_safe_open
 from safetensors.torch import save_file
 
 from engine.models.registry import get_spec
-from engine.weights import (
+from engine.models.weights import (
     CUSTOM,
     DOWNLOADED,
     FILE_BUDGET_BYTES,
@@ -210,7 +210,7 @@ class _HeaderOnly:
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
 def test_a_tensor_larger_than_the_model_is_refused_from_the_header(tmp_path, monkeypatch, suffix):
-    import engine.weights as weights
+    import engine.models.weights as weights
 
     spec = get_spec("lenet5")
     state = spec.build().state_dict()

@@ -6,9 +6,9 @@ import time
 import numpy as np
 import pytest
 
-from engine.events import Error, ErrorCode
-from engine.sources import ArraySource, Frame, Source
-from engine.worker import Engine
+from engine.live.events import Error, ErrorCode
+from engine.live.sources import ArraySource, Frame, Source
+from engine.live.worker import Engine
 from tests.media import FakeCapture, write_image, write_video
 
 
@@ -163,9 +163,9 @@ def test_results_say_which_capture_request_they_answer(engine_and_recorder):
 def test_weights_that_do_not_fit_are_refused_and_the_network_keeps_its_own(engine_and_recorder, tmp_path):
     import torch
 
-    from engine.events import Error, ErrorCode
+    from engine.live.events import Error, ErrorCode
     from engine.models.registry import get_spec
-    from engine.weights import WeightsKind, save_weights
+    from engine.models.weights import WeightsKind, save_weights
 
     engine, rec = engine_and_recorder
     assert engine.info.card("lenet5").weights == WeightsKind.BUNDLED
@@ -253,8 +253,8 @@ def test_labels_of_another_class_list_are_not_scored(engine_and_recorder, tmp_pa
 
 
 def test_a_bad_checkpoint_at_start_reports_and_starts_on_the_default_weights(tmp_path):
-    from engine.events import Error, ErrorCode, SessionReady
-    from engine.weights import WeightsKind
+    from engine.live.events import Error, ErrorCode, SessionReady
+    from engine.models.weights import WeightsKind
 
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a checkpoint")
@@ -307,7 +307,7 @@ def test_step_back_shows_earlier_frames_again_without_counting_them(tmp_path):
     try:
         engine.set_source(paths, realtime=False)
         assert engine.wait_idle(60) and len(results) == 5
-        from engine.events import SourceStarted
+        from engine.live.events import SourceStarted
         assert [e.total for e in events if isinstance(e, SourceStarted)] == [5]
 
         def shown_after(action) -> tuple[int, int]:
@@ -353,8 +353,8 @@ def test_a_thread_choice_settled_on_live_frames_comes_as_a_new_card(tmp_path, mo
     with the new card and a line to read, after the session's SessionReady; its own info follows."""
     import os
 
-    import engine.inference as inference
-    from engine.events import ModelUpdated, SessionReady
+    import engine.runtime.session as inference
+    from engine.live.events import ModelUpdated, SessionReady
     if (os.cpu_count() or 1) < 2:
         pytest.skip("needs 2 cores: the engine then leaves one to the decoder")
     monkeypatch.setattr(inference, "HEAVY_MS", 0.0)  # every network is heavy

@@ -1,5 +1,5 @@
 """``python main.py analyze``: the survey's claims measured on this machine (see
-:mod:`engine.analysis`), as a table and three verdicts, JSON, or a folder with report.html."""
+:mod:`engine.studies.analysis`), as a table and three verdicts, JSON, or a folder with report.html."""
 
 from __future__ import annotations
 
@@ -7,18 +7,18 @@ import argparse
 import sys
 import textwrap
 
-from engine.analysis import analyze, cache_key, load_cached, save_cached
-from engine.cli import parse_backends
+from engine.cli.args import parse_backends
 from engine.cli.output import CliError, JobProgressBar, format_table, print_json, stop_on_signals, terminal_text
 from engine.jobs import Cancelled, JobState
-from engine.models.backend import label
 from engine.models.registry import RegistryError
-from engine.precision import PrecisionError
+from engine.runtime.backends import label
+from engine.runtime.precision import PrecisionError
+from engine.studies.analysis import analyze, cache_key, load_cached, save_cached
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     if args.out:  # before measuring: a folder that cannot take the report is said at once
-        from engine.analysis_report import ReportError, check_out
+        from engine.studies.analysis_report import ReportError, check_out
 
         try:
             check_out(args.out)
@@ -44,7 +44,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         save_cached(key, result)
     written = []
     if args.out:
-        from engine.analysis_report import write_report
+        from engine.studies.analysis_report import write_report
 
         try:
             written = write_report(result, args.out)

@@ -1,5 +1,5 @@
 """``python main.py bench``: latency against the floor, throughput, and the whole pipeline (see
-:mod:`engine.bench` for what each number covers)."""
+:mod:`engine.studies.bench` for what each number covers)."""
 
 from __future__ import annotations
 
@@ -9,18 +9,18 @@ import sys
 
 import torch
 
-from engine.bench import bench_latency, bench_pipeline, bench_throughput, machine_peak
-from engine.cli import parse_backends, parse_weights
+from engine.cli.args import parse_backends, parse_weights
 from engine.cli.output import CliError, JobProgressBar, format_table, print_json, stop_on_signals
-from engine.complexity import complexity
-from engine.device import machine_load
-from engine.imageio import InputError
-from engine.inference import InferenceSession
+from engine.data.imageio import InputError
 from engine.jobs import Cancelled, JobProgress, JobState
-from engine.models.backend import BackendError, label, onnxruntime_version
+from engine.models.complexity import complexity
 from engine.models.registry import RegistryError
-from engine.precision import PrecisionError
-from engine.weights import WeightsError
+from engine.models.weights import WeightsError
+from engine.runtime.backends import BackendError, label, onnxruntime_version
+from engine.runtime.device import machine_load
+from engine.runtime.precision import PrecisionError
+from engine.runtime.session import InferenceSession
+from engine.studies.bench import bench_latency, bench_pipeline, bench_throughput, machine_peak
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -5,17 +5,24 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engine.cli import parse_weights
+from engine.cli.args import parse_weights
 from engine.cli.output import CliError, JobProgressBar, format_table, print_json, stop_on_signals
-from engine.data import DataError, load_cifar10
-from engine.device import device_label, resolve_device
-from engine.evaluation import EVAL_BATCH, EvalError, check_labels, evaluate_results, missing_classes, sample_indices
-from engine.imageio import display_name
+from engine.data.datasets import DataError, load_cifar10
+from engine.data.imageio import display_name
 from engine.jobs import Cancelled, JobState
-from engine.models.backend import BackendError, label
 from engine.models.registry import CIFAR10_CLASSES, RegistryError, comparison_specs, get_spec
-from engine.precision import PrecisionError, check_precision
-from engine.weights import UNTRAINED, WeightsError, load_model
+from engine.models.weights import UNTRAINED, WeightsError, load_model
+from engine.runtime.backends import BackendError, label
+from engine.runtime.device import device_label, resolve_device
+from engine.runtime.precision import PrecisionError, check_precision
+from engine.studies.evaluation import (
+    EVAL_BATCH,
+    EvalError,
+    check_labels,
+    evaluate_results,
+    missing_classes,
+    sample_indices,
+)
 
 TTA_VIEWS = {"flip": " of both images", "flip+shift": " of all six views"}
 

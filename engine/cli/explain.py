@@ -21,16 +21,16 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.cli import parse_weights
+from engine.cli.args import parse_weights
 from engine.cli.output import CliError, format_table, print_json, terminal_text
 from engine.cli.robustness import make_folder, output_folder
-from engine.files import atomic_write
-from engine.imageio import InputError, display_name, read_image
-from engine.inference import InferenceSession
+from engine.common.files import atomic_write
+from engine.data.imageio import InputError, display_name, read_image
 from engine.models.registry import RegistryError
-from engine.precision import PrecisionError
+from engine.models.weights import UNTRAINED, WeightsError
 from engine.probes.gradcam import GradCam, GradCamError, GradCamResult
-from engine.weights import UNTRAINED, WeightsError
+from engine.runtime.precision import PrecisionError
+from engine.runtime.session import InferenceSession
 
 OVERLAY_MIN_SIDE = 256  # pixels: a 32x32 view is enlarged 8 times so that a person can see it
 OVERLAY_ALPHA = 0.45  # the map's share of each overlay pixel

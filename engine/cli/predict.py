@@ -12,16 +12,16 @@ import sys
 
 import numpy as np
 
-from engine.cli import parse_weights
+from engine.cli.args import parse_weights
 from engine.cli.output import CliError, JobProgressBar, format_table, print_json, terminal_text
-from engine.imageio import InputError, read_image
-from engine.inference import InferenceSession
+from engine.data.download import DownloadError, download_weights
+from engine.data.imageio import InputError, read_image
 from engine.jobs import JobState
-from engine.jobs.download import DownloadError, download_weights
-from engine.models.backend import BackendError, label
 from engine.models.registry import RegistryError, list_specs
-from engine.precision import PrecisionError
-from engine.weights import WeightsError
+from engine.models.weights import WeightsError
+from engine.runtime.backends import BackendError, label
+from engine.runtime.precision import PrecisionError
+from engine.runtime.session import InferenceSession
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

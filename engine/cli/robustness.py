@@ -1,4 +1,4 @@
-"""``python main.py robustness``: each network's top-1 under perturbed images (engine.robustness).
+"""``python main.py robustness``: each network's top-1 under perturbed images (engine.studies.robustness).
 
 Prints a table (or ``--json``); with ``--out DIR``, also writes ``robustness.csv`` and one plot per
 perturbation, ``robustness_<kind>.png`` (top-1 against severity, a line per network), into DIR.
@@ -23,16 +23,16 @@ from engine.cli.output import (
     stop_on_signals,
     terminal_text,
 )
-from engine.device import device_label, resolve_device
-from engine.evaluation import EvalError, sample_indices
-from engine.files import atomic_write
-from engine.imageio import display_name
+from engine.common.files import atomic_write
+from engine.data.imageio import display_name
 from engine.jobs import Cancelled, JobState
 from engine.models.registry import RegistryError, comparison_specs, get_spec
-from engine.perturb import LABELS, PerturbError
-from engine.precision import PrecisionError, check_precision
-from engine.robustness import RobustnessResult, robustness
-from engine.weights import UNTRAINED
+from engine.models.weights import UNTRAINED
+from engine.probes.perturb import LABELS, PerturbError
+from engine.runtime.device import device_label, resolve_device
+from engine.runtime.precision import PrecisionError, check_precision
+from engine.studies.evaluation import EvalError, sample_indices
+from engine.studies.robustness import RobustnessResult, robustness
 
 DEFAULT_LIMIT = 1000
 # The window's colours for the networks, in line-up order (gui.style.MODEL_COLORS)

@@ -1,4 +1,4 @@
-"""``python main.py top-images``: what each channel of a layer looks for (engine.top_images).
+"""``python main.py top-images``: what each channel of a layer looks for (engine.studies.top_images).
 
 Writes into ``--out DIR`` one PNG per channel, ``channel_NNN.png``: a 3x3 grid of the crops under
 the receptive field of the channel's strongest response on its nine best test images, each
@@ -25,14 +25,14 @@ from engine.cli.output import (
     stop_on_signals,
     terminal_text,
 )
-from engine.device import device_label, resolve_device
-from engine.evaluation import sample_indices
-from engine.files import atomic_write
-from engine.imageio import display_name
+from engine.common.files import atomic_write
+from engine.data.imageio import display_name
 from engine.jobs import Cancelled, JobState
 from engine.models.registry import RegistryError, get_spec
-from engine.receptive import ReceptiveFieldError, receptive_field
-from engine.top_images import TopImages, TopImagesError, top_images
+from engine.probes.receptive import ReceptiveFieldError, receptive_field
+from engine.runtime.device import device_label, resolve_device
+from engine.studies.evaluation import sample_indices
+from engine.studies.top_images import TopImages, TopImagesError, top_images
 
 TILE = 64  # each crop is enlarged to fit TILE x TILE pixels
 INDEX = "index.json"

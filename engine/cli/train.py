@@ -30,12 +30,12 @@ from typing import Any
 import torch
 
 from engine.cli.output import CliError, stop_on_signals
-from engine.device import device_label, resolve_device
-from engine.evaluation import predict_logits, sample_indices, topk_accuracy
-from engine.files import atomic_write
-from engine.imageio import display_name
+from engine.common.files import atomic_write
+from engine.data.imageio import display_name
 from engine.jobs import Cancelled, JobState
 from engine.models.registry import ModelSpec
+from engine.runtime.device import device_label, resolve_device
+from engine.studies.evaluation import predict_logits, sample_indices, topk_accuracy
 from engine.training import RecipeError, parse_overrides, recipe_for
 from engine.training.checkpoint import FILE_NAME, CheckpointError, identity_mismatch, load_checkpoint
 from engine.training.distributed import (
@@ -120,7 +120,7 @@ def describe_source(source: str) -> dict[str, Any]:
 
 def runs_dir() -> Path:
     """The user's own training runs: ``<cache>/runs`` (``$CNN_ARENA_CACHE`` or ``~/.cache/cnn-arena``)."""
-    from engine.data import default_cache_dir
+    from engine.data.datasets import default_cache_dir
     return default_cache_dir() / "runs"
 
 
@@ -185,7 +185,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace, job: JobState, launch: Launch | None) -> int:
-    from engine.data import DataError, has_split_layout, load_cifar10, train_val_split
+    from engine.data.datasets import DataError, has_split_layout, load_cifar10, train_val_split
     from engine.models.registry import RegistryError, comparison_specs, get_spec
 
     if args.model == ALL:
@@ -314,8 +314,8 @@ def _data_text(summary: tuple[str, int, int]) -> str:
 
 def _train_one(spec: ModelSpec, args: argparse.Namespace, device: torch.device, data: dict[str, Any],
                job: JobState, say: Callable[[str], None], ranks: Ranks | None = None) -> None:
-    from engine.complexity import count_params
-    from engine.weights import as_stored, save_weights, storage_for
+    from engine.models.complexity import count_params
+    from engine.models.weights import as_stored, save_weights, storage_for
 
     recipe = recipe_for(spec, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
     if getattr(args, "recipe_changes", None):

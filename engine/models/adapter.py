@@ -98,7 +98,7 @@ class Tap:
     keeps the fast path and adds one Python call. ``remove()`` restores the class's forward.
 
     Nothing is copied: outputs are kept as made. The engine's networks run without in-place
-    operations (:func:`engine.inference.without_in_place_ops`), so nothing overwrites them later.
+    operations (:func:`without_in_place_ops`), so nothing overwrites them later.
     """
 
     __slots__ = ("module", "store", "layer", "inner")
@@ -139,3 +139,17 @@ def translate_checkpoint(spec: ModelSpec, state: Mapping[str, torch.Tensor]) -> 
             return None
         key_map[ref_key] = own_key
     return {key_map[k]: v for k, v in state.items()}
+
+
+def without_in_place_ops(model: nn.Module) -> int:
+    """Make in-place layers (ReLU(inplace=True), ...) write new tensors; returns how many changed.
+
+    At batch 1 the memory an in-place ReLU saves is a few kilobytes, while keeping a captured
+    activation safe from it would cost a copy on every frame.
+    """
+    changed = 0
+    for module in model.modules():
+        if getattr(module, "inplace", False) is True:
+            module.inplace = False
+            changed += 1
+    return changed

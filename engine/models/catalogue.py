@@ -1,7 +1,8 @@
 """The built-in line-up: which networks exist in which profile.
 
 Registration order is display order. The first network of each family in a profile is the one the
-side-by-side comparison shows (``registry.comparison_specs``); further VGG depths are there for the
+side-by-side comparison shows (``registry.comparison_specs``). This module only lists them;
+:mod:`engine.models.registry` registers them; further VGG depths are there for the
 command line and the model menu.
 """
 
@@ -14,14 +15,13 @@ import torchvision
 from engine.models.alexnet import alexnet_cifar, alexnet_imagenet
 from engine.models.enet import enet
 from engine.models.lenet import lenet5
-from engine.models.registry import (
+from engine.models.spec import (
     CIFAR10_CLASSES,
     CIFAR10_MEAN,
     CIFAR10_STD,
     IMAGENET_MEAN,
     IMAGENET_STD,
     ModelSpec,
-    register,
 )
 from engine.models.vgg import feature_names, vgg_cifar, vgg_imagenet
 
@@ -41,6 +41,9 @@ _CIFAR = dict(profile="cifar10", input_size=(3, 32, 32), resize=32, mean=CIFAR10
 IMAGENET_CLASSES = tuple(torchvision.models.AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
 _IMAGENET = dict(profile="imagenet", input_size=(3, 224, 224), resize=256, mean=IMAGENET_MEAN,
                  std=IMAGENET_STD, class_names=IMAGENET_CLASSES)
+BUILT_IN: list[ModelSpec] = []  # in display order; the registry registers them
+register = BUILT_IN.append
+
 _NO_IMAGENET_WEIGHTS = "no ImageNet weights exist for this network: random weights, for timing and feature maps only"
 
 

@@ -168,7 +168,7 @@ class Unpool(nn.Module):
     """Max-unpooling written as the scatter it is: each value back to the flat position its pool
     took it from, zeros elsewhere. The same numbers as ``nn.MaxUnpool2d``, as a graph torch's
     TorchScript ONNX exporter can translate (it has no ``max_unpool2d``): ENet then exports in half
-    a second instead of five (engine.models.backend). No parameters: checkpoints are unchanged."""
+    a second instead of five (engine.runtime.backends). No parameters: checkpoints are unchanged."""
 
     def forward(self, x: torch.Tensor, indices: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         n, c = x.shape[:2]

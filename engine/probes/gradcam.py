@@ -16,7 +16,7 @@ grid, upsampled here to the network's input size and scaled to [0, 1].
 The maps are computed by ``torchcam`` (``torchcam.methods``), which hooks the layer by name and
 takes the class scores of a pass the caller runs. The pass here is the adapter's
 ``forward_features`` then ``forward_head``: the image logits the app shows, without ENet's decoder,
-which the logits do not read. A network held in bf16 (:mod:`engine.precision`) is explained through
+which the logits do not read. A network held in bf16 (:mod:`engine.runtime.precision`) is explained through
 a float32 copy of its weights (bf16 values are exact in float32), made once and kept while that
 network lives, so the map is computed in float32 and never suffers bf16's 8-bit mantissa in the
 gradients; the network's own pass is unchanged.
@@ -35,10 +35,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from engine.device import synchronize
 from engine.models.adapter import ModelAdapter
 from engine.models.registry import ModelSpec
 from engine.probes.base import ProbeContext
+from engine.runtime.device import synchronize
 
 METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "scorecam")
 SCORECAM_BATCH = 32  # masked inputs per forward pass in Score-CAM

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from engine.files import atomic_write
+from engine.common.files import atomic_write
 
 FORMAT = 1
 FILE_NAME = "checkpoint.pt"

@@ -34,12 +34,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from engine.device import synchronize
-from engine.evaluation import predict_logits, topk_accuracy
 from engine.jobs import JobState
 from engine.models.adapter import ModelAdapter
+from engine.models.preprocess import normalise, normaliser
 from engine.models.registry import ModelSpec
-from engine.preprocess import normalise, normaliser
+from engine.runtime.device import synchronize
+from engine.studies.evaluation import predict_logits, topk_accuracy
 from engine.training.augment import alternating_flips, augment, flip_coins
 from engine.training.checkpoint import CheckpointError, save_checkpoint
 from engine.training.distributed import Ranks, plain_batchnorm, rank_seed, synchronise_batchnorm

@@ -4,7 +4,7 @@ Per network:
 
 - ``raw_ms_p50``: a tight loop of the bare forward pass (same model object, same input tensor,
   ``inference_mode``): the floor no application can beat;
-- ``engine_ms_p50``: the same network inside :class:`~engine.inference.InferenceSession`, with one
+- ``engine_ms_p50``: the same network inside :class:`~engine.runtime.session.InferenceSession`, with one
   layer's activations captured, from the input tensor to the finished immutable result;
 - ``ratio``: engine / raw, the engine's overhead (1.00 is none);
 - ``images_per_s``: batch throughput (batch 256, or less when memory or time forbids).
@@ -23,14 +23,14 @@ import time
 import numpy as np
 import torch
 
-from engine.device import engine_threads, synchronize
-from engine.events import Error, ModelCard, ModelUpdated, SessionReady
-from engine.imageio import InputError, display_name
-from engine.inference import InferenceSession
+from engine.data.imageio import InputError, display_name
 from engine.jobs import JobProgress, JobState
-from engine.metrics import percentiles
-from engine.sources import open_source
-from engine.worker import Engine
+from engine.live.events import Error, ModelCard, ModelUpdated, SessionReady
+from engine.live.metrics import percentiles
+from engine.live.sources import open_source
+from engine.live.worker import Engine
+from engine.runtime.device import engine_threads, synchronize
+from engine.runtime.session import InferenceSession
 
 
 def rss_mb() -> float:
@@ -167,8 +167,8 @@ def machine_peak(device: torch.device, size: int = 2048, seconds: float = 0.5,
     import json
     import platform
 
-    from engine.data import default_cache_dir
-    from engine.device import device_label
+    from engine.data.datasets import default_cache_dir
+    from engine.runtime.device import device_label
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -213,7 +213,7 @@ def card_fields(card: ModelCard) -> dict:
 def bench_pipeline(session_args: dict, target: str, frames: int) -> dict:
     """The whole engine on a source (looped until ``frames`` frames) with all activations on.
     Only frames the networks answered count; a source that cannot be read, or yields no readable
-    frame in a whole pass, raises :class:`~engine.imageio.InputError`."""
+    frame in a whole pass, raises :class:`~engine.data.imageio.InputError`."""
     threads_before = threading.active_count()
     rss_before_load = rss_mb()
     rss_start: list[float] = []  # at the first result: networks loaded, buffers allocated

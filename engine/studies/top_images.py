@@ -4,7 +4,7 @@
 spread over the classes: :func:`sample_test_set`) up to one layer, and for every channel of that
 layer keeps the ``top_k`` (9) images whose maximum over the channel's map is highest: the score,
 the map position of the maximum, the image, its class, and the box of input pixels under that
-position's receptive field (:mod:`engine.receptive`), which is the crop a person looks at. The
+position's receptive field (:mod:`engine.probes.receptive`), which is the crop a person looks at. The
 pass stops at the layer (nothing after it runs), in batches, with the job's progress in images and
 a cancel between batches. ``python main.py top-images`` (:mod:`engine.cli.top_images`) writes one
 PNG grid per channel.
@@ -33,13 +33,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.evaluation import EVAL_BATCH, EvalError, check_labels, sample_indices
 from engine.jobs import JobProgress, JobState
 from engine.models.adapter import ModelAdapter
-from engine.models.backend import weights_digest
+from engine.models.preprocess import normalise, normaliser
 from engine.models.registry import ModelSpec
-from engine.preprocess import normalise, normaliser
-from engine.receptive import ReceptiveField, ReceptiveFieldError, crop_box, trace_own
+from engine.probes.receptive import ReceptiveField, ReceptiveFieldError, crop_box, trace_own
+from engine.runtime.backends import weights_digest
+from engine.studies.evaluation import EVAL_BATCH, EvalError, check_labels, sample_indices
 
 TOP_K = 9
 DEFAULT_IMAGES = 2000
@@ -148,9 +148,9 @@ class TopImages:
 def sample_test_set(data: str, limit: int | None = DEFAULT_IMAGES, *,
                     warn: Callable[[str], None] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(images, labels, ids)``: ``limit`` images of the CIFAR-10 test split of ``data`` (any
-    source :func:`engine.data.load_cifar10` reads) spread over the classes, with their indices in
-    the split as ids. Raises :class:`engine.data.DataError` (one line) for data that cannot be read."""
-    from engine.data import load_cifar10
+    source :func:`engine.data.datasets.load_cifar10` reads) spread over the classes, with their indices in
+    the split as ids. Raises :class:`engine.data.datasets.DataError` (one line) for data that cannot be read."""
+    from engine.data.datasets import load_cifar10
 
     images, labels = load_cifar10(data, "test", warn=warn)
     ids = sample_indices(len(labels), limit)
@@ -163,7 +163,7 @@ def top_images(network: Any, layer: str, images: np.ndarray, labels: np.ndarray 
                cache_dir: Path | None = None) -> TopImages:
     """The ``top_k`` images of each channel of ``layer`` among ``images`` (uint8 (N, H, W, 3) RGB;
     resized to the network's input when their size differs, and the boxes mapped back) with
-    ``labels`` (one class index per image). ``network`` is an :class:`engine.weights.LoadedModel`,
+    ``labels`` (one class index per image). ``network`` is an :class:`engine.models.weights.LoadedModel`,
     a :class:`ModelAdapter`, or a :class:`ModelSpec` (loaded with its default weights); it runs as
     a private copy on ``device`` (the caller's module gets no hook and is not moved or changed).
 
@@ -291,7 +291,7 @@ class _Reached(Exception):
 
 
 def _adapter(network: Any) -> ModelAdapter:
-    from engine.weights import LoadedModel, load_model
+    from engine.models.weights import LoadedModel, load_model
 
     if isinstance(network, ModelAdapter):
         return network
@@ -339,7 +339,7 @@ def _image_box(box: tuple[int, int, int, int], net_hw: tuple[int, int],
 
 
 def default_cache_folder() -> Path:
-    from engine.data import default_cache_dir
+    from engine.data.datasets import default_cache_dir
 
     return default_cache_dir() / "top-images"
 
@@ -371,7 +371,7 @@ _ARRAYS = ("image_ids", "scores", "positions", "labels", "boxes", "pictures", "p
 
 
 def _save_cached(path: Path, result: TopImages) -> None:
-    from engine.files import atomic_write, remove_stale_temps
+    from engine.common.files import atomic_write, remove_stale_temps
 
     meta = {"model": result.model, "profile": result.profile, "layer": result.layer, "images": result.images,
             "map_shape": list(result.map_shape), "receptive": result.receptive.as_dict(),

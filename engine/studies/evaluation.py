@@ -17,13 +17,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from engine.device import synchronize
 from engine.jobs import JobProgress, JobState
 from engine.models.adapter import ModelAdapter
-from engine.models.backend import Runner, make_runner
+from engine.models.preprocess import normalise, normaliser
 from engine.models.registry import ModelSpec
-from engine.precision import dtype_of
-from engine.preprocess import normalise, normaliser
+from engine.runtime.backends import Runner, make_runner
+from engine.runtime.device import synchronize
+from engine.runtime.precision import dtype_of
 
 EVAL_BATCH = 256
 TTA_MODES = ("flip", "flip+shift")  # what ``tta`` may name (True is "flip")
@@ -91,7 +91,7 @@ def missing_classes(labels: np.ndarray | torch.Tensor, class_names: Sequence[str
 
 def image_logits(spec: ModelSpec, model: nn.Module | Runner, x: torch.Tensor) -> torch.Tensor:
     """``model``'s image logits for the batch ``x``; ``model`` may be a backend's runner
-    (:mod:`engine.models.backend`) instead of the torch module."""
+    (:mod:`engine.runtime.backends`) instead of the torch module."""
     if isinstance(model, Runner):
         return model.logits(x)
     return ModelAdapter(spec, model).logits(x)
@@ -108,7 +108,7 @@ def predict_logits(spec: ModelSpec, model: nn.Module, images: torch.Tensor | np.
     ``tta`` (True or "flip") averages the logits of each image and its mirror image; "flip+shift"
     adds the pair moved by a pixel (:func:`_augmented_logits`). ``autocast`` (default: on CUDA
     only) runs the network in bf16; ``dtype`` is that of ``model``'s weights (bf16 for a network
-    converted as :mod:`engine.precision` does), to which the input is cast. ``on_batch(images)``
+    converted as :mod:`engine.runtime.precision` does), to which the input is cast. ``on_batch(images)``
     is called before each batch with the number of images done so far (a job's progress and cancel point).
     ``batch_times`` receives (images, seconds) for each batch, synchronised on CUDA.
     """
@@ -161,7 +161,7 @@ class EvalResult:
     weights_status: str
     weights_source: str = ""
     batch_images_per_s: tuple[float, ...] = ()  # each full batch's rate, warm (preprocessing on the tensor in)
-    backend: str = "torch"  # what ran the network (engine.models.backend)
+    backend: str = "torch"  # what ran the network (engine.runtime.backends)
 
     @property
     def images_per_s(self) -> float:
@@ -185,7 +185,7 @@ def evaluate(models: Iterable[Any], images: np.ndarray | torch.Tensor, labels: n
              backend: str = "torch") -> dict[str, dict[str, Any]]:
     """Accuracy and speed of each model on ``images`` (uint8 NHWC) with ``labels``.
 
-    ``models`` holds :class:`engine.weights.LoadedModel` objects or :class:`ModelSpec` objects (loaded
+    ``models`` holds :class:`engine.models.weights.LoadedModel` objects or :class:`ModelSpec` objects (loaded
     with their default weights). Returns ``{name: {top1, top5, images, images_per_s, seconds,
     weights_status, weights_source}}`` in the order given. With a ``job``: progress in images over
     all the models, and a cancel between batches (:class:`~engine.jobs.Cancelled`); the networks
@@ -201,9 +201,9 @@ def evaluate_results(models: Iterable[Any], images, labels, *, device: torch.dev
                      batch_size: int = EVAL_BATCH, tta: bool | str = False, job: JobState | None = None,
                      precision: str = "fp32", backend: str = "torch") -> list[EvalResult]:
     """:func:`evaluate`'s results as :class:`EvalResult` objects. ``backend`` runs the networks on
-    ONNX Runtime or torch.compile instead of torch eager (:mod:`engine.models.backend`; a network it
-    cannot run raises :class:`~engine.models.backend.BackendError`)."""
-    from engine.weights import UNTRAINED, LoadedModel, load_model
+    ONNX Runtime or torch.compile instead of torch eager (:mod:`engine.runtime.backends`; a network it
+    cannot run raises :class:`~engine.runtime.backends.BackendError`)."""
+    from engine.models.weights import UNTRAINED, LoadedModel, load_model
 
     device = torch.device(device) if isinstance(device, str) else device
     images_t = torch.as_tensor(images).to(device)

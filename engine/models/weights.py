@@ -40,12 +40,12 @@ import torchvision
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from engine.files import atomic_write
-from engine.imageio import display_name, one_line
+from engine.common.files import atomic_write
+from engine.data.imageio import display_name, one_line
 from engine.models.adapter import translate_checkpoint
 from engine.models.registry import ModelSpec
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: engine/models/weights.py -> .
 WEIGHTS_DIR = ROOT / "assets" / "weights"
 
 class WeightsKind(str, Enum):

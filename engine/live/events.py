@@ -14,12 +14,12 @@ from enum import Enum
 from types import MappingProxyType
 from typing import NamedTuple
 
-from engine.complexity import Complexity
-from engine.inference import FrameResult, LayerInfo
 from engine.jobs import JobProgress
-from engine.metrics import MetricsSnapshot
+from engine.live.metrics import MetricsSnapshot
+from engine.models.complexity import Complexity
+from engine.models.weights import WeightsKind
 from engine.probes import Activations, ProbeRequest
-from engine.weights import WeightsKind
+from engine.runtime.session import FrameResult, LayerInfo
 
 
 class ErrorCode(str, Enum):
@@ -56,10 +56,10 @@ class ModelCard:
     published_top1: float | None = None  # torchvision's published ImageNet-1K figures (not measured here)
     published_top5: float | None = None
     label: str = ""  # the name with the depth, "VGG-16-BN"; see display
-    precision: str = "fp32"  # what it runs in: fp32, or bf16 weights and inputs (engine.precision)
+    precision: str = "fp32"  # what it runs in: fp32, or bf16 weights and inputs (engine.runtime.precision)
     precision_note: str = ""  # why, when the session's precision was auto: the two times measured
     gradcam_layer: str = ""  # the layer Grad-CAM explains by default (engine.probes.gradcam)
-    backend: str = "torch"  # what runs its forward pass: torch, onnxruntime or compile (engine.models.backend)
+    backend: str = "torch"  # what runs its forward pass: torch, onnxruntime or compile (engine.runtime.backends)
     # why, when the session's backend was auto (the two times) or fell back; then threads_note, if any
     backend_note: str = ""
     threads: int | None = None  # torch's threads for its forward pass on the CPU (None: not torch on the CPU)

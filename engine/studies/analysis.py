@@ -10,7 +10,7 @@
 - latency per image (p50, p95 of the batch's time divided by its size) at batch sizes 1, 2, 4, ...
   up to ``max_batch``, warm, on the bare network (no preprocessing, no activation capture);
 - memory per batch size: the activations of one image as the engine counts them
-  (:mod:`engine.complexity`: every layer's output, held at once) times the batch, and what the
+  (:mod:`engine.models.complexity`: every layer's output, held at once) times the batch, and what the
   process really took: the growth of its resident memory while the batch ran, sampled every
   millisecond, after the C allocator has returned its free memory to the system (CPU), or
   ``torch.cuda.max_memory_allocated`` (CUDA). Inference frees each output once the next layer has
@@ -22,7 +22,7 @@
 
 :func:`judge` turns the measurements into one sentence per claim, from the numbers alone; it is
 pure, so made-up measurements test it. Nothing here imports Qt: the window, the CLI and the report
-(:mod:`engine.analysis_report`) all read the same immutable :class:`Analysis`.
+(:mod:`engine.studies.analysis_report`) all read the same immutable :class:`Analysis`.
 """
 
 from __future__ import annotations
@@ -47,13 +47,13 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from engine.complexity import complexity
-from engine.device import machine_load, resolve_device, synchronize
 from engine.jobs import JobProgress, JobState
 from engine.models.adapter import ModelAdapter
-from engine.models.backend import EXPORT_FORMAT, BackendError, make_runner, onnxruntime_version
+from engine.models.complexity import complexity
 from engine.models.registry import ModelSpec, comparison_specs, get_spec
-from engine.precision import check_precision, dtype_of
+from engine.runtime.backends import EXPORT_FORMAT, BackendError, make_runner, onnxruntime_version
+from engine.runtime.device import machine_load, resolve_device, synchronize
+from engine.runtime.precision import check_precision, dtype_of
 
 DEFAULT_MAX_BATCH = 64
 PREDICTS_R2 = 0.8  # R² from which "operations predict time" is said to hold
@@ -141,7 +141,7 @@ class Verdict:
 
 @dataclass(frozen=True)
 class BackendView:
-    """The same networks on another backend (engine.models.backend): batch latencies and memory
+    """The same networks on another backend (engine.runtime.backends): batch latencies and memory
     (no per-layer times: the runtime has no hooks), and the verdicts judged on them."""
 
     backend: str  # onnxruntime, compile
@@ -424,7 +424,7 @@ def _trim_heap() -> None:
 def timed_units(model: nn.Module) -> list[str]:
     """The modules whose times add up to a forward pass: the first module below the root along each
     path that is not a plain container (a layer, or a composite block such as an ENet bottleneck)."""
-    from engine.inference import is_container
+    from engine.runtime.session import is_container
 
     units = []
     for name, module in model.named_modules():
@@ -611,7 +611,7 @@ def analyze(profile: str = "cifar10", device: str = "cpu", *, max_batch: int = D
     ``backends`` other than torch (onnxruntime, compile) is measured again as a
     :class:`BackendView` with its own fit and verdicts. A network a backend cannot run is left out
     of that view, with a note."""
-    from engine.weights import UNTRAINED, load_model, published_accuracy
+    from engine.models.weights import UNTRAINED, load_model, published_accuracy
 
     dev = resolve_device(device)
     check_precision(precision if precision != "auto" else "fp32", dev)
@@ -675,7 +675,7 @@ def analyze(profile: str = "cifar10", device: str = "cpu", *, max_batch: int = D
 
 
 def cache_dir() -> Path:
-    from engine.data import default_cache_dir
+    from engine.data.datasets import default_cache_dir
 
     return default_cache_dir() / "analysis"
 
@@ -685,7 +685,7 @@ def cache_key(profile: str, device: str, precision: str, max_batch: int, models:
     """Machine, profile, device, precision, largest batch, torch version, threads, the networks'
     weights files and the other backends measured (with ONNX Runtime's version and the export's
     format): anything that changes a measurement changes the key."""
-    from engine.weights import resolve
+    from engine.models.weights import resolve
 
     specs = [get_spec(n, profile) for n in models] if models is not None else comparison_specs(profile)
     weights = []
@@ -722,7 +722,7 @@ def load_cached(key: str) -> Analysis | None:
 
 
 def save_cached(key: str, analysis: Analysis) -> None:
-    from engine.files import atomic_write
+    from engine.common.files import atomic_write
 
     folder = cache_dir()
     try:

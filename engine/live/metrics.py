@@ -1,6 +1,6 @@
 """Live statistics over a stream of frame results.
 
-:class:`MetricsTracker` is fed every :class:`~engine.inference.FrameResult` and hands out immutable
+:class:`MetricsTracker` is fed every :class:`~engine.runtime.session.FrameResult` and hands out immutable
 :class:`MetricsSnapshot` objects (plain numbers and numpy arrays) that the window plots and the CLI
 prints. Everything is arithmetic on numbers already measured: no timing happens here except the
 wall-clock rate of completed frames.
@@ -24,7 +24,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from engine.inference import FrameResult
+from engine.runtime.session import FrameResult
 
 EXAMPLES_PER_CELL = 50  # frames remembered per confusion cell, to list and show again
 IDLE_GAP_S = 1.0  # a longer wait between two results is idle time, not part of a frame rate

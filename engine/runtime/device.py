@@ -74,7 +74,7 @@ def engine_ort_threads() -> int:
     """ONNX Runtime's threads in the background engine: every core.
 
     Unlike torch's OpenMP team, ONNX Runtime's pool here spins only 50 µs for more work before it
-    sleeps (engine.models.backend.SPIN_US), so the frame decoder gets its core when it needs it.
+    sleeps (engine.runtime.backends.SPIN_US), so the frame decoder gets its core when it needs it.
     Measured on a 2-core machine, four networks on ONNX Runtime on a 640x480 video: 58.6 frames/s
     with 1 thread, 83.0 with 2 when the pool did not spin at all (torch eager: 39.7 with 1, 27.9
     with 2). A network that runs faster on one thread (ENet's many small layers) is measured and

@@ -85,7 +85,7 @@ def download_file(url: str, dest: Path, job: JobState, *, label: str = "", timeo
 def download_weights(specs: Iterable[ModelSpec], job: JobState) -> list[str]:
     """Download the torchvision weights of every spec that has them and whose file is not cached
     yet; returns the names of the networks downloaded. Finished files stay if a later one fails."""
-    from engine.weights import hub_cache_path, hub_weights
+    from engine.models.weights import hub_cache_path, hub_weights
 
     done = []
     for spec in specs:
@@ -112,7 +112,7 @@ CIFAR10_BYTES = 170_498_071
 
 def cifar10_archive_path(cache: Path | None = None) -> Path:
     """Where the official archive is kept once downloaded: the data folder of the cache."""
-    from engine.data import default_cache_dir
+    from engine.data.datasets import default_cache_dir
 
     return (cache or default_cache_dir()) / "data" / "cifar-10-python.tar.gz"
 

@@ -5,7 +5,7 @@ each through its own preprocessing, and returns one immutable :class:`FrameResul
 top-k answer, the full probability vector, the latency split into preprocessing and forward, the
 activations of the layers the caller asked for, ENet's per-pixel class map, and the results of any
 other probe (:mod:`engine.probes`) asked for. It is plain,
-single-threaded code: :mod:`engine.worker` runs it on a background thread, the CLI calls it directly.
+single-threaded code: :mod:`engine.live.worker` runs it on a background thread, the CLI calls it directly.
 """
 
 from __future__ import annotations
@@ -25,12 +25,16 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from engine.device import resolve_device, share_cpu_with_opencv, synchronize
-from engine.models.adapter import ModelAdapter, Tap
-from engine.models.backend import (
+from engine.models.adapter import ModelAdapter, Tap, without_in_place_ops
+from engine.models.preprocess import Preprocess
+from engine.models.registry import ModelSpec, comparison_specs, get_spec
+from engine.models.weights import UNTRAINED, LoadedModel, WeightsError, load_model
+from engine.probes import Activations, ProbeRequest, run_probe
+from engine.probes.base import ProbeFailed, read_only
+from engine.runtime.backends import (
     AUTO_GAIN as BACKEND_GAIN,
 )
-from engine.models.backend import (
+from engine.runtime.backends import (
     BackendError,
     CompiledRunner,
     OnnxCache,
@@ -41,15 +45,11 @@ from engine.models.backend import (
     onnxruntime_version,
     top_class,
 )
-from engine.models.registry import ModelSpec, comparison_specs, get_spec
-from engine.precision import AUTO_GAIN, bf16_native, check_precision, dtype_of, paired_medians_ms
-from engine.preprocess import Preprocess
-from engine.probes import Activations, ProbeRequest, run_probe
-from engine.probes.base import ProbeFailed, read_only
-from engine.weights import UNTRAINED, LoadedModel, WeightsError, load_model
+from engine.runtime.device import resolve_device, share_cpu_with_opencv, synchronize
+from engine.runtime.precision import AUTO_GAIN, bf16_native, check_precision, dtype_of, paired_medians_ms
 
 CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
-# The live engine leaves a core to the frame decoder (engine.device.engine_threads). A torch network
+# The live engine leaves a core to the frame decoder (engine.runtime.device.engine_threads). A torch network
 # at least this slow on the engine's threads is timed on every core too, and runs there where that is
 # at most MANY_THREADS_GAIN of the time: the decoder's millisecond a frame is then a small share of
 # its pass. Measured on 2 cores, the ImageNet line-up on a 640x480 video: 4.4 frames/s with every
@@ -100,7 +100,7 @@ class LayerInfo:
     name: str
     kind: str  # the module's class name: Conv2d, ReLU, RegularBottleneck...
     shape: tuple[int, int, int]  # (C, H, W) of its output at the network's input size
-    macs: int = 0  # multiply-accumulates of this layer alone for one image (engine.complexity's convention)
+    macs: int = 0  # multiply-accumulates of this layer alone for one image (engine.models.complexity's convention)
 
 
 class ModelResult(NamedTuple):
@@ -120,7 +120,7 @@ class ModelResult(NamedTuple):
     class_map_confidence: np.ndarray | None = None  # (H, W) float32 softmax max of the same
     probes: Mapping[str, object] = MappingProxyType({})  # probe name -> result, for probes other
     # than activations (engine.probes); not included in forward_ms. Gradient probes run on torch.
-    backend: str = "torch"  # what ran the forward pass: torch, onnxruntime or compile (engine.models.backend)
+    backend: str = "torch"  # what ran the forward pass: torch, onnxruntime or compile (engine.runtime.backends)
 
     @property
     def top_probs(self) -> np.ndarray:
@@ -150,7 +150,7 @@ class FrameResult:
     error: str | None = None  # one line, when the frame itself could not be read
     started: float = 0.0  # time.perf_counter() when inference began
     finished: float = 0.0
-    generation: int = 0  # the capture request (engine.events.RunRequest) this result answers
+    generation: int = 0  # the capture request (engine.live.events.RunRequest) this result answers
     perturbation: str = ""  # what was done to the frame before the networks saw it ("Gaussian blur 3"), if anything
     clean_top1: Mapping[str, int] | None = None  # with a perturbation: each network's top-1 on the clean frame
     original: np.ndarray | None = None  # with a perturbation: the clean frame (``frame`` is the perturbed one)
@@ -313,7 +313,7 @@ class InferenceSession:
         self._probe_lock = threading.Lock()
         self._pending_probes: dict[str, tuple[ProbeRequest, ...]] | None = None
         self._pending_generation = 0
-        self.generation = 0  # of the probe request (engine.events.RunRequest) the next frame answers
+        self.generation = 0  # of the probe request (engine.live.events.RunRequest) the next frame answers
         weights = dict(weights or {})
         unknown = [name for name in weights if name not in {s.name for s in specs}]
         if unknown:
@@ -490,7 +490,7 @@ class InferenceSession:
     def _with_precision(self, spec: ModelSpec, model: nn.Module) -> tuple[nn.Module, str, str]:
         """The network in the session's precision: ``auto`` times a batch-1 pass in both (medians
         of 7, timed in turn, after 2 warm-up passes of each) and keeps bf16 only where the device has
-        it natively and it is at least 15% faster (engine.precision).
+        it natively and it is at least 15% faster (engine.runtime.precision).
         Returns the model, fp32 or bf16, and the reason."""
         if self.precision == "fp32" or (self.precision == "auto" and not bf16_native(self.device)):
             return model, "fp32", "" if self.precision == "fp32" else "fp32: no native bf16 here"
@@ -543,7 +543,7 @@ class InferenceSession:
         if path is not None:
             return load_model(spec, path)  # a user's file that does not fit is an error, not a fallback
         try:
-            loaded = load_model(spec)  # downloads are a job of their own (engine.jobs.download)
+            loaded = load_model(spec)  # downloads are a job of their own (engine.data.download)
         except WeightsError as e:
             self.messages.append(f"{spec.name}: {e}")
             loaded = LoadedModel(spec, spec.build(), UNTRAINED, str(e))
@@ -638,7 +638,7 @@ class InferenceSession:
     @contextmanager
     def bare(self, name: str):
         """The network with its taps removed: what a plain forward pass costs (its torch module, or
-        its :class:`~engine.models.backend.Runner` with no tap outputs)."""
+        its :class:`~engine.runtime.backends.Runner` with no tap outputs)."""
         self._apply_probes()
         net = self._nets[name]
         if net.runner is not None:
@@ -893,20 +893,6 @@ def _array(t: torch.Tensor) -> np.ndarray:
 def activation_probes(layers: Iterable[str]) -> tuple[ProbeRequest, ...]:
     layers = tuple(layers)
     return (Activations(layers),) if layers else ()
-
-
-def without_in_place_ops(model: nn.Module) -> int:
-    """Make in-place layers (ReLU(inplace=True), ...) write new tensors; returns how many changed.
-
-    At batch 1 the memory an in-place ReLU saves is a few kilobytes, while keeping a captured
-    activation safe from it would cost a copy on every frame.
-    """
-    changed = 0
-    for module in model.modules():
-        if getattr(module, "inplace", False) is True:
-            module.inplace = False
-            changed += 1
-    return changed
 
 
 def feature_layers(adapter: ModelAdapter, device: torch.device | str = "cpu") -> tuple[LayerInfo, ...]:

@@ -1,4 +1,4 @@
-"""An :class:`~engine.analysis.Analysis` as files: figures (PNG), data (CSV, JSON) and one
+"""An :class:`~engine.studies.analysis.Analysis` as files: figures (PNG), data (CSV, JSON) and one
 self-contained ``report.html`` (figures embedded) that opens in any browser.
 
 The figures are drawn with matplotlib's Agg canvas directly (no pyplot, no GUI backend), so this
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.analysis import Analysis, NetworkAnalysis, pareto_front
-from engine.files import atomic_write
-from engine.models.backend import label as backend_label
+from engine.common.files import atomic_write
+from engine.runtime.backends import label as backend_label
+from engine.studies.analysis import Analysis, NetworkAnalysis, pareto_front
 
 # The window's colours for the four networks (gui.style.MODEL_COLORS), on a light background here.
 COLORS = ("#1f77b4", "#d98500", "#0f9d77", "#b0578f", "#8c8c00", "#c2501d")

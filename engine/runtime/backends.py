@@ -7,7 +7,7 @@ only the network: logits, softmax, the classes ranked, ENet's per-pixel class ma
 the output of each tapped layer. So what the engine does after the call is reading arrays.
 
 - ``torch``: eager PyTorch, the reference, the only backend with gradients (Grad-CAM) and the only
-  one that runs bf16 weights. :class:`~engine.inference.InferenceSession` runs it itself.
+  one that runs bf16 weights. :class:`~engine.runtime.session.InferenceSession` runs it itself.
 - ``onnxruntime`` (:class:`OrtRunner`): the network exported with ``torch.onnx.export`` from the
   same module and weights (:func:`export_onnx`), run by ONNX Runtime's CPU provider. Exports are
   cached (below).
@@ -18,7 +18,7 @@ Why export the tapped layers as graph outputs rather than read them some other w
 has no hooks, and a graph output is the one way to get an intermediate tensor out of it. A layer
 that is an output cannot be fused with the next one, so each set of tapped layers gets its own
 graph. Making one can take seconds (ENet's: about 5 s here), so the first export of
-a network has every layer the app can show (:func:`~engine.inference.feature_layers`) as an output,
+a network has every layer the app can show (:func:`~engine.runtime.session.feature_layers`) as an output,
 and a tap set within those is cut from it: its other outputs are dropped, and ONNX Runtime removes
 the nodes nothing reads any more. A tap set outside those layers is exported for itself.
 
@@ -50,7 +50,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from engine.models.adapter import ModelAdapter
+from engine.models.adapter import ModelAdapter, without_in_place_ops
 
 BACKENDS = ("torch", "onnxruntime", "compile")
 BACKEND_CHOICES = ("auto", *BACKENDS)
@@ -173,7 +173,6 @@ def private_copy(adapter: ModelAdapter) -> ModelAdapter:
     with the engine's taps. Built on the meta device and filled with the loaded tensors (float32
     copies where the live network runs bf16), so it costs no random initialisation.
     """
-    from engine.inference import without_in_place_ops
 
     spec = adapter.spec
     with torch.device("meta"):
@@ -354,7 +353,7 @@ class OnnxCache:
 
     def __init__(self, folder: Path | None = None) -> None:
         if folder is None:
-            from engine.data import default_cache_dir
+            from engine.data.datasets import default_cache_dir
 
             folder = default_cache_dir() / "onnx"
         self.folder = folder

@@ -7,12 +7,12 @@
     engine.load_weights("vgg16", "mine.pth")          # refused in one Error event if it does not fit
     engine.stop()                                     # returns within a second
 
-Events (:mod:`engine.events`) are typed values: ``SessionReady`` with a ``ModelCard`` per network,
+Events (:mod:`engine.live.events`) are typed values: ``SessionReady`` with a ``ModelCard`` per network,
 ``SourceStarted``, ``SourceEnded``, ``Notice``, ``Error(code, text)``, ``JobProgress``.
 
 Two threads: a *feeder* pulls frames from the source and puts them into a one-frame slot; the
 *worker* takes the frame from the slot, runs every network on it and calls ``on_result`` with an
-immutable :class:`~engine.inference.FrameResult` and :class:`~engine.metrics.MetricsSnapshot`. A
+immutable :class:`~engine.runtime.session.FrameResult` and :class:`~engine.live.metrics.MetricsSnapshot`. A
 live source (camera, stream, a video played in real time) overwrites a frame the worker has not
 taken yet: the newest frame wins and the replaced one is counted as dropped. A still source
 (files, a folder, a data set, a video played as fast as possible) waits for the slot instead, so
@@ -33,9 +33,10 @@ from types import MappingProxyType
 import numpy as np
 import torch
 
-from engine.complexity import Complexity, complexity
-from engine.device import engine_ort_threads, engine_threads, resolve_device
-from engine.events import (
+from engine.data.download import DownloadError, download_cifar10, download_weights
+from engine.data.imageio import InputError, display_name
+from engine.jobs import Cancelled, JobProgress, JobState
+from engine.live.events import (
     EngineEvent,
     Error,
     ErrorCode,
@@ -49,19 +50,18 @@ from engine.events import (
     SourceEnded,
     SourceStarted,
 )
-from engine.imageio import InputError, display_name
-from engine.inference import FrameResult, InferenceSession, ModelResult, activation_probes
-from engine.jobs import Cancelled, JobProgress, JobState
-from engine.jobs.download import DownloadError, download_cifar10, download_weights
-from engine.metrics import MetricsSnapshot, MetricsTracker
-from engine.models.backend import BackendError
+from engine.live.metrics import MetricsSnapshot, MetricsTracker
+from engine.live.sources import Frame, Source, describe, open_source
+from engine.models.complexity import Complexity, complexity
 from engine.models.registry import RegistryError, list_specs
-from engine.perturb import Perturbation, PerturbError
-from engine.perturb import apply as perturb
-from engine.precision import PrecisionError
+from engine.models.weights import WeightsError, hub_download_bytes, published_accuracy
 from engine.probes import ProbeRequest
-from engine.sources import Frame, Source, describe, open_source
-from engine.weights import WeightsError, hub_download_bytes, published_accuracy
+from engine.probes.perturb import Perturbation, PerturbError
+from engine.probes.perturb import apply as perturb
+from engine.runtime.backends import BackendError
+from engine.runtime.device import engine_ort_threads, engine_threads, resolve_device
+from engine.runtime.precision import PrecisionError
+from engine.runtime.session import FrameResult, InferenceSession, ModelResult, activation_probes
 
 ResultCallback = Callable[[FrameResult, MetricsSnapshot], None]
 HISTORY_BYTES = 64 * 2**20  # recent frames kept for step_back: 2 s of VGA video, 20,000 CIFAR pictures
@@ -177,8 +177,8 @@ class Engine:
                   models: Iterable[str] | None = None, weights: Mapping[str, str] | None = None,
                   precision: str | None = None, backend: str | None = None) -> None:
         """Rebuild the session (other profile, device, weights, precision: fp32, bf16 or auto, see
-        :mod:`engine.precision`, or backend: torch, onnxruntime, compile or auto, see
-        :mod:`engine.models.backend`) on the worker thread."""
+        :mod:`engine.runtime.precision`, or backend: torch, onnxruntime, compile or auto, see
+        :mod:`engine.runtime.backends`) on the worker thread."""
         with self._cond:
             base = self._wanted()
             new_profile = profile or base.profile
@@ -234,7 +234,7 @@ class Engine:
         return self._perturbation
 
     def robustness(self, data: str, limit: int = 1000, precision: str = "fp32") -> bool:
-        """The robustness bench (:mod:`engine.robustness`) of the current cifar10 line-up on the test
+        """The robustness bench (:mod:`engine.studies.robustness`) of the current cifar10 line-up on the test
         split of ``data`` (spread over ``limit`` images) as a job: ``JobProgress`` in images, then
         ``JobEnded("robustness", ..., result=RobustnessResult)``. The source is paused meanwhile and
         plays on afterwards. False when a job is already running."""
@@ -242,10 +242,10 @@ class Engine:
         return self._start_job(lambda job: self._robustness(config, data, limit, precision, job))
 
     def _robustness(self, config: _Config, data: str, limit: int, precision: str, job: JobState) -> None:
-        from engine.data import DataError, load_cifar10
-        from engine.evaluation import sample_indices
+        from engine.data.datasets import DataError, load_cifar10
         from engine.models.registry import comparison_specs, get_spec
-        from engine.robustness import robustness
+        from engine.studies.evaluation import sample_indices
+        from engine.studies.robustness import robustness
 
         was_playing = not self._paused
 
@@ -271,7 +271,7 @@ class Engine:
                 self.resume()
 
     def top_images(self, model: str, layer: str, data: str, limit: int = 2000) -> bool:
-        """What each channel of ``layer`` of ``model`` looks for (:mod:`engine.top_images`): the 9
+        """What each channel of ``layer`` of ``model`` looks for (:mod:`engine.studies.top_images`): the 9
         test images of ``data`` that excite it most, over ``limit`` of them, as a job:
         ``JobProgress`` in images, then ``JobEnded("top-images", ..., result=TopImages)``. The
         network runs on the weights the session uses (a user's file included), as a private copy;
@@ -282,8 +282,8 @@ class Engine:
 
     def _top_images(self, config: _Config, model: str, layer: str, data: str, limit: int, job: JobState) -> None:
         from engine.models.registry import get_spec
-        from engine.top_images import sample_test_set, top_images
-        from engine.weights import load_model
+        from engine.models.weights import load_model
+        from engine.studies.top_images import sample_test_set, top_images
 
         def attempt() -> tuple[str, object]:
             job.report(JobProgress("top-images", 0, 0, "reading the test set", "images"))
@@ -312,7 +312,7 @@ class Engine:
 
     def analyze(self, max_batch: int = 64, precision: str = "fp32", fresh: bool = False,
                 backends: Iterable[str] = ()) -> bool:
-        """Measure the current profile's networks for the Analysis (:mod:`engine.analysis`) as a job:
+        """Measure the current profile's networks for the Analysis (:mod:`engine.studies.analysis`) as a job:
         ``JobProgress`` in steps, then ``JobEnded("analyze", ..., result=Analysis)``. A cached result
         for this machine and set-up ends the job at once, unless ``fresh``. The source is paused for
         the measurement (two jobs on a small CPU would measure each other) and plays on afterwards if
@@ -324,7 +324,7 @@ class Engine:
 
     def cached_analysis(self, max_batch: int = 64, precision: str = "fp32", backends: Iterable[str] = ()):
         """The cached Analysis of the current profile and device, or None; reads one small file."""
-        from engine.analysis import cache_key, load_cached
+        from engine.studies.analysis import cache_key, load_cached
 
         config = self._wanted()
         try:
@@ -335,7 +335,7 @@ class Engine:
 
     def _analyze(self, config: _Config, max_batch: int, precision: str, fresh: bool, job: JobState,
                  backends: tuple[str, ...] = ()) -> None:
-        from engine.analysis import analyze, cache_key, load_cached, save_cached
+        from engine.studies.analysis import analyze, cache_key, load_cached, save_cached
 
         was_playing = not self._paused
         try:
@@ -366,7 +366,7 @@ class Engine:
         takes a second or two: never on the window's thread); ``JobEnded("report", ...)`` carries
         the path of report.html. False when a job is already running."""
         def work(job: JobState) -> None:
-            from engine.analysis_report import write_report
+            from engine.studies.analysis_report import write_report
 
             try:
                 job.report(JobProgress("report", 0, 0, "drawing the figures", "files"))

@@ -1,9 +1,9 @@
 """How much of each network's accuracy survives perturbed images: the robustness bench.
 
-:func:`robustness` perturbs a labelled set with every perturbation of :mod:`engine.perturb` at
+:func:`robustness` perturbs a labelled set with every perturbation of :mod:`engine.probes.perturb` at
 severities 1..5 (each image once per perturbation and severity, shared by every network) and
 measures each network's top-1 on the clean images and on each perturbed copy, batched through
-:func:`engine.evaluation.predict_logits` as ``eval`` is. ``python main.py robustness``
+:func:`engine.studies.evaluation.predict_logits` as ``eval`` is. ``python main.py robustness``
 (:mod:`engine.cli.robustness`) prints and plots it.
 
 What the numbers cover (all fractions 0..1 of the images given):
@@ -12,7 +12,7 @@ What the numbers cover (all fractions 0..1 of the images given):
 - ``top1[model, kind, severity]``: top-1 on the images with that perturbation at that severity;
 - ``mean_top1(model)``: the mean of ``top1`` over every kind and severity measured (the "mean
   corruption accuracy" of Hendrycks & Dietterich 2019, over this bench's perturbations, which
-  include two geometric ones of this project: see :mod:`engine.perturb`);
+  include two geometric ones of this project: see :mod:`engine.probes.perturb`);
 - ``relative(model)``: ``mean_top1 / clean``, the share of its clean accuracy a network keeps
   under perturbation on average (1.0: unaffected).
 """
@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.evaluation import EVAL_BATCH, check_labels, predict_logits
 from engine.jobs import JobProgress, JobState
 from engine.models.registry import ModelSpec
-from engine.perturb import KINDS, SEVERITIES, Perturbation, apply_all
-from engine.precision import dtype_of
+from engine.probes.perturb import KINDS, SEVERITIES, Perturbation, apply_all
+from engine.runtime.precision import dtype_of
+from engine.studies.evaluation import EVAL_BATCH, check_labels, predict_logits
 
 
 @dataclass(frozen=True, eq=False)  # holds an array: equal only to itself
@@ -99,7 +99,7 @@ def robustness(models: Iterable[Any], images: np.ndarray, labels: np.ndarray | t
                kinds: Sequence[str] = KINDS, severities: Sequence[int] = SEVERITIES, seed: int = 0,
                device: torch.device | str = "cpu", batch_size: int = EVAL_BATCH, precision: str = "fp32",
                job: JobState | None = None) -> RobustnessResult:
-    """Top-1 of each of ``models`` (:class:`engine.weights.LoadedModel` or :class:`ModelSpec`,
+    """Top-1 of each of ``models`` (:class:`engine.models.weights.LoadedModel` or :class:`ModelSpec`,
     loaded with its default weights) on ``images`` (uint8, N x 32 x 32 x 3 for the CIFAR networks)
     and ``labels``, clean and under each of ``kinds`` at each of ``severities`` (noise seeded by
     ``seed``, per image).
@@ -108,9 +108,9 @@ def robustness(models: Iterable[Any], images: np.ndarray, labels: np.ndarray | t
     perturbation and severity one pass per network), a cancel between batches
     (:class:`~engine.jobs.Cancelled`), and ``job.partial["result"]``: a :class:`RobustnessResult`
     with what was measured so far (NaN elsewhere). Labels that are not one class index per image
-    raise :class:`~engine.evaluation.EvalError` before anything runs.
+    raise :class:`~engine.studies.evaluation.EvalError` before anything runs.
     """
-    from engine.weights import LoadedModel, load_model
+    from engine.models.weights import LoadedModel, load_model
 
     started = time.perf_counter()
     device = torch.device(device) if isinstance(device, str) else device

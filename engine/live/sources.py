@@ -23,8 +23,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.imageio import InputError, display_name, is_image_path, read_image, to_rgb_uint8
-from engine.streams import StreamError, preflight, redact_url
+from engine.data.imageio import InputError, display_name, is_image_path, read_image, to_rgb_uint8
+from engine.live.streams import StreamError, preflight, redact_url
 
 # OpenCV's own WARN/ERROR lines would reach the user's terminal beside the engine's one-line
 # messages, which already say what went wrong; CNN_ARENA_DEBUG=1 keeps them.
@@ -255,7 +255,7 @@ class LiveSource(Source):
 
     def _read_loop(self) -> None:
         if isinstance(self.target, str) and self._factory is _open_capture:
-            try:  # first from Python, where a dead server blocks nothing else (engine.streams)
+            try:  # first from Python, where a dead server blocks nothing else (engine.live.streams)
                 if not preflight(self.target, self._stop, self.open_timeout):
                     return  # closed while waiting
             except StreamError as e:
@@ -330,14 +330,14 @@ def _open_capture(target: int | str):
 
 
 class DatasetSource(Source):
-    """The labelled CIFAR-10 test set (or any split) from an archive or folder, via engine.data.
+    """The labelled CIFAR-10 test set (or any split) from an archive or folder, via engine.data.datasets.
 
     Played in a fixed shuffled order: the files are stored class by class, and a running accuracy
     over a thousand airplanes first would say little for a long time.
     """
 
     def __init__(self, path: str | os.PathLike, split: str = "test", *, seed: int = 0) -> None:
-        from engine.data import DataError, load_cifar10
+        from engine.data.datasets import DataError, load_cifar10
         from engine.models.registry import CIFAR10_CLASSES
 
         try:
@@ -413,7 +413,7 @@ def open_source(target: str | os.PathLike | Sequence[str | os.PathLike], class_n
 def _looks_like_cifar(folder: Path) -> bool:
     """A folder with test/<class>/ in it (the ImageFolder layout of a data set, not loose pictures),
     or an extracted official CIFAR-10 archive."""
-    from engine.data import batch_files
+    from engine.data.datasets import batch_files
 
     if (folder / "test" / "airplane").is_dir() and (folder / "test" / "truck").is_dir():
         return True

@@ -57,8 +57,8 @@ from typing import BinaryIO
 import cv2
 import numpy as np
 
-from engine.files import atomic_write, remove_stale_temps
-from engine.imageio import display_name, one_line
+from engine.common.files import atomic_write, remove_stale_temps
+from engine.data.imageio import display_name, one_line
 from engine.models.registry import CIFAR10_CLASSES
 
 SPLITS = ("train", "test")

@@ -1,0 +1,84 @@
+"""What the commands' arguments accept: argparse types, the choices (kept here as plain tuples so
+that ``--help`` needs no torch), and the parsers of ``--backend`` and ``--weights``."""
+
+from __future__ import annotations
+
+import argparse
+
+from engine.cli.output import CliError
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds a timer can hold (about 24 days at most)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value <= MAX_SECONDS:  # also false for nan
+        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_SECONDS:,} seconds, not {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {text!r}")
+    return value
+
+
+MAX_SECONDS = 2_000_000
+PRECISIONS = ("auto", "fp32", "bf16")  # engine.runtime.precision.PRECISIONS, without importing torch for --help
+GRADCAM_METHODS = ("gradcam", "gradcam++", "scorecam")  # engine.probes.gradcam.METHODS, likewise
+BACKENDS = ("auto", "torch", "onnxruntime", "compile")  # engine.runtime.backends.BACKEND_CHOICES, likewise
+TTA_MODES = ("flip", "flip+shift")  # engine.studies.evaluation.TTA_MODES, likewise
+
+
+def default_backend() -> str:
+    """The window's and predict's backend when none is given: ``$CNN_ARENA_BACKEND`` if it names
+    one, else auto."""
+    import os
+
+    wanted = os.environ.get("CNN_ARENA_BACKEND", "").strip()
+    return wanted if wanted in BACKENDS else "auto"
+
+
+BACKEND_HELP = ("what runs the networks: auto (ONNX Runtime for each network where it measures faster at load "
+                "than torch, and agrees with torch), torch (eager), onnxruntime, or compile (torch.compile: "
+                "seconds of compiling per network); default auto, or $CNN_ARENA_BACKEND")
+PRECISION_HELP = ("number format of the networks: auto (default: bf16 for each network only where this "
+                  "machine runs it natively and it measures faster at load), fp32 or bf16")
+
+
+def parse_backends(text: str) -> list[str]:
+    """``--backend``: one name, a comma-separated list, or ``all``; unknown names are a CliError."""
+    names = list(BACKENDS[1:]) if text.strip() == "all" else [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [n for n in names if n not in BACKENDS]
+    if unknown or not names:
+        raise CliError(f"--backend: unknown backend {unknown[0] if unknown else text!r}; expected "
+                       f"{', '.join(BACKENDS)}, a comma-separated list, or all")
+    return list(dict.fromkeys(names))
+
+
+def device_name(text: str) -> str:
+    """An argparse type: a device name torch knows (auto, cpu, cuda, cuda:N); whether it is here
+    is the command's question."""
+    from engine.runtime.device import resolve_device
+
+    try:
+        resolve_device(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def parse_weights(items: list[str]) -> dict[str, str]:
+    """``--weights MODEL=PATH`` options as a mapping; a malformed one is a :class:`CliError`."""
+    from engine.models.weights import WeightsError, parse_weights_args
+    try:
+        return parse_weights_args(items)
+    except WeightsError as e:
+        raise CliError(str(e)) from None

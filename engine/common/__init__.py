@@ -1,0 +1,1 @@
+"""Small pure helpers every room uses: files written whole, numbers in words."""
