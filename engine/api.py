@@ -14,9 +14,10 @@ what it shows. No ``nn.Module``, tensor or mutable engine object crosses to the 
 from __future__ import annotations
 
 from engine.common.files import atomic_write
-from engine.common.text import human_count
+from engine.common.settings import current as current_settings
+from engine.common.text import human_count, one_line
 from engine.data.download import CIFAR10_BYTES, cifar10_archive_path
-from engine.data.imageio import IMAGE_SUFFIXES, InputError, display_name, is_image_path, one_line
+from engine.data.imageio import IMAGE_SUFFIXES, InputError, display_name, is_image_path
 from engine.jobs import Cancelled, JobProgress, JobState
 from engine.live.events import (
     EngineEvent,
@@ -57,6 +58,7 @@ from engine.probes.perturb import apply as apply_perturbation
 from engine.probes.receptive import ReceptiveField, ReceptiveFieldError, crop_box, receptive_field
 from engine.runtime.backends import BACKEND_CHOICES, BACKENDS, onnxruntime_version
 from engine.runtime.backends import label as backend_label
+from engine.runtime.device import configure_threads
 from engine.runtime.precision import PRECISIONS
 from engine.runtime.session import FrameResult, LayerInfo, ModelResult
 from engine.studies.analysis import Analysis, NetworkAnalysis, Verdict, judge, pareto_front
@@ -79,6 +81,7 @@ __all__ = [
     "lineup_choices", "one_line", "open_source", "parse_weights_args", "redact_url", "robustness", "source_error",
     "HealthAccumulator", "HealthSnapshot", "LayerHealth", "layer_health",
     "ReceptiveField", "ReceptiveFieldError", "crop_box", "receptive_field",
+    "configure_threads", "current_settings",
     "TOP_IMAGES_DEFAULT", "TOP_K", "TopImages", "TopImagesError", "sample_test_set", "top_images",
 ]
 

@@ -17,7 +17,7 @@ import traceback
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
-from engine.api import WeightsError, atomic_write, parse_weights_args
+from engine.api import WeightsError, atomic_write, configure_threads, current_settings, parse_weights_args
 from gui import style
 from gui.main_window import MainWindow
 
@@ -51,7 +51,7 @@ def make_excepthook(window: MainWindow, stream=None):
             return
         line = f"internal error: {kind.__name__}: {str(value).strip().splitlines()[0] if str(value).strip() else ''}"
         print(line, file=stream or sys.stderr)
-        if os.environ.get("CNN_ARENA_DEBUG"):
+        if current_settings().debug:
             traceback.print_exception(kind, value, tb, file=stream or sys.stderr)
         try:
             window.errors.append(line)
@@ -59,24 +59,6 @@ def make_excepthook(window: MainWindow, stream=None):
         except RuntimeError:  # the window is already gone
             pass
     return hook
-
-
-def configure_threads() -> int:
-    """Leave a core to the window: the torch threads the networks may use; ``CNN_ARENA_THREADS`` overrides.
-
-    On a small machine torch's default (one thread per core) oversubscribes the CPU as soon as the
-    main thread draws and the feeder decodes video: its worker threads spin and wait on each other,
-    and a 2-core laptop measured 30x slower forward passes. One core fewer keeps them fed.
-    """
-    import cv2
-    import torch
-
-    wanted = os.environ.get("CNN_ARENA_THREADS", "")
-    threads = int(wanted) if wanted.isdigit() and int(wanted) > 0 else max(1, min(torch.get_num_threads(),
-                                                                                (os.cpu_count() or 2) - 1))
-    torch.set_num_threads(threads)
-    cv2.setNumThreads(1)  # frames are decoded one at a time on the feeder thread
-    return threads
 
 
 def run_window(args) -> int:

@@ -13,15 +13,17 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings
 
+from engine.api import current_settings
+
 ORGANISATION = "CNN Arena"
 APPLICATION = "CNN Arena"
 ENV = "CNN_ARENA_SETTINGS"
 
 
 def open_settings() -> QSettings:
-    path = os.environ.get(ENV)
+    path = current_settings().window_settings
     if path:
-        return QSettings(path, QSettings.Format.IniFormat)
+        return QSettings(str(path), QSettings.Format.IniFormat)
     fallback = fallback_settings_path()
     if fallback is not None:
         return QSettings(str(fallback), QSettings.Format.IniFormat)

@@ -65,7 +65,7 @@ def window_threads():
     import cv2
     import torch
 
-    from gui.app import configure_threads
+    from engine.api import configure_threads
 
     saved = torch.get_num_threads(), cv2.getNumThreads()
     configure_threads()

@@ -65,21 +65,3 @@ def test_eval_in_bf16_leaves_the_callers_network_in_fp32():
     bf16, = evaluate_results([loaded], images, labels, precision="bf16")
     assert next(loaded.model.parameters()).dtype == torch.float32
     assert abs(bf16.top1 - fp32.top1) <= 2 / 16  # two near-ties may flip
-
-
-def test_paired_medians_time_the_two_in_turn(monkeypatch):
-    import engine.runtime.precision as precision
-
-    now, calls = [0.0], []
-    monkeypatch.setattr(precision.time, "perf_counter", lambda: now[0])
-
-    def taking(name, ms):
-        def run():
-            calls.append(name)
-            now[0] += ms.pop(0) / 1000 if len(calls) > 4 else 0.0  # the warm-up calls take no time
-        return run
-
-    a = taking("a", [1.0, 9.0, 2.0, 3.0, 2.0, 50.0, 2.0])
-    b = taking("b", [5.0, 5.0, 4.0, 6.0, 5.0, 5.0, 90.0])
-    assert precision.paired_medians_ms(a, b, runs=7, warmup=2) == pytest.approx((2.0, 5.0))
-    assert calls == ["a", "b"] * 9

@@ -40,9 +40,9 @@ TTA_MODES = ("flip", "flip+shift")  # engine.studies.evaluation.TTA_MODES, likew
 def default_backend() -> str:
     """The window's and predict's backend when none is given: ``$CNN_ARENA_BACKEND`` if it names
     one, else auto."""
-    import os
+    from engine.common.settings import current
 
-    wanted = os.environ.get("CNN_ARENA_BACKEND", "").strip()
+    wanted = current().backend
     return wanted if wanted in BACKENDS else "auto"
 
 

@@ -120,7 +120,7 @@ def describe_source(source: str) -> dict[str, Any]:
 
 def runs_dir() -> Path:
     """The user's own training runs: ``<cache>/runs`` (``$CNN_ARENA_CACHE`` or ``~/.cache/cnn-arena``)."""
-    from engine.data.datasets import default_cache_dir
+    from engine.common.settings import cache_dir as default_cache_dir
     return default_cache_dir() / "runs"
 
 

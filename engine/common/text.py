@@ -14,3 +14,12 @@ def human_count(n: float, digits: int | None = None) -> str:
             decimals = max(0, digits - len(str(int(value))))
             return f"{value:.{decimals}f}{unit}"
     return str(int(n))
+
+
+def one_line(text: str, limit: int) -> str:
+    """``text`` with unprintable characters as ``?`` and, past ``limit`` characters, its middle as ``…``."""
+    text = "".join(c if c.isprintable() else "?" for c in text)
+    if len(text) > limit:
+        keep = (limit - 1) // 2
+        text = f"{text[:keep]}\u2026{text[-keep:]}"
+    return text

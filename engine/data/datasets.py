@@ -57,8 +57,11 @@ from typing import BinaryIO
 import cv2
 import numpy as np
 
+from engine.common.errors import error_line
 from engine.common.files import atomic_write, remove_stale_temps
-from engine.data.imageio import display_name, one_line
+from engine.common.settings import cache_dir as default_cache_dir
+from engine.common.text import one_line
+from engine.data.imageio import display_name
 from engine.models.registry import CIFAR10_CLASSES
 
 SPLITS = ("train", "test")
@@ -80,11 +83,6 @@ _log = logging.getLogger(__name__)
 
 class DataError(Exception):
     """A data source that cannot be used; ``str(e)`` is one line."""
-
-
-def default_cache_dir() -> Path:
-    env = os.environ.get("CNN_ARENA_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "cnn-arena"
 
 
 def load_cifar10(source: str | os.PathLike, split: str = "train", *, cache_dir: Path | None = None,
@@ -164,7 +162,7 @@ def has_split_layout(source: str | os.PathLike, *, cache_dir: Path | None = None
         with _open_regular(path) as raw, tarfile.open(fileobj=raw) as tar:
             names = [m.name for m in tar if m.isfile()]
     except (tarfile.TarError, OSError, EOFError) as e:
-        raise DataError(f"{display_name(path)}: not a readable tar archive ({_first_line(e)})") from None
+        raise DataError(f"{display_name(path)}: not a readable tar archive ({error_line(e)})") from None
     batches = {m.group(1) for m in map(_BATCH.search, names) if m is not None}
     if batches:
         return "test_batch" in batches and any(b.startswith("data_batch_") for b in batches)
@@ -249,7 +247,7 @@ def _decode(data: bytes) -> np.ndarray | str:
             bgr = cv2.resize(bgr, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA)
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     except cv2.error as e:
-        return f"not a decodable image ({_first_line(e)})"
+        return f"not a decodable image ({error_line(e)})"
 
 
 # --- archives and folders ----------------------------------------------------------------------
@@ -332,9 +330,9 @@ def _decode_archive(path: Path, progress: Progress | None) -> _Decoded:
                                     progress(raw.tell(), total)
             names, images, failed = _decode_all(members())
     except (tarfile.TarError, EOFError, zipfile.BadZipFile) as e:
-        raise DataError(f"{display_name(path)}: not a readable tar archive ({_first_line(e)})") from None
+        raise DataError(f"{display_name(path)}: not a readable tar archive ({error_line(e)})") from None
     except OSError as e:  # gzip's BadGzipFile is an OSError
-        raise DataError(f"{display_name(path)}: cannot be read ({_first_line(e)})") from None
+        raise DataError(f"{display_name(path)}: cannot be read ({error_line(e)})") from None
     if progress is not None:
         progress(total, total)
     if batches:
@@ -415,7 +413,7 @@ def read_python_batch(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         batch = _BatchUnpickler(io.BytesIO(data), encoding="latin1").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError) as e:
-        raise DataError(f"{shown}: not a CIFAR-10 batch ({_first_line(e)})") from None
+        raise DataError(f"{shown}: not a CIFAR-10 batch ({error_line(e)})") from None
     if not isinstance(batch, dict):
         raise DataError(f"{shown}: not a CIFAR-10 batch (a {type(batch).__name__}, not a dict)")
     pixels, labels = batch.get("data"), batch.get("labels")
@@ -578,7 +576,7 @@ def _load_torchvision(split: str, cache: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         ds = torchvision.datasets.CIFAR10(root=str(cache / "torchvision"), train=split == "train", download=True)
     except (OSError, RuntimeError, ValueError) as e:
-        raise DataError(f"CIFAR-10 download failed ({_first_line(e)})") from None
+        raise DataError(f"CIFAR-10 download failed ({error_line(e)})") from None
     if tuple(ds.classes) != CIFAR10_CLASSES:
         raise DataError("torchvision's CIFAR-10 class order differs from this app's")
     return np.ascontiguousarray(ds.data, dtype=np.uint8), np.asarray(ds.targets, dtype=np.int64)
@@ -673,10 +671,6 @@ def _write_cache(path: Path, arrays: tuple[np.ndarray, np.ndarray], notes: list[
 
 def _reason(e: OSError | ValueError) -> str:
     """Why a file could not be read, without its path (which may be long or hold any character)."""
-    text = getattr(e, "strerror", None) or _first_line(e)
+    text = error_line(e, os_reason=True)
     return one_line(text[:1].lower() + text[1:], 160)
 
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return one_line(text[0] if text else type(e).__name__, 160)

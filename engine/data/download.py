@@ -17,6 +17,7 @@ import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 
+from engine.common.errors import error_line
 from engine.jobs.state import JobProgress, JobState
 from engine.models.registry import ModelSpec
 
@@ -99,9 +100,7 @@ def download_weights(specs: Iterable[ModelSpec], job: JobState) -> list[str]:
 
 
 def _reason(e: BaseException) -> str:
-    reason = getattr(e, "reason", None) or e
-    text = str(reason).strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:120]
+    return error_line(getattr(e, "reason", None) or e, 120)
 
 
 # The official CIFAR-10 archive and its published md5 (the checksum torchvision checks too).
@@ -112,7 +111,7 @@ CIFAR10_BYTES = 170_498_071
 
 def cifar10_archive_path(cache: Path | None = None) -> Path:
     """Where the official archive is kept once downloaded: the data folder of the cache."""
-    from engine.data.datasets import default_cache_dir
+    from engine.common.settings import cache_dir as default_cache_dir
 
     return (cache or default_cache_dir()) / "data" / "cifar-10-python.tar.gz"
 

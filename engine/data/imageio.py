@@ -32,6 +32,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from engine.common.errors import error_line
+from engine.common.text import one_line
+
 
 class InputError(Exception):
     """A file or source the app cannot use.
@@ -248,8 +251,7 @@ def _mp(pixels: int) -> str:
 
 
 def _reason(e: Exception) -> str:
-    text = (e.strerror if isinstance(e, OSError) and e.strerror else str(e)) or type(e).__name__
-    return one_line(text, 60)
+    return error_line(e, 60, os_reason=True)
 
 
 def display_name(path) -> str:
@@ -258,11 +260,3 @@ def display_name(path) -> str:
     except TypeError:
         raw = str(path)
     return one_line(Path(raw).name or raw or "image", 80)
-
-
-def one_line(text: str, limit: int) -> str:
-    text = "".join(c if c.isprintable() else "?" for c in text)
-    if len(text) > limit:
-        keep = (limit - 1) // 2
-        text = f"{text[:keep]}\u2026{text[-keep:]}"
-    return text

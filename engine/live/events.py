@@ -14,24 +14,13 @@ from enum import Enum
 from types import MappingProxyType
 from typing import NamedTuple
 
+from engine.common.errors import ErrorCode  # noqa: F401  (part of the events' vocabulary)
 from engine.jobs import JobProgress
 from engine.live.metrics import MetricsSnapshot
 from engine.models.complexity import Complexity
 from engine.models.weights import WeightsKind
 from engine.probes import Activations, ProbeRequest
 from engine.runtime.session import FrameResult, LayerInfo
-
-
-class ErrorCode(str, Enum):
-    SOURCE = "source"  # a file, folder or stream that cannot be opened
-    CAMERA = "camera"  # a camera that cannot be opened (another index may work)
-    FRAME = "frame"  # one frame that cannot be read or run
-    WEIGHTS = "weights"  # a checkpoint that does not load or does not fit
-    DEVICE = "device"  # a device that is not there, or ran out of memory
-    SESSION = "session"  # the networks could not be loaded
-    CAPTURE = "capture"  # a layer that does not exist
-    DOWNLOAD = "download"  # weights that could not be downloaded
-    INTERNAL = "internal"  # anything else: a bug, reported in one line
 
 
 @dataclass(frozen=True)

@@ -23,12 +23,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from engine.common.settings import current as current_settings
 from engine.data.imageio import InputError, display_name, is_image_path, read_image, to_rgb_uint8
 from engine.live.streams import StreamError, preflight, redact_url
 
 # OpenCV's own WARN/ERROR lines would reach the user's terminal beside the engine's one-line
 # messages, which already say what went wrong; CNN_ARENA_DEBUG=1 keeps them.
-if not os.environ.get("CNN_ARENA_DEBUG"):
+if not current_settings().debug:
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})

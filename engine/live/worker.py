@@ -33,6 +33,7 @@ from types import MappingProxyType
 import numpy as np
 import torch
 
+from engine.common.errors import error_line
 from engine.data.download import DownloadError, download_cifar10, download_weights
 from engine.data.imageio import InputError, display_name
 from engine.jobs import Cancelled, JobProgress, JobState
@@ -304,7 +305,7 @@ class Engine:
         except Cancelled:
             self._emit(JobEnded(name, JobOutcome.CANCELLED, cancelled))
         except Exception as e:  # noqa: BLE001 - DataError, TopImagesError, ...: one line, never a traceback
-            line = f"{failed}: {one_line_error(e)}"
+            line = f"{failed}: {error_line(e, typed=True)}"
             self._emit(JobEnded(name, JobOutcome.FAILED, line))
             self._emit(Error(ErrorCode.SOURCE, line))
         else:
@@ -350,7 +351,7 @@ class Engine:
         except Cancelled:
             self._emit(JobEnded("analyze", JobOutcome.CANCELLED, "analysis cancelled; nothing was kept"))
         except Exception as e:  # noqa: BLE001 - a job thread must end with an event, never silently
-            text = f"analysis failed: {one_line_error(e)}"
+            text = f"analysis failed: {error_line(e, typed=True)}"
             self._emit(JobEnded("analyze", JobOutcome.FAILED, text))
             self._emit(Error(ErrorCode.SESSION, text))
         else:
@@ -378,7 +379,7 @@ class Engine:
                 self._emit(JobEnded("report", JobOutcome.FAILED, text))
                 self._emit(Error(ErrorCode.SESSION, text))
             except Exception as e:  # noqa: BLE001 - a job thread must end with an event, never silently
-                text = f"report failed: {one_line_error(e)}"
+                text = f"report failed: {error_line(e, typed=True)}"
                 self._emit(JobEnded("report", JobOutcome.FAILED, text))
                 self._emit(Error(ErrorCode.SESSION, text))
             else:
@@ -406,7 +407,7 @@ class Engine:
             self._emit(JobEnded("dataset", JobOutcome.FAILED, str(e)))
             self._emit(Error(ErrorCode.DOWNLOAD, str(e)))
         except Exception as e:  # noqa: BLE001 - a job thread must end with an event, never silently
-            text = f"download failed: {one_line_error(e)}"
+            text = f"download failed: {error_line(e, typed=True)}"
             self._emit(JobEnded("dataset", JobOutcome.FAILED, text))
             self._emit(Error(ErrorCode.DOWNLOAD, text))
         else:
@@ -431,7 +432,7 @@ class Engine:
                 return
             done = job.partial["downloaded"]
         except Exception as e:  # noqa: BLE001 - a job thread must end with an event, never silently
-            text = f"download failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+            text = f"download failed: {error_line(e)}"
             self._emit(JobEnded("download", JobOutcome.FAILED, text))
             self._emit(Error(ErrorCode.DOWNLOAD, text))
             return
@@ -621,7 +622,7 @@ class Engine:
             return
         except Exception as e:  # noqa: BLE001 - a bug in a reader is one line, not a dead thread
             if not stop.is_set():
-                self._emit(Error(ErrorCode.SOURCE, f"cannot open the source: {one_line_error(e)}"))
+                self._emit(Error(ErrorCode.SOURCE, f"cannot open the source: {error_line(e, typed=True)}"))
             return
         finally:
             self._opening.discard(me)
@@ -716,7 +717,7 @@ class Engine:
             except Exception as e:  # noqa: BLE001 - the worker outlives any one failure
                 code = ErrorCode.SESSION if config is not None else ErrorCode.FRAME
                 self._emit(Error(code, f"{'cannot load the networks' if config is not None else 'frame failed'}: "
-                                       f"{one_line_error(e)}"))
+                                       f"{error_line(e, typed=True)}"))
             finally:
                 self._building = False
                 with self._cond:
@@ -759,7 +760,7 @@ class Engine:
             self._build(dataclasses.replace(config, **{setting: default}))
             return
         except (RegistryError, ValueError, RuntimeError) as e:
-            self._emit(Error(ErrorCode.SESSION, f"cannot load the networks: {one_line_error(e)}"))
+            self._emit(Error(ErrorCode.SESSION, f"cannot load the networks: {error_line(e, typed=True)}"))
             return
         try:
             self._start_session(session, config, device)
@@ -768,7 +769,7 @@ class Engine:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             keep = "; the networks keep running as they were" if self.session is not None else ""
-            self._emit(Error(ErrorCode.SESSION, f"cannot start the networks: {one_line_error(e)}{keep}"))
+            self._emit(Error(ErrorCode.SESSION, f"cannot start the networks: {error_line(e, typed=True)}{keep}"))
 
     def _start_session(self, session: InferenceSession, config: _Config, device: torch.device) -> None:
         with self._request_lock:
@@ -832,7 +833,7 @@ class Engine:
                 self.configure(device="cpu")
                 return
             except RuntimeError as e:  # e.g. an input a network cannot take
-                line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                line = error_line(e)
                 result = FrameResult(frame.frame_id, frame.source, frame.label, frame.image, {},
                                      f"{frame.source}: {line}", generation=session.generation)
                 self._emit(Error(ErrorCode.FRAME, result.error or ""))
@@ -875,13 +876,6 @@ class Engine:
 
     def _emit(self, event: EngineEvent) -> None:
         self.on_event(event)
-
-
-def one_line_error(e: BaseException) -> str:
-    """An exception as one line: its first line, or its type's name when it has no text."""
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0]}" if text and not isinstance(e, (ValueError, RuntimeError)) \
-        else (text.splitlines()[0] if text else type(e).__name__)
 
 
 def source_error(target: object, error: InputError) -> Error:

@@ -40,8 +40,10 @@ import torchvision
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from engine.common.errors import error_line
 from engine.common.files import atomic_write
-from engine.data.imageio import display_name, one_line
+from engine.common.text import one_line
+from engine.data.imageio import display_name
 from engine.models.adapter import translate_checkpoint
 from engine.models.registry import ModelSpec
 
@@ -221,7 +223,7 @@ def _open_checkpoint(path: Path) -> _Checkpoint:
     except (FileNotFoundError, NotADirectoryError):
         raise WeightsError(f"{name}: no such file") from None
     except (OSError, ValueError) as e:  # ValueError: a NUL byte in the name
-        raise WeightsError(f"{name}: cannot be read ({getattr(e, 'strerror', None) or _first_line(e)})") from None
+        raise WeightsError(f"{name}: cannot be read ({error_line(e, os_reason=True)})") from None
     if not stat.S_ISREG(info.st_mode):  # a folder, or a FIFO that would wait forever for a writer
         raise WeightsError(f"{name}: not a regular file")
     if info.st_size == 0:
@@ -235,7 +237,7 @@ def _open_safetensors(path: Path, name: str) -> _Checkpoint:
     """The header (safetensors checks its offsets against the file's size), int8 weights with scales
     shown as the fp32 tensors they decode to; the data is read only by ``read()``."""
     def corrupt(e: BaseException) -> WeightsError:
-        return WeightsError(f"{name}: corrupt or truncated safetensors file ({_first_line(e)})")
+        return WeightsError(f"{name}: corrupt or truncated safetensors file ({error_line(e)})")
 
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -277,9 +279,9 @@ def _open_torch(path: Path, name: str, size: int) -> _Checkpoint:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mapped)
     except pickle.UnpicklingError as e:
         raise WeightsError(f"{name}: refused, the checkpoint holds code or objects that are not plain "
-                           f"tensors ({_first_line(e)})") from None
+                           f"tensors ({error_line(e)})") from None
     except (RuntimeError, OSError, EOFError, ValueError, MemoryError, zipfile.BadZipFile) as e:
-        raise WeightsError(f"{name}: not a readable PyTorch checkpoint ({_first_line(e)})") from None
+        raise WeightsError(f"{name}: not a readable PyTorch checkpoint ({error_line(e)})") from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):  # a training checkpoint
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -298,7 +300,7 @@ def _check_torch_zip(path: Path, name: str, size: int) -> bool:
         with zipfile.ZipFile(path) as z:
             records = z.infolist()
     except (zipfile.BadZipFile, OSError, ValueError) as e:
-        raise WeightsError(f"{name}: not a readable PyTorch checkpoint ({_first_line(e)})") from None
+        raise WeightsError(f"{name}: not a readable PyTorch checkpoint ({error_line(e)})") from None
     compressed = [record for record in records if record.compress_type != zipfile.ZIP_STORED]
     if compressed:
         inflated = sum(record.file_size for record in compressed)
@@ -404,7 +406,7 @@ def load_model(spec: ModelSpec, weights_path: str | os.PathLike | None = None, *
         try:
             model = spec.builder(weights=hub, progress=allow_download).eval()
         except (OSError, RuntimeError, ValueError) as e:  # network down, corrupt cache file
-            raise WeightsError(f"{spec.weights}: could not load torchvision weights ({_first_line(e)})") from None
+            raise WeightsError(f"{spec.weights}: could not load torchvision weights ({error_line(e)})") from None
         return LoadedModel(spec, model, DOWNLOADED, f"torchvision {spec.weights}")
     model = spec.build()
     if info.status == BUNDLED and info.path is not None:
@@ -426,9 +428,6 @@ def save_weights(model: nn.Module, path: str | os.PathLike, metrics: Mapping[str
     return path
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return one_line(text[0] if text else type(e).__name__, 160)
 
 
 def parse_weights_args(items: list[str]) -> dict[str, str]:

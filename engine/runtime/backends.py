@@ -50,6 +50,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from engine.common.errors import error_line
 from engine.models.adapter import ModelAdapter, without_in_place_ops
 
 BACKENDS = ("torch", "onnxruntime", "compile")
@@ -353,7 +354,7 @@ class OnnxCache:
 
     def __init__(self, folder: Path | None = None) -> None:
         if folder is None:
-            from engine.data.datasets import default_cache_dir
+            from engine.common.settings import cache_dir as default_cache_dir
 
             folder = default_cache_dir() / "onnx"
         self.folder = folder
@@ -596,8 +597,7 @@ class OrtRunner(Runner):
         try:
             return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001 - ORT raises its own exception types for bad models
-            first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
-            raise BackendError(f"{self.spec.name}: ONNX Runtime cannot load the export: {first[:200]}") from None
+            raise BackendError(f"{self.spec.name}: ONNX Runtime cannot load the export: {error_line(e, 200)}") from None
 
     def _check(self, session, layers: tuple[str, ...]) -> None:
         """Refuse a graph whose logits on a fixed random input differ from torch's."""
@@ -707,8 +707,7 @@ class CompiledRunner(Runner):
                     warnings.simplefilter("ignore")
                     compiled(x)  # compile now, not on the first frame
             except Exception as e:  # noqa: BLE001 - inductor raises many kinds (no compiler, ...)
-                first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
-                raise BackendError(f"{self.spec.name}: torch.compile failed: {first[:200]}") from None
+                raise BackendError(f"{self.spec.name}: torch.compile failed: {error_line(e, 200)}") from None
             store.clear()
             self._graphs[layers] = (compiled, store)
             while len(self._graphs) > self.MAX_GRAPHS:

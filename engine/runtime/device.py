@@ -6,6 +6,8 @@ import os
 
 import torch
 
+from engine.common.settings import current
+
 
 def resolve_device(name: str | torch.device | None, *, strict: bool = False) -> torch.device:
     """``auto``/``cpu``/``cuda``/``cuda:N`` to a device that exists here.
@@ -56,6 +58,15 @@ def share_cpu_with_opencv() -> None:
     cv2.setNumThreads(1)
 
 
+def configure_threads() -> int:
+    """Set this process's torch threads to :func:`engine_threads` and OpenCV's to one (the window
+    and the commands alike); the number of torch threads."""
+    threads = engine_threads()
+    torch.set_num_threads(threads)
+    share_cpu_with_opencv()
+    return threads
+
+
 def engine_threads() -> int:
     """Torch threads for the background engine: one core fewer than the machine has.
 
@@ -64,10 +75,7 @@ def engine_threads() -> int:
     machine, four networks on a 640x480 video: 23.8 frames/s with 2 torch threads, 39.7 with 1.
     ``CNN_ARENA_THREADS`` overrides.
     """
-    wanted = os.environ.get("CNN_ARENA_THREADS", "")
-    if wanted.isdigit() and int(wanted) > 0:
-        return int(wanted)
-    return max(1, (os.cpu_count() or 2) - 1)
+    return current().threads or max(1, (os.cpu_count() or 2) - 1)
 
 
 def engine_ort_threads() -> int:
@@ -80,10 +88,7 @@ def engine_ort_threads() -> int:
     with 2). A network that runs faster on one thread (ENet's many small layers) is measured and
     kept on one at load (``OrtRunner(pick_threads=True)``). ``CNN_ARENA_ORT_THREADS`` overrides.
     """
-    wanted = os.environ.get("CNN_ARENA_ORT_THREADS", "")
-    if wanted.isdigit() and int(wanted) > 0:
-        return int(wanted)
-    return max(1, os.cpu_count() or 1)
+    return current().ort_threads or max(1, os.cpu_count() or 1)
 
 
 def machine_load() -> str | None:

@@ -22,10 +22,6 @@ leave the engine as float32 either way.
 
 from __future__ import annotations
 
-import statistics
-import time
-from collections.abc import Callable
-
 import torch
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -58,21 +54,3 @@ def check_precision(precision: str, device: torch.device) -> str:
 
 def dtype_of(precision: str) -> torch.dtype:
     return torch.bfloat16 if precision == "bf16" else torch.float32
-
-
-def paired_medians_ms(first: Callable[[], object], second: Callable[[], object], runs: int = 7,
-                      warmup: int = 2) -> tuple[float, float]:
-    """The median wall times of ``first()`` and ``second()`` in milliseconds, timed in turn (first,
-    second, first, ...) after ``warmup`` untimed calls of each: a burst of other work on the machine
-    (the window painting itself at start-up) then slows both alike instead of deciding the choice."""
-    for _ in range(warmup):
-        first()
-        second()
-    times: tuple[list[float], list[float]] = ([], [])
-    for _ in range(runs):
-        for run, out in ((first, times[0]), (second, times[1])):
-            t0 = time.perf_counter()
-            run()
-            out.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times[0]), statistics.median(times[1])
-

@@ -25,6 +25,8 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from engine.common.errors import error_line
+from engine.common.timing import paired_medians_ms
 from engine.models.adapter import ModelAdapter, Tap, without_in_place_ops
 from engine.models.preprocess import Preprocess
 from engine.models.registry import ModelSpec, comparison_specs, get_spec
@@ -46,7 +48,7 @@ from engine.runtime.backends import (
     top_class,
 )
 from engine.runtime.device import resolve_device, share_cpu_with_opencv, synchronize
-from engine.runtime.precision import AUTO_GAIN, bf16_native, check_precision, dtype_of, paired_medians_ms
+from engine.runtime.precision import AUTO_GAIN, bf16_native, check_precision, dtype_of
 
 CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 # The live engine leaves a core to the frame decoder (engine.runtime.device.engine_threads). A torch network
@@ -845,8 +847,7 @@ def _probe(request: ProbeRequest, net: _Network, x: torch.Tensor) -> object:
     try:
         return run_probe(request, net.adapter, x, net.captured)
     except (RuntimeError, ValueError, KeyError) as e:
-        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        return ProbeFailed(f"{request.name}: {text}")
+        return ProbeFailed(f"{request.name}: {error_line(e)}")
 
 
 def _ms(ms: float) -> str:

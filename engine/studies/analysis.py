@@ -47,6 +47,7 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from engine.common.timing import timed_runs
 from engine.jobs import JobProgress, JobState
 from engine.models.adapter import ModelAdapter
 from engine.models.complexity import complexity
@@ -346,23 +347,8 @@ def batch_sizes(max_batch: int) -> list[int]:
     return sizes
 
 
-def timed_runs(run: Callable[[], object], device: torch.device, *, min_runs: int, min_seconds: float,
-               max_runs: int, warmup: int = 2, check: Callable[[], None] | None = None) -> list[float]:
-    """Milliseconds of ``run()`` (synchronised on CUDA): ``warmup`` untimed calls, then at least
-    ``min_runs`` and more until ``min_seconds`` have passed, at most ``max_runs``."""
-    for _ in range(warmup):
-        run()
-    synchronize(device)
-    times: list[float] = []
-    started = time.perf_counter()
-    while len(times) < min_runs or (time.perf_counter() - started < min_seconds and len(times) < max_runs):
-        if check is not None and len(times) % 8 == 0:
-            check()
-        t0 = time.perf_counter()
-        run()
-        synchronize(device)
-        times.append((time.perf_counter() - t0) * 1000)
-    return times
+def _sync(device: torch.device):
+    return (lambda: synchronize(device)) if device.type == "cuda" else None
 
 
 class _RssPeak:
@@ -496,7 +482,7 @@ def layer_times(spec: ModelSpec, model: nn.Module, x: torch.Tensor, device: torc
         return hook
 
     def whole() -> list[float]:
-        return timed_runs(lambda: adapter(x), device, min_runs=10 if quick else 20,
+        return timed_runs(lambda: adapter(x), sync=_sync(device), min_runs=10 if quick else 20,
                           min_seconds=0.05 if quick else 0.3, max_runs=400, check=check)
 
     with torch.inference_mode():
@@ -507,7 +493,7 @@ def layer_times(spec: ModelSpec, model: nn.Module, x: torch.Tensor, device: torc
             handles.append(module.register_forward_pre_hook(pre(name), with_kwargs=True))
             handles.append(module.register_forward_hook(post(name)))
         try:
-            timed_runs(lambda: adapter(x), device, min_runs=10 if quick else 30,
+            timed_runs(lambda: adapter(x), sync=_sync(device), min_runs=10 if quick else 30,
                        min_seconds=0.05 if quick else 0.3, max_runs=400, check=check)
         finally:
             for h in handles:
@@ -563,7 +549,7 @@ def measure_network(spec: ModelSpec, model: nn.Module, device: torch.device, max
             # at least 5 runs, more for fast batches until 0.5 s; the largest batches of a big
             # network at 224x224 take seconds a run, so 3 of those
             slow = b * cost.macs > 5e10
-            times = timed_runs(lambda x=x: forward(x), device, min_runs=3 if slow else 5,
+            times = timed_runs(lambda x=x: forward(x), sync=_sync(device), min_runs=3 if slow else 5,
                                min_seconds=0.0 if slow else 0.5, max_runs=200, warmup=1, check=check)
         p50, p95 = float(np.percentile(times, 50)), float(np.percentile(times, 95))
         points.append(BatchPoint(b, p50 / b, p95 / b, len(times), cost.activation_mb * b, peak))
@@ -675,7 +661,7 @@ def analyze(profile: str = "cifar10", device: str = "cpu", *, max_batch: int = D
 
 
 def cache_dir() -> Path:
-    from engine.data.datasets import default_cache_dir
+    from engine.common.settings import cache_dir as default_cache_dir
 
     return default_cache_dir() / "analysis"
 

@@ -23,6 +23,7 @@ import time
 import numpy as np
 import torch
 
+from engine.common.timing import time_ms
 from engine.data.imageio import InputError, display_name
 from engine.jobs import JobProgress, JobState
 from engine.live.events import Error, ModelCard, ModelUpdated, SessionReady
@@ -87,6 +88,7 @@ def _network_latency(session: InferenceSession, name: str, runs: int, warmup: in
         def engine_run():
             return session._forward_runner(net, x, view, 0.0)
     raw, engine, graph = [], [], []
+    sync = lambda: synchronize(session.device)  # noqa: E731
     with torch.inference_mode():
         for _ in range(warmup):
             engine_run()
@@ -102,12 +104,12 @@ def _network_latency(session: InferenceSession, name: str, runs: int, warmup: in
             size = block if len(raw) + block <= runs or len(raw) >= runs else runs - len(raw)
             with session.bare(name):  # the floor runs without the taps
                 for _ in range(size):
-                    raw.append(_timed(forward, x, session.device))
+                    raw.append(time_ms(lambda: forward(x), sync))
             for _ in range(size):
                 engine.append(engine_run().forward_ms)
             if runner is not None:
                 for _ in range(size):
-                    graph.append(_timed(forward, x, session.device))
+                    graph.append(time_ms(lambda: forward(x), sync))
     raw_p50, raw_p95, _ = percentiles(raw)
     eng_p50, eng_p95, _ = percentiles(engine)
     out = {"backend": net.backend, "raw_ms_p50": raw_p50, "raw_ms_p95": raw_p95, "engine_ms_p50": eng_p50,
@@ -118,14 +120,6 @@ def _network_latency(session: InferenceSession, name: str, runs: int, warmup: in
         out.update({"graph_ms_p50": graph_p50, "graph_ms_p95": graph_p95,
                           "overhead": eng_p50 / graph_p50 if graph_p50 > 0 else float("nan")})
     return out
-
-
-def _timed(forward, x: torch.Tensor, device: torch.device) -> float:
-    synchronize(device)
-    t0 = time.perf_counter()
-    forward(x)
-    synchronize(device)
-    return (time.perf_counter() - t0) * 1000
 
 
 def bench_throughput(session: InferenceSession, name: str, batch: int, seconds: float = 3.0,
@@ -167,7 +161,7 @@ def machine_peak(device: torch.device, size: int = 2048, seconds: float = 0.5,
     import json
     import platform
 
-    from engine.data.datasets import default_cache_dir
+    from engine.common.settings import cache_dir as default_cache_dir
     from engine.runtime.device import device_label
 
     cpu = platform.processor() or platform.machine()
@@ -192,7 +186,7 @@ def machine_peak(device: torch.device, size: int = 2048, seconds: float = 0.5,
         a @ b
         started = time.perf_counter()
         while time.perf_counter() - started < seconds or best == float("inf"):
-            best = min(best, _timed(lambda _: a @ b, a, device))
+            best = min(best, time_ms(lambda: a @ b, lambda: synchronize(device)))
     short = {"float32": "fp32", "bfloat16": "bf16"}.get(name, name)
     result = {"gflops": 2 * size**3 / (best / 1000) / 1e9, "what": f"{short} {size}x{size} matmul, best run",
               "device": device_label(device), "cpu": cpu}

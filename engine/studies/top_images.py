@@ -339,7 +339,7 @@ def _image_box(box: tuple[int, int, int, int], net_hw: tuple[int, int],
 
 
 def default_cache_folder() -> Path:
-    from engine.data.datasets import default_cache_dir
+    from engine.common.settings import cache_dir as default_cache_dir
 
     return default_cache_dir() / "top-images"
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from engine.common.errors import error_line
 from engine.common.files import atomic_write
 
 FORMAT = 1
@@ -58,8 +59,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise CheckpointError(f"{path.name}: no such file") from None
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path.name}: not a readable checkpoint ({first[:120]})") from None
+        raise CheckpointError(f"{path.name}: not a readable checkpoint ({error_line(e, 120)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path.name}: not a checkpoint of this version of CNN Arena")
     return payload

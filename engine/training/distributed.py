@@ -31,7 +31,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from engine.data.imageio import one_line
+from engine.common.text import one_line
 
 DEFAULT_TIMEOUT_S = 600.0  # the longest one rank may wait for another (data loading, a checkpoint)
 
