@@ -27,14 +27,22 @@ from PySide6.QtCore import QObject, Signal
 
 from engine.api import (
     Activations,
+    AnalysisJob,
+    DownloadCifar10Job,
+    DownloadWeightsJob,
     Engine,
     EngineEvent,
     FrameReady,
     GradCam,
+    Job,
     LayerOverview,
+    ReportJob,
+    RobustnessJob,
     SessionReady,
     SourceEnded,
     SourceStarted,
+    TopImagesJob,
+    cached_analysis,
 )
 
 log = logging.getLogger(__name__)
@@ -182,11 +190,16 @@ class EngineBridge(QObject):
     def set_perturbation(self, perturbation) -> None:
         self.engine.set_perturbation(perturbation)
 
+    def start_job(self, job: Job) -> bool:
+        """Run a job (a study, a download) on the engine's job thread; its ``JobEnded`` comes as an
+        event. False when another job is running."""
+        return self.engine.start_job(job)
+
     def top_images(self, model: str, layer: str, data: str) -> bool:
-        return self.engine.top_images(model, layer, data)
+        return self.start_job(TopImagesJob(model, layer, data))
 
     def robustness(self, data: str, limit: int) -> bool:
-        return self.engine.robustness(data, limit)
+        return self.start_job(RobustnessJob(data, limit))
 
     def load_weights(self, model: str, path: str | None) -> None:
         """Run ``model`` on a user's checkpoint (``None``: its default weights again); refused in
@@ -196,20 +209,20 @@ class EngineBridge(QObject):
     def download_weights(self, model: str) -> bool:
         """Download ``model``'s torchvision weights as a job (``JobProgress``, then ``JobEnded``),
         then load them; False when another job is running."""
-        return self.engine.download_weights([model])
+        return self.start_job(DownloadWeightsJob((model,)))
 
     def download_cifar10(self) -> bool:
         """Download the official CIFAR-10 archive as a job; its JobEnded carries the path."""
-        return self.engine.download_cifar10()
+        return self.start_job(DownloadCifar10Job())
 
     def analyze(self, max_batch: int, precision: str, fresh: bool, backends: tuple[str, ...] = ()) -> bool:
-        return self.engine.analyze(max_batch, precision, fresh, backends)
+        return self.start_job(AnalysisJob(max_batch, precision, fresh, tuple(backends)))
 
     def cached_analysis(self, max_batch: int, precision: str, backends: tuple[str, ...] = ()):
-        return self.engine.cached_analysis(max_batch, precision, backends)
+        return cached_analysis(self.engine.job_context(), max_batch, precision, tuple(backends))
 
     def export_report(self, analysis, folder: str) -> bool:
-        return self.engine.export_report(analysis, folder)
+        return self.start_job(ReportJob(analysis, str(folder)))
 
     def cancel_job(self) -> None:
         self.engine.cancel_job()

@@ -29,6 +29,8 @@ from PySide6.QtWidgets import (
 )
 
 from engine.api import (
+    AnalysisJob,
+    DownloadCifar10Job,
     EngineEvent,
     Error,
     ErrorCode,
@@ -38,11 +40,14 @@ from engine.api import (
     MetricsSnapshot,
     ModelUpdated,
     Notice,
+    RobustnessJob,
     SessionReady,
     SourceEnded,
     SourceStarted,
+    TopImagesJob,
     WeightsKind,
     comparison_specs,
+    describe,
     display_name,
     get_spec,
     lineup,
@@ -144,6 +149,10 @@ class MainWindow(QMainWindow):
         self._resume_after_analysis = False
         self.gradcam_on = False
         self._channel_wanted: tuple[str, int] | None = None
+        # a finished job goes to the handler of its type; a new study's view adds its own (route_job)
+        self._job_routes: dict[type, Callable[[JobEnded], None]] = {
+            DownloadCifar10Job: self._cifar10_downloaded, TopImagesJob: self._top_images_ended,
+            RobustnessJob: self._robustness_ended, AnalysisJob: self._analysis_ended}
         self._channel_view: ChannelView | None = None
 
         self.source_bar = SourceBar(self.settings, self, devices=available_devices())
@@ -852,7 +861,7 @@ class MainWindow(QMainWindow):
             self.source_bar.set_playing(not self.bridge.paused)
             target = self.bridge.target
             self._pictures = isinstance(target, list) or (
-                isinstance(target, str) and describe_target(target).split(" ")[0] in ("folder", "image", "dataset"))
+                isinstance(target, str) and describe(target) in ("folder", "image", "dataset"))
             self._pictures_total = event.total
         elif isinstance(event, SourceEnded):
             if not self._status_is_error:  # an error about this source stays readable
@@ -871,35 +880,50 @@ class MainWindow(QMainWindow):
             self.job_bar.end(event)
             if event.outcome != JobOutcome.FAILED:  # a failure also comes as an Error, which stays
                 self.set_status(event.text)
-            if event.job == "dataset" and event.outcome == JobOutcome.DONE and event.result:
-                self.source_bar.open_cifar_path(event.result)  # remembered, then played
-            if event.job == "top-images" and event.outcome == JobOutcome.DONE and event.result is not None:
-                model, channel = self._channel_wanted or (event.result.model, 0)
-                if self._channel_view is None:
-                    self._channel_view = ChannelView(self)
-                label = next((m.display for m in self.session.models if m.name == model), model) \
-                    if self.session is not None else model
-                self._channel_view.show_channel(event.result, channel, label)
-            if event.job == "robustness":
-                self.robustness_view.set_busy(False)
-                if event.outcome == JobOutcome.DONE and event.result is not None and self.session is not None:
-                    self.robustness_view.show_result(
-                        event.result, {m.name: m.display for m in self.session.models},
-                        {m.name: style.model_color(i) for i, m in enumerate(self.session.models)})
-                else:
-                    self.robustness_view.summary.setText(event.text)
-                if self._resume_after_analysis:
-                    self._resume_after_analysis = False
-                    self.source_bar.set_playing(not self.bridge.paused)
-            if event.job == "analyze":
-                self.analysis_view.set_busy(False)
-                if event.outcome == JobOutcome.DONE and event.result is not None:
-                    self.analysis_view.show_analysis(event.result)
-                else:
-                    self._show_cached_analysis()
-                if self._resume_after_analysis:
-                    self._resume_after_analysis = False
-                    self.source_bar.set_playing(not self.bridge.paused)
+            route = self._job_routes.get(type(event.job))
+            if route is not None:
+                route(event)
+
+    def route_job(self, job_type: type, handler: Callable[[JobEnded], None]) -> None:
+        """Call ``handler`` with every ``JobEnded`` of a job of ``job_type`` (done, cancelled or failed)."""
+        self._job_routes[job_type] = handler
+
+    def _cifar10_downloaded(self, event: JobEnded) -> None:
+        if event.outcome == JobOutcome.DONE and event.result:
+            self.source_bar.open_cifar_path(event.result)  # remembered, then played
+
+    def _top_images_ended(self, event: JobEnded) -> None:
+        if event.outcome != JobOutcome.DONE or event.result is None:
+            return
+        model, channel = self._channel_wanted or (event.result.model, 0)
+        if self._channel_view is None:
+            self._channel_view = ChannelView(self)
+        label = next((m.display for m in self.session.models if m.name == model), model) \
+            if self.session is not None else model
+        self._channel_view.show_channel(event.result, channel, label)
+
+    def _robustness_ended(self, event: JobEnded) -> None:
+        self.robustness_view.set_busy(False)
+        if event.outcome == JobOutcome.DONE and event.result is not None and self.session is not None:
+            self.robustness_view.show_result(
+                event.result, {m.name: m.display for m in self.session.models},
+                {m.name: style.model_color(i) for i, m in enumerate(self.session.models)})
+        else:
+            self.robustness_view.summary.setText(event.text)
+        self._play_on_after_job()
+
+    def _analysis_ended(self, event: JobEnded) -> None:
+        self.analysis_view.set_busy(False)
+        if event.outcome == JobOutcome.DONE and event.result is not None:
+            self.analysis_view.show_analysis(event.result)
+        else:
+            self._show_cached_analysis()
+        self._play_on_after_job()
+
+    def _play_on_after_job(self) -> None:
+        if self._resume_after_analysis:
+            self._resume_after_analysis = False
+            self.source_bar.set_playing(not self.bridge.paused)
 
     # -- drawing -------------------------------------------------------------------------------
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 
 import pytest
 import torch
@@ -21,6 +20,7 @@ from engine.studies.analysis import (
     layer_times,
     pareto_front,
 )
+from tests.waiting import wait_until
 
 
 def net(name: str, label: str, macs: float, ms: float, top1: float | None, params: float,
@@ -110,14 +110,14 @@ def test_layer_times_add_up_to_the_whole_forward_pass(spec):
 
 @pytest.mark.slow  # a whole measurement
 def test_the_engine_measures_as_a_job_then_answers_from_its_cache(tmp_path, monkeypatch):
-    from engine.api import Engine, JobEnded, JobOutcome, JobProgress
+    from engine.api import AnalysisJob, Engine, JobEnded, JobOutcome, JobProgress, ReportJob, cached_analysis
 
     monkeypatch.setenv("CNN_ARENA_CACHE", str(tmp_path))
     events = []
     engine = Engine("cifar10", models=["lenet5"], on_event=events.append).start()
     try:
-        assert engine.analyze(max_batch=2, fresh=True)  # batches 1 and 2: the doubling, at the least cost
-        ended = _wait_for(events, lambda e: isinstance(e, JobEnded) and e.job == "analyze")
+        assert engine.start_job(AnalysisJob(max_batch=2, fresh=True))  # batches 1 and 2: the doubling
+        ended = _wait_for(events, lambda e: isinstance(e, JobEnded) and isinstance(e.job, AnalysisJob))
         assert ended.outcome == JobOutcome.DONE, ended.text
         result = ended.result
         assert [n.name for n in result.networks] == ["lenet5"] and not result.cached
@@ -126,15 +126,15 @@ def test_the_engine_measures_as_a_job_then_answers_from_its_cache(tmp_path, monk
         steps = [e for e in events if isinstance(e, JobProgress) and e.job == "analyze"]
         assert steps and steps[-1].done == steps[-1].total == 3 and steps[-1].unit == "steps"
         events.clear()
-        assert engine.cached_analysis(max_batch=2) == dataclasses.replace(result, cached=True)
-        assert engine.analyze(max_batch=2)  # not fresh: the cache answers at once
-        again = _wait_for(events, lambda e: isinstance(e, JobEnded) and e.job == "analyze").result
+        assert cached_analysis(engine.job_context(), max_batch=2) == dataclasses.replace(result, cached=True)
+        assert engine.start_job(AnalysisJob(max_batch=2))  # not fresh: the cache answers at once
+        again = _wait_for(events, lambda e: isinstance(e, JobEnded) and isinstance(e.job, AnalysisJob)).result
         assert again.cached and again.networks == result.networks
         assert not any(isinstance(e, JobProgress) for e in events)
         # the report: figures, data and one self-contained page, never over a user's files
         out = tmp_path / "report"
-        assert engine.export_report(result, out)
-        done = _wait_for(events, lambda e: isinstance(e, JobEnded) and e.job == "report")
+        assert engine.start_job(ReportJob(result, str(out)))
+        done = _wait_for(events, lambda e: isinstance(e, JobEnded) and isinstance(e.job, ReportJob))
         assert done.outcome == JobOutcome.DONE and done.result == str(out / "report.html")
         page = (out / "report.html").read_text()
         assert "data:image/png;base64," in page and result.verdicts[0].text[:40] in page
@@ -143,8 +143,9 @@ def test_the_engine_measures_as_a_job_then_answers_from_its_cache(tmp_path, monk
         mine = tmp_path / "mine"
         mine.mkdir()
         (mine / "notes.txt").write_text("keep")
-        assert engine.export_report(result, mine)
-        refused = _wait_for(events, lambda e: isinstance(e, JobEnded) and e.job == "report" and e is not done)
+        assert engine.start_job(ReportJob(result, str(mine)))
+        refused = _wait_for(events, lambda e: isinstance(e, JobEnded) and isinstance(e.job, ReportJob)
+                            and e is not done)
         assert refused.outcome == JobOutcome.FAILED and "other files" in refused.text
         assert [p.name for p in mine.iterdir()] == ["notes.txt"]
     finally:
@@ -152,13 +153,9 @@ def test_the_engine_measures_as_a_job_then_answers_from_its_cache(tmp_path, monk
 
 
 def _wait_for(events, predicate, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = [e for e in list(events) if predicate(e)]
-        if found:
-            return found[-1]
-        time.sleep(0.02)
-    raise AssertionError(f"no such event within {timeout} s: {events[-5:]}")
+    assert wait_until(lambda: any(predicate(e) for e in list(events)), timeout), \
+        f"no such event within {timeout} s: {events[-5:]}"
+    return [e for e in list(events) if predicate(e)][-1]
 
 
 def test_a_new_export_form_measures_onnx_runtime_again(monkeypatch):

@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 import http.server
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from engine.data.download import DownloadError, download_file
 from engine.jobs import Cancelled, JobState
+from tests.waiting import wait_until
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 PREFIX = hashlib.sha256(PAYLOAD).hexdigest()[:8]
@@ -110,10 +110,11 @@ def test_a_cancelled_download_stops_and_leaves_nothing(server, tmp_path):
 
 
 def test_the_engine_downloads_off_the_inference_thread_and_reports_progress(monkeypatch):
-    import time
 
+    import engine.data.download as download
     import engine.live.worker as worker
     from engine.data.download import DownloadError
+    from engine.data.jobs import DownloadWeightsJob
     from engine.jobs import JobProgress
     from engine.live.events import Error, ErrorCode, JobEnded, JobOutcome
 
@@ -126,28 +127,30 @@ def test_the_engine_downloads_off_the_inference_thread_and_reports_progress(monk
             job.report(JobProgress("download", done, 100, "alexnet"))
         raise DownloadError("alexnet: cannot download (no network)")
 
-    monkeypatch.setattr(worker, "download_weights", fake_download)
+    monkeypatch.setattr(download, "download_weights", fake_download)
     events = []
     engine = worker.Engine("cifar10", models=["lenet5"], on_event=events.append).start()
     try:
-        assert engine.download_weights(["alexnet"])
-        deadline = time.monotonic() + 30
-        while not any(isinstance(e, Error) for e in events) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        job = DownloadWeightsJob(("alexnet",))
+        assert engine.start_job(job)
+        assert wait_until(lambda: any(isinstance(e, Error) for e in events), 30)
         progress = [e.done for e in events if isinstance(e, JobProgress)]
-        assert progress == [0, 50, 100] and threads == ["engine job"]
+        assert progress == [0, 50, 100] and threads == ["engine job download"]
         error = next(e for e in events if isinstance(e, Error))
         assert error.code == ErrorCode.DOWNLOAD and error.text == "alexnet: cannot download (no network)"
         ended = [e for e in events if isinstance(e, JobEnded)]
-        assert ended == [JobEnded("download", JobOutcome.FAILED, "alexnet: cannot download (no network)")]
+        assert ended == [JobEnded(job, JobOutcome.FAILED, "alexnet: cannot download (no network)", None,
+                                  ErrorCode.DOWNLOAD)]
         assert events.index(ended[0]) > max(i for i, e in enumerate(events) if isinstance(e, JobProgress))
     finally:
         assert engine.stop(2.0)
 
 
 def test_cifar10_downloads_once_with_its_md5_checked_and_the_engine_says_where(server, tmp_path, monkeypatch):
+    import engine.data.download as download
     import engine.live.worker as worker
     from engine.data.download import cifar10_archive_path, download_cifar10
+    from engine.data.jobs import DownloadCifar10Job
     from engine.live.events import JobEnded, JobOutcome
 
     md5 = hashlib.md5(PAYLOAD).hexdigest()
@@ -158,15 +161,13 @@ def test_cifar10_downloads_once_with_its_md5_checked_and_the_engine_says_where(s
     assert path == cifar10_archive_path(tmp_path) and path.read_bytes() == PAYLOAD
     assert download_cifar10(JobState(), tmp_path, url=f"{server}/missing", md5=md5) == path  # kept: no request
 
-    monkeypatch.setattr(worker, "download_cifar10", lambda job: path)
+    monkeypatch.setattr(download, "download_cifar10", lambda job: path)
     events = []
     engine = worker.Engine("cifar10", models=["lenet5"], on_event=events.append).start()
     try:
-        assert engine.download_cifar10()
-        deadline = time.monotonic() + 30
-        while not any(isinstance(e, JobEnded) for e in events) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        assert engine.start_job(DownloadCifar10Job())
+        assert wait_until(lambda: any(isinstance(e, JobEnded) for e in events), 30)
         ended = next(e for e in events if isinstance(e, JobEnded))
-        assert (ended.job, ended.outcome, ended.result) == ("dataset", JobOutcome.DONE, str(path))
+        assert (ended.job, ended.outcome, ended.result) == (DownloadCifar10Job(), JobOutcome.DONE, str(path))
     finally:
         assert engine.stop(2.0)

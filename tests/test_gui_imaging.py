@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 import gui  # noqa: F401 - the Qt work-around, before anything else touches Qt
-from engine.api import Complexity, MetricsTracker, ModelCard, WeightsKind
+from engine.api import ModelCard, WeightsKind
+from engine.live.metrics import MetricsTracker
+from engine.models.complexity import Complexity
 from gui.comparison_table import (
     COLUMNS,
     CSV_COLUMNS,

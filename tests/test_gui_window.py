@@ -143,10 +143,7 @@ def test_pause_step_and_play(make_window, tmp_path, qtbot):
     qtbot.waitUntil(lambda: window.bridge.processed >= 2, timeout=LONG)
     window.toggle_play()
     assert window.bridge.paused and window.source_bar.play_action.text() == "Play"
-    qtbot.wait(400)
-    settled = window.bridge.processed
-    qtbot.wait(400)
-    assert window.bridge.processed <= settled + 1  # at most the frame that was already in the slot
+    qtbot.waitUntil(lambda: window.bridge.engine.held, timeout=LONG)  # the folder holds its next picture
     before = window.bridge.processed
     window.step()
     qtbot.waitUntil(lambda: window.bridge.processed >= before + 1, timeout=LONG)
@@ -227,7 +224,7 @@ def test_the_imagenet_profile_says_which_networks_have_no_weights(make_window, p
     assert vgg.title.text() == "VGG-16" and "VGG-11" in labels and "VGG-19-BN" in labels
 
     # Change > Download runs as a job: a progress bar with MB and speed in the status bar, and Cancel
-    import engine.live.worker as worker
+    import engine.data.download as download
     from engine.jobs import JobProgress
 
     asked = []
@@ -240,7 +237,7 @@ def test_the_imagenet_profile_says_which_networks_have_no_weights(make_window, p
             time.sleep(0.02)
         return []
 
-    monkeypatch.setattr(worker, "download_weights", slow_download)
+    monkeypatch.setattr(download, "download_weights", slow_download)
     action = panels["alexnet"].download_action
     assert action.isVisible() and action.text() == "Download the ImageNet weights (244 MB)"
     assert not panels["lenet5"].download_action.isVisible()
@@ -301,7 +298,7 @@ def test_a_missing_camera_is_a_clear_message_then_cifar10_downloads_and_vgg_chan
                                                                                     monkeypatch):
     from PySide6.QtWidgets import QFileDialog, QMessageBox
 
-    import engine.live.worker as worker
+    import engine.data.download as download
     from tests.test_data import make_tiny_archive
 
     window = make_window()
@@ -312,7 +309,7 @@ def test_a_missing_camera_is_a_clear_message_then_cifar10_downloads_and_vgg_chan
 
     # CIFAR-10 from inside the app: no archive chosen, so it offers the download, then plays it
     archive = make_tiny_archive(tmp_path / "cifar.tar.gz", train_per_class=1, test_per_class=1)
-    monkeypatch.setattr(worker, "download_cifar10", lambda job: archive)  # stands in for cs.toronto.edu
+    monkeypatch.setattr(download, "download_cifar10", lambda job: archive)  # stands in for cs.toronto.edu
     monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: ("", ""))
     asked = []
     monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: asked.append(a[2]) or QMessageBox.StandardButton.Yes)
@@ -481,7 +478,7 @@ def test_pictures_stay_on_screen_say_which_one_and_can_be_stepped_back(make_wind
 def test_gradcam_perturbation_and_analysis_tabs(make_window, tmp_path, qtbot):
     """Grad-CAM over every input; a perturbation that every network sees, with each panel saying
     whether its answer flipped; the Analysis tab showing the engine's verdicts."""
-    from engine.api import Analysis, judge
+    from engine.studies.analysis import Analysis, judge
     from tests.test_analysis import net
 
     window = make_window(str(write_image(tmp_path / "a.png")))

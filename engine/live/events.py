@@ -10,12 +10,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
 from types import MappingProxyType
 from typing import NamedTuple
 
 from engine.common.errors import ErrorCode  # noqa: F401  (part of the events' vocabulary)
-from engine.jobs import JobProgress
+from engine.jobs import JobEnded, JobOutcome, JobProgress  # noqa: F401  (events too)
 from engine.live.metrics import MetricsSnapshot
 from engine.models.complexity import Complexity
 from engine.models.weights import WeightsKind
@@ -103,23 +102,6 @@ class ModelUpdated:
 
     card: ModelCard
     text: str
-
-
-class JobOutcome(str, Enum):
-    DONE = "done"
-    CANCELLED = "cancelled"
-    FAILED = "failed"
-
-
-@dataclass(frozen=True)
-class JobEnded:
-    """A job (a download, ...) is over; ``text`` says how, in one line. Comes after its last
-    :class:`JobProgress` and before whatever the job then sets off (a reload)."""
-
-    job: str
-    outcome: JobOutcome
-    text: str
-    result: str | None = None  # what a finished job made, e.g. the path of a downloaded data set
 
 
 @dataclass(frozen=True)
