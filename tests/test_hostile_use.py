@@ -21,17 +21,19 @@ from engine.live.sources import open_source
 from engine.live.streams import StreamError, preflight, redact_url
 from engine.live.worker import Engine
 from tests.media import FakeCapture, write_image, write_video
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _wait(condition, timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
+_wait = wait_until
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:  # the process has ended
+        return ""
 
 
 @pytest.fixture
@@ -135,8 +137,9 @@ def test_a_hundred_switches_with_a_dead_stream_end_on_the_last_choice(tmp_path, 
         assert _wait(lambda: any(r.source.startswith("last.avi") for r in results[-5:]), timeout=2.0), \
             f"the last source did not play within 2 s; last results from {[r.source for r in results[-3:]]}"
         assert time.monotonic() - last_switch < 2.0
-        time.sleep(0.3)
-        assert all(r.source.startswith("last.avi") for r in results[-3:])  # nothing stale plays after it
+        seen = len(results)
+        assert _wait(lambda: len(results) >= seen + 3, timeout=10.0)
+        assert all(r.source.startswith("last.avi") for r in results[seen:])  # nothing stale plays after it
     finally:
         engine.stop(2.0)
 
@@ -215,7 +218,8 @@ def test_closing_while_the_imagenet_networks_load_exits_cleanly(tmp_path):
 def test_ctrl_c_while_starting_is_one_line():
     process = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "eval", "--data", "missing.tar.gz"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    time.sleep(0.3)  # torch is still being imported
+    maps = Path(f"/proc/{process.pid}/maps")  # torch's libraries are loading: the import is under way
+    assert _wait(lambda: process.poll() is not None or "libtorch" in _read(maps), timeout=60)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 130 and err.strip() == "interrupted", err

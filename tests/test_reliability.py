@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ from PIL import Image
 from engine.live.sources import FolderSource
 from engine.live.worker import Engine
 from tests.media import write_png_header
+from tests.waiting import no_thread_left, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,9 +98,7 @@ def test_out_of_gpu_memory_falls_back_to_the_cpu_and_says_so(monkeypatch):
     events, results = [], []
     engine = Engine(models=["lenet5"], on_result=lambda r, m: results.append(r), on_event=events.append).start()
     try:
-        deadline = time.monotonic() + 60
-        while engine.session is None and time.monotonic() < deadline:
-            time.sleep(0.01)
+        assert wait_until(lambda: engine.session is not None)
         first_session = engine.session
 
         def out_of_memory(*args, **kwargs):
@@ -108,13 +106,11 @@ def test_out_of_gpu_memory_falls_back_to_the_cpu_and_says_so(monkeypatch):
 
         monkeypatch.setattr(first_session, "run", out_of_memory)
         engine.submit(np.zeros((32, 32, 3), np.uint8))
-        while engine.session is first_session and time.monotonic() < deadline:
-            time.sleep(0.01)
+        assert wait_until(lambda: engine.session is not first_session)
         assert any("ran out of memory" in getattr(e, "text", "") for e in events)
         assert engine.info.device == "cpu"
         engine.submit(np.zeros((32, 32, 3), np.uint8), "again")
-        while not results and time.monotonic() < deadline:
-            time.sleep(0.01)
+        assert wait_until(lambda: results)
         assert results and results[-1].source == "again"
     finally:
         assert engine.stop(2.0)
@@ -126,5 +122,4 @@ def test_nothing_is_left_running_after_many_sources(tmp_path):
     for i in range(5):
         engine.set_source([str(tmp_path / f"missing{i}.png")])
     assert engine.stop(2.0)
-    time.sleep(0.05)
-    assert set(threading.enumerate()) <= before
+    assert no_thread_left(before)

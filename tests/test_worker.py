@@ -10,6 +10,7 @@ from engine.live.events import Error, ErrorCode
 from engine.live.sources import ArraySource, Frame, Source
 from engine.live.worker import Engine
 from tests.media import FakeCapture, write_image, write_video
+from tests.waiting import no_thread_left, wait_until
 
 
 class Recorder:
@@ -26,13 +27,10 @@ class Recorder:
             self.events.append(event)
 
     def wait(self, predicate, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def met() -> bool:
             with self.lock:
-                if predicate(self):
-                    return
-            time.sleep(0.01)
-        raise AssertionError("timed out waiting for the engine")
+                return bool(predicate(self))
+        assert wait_until(met, timeout), "timed out waiting for the engine"
 
     def kinds(self) -> list[str]:
         return [type(e).__name__ for e in self.events]
@@ -46,8 +44,7 @@ def engine_and_recorder():
     rec.wait(lambda r: "SessionReady" in r.kinds())
     yield engine, rec
     assert engine.stop(timeout=2.0)
-    time.sleep(0.05)
-    assert set(threading.enumerate()) <= threads_before, "the engine left a thread behind"
+    assert no_thread_left(threads_before), "the engine left a thread behind"
 
 
 def test_video_runs_through_without_drops_when_not_realtime(engine_and_recorder, tmp_path):
@@ -91,11 +88,10 @@ def test_pause_step_resume(engine_and_recorder):
     engine.pause()
     frames = [np.full((32, 32, 3), i, np.uint8) for i in range(5)]
     engine.set_source(ArraySource(frames, "five"))
-    time.sleep(0.3)
+    rec.wait(lambda r: engine.held)  # the source holds its first frame until play or a step
     assert rec.results == []
     engine.step()
-    rec.wait(lambda r: len(r.results) == 1)
-    time.sleep(0.3)
+    rec.wait(lambda r: len(r.results) == 1 and engine.held)  # one frame through, the next one held
     assert len(rec.results) == 1
     engine.resume()
     rec.wait(lambda r: len(r.results) == 5)
@@ -128,7 +124,7 @@ def test_unplugged_camera_reports_and_engine_keeps_running(engine_and_recorder):
 def test_stop_within_a_second_while_busy(tmp_path):
     engine = Engine(models=["vgg16"]).start()
     engine.set_source(write_video(tmp_path / "v.avi", frames=200), realtime=False)
-    time.sleep(1.0)
+    assert wait_until(lambda: engine.processed >= 2)  # frames are flowing: the worker is busy
     t0 = time.monotonic()
     assert engine.stop(timeout=1.0)
     assert time.monotonic() - t0 < 1.0
