@@ -8,8 +8,6 @@ import time
 
 import pytest
 
-import gui  # noqa: F401 - applies the Qt binding work-around before any Qt object exists
-
 
 def layout_request_counter():
     """An event filter counting the LayoutRequest events of the widgets it is installed on

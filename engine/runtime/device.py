@@ -50,8 +50,6 @@ def share_cpu_with_opencv() -> None:
 
     Decoding and resizing a frame is small work; when OpenCV spreads it over every core while
     torch's OpenMP team runs the networks, the two pools preempt each other at every barrier.
-    Measured on a 2-core machine, four networks on a 640x480 video: 21 frames/s with OpenCV's
-    default pool, 37-46 frames/s with OpenCV on one thread.
     """
     import cv2
 
@@ -71,9 +69,8 @@ def engine_threads() -> int:
     """Torch threads for the background engine: one core fewer than the machine has.
 
     The engine's feeder thread decodes frames while the networks run; with every core in torch's
-    OpenMP team the team keeps waiting for the thread the decoder pre-empted. Measured on a 2-core
-    machine, four networks on a 640x480 video: 23.8 frames/s with 2 torch threads, 39.7 with 1.
-    ``CNN_ARENA_THREADS`` overrides.
+    OpenMP team the team keeps waiting for the thread the decoder pre-empted. ``CNN_ARENA_THREADS``
+    overrides.
     """
     return current().threads or max(1, (os.cpu_count() or 2) - 1)
 
@@ -83,10 +80,8 @@ def engine_ort_threads() -> int:
 
     Unlike torch's OpenMP team, ONNX Runtime's pool here spins only 50 µs for more work before it
     sleeps (engine.runtime.backends.SPIN_US), so the frame decoder gets its core when it needs it.
-    Measured on a 2-core machine, four networks on ONNX Runtime on a 640x480 video: 58.6 frames/s
-    with 1 thread, 83.0 with 2 when the pool did not spin at all (torch eager: 39.7 with 1, 27.9
-    with 2). A network that runs faster on one thread (ENet's many small layers) is measured and
-    kept on one at load (``OrtRunner(pick_threads=True)``). ``CNN_ARENA_ORT_THREADS`` overrides.
+    A network that runs faster on one thread is measured and kept on one at load
+    (``OrtRunner(pick_threads=True)``). ``CNN_ARENA_ORT_THREADS`` overrides.
     """
     return current().ort_threads or max(1, os.cpu_count() or 1)
 

@@ -3,17 +3,7 @@
 bf16 on a CPU means the network's weights converted once and its input cast to bf16: oneDNN then
 runs bf16 kernels on CPUs that have them (AVX512-BF16, AMX). ``torch.autocast`` is not used on the
 CPU because it re-casts every weight on every forward pass, which at batch 1 costs more than it
-saves. Measured on a 2-core AVX512-BF16 CPU, batch 1, median of 30 (8 at 224x224) passes:
-
-=====================  ==========  ===========  ==========
-network                fp32 ms     autocast ms  bf16 ms
-=====================  ==========  ===========  ==========
-AlexNet, 224x224       18.8        53.0         12.5
-VGG-16, 224x224        168         178          90
-ENet, 224x224          14.8        15.1         15.0
-AlexNet, CIFAR         4.1         5.3          2.4
-ENet, CIFAR            3.6         7.6          6.8
-=====================  ==========  ===========  ==========
+saves (docs/benchmarks.md has the figures).
 
 So the gain depends on the network and the CPU, and ``auto`` measures it when the networks load:
 bf16 for a network only where the CPU runs bf16 natively and it is clearly faster there. Results

@@ -51,39 +51,21 @@ from engine.runtime.device import resolve_device, share_cpu_with_opencv, synchro
 from engine.runtime.precision import AUTO_GAIN, bf16_native, check_precision, dtype_of
 
 CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
-# The live engine leaves a core to the frame decoder (engine.runtime.device.engine_threads). A torch network
-# at least this slow on the engine's threads is timed on every core too, and runs there where that is
-# at most MANY_THREADS_GAIN of the time: the decoder's millisecond a frame is then a small share of
-# its pass. Measured on 2 cores, the ImageNet line-up on a 640x480 video: 4.4 frames/s with every
-# network on 1 torch thread, 6.9 with every network on 2 (VGG-16 178 ms against 106 in the pipeline).
+# The live engine leaves a core to the frame decoder (runtime.device.engine_threads); a torch network
+# at least HEAVY_MS a frame is timed on every core too, and runs there where that takes at most
+# MANY_THREADS_GAIN of the time: the decoder's millisecond is then a small share of its pass.
 HEAVY_MS = 25.0
 MANY_THREADS_GAIN = 0.8
-# The choice made at load is timed again on live frames: at load nothing else runs, while a window
-# drawing beside the engine shares the cores (the ImageNet line-up, 2 cores, in the window: AlexNet
-# timed at load faster on 2 threads, then 42.6 ms a frame there against 26.9 on 1). The two ways
-# alternate in blocks of TRIAL_BLOCK frames, TRIAL_BLOCKS blocks each, the first frame of a block not
-# counted: a pass right after the other way's is slowed (its pool threads, and the core a one-thread
-# pass left idle, wake up). Alternated frame by frame in the window, CIFAR-10 VGG-16 on ONNX Runtime
-# measured 8.2-11.3 ms where it runs 5.6-6.4 frame after frame.
+# Load-time choices are timed again on live frames, where the window shares the cores: the two ways
+# alternate in blocks of TRIAL_BLOCK frames, TRIAL_BLOCKS each, the first frame of a block not
+# counted (a pass right after the other way's is slowed while its threads wake up).
 TRIAL_BLOCK = 5
 TRIAL_BLOCKS = 3
-# auto's backend choice is timed again on live frames too, the same way, where the slower of
-# torch eager and ONNX Runtime took at most RECHECK_RATIO times the faster's at load (ENet, 0.5-0.8 ms
-# against 3.5-3.8, is not). At load the window may be drawing its first frames on the other core, which
-# slows ONNX Runtime's two threads more than torch's one: measured in the window, CIFAR-10 AlexNet
-# timed at load at 4.44 ms on ONNX Runtime against 4.52 on torch (bf16), so torch was kept, and then
-# ran 5.0 ms a frame live where ONNX Runtime runs 3.1 (59.7 frames/s against 72-76 with ONNX Runtime).
+# auto's backend is retimed live only where torch and ONNX Runtime measured within this ratio at load.
 RECHECK_RATIO = 2.0
-# Trials start LIVE_DELAY_S after the first live frame: the window's first draws of a source (panels,
-# feature maps, plots) keep the other core busy at first. Timed from the first frame on, CIFAR-10
-# VGG-16 measured 11.3 ms on ONNX Runtime against 10.1 on torch (bf16), so torch was kept, where
-# it runs 5.9 on ONNX Runtime once the window settles.
+# Trials start this long after the first live frame: the window's first draws of a source keep the
+# other core busy. A trial that disagrees with load's backend switches it only when a second agrees.
 LIVE_DELAY_S = 2.0
-# A live trial that disagrees with load's backend changes it only when a second trial, from
-# LIVE_DELAY_S later, disagrees too. In one of three window runs on the CIFAR-10 line-up, a trial timed
-# AlexNet at 4.25 ms on ONNX Runtime against 3.93 on torch and switched it to torch, where it then
-# took 4.2 ms a frame (80.6 frames/s); in the other two the trial timed 2.32-2.36 against 3.79-3.91
-# and the window ran 87.1 and 95.0 frames/s.
 
 
 def is_container(module: nn.Module) -> bool:
@@ -360,8 +342,6 @@ class InferenceSession:
         # The order the networks run in on a frame (results keep the line-up's order). The engine's
         # feeder decodes the next frame while this one runs: a network on one ONNX Runtime thread
         # leaves it a core, a network on every thread would be pre-empted at each of its barriers.
-        # Measured on 2 cores, four networks on a 640x480 video, ENet (one thread) first against
-        # last in six pairs of runs: 1 to 10 frames/s more in five, 1 fewer in one (median +3%).
         self._run_order = self._order()
         self._rechecked: list[tuple[str, str]] = []  # choices live frames settled (take_rechecked)
 
