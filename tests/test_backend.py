@@ -364,20 +364,21 @@ def test_autos_close_backend_choice_is_timed_again_on_live_frames(cache, monkeyp
     when a second trial agrees (``gains``: BACKEND_GAIN in each trial; 100 finds ONNX Runtime faster,
     0 finds the two within it of each other)."""
     import engine.runtime.session as inference
+    import engine.runtime.trials as trials
 
-    monkeypatch.setattr(inference, "TRIAL_BLOCK", 2)
-    monkeypatch.setattr(inference, "TRIAL_BLOCKS", 2)
+    monkeypatch.setattr(trials, "TRIAL_BLOCK", 2)
+    monkeypatch.setattr(trials, "TRIAL_BLOCKS", 2)
     monkeypatch.setattr(inference, "paired_medians_ms", lambda *a, **k: (4.52, 4.44))  # (torch, ORT) at load
     s = InferenceSession("cifar10", "cpu", models=["lenet5"], backend="auto", precision="fp32", onnx_cache=cache)
     assert s.backend_of("lenet5")[0] == "torch" and "4.44 ms on ONNX Runtime against 4.52" in s.backend_of("lenet5")[1]
     s.set_capture({"lenet5": ["features.c1"]})  # before the warm-up, as the engine asks
     s.warm_up()  # the engine's blank frames are not live frames
     frame = np.random.default_rng(5).integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    monkeypatch.setattr(inference, "LIVE_DELAY_S", 3600.0)
+    monkeypatch.setattr(trials, "LIVE_DELAY_S", 3600.0)
     assert [s.run(frame).results["lenet5"].backend for _ in range(3)] == ["torch"] * 3  # the window settling
-    monkeypatch.setattr(inference, "LIVE_DELAY_S", 0.0)
+    monkeypatch.setattr(trials, "LIVE_DELAY_S", 0.0)
     for trial, gain in enumerate(gains):
-        monkeypatch.setattr(inference, "BACKEND_GAIN", gain)
+        monkeypatch.setattr(trials, "BACKEND_GAIN", gain)
         seen = []
         for _ in range(7):
             seen.append(s.run(frame).results["lenet5"])
@@ -389,9 +390,9 @@ def test_autos_close_backend_choice_is_timed_again_on_live_frames(cache, monkeyp
         np.testing.assert_allclose(ort.activations["features.c1"], eager.activations["features.c1"], atol=1e-4)
         if trial < len(gains) - 1:  # it disagreed with load: nothing settled, a second trial follows
             assert s.take_rechecked() == [] and s.backend_of("lenet5")[0] == "torch"
-            monkeypatch.setattr(inference, "LIVE_DELAY_S", 3600.0)  # which waits its LIVE_DELAY_S too
+            monkeypatch.setattr(trials, "LIVE_DELAY_S", 3600.0)  # which waits its LIVE_DELAY_S too
             assert [s.run(frame).results["lenet5"].backend for _ in range(3)] == ["torch"] * 3
-            monkeypatch.setattr(inference, "LIVE_DELAY_S", 0.0)
+            monkeypatch.setattr(trials, "LIVE_DELAY_S", 0.0)
     backend, note = s.backend_of("lenet5")
     assert backend == kept and "(medians of 2 live frames each, in blocks of 2 alternated)" in note and said in note
     assert note.endswith(" ms on torch eager) was not confirmed") == (len(gains) == 2 and kept == "torch")
@@ -406,11 +407,11 @@ def test_live_frames_change_the_loads_backend_only_where_they_clearly_disagree()
     torch for AlexNet at 4.55 ms against 4.62, where ONNX Runtime runs it in 3.0-3.2)."""
     from types import SimpleNamespace
 
-    from engine.runtime.session import BACKEND_GAIN, _BackendTrial
+    from engine.runtime.trials import BACKEND_GAIN, BackendTrial
 
     assert BACKEND_GAIN == 0.95
     ort = SimpleNamespace(threads_note="")
-    on_ort, on_torch = _BackendTrial(ort, ort, None, ""), _BackendTrial(ort, None, None, "")
+    on_ort, on_torch = BackendTrial(ort, ort, None, ""), BackendTrial(ort, None, None, "")
     for trial, torch_ms, ort_ms, kept, stays in [
             (on_ort, 4.55, 4.62, ort, True),  # close: load's ONNX Runtime stays, and the note says why
             (on_ort, 4.40, 4.62, ort, True),
@@ -443,11 +444,12 @@ def test_a_clear_backend_choice_is_not_timed_again(cache, monkeypatch):
 def test_a_backend_trial_that_fails_ends_after_one_frame(cache, monkeypatch):
     """A side of the trial that cannot answer costs one frame, not every other frame: load's choice stays."""
     import engine.runtime.session as inference
+    import engine.runtime.trials as trials
 
     monkeypatch.setattr(inference, "paired_medians_ms", lambda *a, **k: (4.52, 4.44))
     s = InferenceSession("cifar10", "cpu", models=["lenet5"], backend="auto", precision="fp32", onnx_cache=cache)
     s.warm_up()
-    monkeypatch.setattr(inference, "LIVE_DELAY_S", 0.0)
+    monkeypatch.setattr(trials, "LIVE_DELAY_S", 0.0)
 
     def broken(self, x):
         raise RuntimeError("ONNX Runtime cannot run this frame")

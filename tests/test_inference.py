@@ -148,10 +148,10 @@ def test_a_heavy_network_runs_on_every_core_only_where_measured_faster(one_torch
     the two again (a trial), and torch's threads are the engine's again after every frame."""
     import os
 
-    import engine.runtime.session as inference
-    monkeypatch.setattr(inference, "HEAVY_MS", heavy)
-    monkeypatch.setattr(inference, "MANY_THREADS_GAIN", gain)
-    monkeypatch.setattr(inference, "LIVE_DELAY_S", 0.0)
+    import engine.runtime.trials as trials
+    monkeypatch.setattr(trials, "HEAVY_MS", heavy)
+    monkeypatch.setattr(trials, "MANY_THREADS_GAIN", gain)
+    monkeypatch.setattr(trials, "LIVE_DELAY_S", 0.0)
     s = InferenceSession("cifar10", "cpu", models=["lenet5", "alexnet"], precision="fp32", backend="torch")
     seen: list[int] = []
     s.model("alexnet").register_forward_hook(lambda *_: seen.append(torch.get_num_threads()))
@@ -174,16 +174,16 @@ def test_live_frames_settle_a_heavy_networks_threads(one_torch_thread, monkeypat
     blocks; what they measure is kept, said, and listed once by take_rechecked."""
     import os
 
-    import engine.runtime.session as inference
+    import engine.runtime.trials as trials
     cores = os.cpu_count()
-    monkeypatch.setattr(inference, "HEAVY_MS", 0.0)
-    monkeypatch.setattr(inference, "MANY_THREADS_GAIN", 100.0)
-    monkeypatch.setattr(inference, "TRIAL_BLOCK", 2)
-    monkeypatch.setattr(inference, "TRIAL_BLOCKS", 2)
-    monkeypatch.setattr(inference, "LIVE_DELAY_S", 0.0)
+    monkeypatch.setattr(trials, "HEAVY_MS", 0.0)
+    monkeypatch.setattr(trials, "MANY_THREADS_GAIN", 100.0)
+    monkeypatch.setattr(trials, "TRIAL_BLOCK", 2)
+    monkeypatch.setattr(trials, "TRIAL_BLOCKS", 2)
+    monkeypatch.setattr(trials, "LIVE_DELAY_S", 0.0)
     s = InferenceSession("cifar10", "cpu", models=["alexnet"], precision="fp32", backend="torch")
     assert s._nets["alexnet"].threads == cores  # every core at load
-    monkeypatch.setattr(inference, "MANY_THREADS_GAIN", live_gain)
+    monkeypatch.setattr(trials, "MANY_THREADS_GAIN", live_gain)
     s.warm_up()  # as the engine does: its blank frames are not live frames
     seen: list[int] = []
     s.model("alexnet").register_forward_hook(lambda *_: seen.append(torch.get_num_threads()))
@@ -209,9 +209,9 @@ def test_every_core_changes_nothing_when_the_session_already_has_them(monkeypatc
     """The command line runs on every core already: no network is timed for more."""
     import os
 
-    import engine.runtime.session as inference
-    monkeypatch.setattr(inference, "HEAVY_MS", 0.0)
-    monkeypatch.setattr(inference, "MANY_THREADS_GAIN", 100.0)
+    import engine.runtime.trials as trials
+    monkeypatch.setattr(trials, "HEAVY_MS", 0.0)
+    monkeypatch.setattr(trials, "MANY_THREADS_GAIN", 100.0)
     before = torch.get_num_threads()
     torch.set_num_threads(os.cpu_count() or 1)
     try:

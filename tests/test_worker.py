@@ -349,14 +349,14 @@ def test_a_thread_choice_settled_on_live_frames_comes_as_a_new_card(tmp_path, mo
     with the new card and a line to read, after the session's SessionReady; its own info follows."""
     import os
 
-    import engine.runtime.session as inference
+    import engine.runtime.trials as trials
     from engine.live.events import ModelUpdated, SessionReady
     if (os.cpu_count() or 1) < 2:
         pytest.skip("needs 2 cores: the engine then leaves one to the decoder")
-    monkeypatch.setattr(inference, "HEAVY_MS", 0.0)  # every network is heavy
-    monkeypatch.setattr(inference, "TRIAL_BLOCK", 2)
-    monkeypatch.setattr(inference, "TRIAL_BLOCKS", 1)
-    monkeypatch.setattr(inference, "LIVE_DELAY_S", 0.0)
+    monkeypatch.setattr(trials, "HEAVY_MS", 0.0)  # every network is heavy
+    monkeypatch.setattr(trials, "TRIAL_BLOCK", 2)
+    monkeypatch.setattr(trials, "TRIAL_BLOCKS", 1)
+    monkeypatch.setattr(trials, "LIVE_DELAY_S", 0.0)
     rec = Recorder()
     engine = Engine(models=["lenet5"], precision="fp32", backend="torch", on_result=rec.on_result,
                     on_event=rec.on_event).start()

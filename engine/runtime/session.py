@@ -18,12 +18,10 @@ from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn as nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from engine.common.errors import error_line
 from engine.common.timing import paired_medians_ms
@@ -33,9 +31,7 @@ from engine.models.registry import ModelSpec, comparison_specs, get_spec
 from engine.models.weights import UNTRAINED, LoadedModel, WeightsError, load_model
 from engine.probes import Activations, ProbeRequest, run_probe
 from engine.probes.base import ProbeFailed, read_only
-from engine.runtime.backends import (
-    AUTO_GAIN as BACKEND_GAIN,
-)
+from engine.runtime import trials
 from engine.runtime.backends import (
     BackendError,
     CompiledRunner,
@@ -43,105 +39,14 @@ from engine.runtime.backends import (
     OrtRunner,
     Runner,
     check_backend,
-    label,
     onnxruntime_version,
     top_class,
 )
 from engine.runtime.device import resolve_device, share_cpu_with_opencv, synchronize
+from engine.runtime.layers import CONTAINERS, feature_layers, is_container  # noqa: F401  (part of the session's API)
 from engine.runtime.precision import AUTO_GAIN, bf16_native, check_precision, dtype_of
-
-CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
-# The live engine leaves a core to the frame decoder (runtime.device.engine_threads); a torch network
-# at least HEAVY_MS a frame is timed on every core too, and runs there where that takes at most
-# MANY_THREADS_GAIN of the time: the decoder's millisecond is then a small share of its pass.
-HEAVY_MS = 25.0
-MANY_THREADS_GAIN = 0.8
-# Load-time choices are timed again on live frames, where the window shares the cores: the two ways
-# alternate in blocks of TRIAL_BLOCK frames, TRIAL_BLOCKS each, the first frame of a block not
-# counted (a pass right after the other way's is slowed while its threads wake up).
-TRIAL_BLOCK = 5
-TRIAL_BLOCKS = 3
-# auto's backend is retimed live only where torch and ONNX Runtime measured within this ratio at load.
-RECHECK_RATIO = 2.0
-# Trials start this long after the first live frame: the window's first draws of a source keep the
-# other core busy. A trial that disagrees with load's backend switches it only when a second agrees.
-LIVE_DELAY_S = 2.0
-
-
-def is_container(module: nn.Module) -> bool:
-    """A module that only groups named layers (a model may mark its own with ``groups_layers``)."""
-    return isinstance(module, CONTAINERS) or getattr(type(module), "groups_layers", False)
-
-
-def frozen(a: np.ndarray) -> np.ndarray:
-    """``a`` made read-only: results cross threads and must not change under a reader."""
-    a.flags.writeable = False
-    return a
-
-
-@dataclass(frozen=True)
-class LayerInfo:
-    name: str
-    kind: str  # the module's class name: Conv2d, ReLU, RegularBottleneck...
-    shape: tuple[int, int, int]  # (C, H, W) of its output at the network's input size
-    macs: int = 0  # multiply-accumulates of this layer alone for one image (engine.models.complexity's convention)
-
-
-class ModelResult(NamedTuple):
-    """One network's answer to one frame. A named tuple rather than a frozen dataclass: it is made
-    for every network on every frame, and building a frozen dataclass costs as much as the rest of
-    LeNet-5's post-processing."""
-
-    model: str
-    top_indices: np.ndarray  # (k,) int64, best first
-    class_names: tuple[str, ...]  # the network's vocabulary (shared, not copied): see top_labels
-    probs: np.ndarray  # (classes,) float32 softmax
-    preprocess_ms: float
-    forward_ms: float  # input tensor to finished result: forward, capture, softmax (synced on CUDA)
-    view: np.ndarray  # (H, W, 3) uint8: the input as this network sees it
-    activations: Mapping[str, np.ndarray]  # layer name -> (C, H, W) float32
-    class_map: np.ndarray | None = None  # (H, W) uint8 argmax of per-pixel logits (ENet)
-    class_map_confidence: np.ndarray | None = None  # (H, W) float32 softmax max of the same
-    probes: Mapping[str, object] = MappingProxyType({})  # probe name -> result, for probes other
-    # than activations (engine.probes); not included in forward_ms. Gradient probes run on torch.
-    backend: str = "torch"  # what ran the forward pass: torch, onnxruntime or compile (engine.runtime.backends)
-
-    @property
-    def top_probs(self) -> np.ndarray:
-        """(k,) float32: the probabilities of :attr:`top_indices` (read from :attr:`probs`)."""
-        return frozen(self.probs[self.top_indices])
-
-    @property
-    def top_labels(self) -> tuple[str, ...]:
-        return tuple([self.class_names[i] for i in self.top_indices.tolist()])
-
-    @property
-    def top1(self) -> int:
-        return int(self.top_indices[0])
-
-    @property
-    def latency_ms(self) -> float:
-        return self.preprocess_ms + self.forward_ms
-
-
-@dataclass(frozen=True)
-class FrameResult:
-    frame_id: int
-    source: str  # e.g. the file name, "camera 0"
-    label: int | None  # ground truth when the source has one
-    frame: np.ndarray | None  # the original RGB frame
-    results: Mapping[str, ModelResult] = field(default_factory=dict)
-    error: str | None = None  # one line, when the frame itself could not be read
-    started: float = 0.0  # time.perf_counter() when inference began
-    finished: float = 0.0
-    generation: int = 0  # the capture request (engine.live.events.RunRequest) this result answers
-    perturbation: str = ""  # what was done to the frame before the networks saw it ("Gaussian blur 3"), if anything
-    clean_top1: Mapping[str, int] | None = None  # with a perturbation: each network's top-1 on the clean frame
-    original: np.ndarray | None = None  # with a perturbation: the clean frame (``frame`` is the perturbed one)
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
+from engine.runtime.results import FrameResult, LayerInfo, ModelResult, frozen  # noqa: F401  (likewise)
+from engine.runtime.trials import BackendTrial, ThreadTrial, ms_text, torch_threads
 
 
 @dataclass
@@ -160,9 +65,9 @@ class _Network:
     runner: Runner | None = None  # the forward pass on another backend than torch eager
     backend_note: str = ""  # why this backend, when it was chosen by measuring or fell back
     input_key: tuple = ()  # how its input is prepared (recipe, dtype, layout): networks alike share one
-    threads: int | None = None  # torch's threads for this network when not the session's (HEAVY_MS)
+    threads: int | None = None  # torch's threads for this network when not the session's (trials.HEAVY_MS)
     threads_note: str = ""  # why, in words: the two times measured
-    trial: _ThreadTrial | _BackendTrial | None = None  # a choice made at load, timed again on live frames
+    trial: ThreadTrial | BackendTrial | None = None  # a choice made at load, timed again on live frames
 
     @property
     def backend(self) -> str:
@@ -170,105 +75,6 @@ class _Network:
 
     def tapped_layers(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(layer for probe in self.probes for layer in probe.layers))
-
-
-class _Trial:
-    """Two ways to run one network (``first`` is tried first), alternated on live frames in blocks
-    (TRIAL_BLOCK frames, TRIAL_BLOCKS each, the first of a block not counted) from LIVE_DELAY_S
-    after the first live frame."""
-
-    def __init__(self, other, first) -> None:
-        self.other, self.first = other, first
-        self.times: dict = {other: [], first: []}
-        self.passes = 0
-        self.since: float | None = None  # when the first live frame came
-
-    def due(self) -> bool:
-        """Whether LIVE_DELAY_S have passed since the first live frame (this call's, at first)."""
-        now = time.perf_counter()
-        if self.since is None:
-            self.since = now
-        return now - self.since >= LIVE_DELAY_S
-
-    def next(self):
-        """The way to run the next pass: ``first`` in even blocks, ``other`` in odd ones."""
-        return self.other if self.passes // TRIAL_BLOCK % 2 else self.first
-
-    def add(self, option, ms: float) -> bool:
-        """Count one pass (not the first of a block); True once both ways have all their blocks."""
-        if self.passes % TRIAL_BLOCK:
-            self.times[option].append(ms)
-        self.passes += 1
-        return self.passes >= 2 * TRIAL_BLOCKS * TRIAL_BLOCK
-
-    def medians(self) -> tuple[float, float]:
-        """(``other``'s, ``first``'s) median, in ms."""
-        return float(np.median(self.times[self.other])), float(np.median(self.times[self.first]))
-
-    @staticmethod
-    def how() -> str:
-        """How live frames timed the two, in words."""
-        return (f"medians of {TRIAL_BLOCKS * (TRIAL_BLOCK - 1)} live frames each, in blocks of {TRIAL_BLOCK} "
-                f"alternated")
-
-
-class _ThreadTrial(_Trial):
-    """A heavy torch network's thread counts: the session's (``few``) and every core (``many``)."""
-
-    def __init__(self, few: int, many: int) -> None:
-        super().__init__(few, many)
-        self.few, self.many = few, many
-
-    def choose(self, few_ms: float, many_ms: float, how: str) -> tuple[int | None, str]:
-        """Every core where it took at most MANY_THREADS_GAIN of the time, else None (the
-        session's threads); and why, with the two times and ``how`` they were taken."""
-        if many_ms <= MANY_THREADS_GAIN * few_ms:
-            return self.many, thread_choice_note(self.many, many_ms, self.few, few_ms, how)
-        return None, thread_choice_note(self.few, few_ms, self.many, many_ms, how)
-
-
-class _BackendTrial(_Trial):
-    """auto's two backends for one network: torch eager (on ``threads``, the torch threads chosen
-    for it) and ONNX Runtime (``runner``); ``load`` is the runner chosen at load (None: torch)."""
-
-    def __init__(self, runner: Runner, load: Runner | None, threads: int | None, threads_note: str,
-                 confirms: str | None = None) -> None:
-        super().__init__("torch", "onnxruntime")
-        self.runner, self.load, self.threads, self.threads_note = runner, load, threads, threads_note
-        self.confirms = confirms  # a first trial's times, where it disagreed with load
-
-    @staticmethod
-    def describe(torch_ms: float, ort_ms: float, how: str = "") -> str:
-        times = f"{_ms(ort_ms)} ms on ONNX Runtime against {_ms(torch_ms)} ms on torch eager"
-        return f"{times} ({how})" if how else times
-
-    def again(self, times: str) -> _BackendTrial:
-        """A second trial, from LIVE_DELAY_S on, where this one (``times``) disagreed with load."""
-        return _BackendTrial(self.runner, self.load, self.threads, self.threads_note, confirms=times)
-
-    def choose(self, torch_ms: float, ort_ms: float, how: str, *, at_load: bool = False) -> tuple[Runner | None, str]:
-        """The backend to keep, and why, with the two times and ``how`` they were taken: ONNX
-        Runtime's runner where it took at most BACKEND_GAIN of torch's time, None (torch eager) where
-        torch took at most BACKEND_GAIN of ONNX Runtime's, and between the two what ``load`` chose
-        (torch eager ``at_load`` itself); between the two, the note says why the one kept stays.
-        Live frames change the load's choice only where they clearly disagree with it: in the
-        window, one trial timed AlexNet at 4.62 ms on ONNX Runtime against 4.55 on torch while the
-        window was busy drawing, and switched it to torch, where it then took 4.5 ms a frame against
-        3.0-3.2 on ONNX Runtime in other runs (preprocessing in)."""
-        times = self.describe(torch_ms, ort_ms, how)
-        margin = round(100 * (1 - BACKEND_GAIN))
-        if ort_ms <= BACKEND_GAIN * torch_ms:
-            ort, why = True, ""
-        elif torch_ms <= BACKEND_GAIN * ort_ms:
-            ort, why = False, ""
-        elif at_load:
-            ort, why = False, f"; ONNX Runtime is not {margin}% faster"
-        else:
-            ort, why = self.load is not None, f"; within {margin}% of each other, what load chose stays"
-        if ort:
-            note = self.runner.threads_note
-            return self.runner, f"{label('onnxruntime')}: {times}{why}" + (f"; {note}" if note else "")
-        return None, f"torch eager: {times}{why}"
 
 
 class InferenceSession:
@@ -331,12 +137,12 @@ class InferenceSession:
             self._nets[spec.name] = net
             with torch_threads(threads):
                 ort_ms, torch_ms = self._with_backend(net, ort_runner)
-            if ort_ms is not None and max(ort_ms, torch_ms) <= RECHECK_RATIO * min(ort_ms, torch_ms) \
+            if ort_ms is not None and max(ort_ms, torch_ms) <= trials.RECHECK_RATIO * min(ort_ms, torch_ms) \
                     and (net.trial is None or net.backend == "onnxruntime"):  # a thread trial goes first
-                net.trial = _BackendTrial(ort_runner, net.runner, net.threads, net.threads_note)
+                net.trial = BackendTrial(ort_runner, net.runner, net.threads, net.threads_note)
             if net.backend == "onnxruntime":
                 net.threads, net.threads_note = None, ""
-                if not isinstance(net.trial, _BackendTrial):
+                if not isinstance(net.trial, BackendTrial):
                     net.trial = None
             self._use_runner(net, net.runner)
         # The order the networks run in on a frame (results keep the line-up's order). The engine's
@@ -394,7 +200,7 @@ class InferenceSession:
 
         with torch.inference_mode():
             torch_ms, ort_ms = paired_medians_ms(lambda: self._forward(net, x, view, 0.0), on_ort)
-        net.runner, net.backend_note = _BackendTrial(ort_runner, None, None, "").choose(
+        net.runner, net.backend_note = BackendTrial(ort_runner, None, None, "").choose(
             torch_ms, ort_ms, "batch 1, medians of 7 timed in turn, measured at load", at_load=True)
         return ort_ms, torch_ms
 
@@ -405,9 +211,9 @@ class InferenceSession:
         net.input_key = (net.preprocess, torch.float32 if ort else dtype_of(net.precision),
                          self.device.type == "cpu" and not ort)
 
-    def _with_threads(self, spec: ModelSpec, model: nn.Module) -> tuple[int | None, str, _ThreadTrial | None]:
+    def _with_threads(self, spec: ModelSpec, model: nn.Module) -> tuple[int | None, str, ThreadTrial | None]:
         """Every core for a torch network that is slow on the session's threads when the session
-        leaves cores unused (the live engine: HEAVY_MS); None (the session's threads) otherwise.
+        leaves cores unused (the live engine: trials.HEAVY_MS); None (the session's threads) otherwise.
         Returns the thread count, why (the two medians, float32, batch 1), and, where both were
         timed, the trial that times them again on live frames (:meth:`_settle`)."""
         mine, cores = torch.get_num_threads(), os.cpu_count() or 1
@@ -420,30 +226,30 @@ class InferenceSession:
                 model(x)
 
         with torch.inference_mode():
-            for _ in range(2):  # a first pass (cold) under HEAVY_MS says enough; the second is warm
+            for _ in range(2):  # a first pass (cold) under trials.HEAVY_MS says enough; the second is warm
                 t0 = time.perf_counter()
                 model(x)
-                if (time.perf_counter() - t0) * 1000 < HEAVY_MS:
+                if (time.perf_counter() - t0) * 1000 < trials.HEAVY_MS:
                     return None, "", None
             few_ms, many_ms = paired_medians_ms(lambda: model(x), on_all_cores, runs=5, warmup=1)
-        if few_ms < HEAVY_MS:  # the first pass was slowed
+        if few_ms < trials.HEAVY_MS:  # the first pass was slowed
             return None, "", None
-        trial = _ThreadTrial(mine, cores)
+        trial = ThreadTrial(mine, cores)
         threads, note = trial.choose(few_ms, many_ms, "fp32, batch 1, medians of 5 timed in turn, measured at load")
         return threads, note if threads is not None else "", trial  # the session's threads need no word at load
 
     def _settle(self, name: str) -> None:
-        """Keep what live frames measured faster (the thread count, by MANY_THREADS_GAIN for every
+        """Keep what live frames measured faster (the thread count, by trials.MANY_THREADS_GAIN for every
         core; the backend, by BACKEND_GAIN either way, and another than load's only when a second
         trial agrees), say why, and list the network and that reason for :meth:`take_rechecked`."""
         net = self._nets[name]
         trial, net.trial = net.trial, None
         assert trial is not None
         how = trial.how()
-        if isinstance(trial, _BackendTrial):
+        if isinstance(trial, BackendTrial):
             medians = trial.medians()
             runner, note = trial.choose(*medians, how)
-            if runner is not trial.load and trial.confirms is None:  # a second trial first (after LIVE_DELAY_S)
+            if runner is not trial.load and trial.confirms is None:  # a second trial first (after trials.LIVE_DELAY_S)
                 net.trial = trial.again(trial.describe(*medians))  # timed as the second will be
                 return
             if trial.confirms is not None:
@@ -485,7 +291,7 @@ class InferenceSession:
         with torch.inference_mode():
             fp32_ms, bf16_ms = paired_medians_ms(lambda: (model(x), synchronize(self.device)),
                                                  lambda: (bf16(x.to(torch.bfloat16)), synchronize(self.device)))
-        times = (f"{_ms(bf16_ms)} ms in bf16 against {_ms(fp32_ms)} ms in fp32 "
+        times = (f"{ms_text(bf16_ms)} ms in bf16 against {ms_text(fp32_ms)} ms in fp32 "
                  f"(batch 1, medians of 7 timed in turn, measured at load)")
         if bf16_ms <= AUTO_GAIN * fp32_ms:
             return bf16, "bf16", f"bf16: {times}"
@@ -607,7 +413,7 @@ class InferenceSession:
                     net.backend_note = f"torch eager: {e}"
                     self._use_runner(net, None)
             trial = net.trial
-            if isinstance(trial, _BackendTrial):  # both sides answer with the same taps until it settles
+            if isinstance(trial, BackendTrial):  # both sides answer with the same taps until it settles
                 if trial.runner is not net.runner:
                     try:
                         trial.runner.set_taps(net.tapped_layers())
@@ -711,7 +517,7 @@ class InferenceSession:
                 trial = None  # what load chose, until the window has settled
             if trial is not None:
                 option = trial.next()
-                if isinstance(trial, _BackendTrial):  # this frame on one of the two, then back to load's
+                if isinstance(trial, BackendTrial):  # this frame on one of the two, then back to load's
                     self._use_runner(net, trial.runner if option == "onnxruntime" else None)
             t0 = time.perf_counter()
             key = net.input_key
@@ -723,18 +529,18 @@ class InferenceSession:
             inputs[name] = x
             forward = self._forward if net.runner is None else self._forward_runner
             if trial is not None:
-                threads = option if isinstance(trial, _ThreadTrial) else trial.threads if option == "torch" else None
+                threads = option if isinstance(trial, ThreadTrial) else trial.threads if option == "torch" else None
                 t0 = time.perf_counter()
                 try:
                     with torch_threads(threads):
                         results[name] = forward(net, x, view, pre_ms)
                 except Exception:
-                    if isinstance(trial, _BackendTrial):  # one failed frame, then what load chose, untried
+                    if isinstance(trial, BackendTrial):  # one failed frame, then what load chose, untried
                         net.trial = None
                         self._use_runner(net, trial.load)
                     raise
                 done = trial.add(option, (time.perf_counter() - t0) * 1000)
-                if isinstance(trial, _BackendTrial):
+                if isinstance(trial, BackendTrial):
                     self._use_runner(net, trial.load)
                 if done:
                     self._settle(name)
@@ -830,33 +636,7 @@ def _probe(request: ProbeRequest, net: _Network, x: torch.Tensor) -> object:
         return ProbeFailed(f"{request.name}: {error_line(e)}")
 
 
-def _ms(ms: float) -> str:
-    return f"{ms:.2f}" if ms < 10 else f"{ms:.1f}"
-
-
 NO_ACTIVATIONS: Mapping[str, np.ndarray] = MappingProxyType({})
-
-
-@contextmanager
-def torch_threads(n: int | None):
-    """Torch's intra-op threads set to ``n`` inside the block and restored after (0.1 µs a change);
-    None changes nothing."""
-    if n is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def thread_choice_note(threads: int, ms: float, other: int, other_ms: float, how: str) -> str:
-    """Why a network runs on ``threads`` torch threads, in words: ``2 torch threads: 94.0 ms
-    against 178 ms on 1 (how)``."""
-    return (f"{threads} torch thread{'s' if threads > 1 else ''}: {_ms(ms)} ms against {_ms(other_ms)} ms "
-            f"on {other} ({how})")
 
 
 def _item(a: np.ndarray) -> np.ndarray:
@@ -874,65 +654,3 @@ def _array(t: torch.Tensor) -> np.ndarray:
 def activation_probes(layers: Iterable[str]) -> tuple[ProbeRequest, ...]:
     layers = tuple(layers)
     return (Activations(layers),) if layers else ()
-
-
-def feature_layers(adapter: ModelAdapter, device: torch.device | str = "cpu") -> tuple[LayerInfo, ...]:
-    """Layers with a (C, H, W) output worth showing, found with one forward pass.
-
-    Leaves inside plain containers (``features.conv1``) are listed; a composite block (ENet's
-    ``stage2.bottleneck2_4``) is listed as one layer, its insides are not.
-    """
-    spec, model = adapter.spec, adapter.model
-    parents = {name: module for name, module in model.named_modules()}
-    chosen: list[str] = []
-    for name, module in model.named_modules():
-        if not name:
-            continue
-        parent = parents[name.rpartition(".")[0]]
-        inside_block = any(not is_container(parents[p]) for p in _ancestors(name))
-        if inside_block or is_container(module) or isinstance(module, (nn.Dropout, nn.Dropout2d)):
-            continue
-        if parent is model or is_container(parent):
-            chosen.append(name)
-    shapes: dict[str, tuple[int, ...]] = {}
-    inputs: dict[str, tuple[tuple, dict]] = {}
-    order: list[str] = []
-
-    def keep_input(layer: str):
-        def hook(_m, args, kwargs) -> None:
-            if layer not in inputs:  # lists copied: ENet's blocks push to and pop from a shared stack
-                inputs[layer] = (tuple(list(a) if isinstance(a, list) else a for a in args), dict(kwargs))
-        return hook
-
-    def record(layer: str):
-        def hook(_m, _i, output) -> None:
-            out = output[0] if isinstance(output, tuple) else output
-            if isinstance(out, torch.Tensor) and out.dim() == 4 and layer not in shapes:
-                shapes[layer] = tuple(out.shape[1:])
-                order.append(layer)
-        return hook
-
-    hooks = [model.get_submodule(n).register_forward_hook(record(n)) for n in chosen]
-    hooks += [model.get_submodule(n).register_forward_pre_hook(keep_input(n), with_kwargs=True) for n in chosen]
-    try:
-        with torch.inference_mode():
-            x = torch.zeros((1, *spec.input_size), device=device, dtype=next(model.parameters()).dtype)
-            adapter(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    macs = {}
-    with torch.inference_mode():
-        for layer in order:  # each layer alone on the input it had: its own multiply-accumulates
-            args, kwargs = inputs[layer]
-            counter = FlopCounterMode(display=False)
-            with counter:
-                model.get_submodule(layer)(*(list(a) if isinstance(a, list) else a for a in args), **kwargs)
-            macs[layer] = counter.get_total_flops() // 2
-    return tuple(LayerInfo(n, type(model.get_submodule(n)).__name__, shapes[n], macs[n])  # type: ignore[arg-type]
-                 for n in order)
-
-
-def _ancestors(name: str) -> list[str]:
-    parts = name.split(".")
-    return [".".join(parts[:i]) for i in range(1, len(parts))]
