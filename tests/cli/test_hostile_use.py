@@ -23,7 +23,7 @@ from engine.live.worker import Engine
 from tests.media import FakeCapture, write_image, write_video
 from tests.waiting import wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 _wait = wait_until

@@ -316,7 +316,7 @@ def _layout_requests_on_text_changes(qtbot, pinned: bool):
     from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
     from gui.pinned import Pinned
-    from tests.gui_fixtures import layout_request_counter
+    from tests.gui.gui_fixtures import layout_request_counter
 
     window = QWidget()
     qtbot.addWidget(window)

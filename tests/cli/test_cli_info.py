@@ -61,7 +61,7 @@ def test_a_closed_pipe_is_not_a_traceback():
     import sys
     from pathlib import Path
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     proc = subprocess.Popen([sys.executable, "main.py", "info", "--profile", "cifar10"], cwd=root,
                             stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

@@ -28,8 +28,8 @@ from engine.cli import build_parser, run_command
 from engine.models.registry import get_spec
 from engine.training import RECIPES, load_checkpoint, train
 from engine.training.distributed import launch_from_env, shutdown
-from tests.test_data import make_tiny_archive
-from tests.test_training import tiny_set
+from tests.engine.test_data import make_tiny_archive
+from tests.engine.test_training import tiny_set
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32" or not torch.distributed.is_available()
                                 or not torch.distributed.is_gloo_available(), reason="needs fork and gloo")

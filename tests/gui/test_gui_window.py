@@ -12,7 +12,7 @@ import pytest
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 
-from tests.gui_fixtures import gui_settings, make_window, no_thread_leak, window_threads  # noqa: F401
+from tests.gui.gui_fixtures import gui_settings, make_window, no_thread_leak, window_threads  # noqa: F401
 from tests.media import write_image, write_video
 
 LONG = 60_000  # ms: the CPU is shared and slow; waits end as soon as their condition holds
@@ -261,7 +261,7 @@ def test_load_weights_on_a_panel_shows_custom_and_a_misfit_is_refused(make_windo
     window = make_window()
     panels = _panels(window)
     mine = tmp_path / "my lenet.safetensors"
-    shutil.copy(Path(__file__).resolve().parent.parent / "assets" / "weights" / "lenet5_cifar10.safetensors", mine)
+    shutil.copy(Path(__file__).resolve().parents[2] / "assets" / "weights" / "lenet5_cifar10.safetensors", mine)
     assert panels["lenet5"].load_action.isEnabled() and not panels["lenet5"].default_action.isEnabled()
     panels["lenet5"]._request_weights(str(mine))  # what the file dialog hands over
     qtbot.waitUntil(lambda: panels["lenet5"].status.text() == "CUSTOM" and window.ready, timeout=LONG)
@@ -299,7 +299,7 @@ def test_a_missing_camera_is_a_clear_message_then_cifar10_downloads_and_vgg_chan
     from PySide6.QtWidgets import QFileDialog, QMessageBox
 
     import engine.data.download as download
-    from tests.test_data import make_tiny_archive
+    from tests.engine.test_data import make_tiny_archive
 
     window = make_window()
     window.open_source("63")  # no machine has a 64th camera
@@ -386,7 +386,7 @@ def test_a_laptop_screen_squeezes_nothing_into_anything(make_window, tmp_path, q
 
 
 def test_statistics_belong_to_the_source_on_screen(make_window, qtbot, tmp_path):
-    from tests.test_data import make_tiny_archive
+    from tests.engine.test_data import make_tiny_archive
 
     archive = make_tiny_archive(tmp_path / "tiny.tar.gz", train_per_class=1, test_per_class=2)
     video = write_video(tmp_path / "clip.avi", frames=200, size=(64, 48))
@@ -479,7 +479,7 @@ def test_gradcam_perturbation_and_analysis_tabs(make_window, tmp_path, qtbot):
     """Grad-CAM over every input; a perturbation that every network sees, with each panel saying
     whether its answer flipped; the Analysis tab showing the engine's verdicts."""
     from engine.studies.analysis import Analysis, judge
-    from tests.test_analysis import net
+    from tests.engine.test_analysis import net
 
     window = make_window(str(write_image(tmp_path / "a.png")))
     panels = _panels(window)
@@ -518,7 +518,7 @@ def test_overview_channel_study_and_layer_health(make_window, tmp_path, qtbot, m
     """The Overview summarises every stage and opens one in its panel; a channel's top 9 test
     pictures come from a job; the mosaic's caption tells the layer's zeros."""
     from engine.api import LayerOverview
-    from tests.test_data import make_tiny_archive
+    from tests.engine.test_data import make_tiny_archive
 
     monkeypatch.setenv("CNN_ARENA_CACHE", str(tmp_path / "cache"))
     archive = make_tiny_archive(tmp_path / "tiny.tar.gz", train_per_class=1, test_per_class=5)  # 3 classes
@@ -581,7 +581,7 @@ def test_a_remade_card_reaches_its_panel_and_report_and_status_text_never_re_lay
     # layout run again (it re-placed the toolbar and the central widget each time).
     from PySide6.QtWidgets import QApplication
 
-    from tests.gui_fixtures import layout_request_counter
+    from tests.gui.gui_fixtures import layout_request_counter
 
     window.set_status("")
     QApplication.processEvents()

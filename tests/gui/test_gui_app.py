@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.gui_fixtures import gui_settings, no_thread_leak, window_threads  # noqa: F401
+from tests.gui.gui_fixtures import gui_settings, no_thread_leak, window_threads  # noqa: F401
 from tests.media import write_video
 
 REPORT_KEYS = {"frames_shown", "frames_dropped", "results_skipped_by_display", "frames_dropped_by_engine",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from engine.cli import build_parser
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def every_command_and_flag(parser: argparse.ArgumentParser) -> dict[str, set[str]]:

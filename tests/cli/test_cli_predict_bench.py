@@ -8,7 +8,7 @@ import pytest
 from main import main
 from tests.media import write_image, write_video
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_predict_json_contract_and_exit_status(tmp_path, capsys):

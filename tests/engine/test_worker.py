@@ -269,7 +269,7 @@ def test_a_bad_checkpoint_at_start_reports_and_starts_on_the_default_weights(tmp
 
 
 def test_statistics_belong_to_a_source_and_reset_on_request(tmp_path):
-    from tests.test_data import make_tiny_archive
+    from tests.engine.test_data import make_tiny_archive
 
     archive = make_tiny_archive(tmp_path / "tiny.tar.gz", train_per_class=1, test_per_class=2)
     video = write_video(tmp_path / "clip.avi", frames=6, size=(64, 48))

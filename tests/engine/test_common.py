@@ -38,7 +38,7 @@ def test_settings_come_from_the_environment_with_the_platforms_cache_folder(tmp_
 
 
 def test_no_module_but_the_settings_reads_the_apps_environment():
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     readers = [str(p.relative_to(root)) for folder in ("engine", "gui") for p in (root / folder).rglob("*.py")
                if '"CNN_ARENA_' in p.read_text(encoding="utf-8") and p.name != "settings.py"]
     assert readers == []

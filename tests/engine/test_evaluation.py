@@ -17,7 +17,7 @@ from engine.models.registry import get_spec
 from engine.models.weights import UNTRAINED, LoadedModel
 from engine.runtime.device import resolve_device
 from engine.studies.evaluation import EvalError, evaluate, evaluate_results, sample_indices, topk_accuracy
-from tests.test_data import call_with_fifo_guard, dataset_files, make_archive, make_tiny_archive
+from tests.engine.test_data import call_with_fifo_guard, dataset_files, make_archive, make_tiny_archive
 
 
 class FixedLogits(nn.Module):

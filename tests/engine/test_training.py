@@ -33,7 +33,7 @@ from engine.training import (
     train,
     training_loss,
 )
-from tests.test_data import class_image, make_tiny_archive
+from tests.engine.test_data import class_image, make_tiny_archive
 
 
 def tiny_set(n_per_class: int = 16, classes=(0, 3, 9), seed: int = 0):
@@ -306,7 +306,7 @@ def test_sigint_during_training_exits_130_and_leaves_a_loadable_checkpoint(tmp_p
 
     archive = make_tiny_archive(tmp_path / "tiny.tar.gz", train_per_class=20, test_per_class=2)
     env = {**os.environ, "CNN_ARENA_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     argv = [sys.executable, str(root / "main.py"), *_train_argv(archive, "--epochs", "400")]
     ckpt = tmp_path / "cache" / "runs" / "lenet5_cifar10" / "checkpoint.pt"
     proc = subprocess.Popen(argv, env=env, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -138,7 +138,7 @@ def test_array_source_converts_odd_arrays():
 
 def test_the_cifar_test_set_plays_shuffled_with_its_labels(tmp_path):
     from engine.live.sources import DatasetSource
-    from tests.test_data import make_tiny_archive
+    from tests.engine.test_data import make_tiny_archive
 
     archive = make_tiny_archive(tmp_path / "tiny.tar.gz", train_per_class=1, test_per_class=4)
     source = open_source(archive)

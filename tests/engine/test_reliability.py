@@ -16,7 +16,7 @@ from engine.live.worker import Engine
 from tests.media import write_png_header
 from tests.waiting import no_thread_left, wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def make_mixed_files(folder: Path) -> tuple[list[Path], list[Path]]:
