@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
 import re
 import stat
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,8 +25,28 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> No
     A full disk or a crash leaves the old file (or none), never a partial one. A crash can leave the
     hidden temporary file itself, named after ``path`` and the writing process so that
     :func:`remove_stale_temps` can tell it from one still being written.
+
+    A symbolic link is kept: its target is the file written (atomically). A path that is not a
+    regular file (a device such as ``/dev/stdout``, a FIFO) cannot be replaced without breaking what
+    it is, so it is written through directly; ``-`` is standard output.
     """
+    if os.fspath(path) == "-":
+        _write_to_stdout(write)
+        return
     path = Path(path)
+    try:
+        through = not stat.S_ISREG(os.stat(path).st_mode)  # follows links: what a reader would open
+    except (FileNotFoundError, NotADirectoryError):
+        through = False
+    # /dev/stdout and /proc/self/fd/N name an open descriptor: replacing its file would not reach it
+    through = through or os.path.realpath(path).startswith(("/dev/", "/proc/"))
+    if through:
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "is a folder", os.fspath(path))
+        write(path)
+        return
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))  # a dangling link: its target is created
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.pid{os.getpid()}.", suffix=_TEMP_SUFFIX, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -36,6 +58,24 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> No
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _write_to_stdout(write: Callable[[Path], object]) -> None:
+    """``write`` into a private temporary file, then its bytes to standard output: a writer may
+    need a real file (to seek, or to replace it), which a pipe is not."""
+    with tempfile.TemporaryDirectory(prefix="cnn-arena-out-") as folder:
+        tmp = Path(folder) / "out"
+        write(tmp)
+        out = getattr(sys.stdout, "buffer", None)
+        with open(tmp, "rb") as f:
+            data = f.read()
+        if out is not None:
+            sys.stdout.flush()
+            out.write(data)
+            out.flush()
+        else:
+            sys.stdout.write(data.decode("utf-8", "replace"))
+            sys.stdout.flush()
 
 
 def remove_stale_temps(folder: str | os.PathLike, pattern: str, *, max_age: float = STALE_TEMP_SECONDS) -> list[Path]:
