@@ -47,6 +47,7 @@ import pickle
 import re
 import stat
 import tarfile
+import threading
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -60,6 +61,7 @@ import numpy as np
 from engine.files import atomic_write, remove_stale_temps
 from engine.imageio import display_name, one_line
 from engine.models.registry import CIFAR10_CLASSES
+from engine.shared import SharedWork, Stopped
 
 SPLITS = ("train", "test")
 IMAGE_SIZE = 32
@@ -76,6 +78,7 @@ Progress = Callable[[int, int], None]
 Warn = Callable[[str], None]
 
 _log = logging.getLogger(__name__)
+_DECODES: SharedWork[_Decoded] = SharedWork()  # by cache folder and source fingerprint
 
 
 class DataError(Exception):
@@ -88,11 +91,16 @@ def default_cache_dir() -> Path:
 
 
 def load_cifar10(source: str | os.PathLike, split: str = "train", *, cache_dir: Path | None = None,
-                 progress: Progress | None = None, warn: Warn | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 progress: Progress | None = None, warn: Warn | None = None,
+                 stop: threading.Event | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(images uint8 (N,32,32,3) RGB, labels int64 (N,))`` of one split of ``source`` (module docs).
 
     Each line about skipped images, files or folders goes to ``warn``; by default it is a warning
     on this module's logger, which Python prints on stderr when logging is not set up.
+
+    A source being decoded is decoded once: a second load of it at the same time waits for the
+    first and gets the same arrays (to be read, not written). Setting ``stop`` gives the load up (:class:`Stopped`)
+    within a fraction of a second; the decode itself stops once no load waits for it.
     """
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
@@ -124,12 +132,20 @@ def load_cifar10(source: str | os.PathLike, split: str = "train", *, cache_dir: 
                 for line in notes:
                     warn(line)
                 return images, labels
-    decoded = _decode_directory(path, listing, progress) if listing is not None else _decode_archive(path, progress)
+
+    def decode(stopped: Callable[[], bool]) -> _Decoded:
+        if listing is not None:
+            decoded = _decode_directory(path, listing, progress, stopped)
+        else:
+            decoded = _decode_archive(path, progress, stopped)
+        if not decoded.problems:  # a load that skipped unreadable files is not what the source holds
+            for key, arrays in decoded.splits.items():
+                _write_cache(_cache_path(cache, fingerprint, key), arrays, decoded.notes.get(key, []))
+        return decoded
+
+    decoded = _DECODES.run((str(cache), fingerprint), decode, stop)
     for line in decoded.problems:
         warn(line)
-    if not decoded.problems:  # a load that skipped unreadable files is not what the source holds
-        for key, arrays in decoded.splits.items():
-            _write_cache(_cache_path(cache, fingerprint, key), arrays, decoded.notes.get(key, []))
     key = split if split in decoded.splits else _SINGLE if _SINGLE in decoded.splits else None
     if key is None:
         raise DataError(f"{name}: has no {split}/ folder of class folders")
@@ -304,7 +320,7 @@ def _scan_directory(root: Path) -> _Listing:
     return listing
 
 
-def _decode_archive(path: Path, progress: Progress | None) -> _Decoded:
+def _decode_archive(path: Path, progress: Progress | None, stopped: Callable[[], bool] = bool) -> _Decoded:
     total = path.stat().st_size
     too_large: list[tuple[str, str]] = []
     batches: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -314,6 +330,8 @@ def _decode_archive(path: Path, progress: Progress | None) -> _Decoded:
                 # Stream mode ("r|*") reads the (compressed) file once, front to back.
                 with tarfile.open(fileobj=raw, mode="r|*") as tar:
                     for member in tar:
+                        if stopped():
+                            raise Stopped()
                         batch = _BATCH.search(member.name) if member.isfile() else None
                         if batch is not None and member.size <= MAX_BATCH_BYTES:
                             handle = tar.extractfile(member)
@@ -330,7 +348,7 @@ def _decode_archive(path: Path, progress: Progress | None) -> _Decoded:
                                 yield member.name, handle.read()
                                 if progress is not None:
                                     progress(raw.tell(), total)
-            names, images, failed = _decode_all(members())
+            names, images, failed = _decode_all(members(), stopped)
     except (tarfile.TarError, EOFError, zipfile.BadZipFile) as e:
         raise DataError(f"{display_name(path)}: not a readable tar archive ({_first_line(e)})") from None
     except OSError as e:  # gzip's BadGzipFile is an OSError
@@ -444,13 +462,16 @@ def _from_batches(batches: dict[str, tuple[np.ndarray, np.ndarray]], source_name
     return _Decoded(splits, notes, [])
 
 
-def _decode_directory(path: Path, listing: _Listing, progress: Progress | None) -> _Decoded:
+def _decode_directory(path: Path, listing: _Listing, progress: Progress | None,
+                      stopped: Callable[[], bool] = bool) -> _Decoded:
     total = len(listing.files)
     unreadable = list(listing.unreadable)
     too_large: list[tuple[str, str]] = []
 
     def members() -> Iterator[tuple[str, bytes]]:
         for n, (name, file, size, _) in enumerate(listing.files, 1):
+            if stopped():
+                raise Stopped()
             if size > MAX_IMAGE_BYTES:
                 too_large.append((name, f"too large ({size / 1e6:.0f} MB)"))
                 continue
@@ -464,7 +485,7 @@ def _decode_directory(path: Path, listing: _Listing, progress: Progress | None) 
             if progress is not None and (n % 256 == 0 or n == total):
                 progress(n, total)
 
-    names, images, failed = _decode_all(members())
+    names, images, failed = _decode_all(members(), stopped)
     decoded = _arrange(names, images, failed + too_large, display_name(path))
     for is_folder in (True, False):
         items = [(name, why) for name, why, folder in unreadable if folder == is_folder]
@@ -476,15 +497,19 @@ def _decode_directory(path: Path, listing: _Listing, progress: Progress | None) 
     return decoded
 
 
-def _decode_all(members: Iterable[tuple[str, bytes]]) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
+def _decode_all(members: Iterable[tuple[str, bytes]], stopped: Callable[[], bool] = bool,
+                ) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
     """Decode ``(name, bytes)`` pairs on two threads (OpenCV releases the GIL) as they arrive;
-    returns the names and images decoded, and ``(name, why)`` of those that could not be."""
+    returns the names and images decoded, and ``(name, why)`` of those that could not be.
+    :class:`Stopped` once ``stopped()``."""
     futures: list[Future] = []
     chunk: list[tuple[str, bytes]] = []
 
     def decode_chunk(items: list[tuple[str, bytes]]) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
         names, images, failed = [], [], []
-        for name, data in items:
+        for n, (name, data) in enumerate(items):
+            if n % 8 == 0 and stopped():
+                raise Stopped()
             rgb = _decode(data)
             if isinstance(rgb, str):
                 failed.append((name, rgb))
@@ -494,14 +519,22 @@ def _decode_all(members: Iterable[tuple[str, bytes]]) -> tuple[list[str], np.nda
         return names, np.stack(images) if images else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8), failed
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        for name, data in members:
-            chunk.append((name, data))
-            if len(chunk) == _DECODE_CHUNK:
-                futures.append(pool.submit(decode_chunk, chunk))
-                chunk = []
+        try:
+            for name, data in members:
+                chunk.append((name, data))
+                if len(chunk) == _DECODE_CHUNK:
+                    futures.append(pool.submit(decode_chunk, chunk))
+                    chunk = []
+        except BaseException:  # stopped, or the source failed: what is queued is not wanted
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
         if chunk:
             futures.append(pool.submit(decode_chunk, chunk))
-        parts = [f.result() for f in futures]
+        try:
+            parts = [f.result() for f in futures]
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
     names = [name for part in parts for name in part[0]]
     failed = [item for part in parts for item in part[2]]
     if not parts:

@@ -63,3 +63,151 @@ def test_report_to_dev_stdout_is_printed_and_keeps_the_device(tmp_path):
     assert done.returncode == 0, done.stderr
     assert '"frames": 3' in done.stdout
     assert link.is_symlink() and os.readlink(link) == "/dev/stdout"
+
+
+# -- 2: a source switched away from stops; one decode of an archive is shared ---------------------
+
+def _slow_decodes(monkeypatch, seconds: float) -> None:
+    """Every image decode takes ``seconds`` longer, so that a small archive takes a while."""
+    import time as _time
+
+    from engine import data
+
+    real = data._decode
+
+    def slow(blob):
+        _time.sleep(seconds)
+        return real(blob)
+
+    monkeypatch.setattr(data, "_decode", slow)
+
+
+def test_a_stopped_load_gives_up_before_the_end(tmp_path):
+    from engine.data import load_cifar10
+    from engine.shared import Stopped
+    from tests.test_data import make_tiny_archive
+
+    archive = make_tiny_archive(tmp_path / "set.tar.gz", train_per_class=60, test_per_class=4)
+    stop = threading.Event()
+    calls = []
+
+    def progress(done, total):
+        calls.append(done)
+        stop.set()
+
+    with pytest.raises(Stopped):
+        load_cifar10(archive, "test", progress=progress, stop=stop)
+    assert 1 <= len(calls) < 10  # gave up at the next member, not after 640 of them
+    assert not list((Path(os.environ["CNN_ARENA_CACHE"])).glob("cifar10-*.npz"))  # nothing cached
+
+
+def test_two_loads_of_one_archive_share_one_decode(tmp_path, monkeypatch):
+    from engine import data
+    from tests.test_data import make_tiny_archive
+
+    archive = make_tiny_archive(tmp_path / "set.tar.gz")
+    real, decodes, release = data._decode_archive, [], threading.Event()
+
+    def counted(*args, **kw):
+        decodes.append(1)
+        assert release.wait(30)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(data, "_decode_archive", counted)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(data.load_cifar10(archive, "test"))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    deadline = __import__("time").monotonic() + 30
+    while sum(data._DECODES.running(k) for k in list(data._DECODES._flights)) < 2:
+        assert __import__("time").monotonic() < deadline
+        __import__("time").sleep(0.01)
+    release.set()
+    for t in threads:
+        t.join(30)
+    assert len(decodes) == 1 and len(results) == 2
+    assert (results[0][1] == results[1][1]).all()
+
+
+def test_a_source_switched_away_from_stops_decoding(tmp_path, monkeypatch):
+    import time
+
+    import numpy as np
+    from PIL import Image
+
+    from engine.worker import Engine
+    from tests.test_data import make_tiny_archive
+
+    archive = make_tiny_archive(tmp_path / "set.tar.gz", train_per_class=4, test_per_class=40)
+    picture = tmp_path / "one.jpg"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(picture)
+    _slow_decodes(monkeypatch, 0.03)  # 480 images: about 7 s of decoding on two threads
+    before = {t for t in threading.enumerate()}
+    engine = Engine(models=["lenet5"]).start()
+    try:
+        for _ in range(4):
+            engine.set_source(str(archive))
+            time.sleep(0.05)
+            engine.set_source(str(picture))
+        started = time.monotonic()
+        while any(t.name == "engine feeder" or t.name.startswith("ThreadPoolExecutor") for t in threading.enumerate()
+                  if t not in before):
+            assert time.monotonic() - started < 3.0, [t.name for t in threading.enumerate()]
+            time.sleep(0.02)
+    finally:
+        assert engine.stop(2.0)
+
+
+CIFAR_ARCHIVE = Path("/work/shared/data/cifar10-jpg.tar.gz")
+
+
+def switch_burst(archive: Path, picture: Path, switches: int, gap_s: float, settle_s: float = 30.0) -> dict:
+    """Threads, RSS and descriptors of this process before a burst of source switches between
+    ``archive`` and ``picture`` and once the engine has settled after it."""
+    import time
+
+    import psutil
+
+    from engine.worker import Engine
+
+    me = psutil.Process()
+
+    def level() -> dict:
+        return {"threads": threading.active_count(), "rss_mb": me.memory_info().rss / 1e6, "fds": me.num_fds()}
+
+    engine = Engine(models=["lenet5"]).start()
+    try:
+        assert engine.wait_idle(60)
+        engine.set_source(str(picture))
+        time.sleep(1.0)
+        before = level()
+        for _ in range(switches):
+            engine.set_source(str(archive))
+            time.sleep(gap_s)
+            engine.set_source(str(picture))
+            time.sleep(gap_s)
+        started = time.monotonic()
+        while any(t.name == "engine feeder" or t.name.startswith("ThreadPoolExecutor") for t in threading.enumerate()):
+            assert time.monotonic() - started < settle_s, [t.name for t in threading.enumerate()]
+            time.sleep(0.05)
+        stopped_after = time.monotonic() - started
+        after = level()
+    finally:
+        engine.stop(2.0)
+    return {"before": before, "after": after, "settled_s": stopped_after}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CIFAR_ARCHIVE.is_file(), reason="needs the CIFAR-10 JPEG archive")
+def test_a_burst_of_switches_leaves_threads_memory_and_descriptors_as_they_were(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    picture = tmp_path / "one.jpg"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(picture)
+    got = switch_burst(CIFAR_ARCHIVE, picture, switches=8, gap_s=0.3)
+    print(got)
+    before, after = got["before"], got["after"]
+    assert after["threads"] <= before["threads"] * 1.1
+    assert after["fds"] <= before["fds"] * 1.1
+    assert after["rss_mb"] <= before["rss_mb"] * 1.1
