@@ -30,6 +30,7 @@ from engine.events import (
     SourceEnded,
     SourceStarted,
 )
+from engine.device import env_threads
 from engine.files import atomic_write
 from engine.imageio import IMAGE_SUFFIXES, InputError, display_name, is_image_path, one_line
 from engine.inference import FrameResult, LayerInfo, ModelResult
@@ -75,7 +76,7 @@ __all__ = [
     "RobustnessResult", "RunRequest", "SessionReady", "Source", "SourceEnded", "SourceStarted",
     "apply_perturbation",
     "VIDEO_SUFFIXES", "WeightsError", "WeightsKind", "atomic_write", "cifar10_archive_path", "comparison_specs",
-    "describe", "display_name", "family_members", "get_spec", "human_count", "is_image_path", "lineup",
+    "describe", "display_name", "env_threads", "family_members", "get_spec", "human_count", "is_image_path", "lineup",
     "lineup_choices", "one_line", "open_source", "parse_weights_args", "redact_url", "robustness", "source_error",
     "HealthAccumulator", "HealthSnapshot", "LayerHealth", "layer_health",
     "ReceptiveField", "ReceptiveFieldError", "crop_box", "receptive_field",

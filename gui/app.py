@@ -17,7 +17,7 @@ import traceback
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
-from engine.api import WeightsError, atomic_write, parse_weights_args
+from engine.api import WeightsError, atomic_write, env_threads, parse_weights_args
 from gui import style
 from gui.main_window import MainWindow
 
@@ -71,9 +71,8 @@ def configure_threads() -> int:
     import cv2
     import torch
 
-    wanted = os.environ.get("CNN_ARENA_THREADS", "")
-    threads = int(wanted) if wanted.isdigit() and int(wanted) > 0 else max(1, min(torch.get_num_threads(),
-                                                                                (os.cpu_count() or 2) - 1))
+    wanted = env_threads("CNN_ARENA_THREADS")  # at most one per core
+    threads = wanted if wanted is not None else max(1, min(torch.get_num_threads(), (os.cpu_count() or 2) - 1))
     torch.set_num_threads(threads)
     cv2.setNumThreads(1)  # frames are decoded one at a time on the feeder thread
     return threads

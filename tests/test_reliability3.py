@@ -211,3 +211,38 @@ def test_a_burst_of_switches_leaves_threads_memory_and_descriptors_as_they_were(
     assert after["threads"] <= before["threads"] * 1.1
     assert after["fds"] <= before["fds"] * 1.1
     assert after["rss_mb"] <= before["rss_mb"] * 1.1
+
+
+# -- 3: thread counts are at most one per core ---------------------------------------------------
+
+@pytest.mark.slow  # a whole bench of the four networks
+def test_bench_threads_above_the_cores_are_clamped_in_one_line(capsys, monkeypatch):
+    import json
+
+    import torch
+
+    from engine import device
+    from main import main
+
+    monkeypatch.setattr(device, "cores", lambda: 2)
+    before = torch.get_num_threads()
+    try:
+        assert main(["bench", "--threads", "10000", "--runs", "1", "--min-seconds", "0", "--batch", "1",
+                     "--json"]) == 0
+        captured = capsys.readouterr()
+    finally:
+        torch.set_num_threads(before)
+    assert json.loads(captured.out)["threads"] == 2
+    assert "--threads 10000 is more than the 2 cores here; using 2" in captured.err
+
+
+def test_env_threads_are_clamped_to_the_cores(monkeypatch, capsys):
+    from engine import device
+
+    monkeypatch.setattr(device, "cores", lambda: 2)
+    monkeypatch.setenv("CNN_ARENA_THREADS", "10000")
+    monkeypatch.setenv("CNN_ARENA_ORT_THREADS", "99999")
+    assert device.engine_threads() == 2
+    assert device.engine_ort_threads() == 2
+    err = capsys.readouterr().err
+    assert "CNN_ARENA_THREADS 10000 is more than the 2 cores here; using 2" in err

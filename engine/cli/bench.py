@@ -13,7 +13,7 @@ from engine.bench import bench_latency, bench_pipeline, bench_throughput, machin
 from engine.cli import parse_backends, parse_weights
 from engine.cli.output import CliError, JobProgressBar, format_table, print_json, stop_on_signals
 from engine.complexity import complexity
-from engine.device import machine_load
+from engine.device import clamp_threads, machine_load
 from engine.imageio import InputError
 from engine.inference import InferenceSession
 from engine.jobs import Cancelled, JobProgress, JobState
@@ -25,6 +25,7 @@ from engine.weights import WeightsError
 
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.threads:
+        args.threads = clamp_threads(args.threads, "--threads")  # also the engine's, with --source
         torch.set_num_threads(args.threads)
     if args.source and not (args.source.isdigit() or "://" in args.source or os.path.exists(args.source)):
         raise CliError(f"{args.source}: no such file or folder")
