@@ -23,6 +23,7 @@ Every failure is a :class:`WeightsError` whose text is one line a person can act
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
@@ -419,7 +420,14 @@ def save_weights(model: nn.Module, path: str | os.PathLike, metrics: Mapping[str
     path = Path(path)
     tensors = encode_state(model.state_dict(), storage)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
+
+    def write(tmp: Path) -> None:
+        try:
+            save_file(tensors, str(tmp))
+        except SafetensorError as e:  # how safetensors reports a full disk: as the OSError it is
+            raise OSError(errno.EIO, _first_line(e)) from None
+
+    atomic_write(path, write)
     if metrics is not None:
         text = json.dumps(metrics, indent=2, sort_keys=True) + "\n"
         atomic_write(path.with_suffix(".json"), lambda tmp: tmp.write_text(text, encoding="utf-8"))

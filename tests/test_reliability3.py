@@ -246,3 +246,58 @@ def test_env_threads_are_clamped_to_the_cores(monkeypatch, capsys):
     assert device.engine_ort_threads() == 2
     err = capsys.readouterr().err
     assert "CNN_ARENA_THREADS 10000 is more than the 2 cores here; using 2" in err
+
+
+# -- 4: a full disk during train -------------------------------------------------------------------
+
+def _tiny_train_argv(tmp_path, *extra: str) -> list[str]:
+    from tests.test_data import make_tiny_archive
+
+    archive = tmp_path / "tiny.tar.gz"
+    if not archive.exists():
+        make_tiny_archive(archive, train_per_class=8, test_per_class=2)
+    return ["train", "--model", "lenet5", "--data", str(archive), "--epochs", "1", "--limit", "48", "--val", "12",
+            "--device", "cpu", "--batch-size", "12", *extra]
+
+
+def _run_cli(argv: list[str]) -> int:
+    from engine.cli import build_parser, run_command
+
+    return run_command(build_parser().parse_args(argv))
+
+
+def test_a_full_disk_for_the_final_weights_keeps_the_previous_file(tmp_path, capsys, monkeypatch):
+    import safetensors.torch
+
+    from engine import weights
+
+    out = tmp_path / "w"
+    assert _run_cli(_tiny_train_argv(tmp_path, "--out", str(out))) == 0
+    previous = (out / "lenet5_cifar10.safetensors").read_bytes()
+    capsys.readouterr()
+
+    def full(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"\0" * 100)  # the start of a file, then no room
+        raise safetensors.SafetensorError("Error while serializing: IoError(No space left on device (os error 28))")
+
+    monkeypatch.setattr(weights, "save_file", full)
+    assert _run_cli(_tiny_train_argv(tmp_path, "--out", str(out), "--restart")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: cannot write lenet5_cifar10.safetensors") and "No space left" in err[-1]
+    assert (out / "lenet5_cifar10.safetensors").read_bytes() == previous
+    assert sorted(p.name for p in out.iterdir()) == ["lenet5_cifar10.json", "lenet5_cifar10.safetensors"]
+
+
+def test_a_full_disk_for_a_checkpoint_is_one_line(tmp_path, capsys, monkeypatch):
+    import torch
+
+    def full(obj, f, *a, **kw):
+        raise RuntimeError("[enforce fail at inline_container.cc:783] . PytorchStreamWriter failed writing file "
+                           "data/3: file write failed")
+
+    monkeypatch.setattr(torch, "save", full)
+    assert _run_cli(_tiny_train_argv(tmp_path, "--out", str(tmp_path / "w"))) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: lenet5: checkpoint.pt: cannot be written (")
+    assert "--resume continues" in err[-1]
+    assert not list((Path(os.environ["CNN_ARENA_CACHE"]) / "runs").rglob("*.tmp"))

@@ -37,7 +37,13 @@ from engine.imageio import display_name
 from engine.jobs import Cancelled, JobState
 from engine.models.registry import ModelSpec
 from engine.training import RecipeError, parse_overrides, recipe_for
-from engine.training.checkpoint import FILE_NAME, CheckpointError, identity_mismatch, load_checkpoint
+from engine.training.checkpoint import (
+    FILE_NAME,
+    CheckpointError,
+    CheckpointWriteError,
+    identity_mismatch,
+    load_checkpoint,
+)
 from engine.training.distributed import (
     DEFAULT_TIMEOUT_S,
     DistributedError,
@@ -363,6 +369,9 @@ def _train_one(spec: ModelSpec, args: argparse.Namespace, device: torch.device, 
                                val=data["val"], seed=args.seed, checkpoint=plan, job=job, ranks=ranks)
     except FloatingPointError as e:
         raise CliError(str(e)) from None
+    except CheckpointWriteError as e:
+        raise CliError(f"{spec.name}: {e}; the last checkpoint written is kept, and --resume continues "
+                       "from it once there is room") from None
     except CheckpointError as e:
         raise CliError(f"{spec.name}: {e}; --restart starts a new run") from None
     except Cancelled:
@@ -397,14 +406,28 @@ def _train_one(spec: ModelSpec, args: argparse.Namespace, device: torch.device, 
         "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "data": source, "limit": args.limit, "storage": storage,
     })
+    # The new files are complete before the old ones move aside: a full disk leaves the previous
+    # weights where they were. Staged under atomic_write's temporary names, so that a crash leaves
+    # nothing the next start does not sweep away.
+    metrics_out = out.with_suffix(".json")
+    staged = {out: out.with_name(f".{out.name}.pid{os.getpid()}.new.tmp"),
+              metrics_out: out.with_name(f".{metrics_out.name}.pid{os.getpid()}.new.tmp")}
+    text = json.dumps(metrics, indent=2, sort_keys=True) + "\n"
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
+        save_weights(model, staged[out], storage=storage)
+        atomic_write(staged[metrics_out], lambda tmp: tmp.write_text(text, encoding="utf-8"))
         backup = backup_existing(out)
-        save_weights(model, out, metrics, storage=storage)
+        for final, new in staged.items():
+            os.replace(new, final)
         atomic_write(run_dir / DONE_FILE, lambda tmp: tmp.write_text(
             json.dumps({"identity": identity, "weights": str(out)}, indent=2), encoding="utf-8"))
     except OSError as e:
-        raise CliError(f"cannot write {out}: {e.strerror or e}") from None
+        raise CliError(f"cannot write {display_name(out)}: {e.strerror or e}; "
+                       "the previous weights, if any, are where they were") from None
+    finally:
+        for new in staged.values():
+            new.unlink(missing_ok=True)
     if backup is not None:
         say(f"kept the previous {out.name} as {backup.name}")
     val_text = f"val top-1 {100 * metrics['val_top1']:.2f}%, " if "val_top1" in metrics else ""

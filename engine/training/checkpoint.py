@@ -26,6 +26,11 @@ class CheckpointError(Exception):
     """A checkpoint that cannot be used; ``str(e)`` is one line."""
 
 
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint that could not be written (a full disk, a folder gone); the one written before it
+    is kept."""
+
+
 def identity_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> str | None:
     """None when two run identities match, else a short text naming the first differences."""
     diffs = []
@@ -48,8 +53,18 @@ def _short(value: Any) -> str:
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: torch.save({"format": FORMAT, **payload}, tmp))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp: torch.save({"format": FORMAT, **payload}, tmp))
+    except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
+        raise CheckpointWriteError(f"{path.name}: cannot be written ({_reason(e)})") from None
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    text = str(e).strip().splitlines()
+    return text[0][:160] if text else type(e).__name__
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
