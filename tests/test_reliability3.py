@@ -301,3 +301,49 @@ def test_a_full_disk_for_a_checkpoint_is_one_line(tmp_path, capsys, monkeypatch)
     assert err[-1].startswith("error: lenet5: checkpoint.pt: cannot be written (")
     assert "--resume continues" in err[-1]
     assert not list((Path(os.environ["CNN_ARENA_CACHE"]) / "runs").rglob("*.tmp"))
+
+
+# -- 12: user mistakes are one line and exit 2 ----------------------------------------------------
+
+@pytest.mark.parametrize("extra, message", [
+    (["--set", "crop_pad=100"], "--set crop_pad=100: must be between 0 and 31"),
+    (["--set", "label_smoothing=2"], "--set label_smoothing=2.0: must be between 0 and 1"),
+])
+def test_train_recipe_values_out_of_range_are_one_line(tmp_path, capsys, extra, message):
+    assert _run_cli(_tiny_train_argv(tmp_path, "--out", str(tmp_path / "w"), *extra)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"error: {message}" or err[-1].startswith(f"error: {message}")
+    assert "Traceback" not in "\n".join(err)
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--model", "lenet5", "--seed", "-1"],
+    ["train", "--model", "lenet5", "--seed", "18446744073709551617"],
+    ["robustness", "--data", "x", "--seed", "-1"],
+])
+def test_seeds_outside_their_range_are_refused_by_the_parser(argv, capsys):
+    from main import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 2
+    assert "--seed: must be between 0 and 4294967295" in capsys.readouterr().err
+
+
+def test_a_batch_larger_than_memory_is_cut_to_what_fits(monkeypatch):
+    import collections
+
+    import psutil
+
+    from engine.bench import bench_throughput, memory_bound_batch
+    from engine.complexity import complexity
+    from engine.inference import InferenceSession
+
+    memory = collections.namedtuple("memory", "available")
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: memory(200_000_000))  # a small machine's free memory
+    session = InferenceSession("cifar10", "cpu", ["lenet5"], backend="torch")
+    per_image = 4 * 3 * 32 * 32 + complexity("lenet5", "cifar10").activation_mb * 1e6
+    bound = memory_bound_batch(session, "lenet5")
+    assert bound == int(100_000_000 // per_image)
+    rate, batch = bench_throughput(session, "lenet5", 100_000_000, seconds=0.0)
+    assert rate > 0 and batch == bound

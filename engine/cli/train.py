@@ -158,6 +158,28 @@ def check_writable(folder: Path) -> None:
         raise CliError(f"cannot write to {display_name(folder)}: {e.strerror or e}") from None
 
 
+# The fields of a recipe whose values have an upper bound as well as a lower one: (low, high, what).
+_RANGES = {
+    "label_smoothing": (0.0, 1.0, "between 0 and 1"),
+    "momentum": (0.0, 1.0, "between 0 and 1"),
+    "warmup": (0.0, 1.0, "between 0 and 1 (a fraction of all steps)"),
+    "start_lr_frac": (0.0, 1.0, "between 0 and 1"),
+    "final_lr_frac": (0.0, 1.0, "between 0 and 1"),
+    "ema": (0.0, 1.0, "between 0 and 1"),
+    # reflection padding must stay inside the 32-pixel image it mirrors
+    "crop_pad": (0, 31, "between 0 and 31 pixels (a CIFAR-10 image is 32 pixels wide)"),
+}
+
+
+def check_recipe_ranges(changes: dict[str, Any]) -> None:
+    """CliError (one line) for a ``--set`` value the training loop cannot use."""
+    for key, value in changes.items():
+        if key in _RANGES and value is not None:
+            low, high, what = _RANGES[key]
+            if not low <= value <= high:
+                raise CliError(f"--set {key}={value}: must be {what}")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """The command; under torchrun, every process runs it (module docs)."""
     from engine.training.distributed import shutdown
@@ -218,6 +240,7 @@ def _cmd_train(args: argparse.Namespace, job: JobState, launch: Launch | None) -
         args.recipe_changes = parse_overrides(getattr(args, "recipe_set", None))
     except RecipeError as e:
         raise CliError(str(e)) from None
+    check_recipe_ranges(args.recipe_changes)
     timeout_s = getattr(args, "dist_timeout", DEFAULT_TIMEOUT_S)
     if not timeout_s > 0:
         raise CliError("--dist-timeout must be positive")
