@@ -12,6 +12,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 STALE_TEMP_SECONDS = 3600.0  # a temporary file this old is left from a crash, whoever wrote it
 
@@ -115,3 +116,48 @@ def remove_stale_temps(folder: str | os.PathLike, pattern: str, *, max_age: floa
         except (OSError, ValueError, OverflowError):
             continue  # gone already, or not ours to remove
     return removed
+
+
+class NotARegularFile(OSError):
+    """A path that is not a regular file (a FIFO, a device, a folder), or is one larger than its bound."""
+
+
+def open_regular(path: str | os.PathLike, max_bytes: int | None = None) -> BinaryIO:
+    """``path`` opened for reading, once it is known to be a regular file (links followed) of at most
+    ``max_bytes``: a FIFO would block the read for good and ``/dev/zero`` fill the memory, so every
+    cache, checkpoint and settings file is opened here. Opening never waits (``O_NONBLOCK``, which
+    a regular file ignores). :class:`NotARegularFile` (an OSError) otherwise."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise NotARegularFile(errno.EINVAL, "not a regular file", os.fspath(path))
+        if max_bytes is not None and info.st_size > max_bytes:
+            raise NotARegularFile(errno.EFBIG, f"larger than {max_bytes / 1e6:.0f} MB", os.fspath(path))
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular(path: str | os.PathLike, max_bytes: int) -> bytes:
+    """The bytes of ``path`` (see :func:`open_regular`); never more than ``max_bytes``, even when the
+    file grows while it is read."""
+    with open_regular(path, max_bytes) as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise NotARegularFile(errno.EFBIG, f"larger than {max_bytes / 1e6:.0f} MB", os.fspath(path))
+    return data
+
+
+def cache_rebuilt(what: str, path: str | os.PathLike, why: BaseException | str) -> None:
+    """One line on stderr (the ``engine.cache`` logger) for a damaged cache entry that is built again."""
+    import logging
+
+    from engine.imageio import one_line
+
+    if isinstance(why, BaseException):
+        lines = (getattr(why, "strerror", None) or str(why)).strip().splitlines()
+        why = lines[0] if lines else type(why).__name__
+    logging.getLogger("engine.cache").warning("%s cache %s: %s; built again", what, one_line(Path(path).name, 80),
+                                              one_line(why, 120))

@@ -273,7 +273,7 @@ def _open_safetensors(path: Path, name: str) -> _Checkpoint:
 def _open_torch(path: Path, name: str, size: int) -> _Checkpoint:
     """A ``.pth``/``.pt`` file: torch.save's zip is mapped (``mmap=True``), so shapes are known
     before any data is read; the old pickle format is read whole (its data is as large as the file)."""
-    mapped = _check_torch_zip(path, name, size)
+    mapped = check_torch_zip(path, name, size)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mapped)
     except pickle.UnpicklingError as e:
@@ -289,7 +289,7 @@ def _open_torch(path: Path, name: str, size: int) -> _Checkpoint:
     return _Checkpoint(state, lambda: state)
 
 
-def _check_torch_zip(path: Path, name: str, size: int) -> bool:
+def check_torch_zip(path: Path, name: str, size: int) -> bool:
     """Whether ``path`` is torch.save's zip format, after refusing any record that could inflate
     beyond the file: torch.save stores records uncompressed, so a compressed one is a bomb or a
     file rewritten by another tool, and a stored one cannot be larger than the file."""

@@ -347,3 +347,97 @@ def test_a_batch_larger_than_memory_is_cut_to_what_fits(monkeypatch):
     assert bound == int(100_000_000 // per_image)
     rate, batch = bench_throughput(session, "lenet5", 100_000_000, seconds=0.0)
     assert rate > 0 and batch == bound
+
+
+# -- 9: damaged caches are one line and rebuilt; damaged checkpoints are refused in one line -------
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04" + b"\0" * 40])
+def test_a_damaged_top_images_cache_is_one_line_and_searched_again(tmp_path, caplog, content):
+    from engine.models.registry import get_spec
+    from engine.top_images import _load_cached
+
+    path = tmp_path / "lenet5-features.c1-abc.npz"
+    path.write_bytes(content)
+    with caplog.at_level("WARNING", logger="engine.cache"):
+        assert _load_cached(path, get_spec("lenet5", "cifar10"), "features.c1", 10, 3) is None
+    assert len(caplog.records) == 1 and "top-images cache" in caplog.records[0].getMessage()
+    assert "built again" in caplog.records[0].getMessage()
+
+
+def _analysis_dict() -> dict:
+    from engine.analysis import Analysis, BatchPoint, NetworkAnalysis, judge
+
+    networks = tuple(NetworkAnalysis(n, n, macs, 1000, 0.5, "test", "bundled", ms,
+                                     (BatchPoint(1, ms, ms, 20, 1.0, 2.0),), ())
+                     for n, macs, ms in (("lenet5", 10**6, 0.1), ("enet", 10**7, 1.0), ("vgg16", 10**8, 9.0)))
+    fit, layer_fit, verdicts = judge(networks)
+    return Analysis("cifar10", "cpu", 2, "fp32", "2", "cpu", "now", 1.0, 8, networks, fit, layer_fit,
+                    verdicts).to_dict()
+
+
+@pytest.mark.parametrize("damage", [
+    lambda d: d["networks"][0].update(macs="many"),  # judge() divides by it
+    lambda d: d["networks"][1].update(label=["not", "text"]),  # found by the field check only
+    lambda d: d.update(networks={"lenet5": 1}),
+])
+def test_an_analysis_cache_with_a_field_of_the_wrong_type_is_measured_again(caplog, damage):
+    import json
+
+    from engine.analysis import cache_dir, load_cached
+
+    data = _analysis_dict()
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    (cache_dir() / "good.json").write_text(json.dumps(data))
+    assert load_cached("good") is not None
+    damage(data)
+    (cache_dir() / "bad.json").write_text(json.dumps(data))
+    with caplog.at_level("WARNING", logger="engine.cache"):
+        assert load_cached("bad") is None
+    assert len(caplog.records) == 1 and "analysis cache bad.json" in caplog.records[0].getMessage()
+
+
+def _saved_checkpoint(tmp_path) -> Path:
+    """The checkpoint of a one-epoch LeNet-5 run in this test's runs folder."""
+    assert _run_cli(_tiny_train_argv(tmp_path, "--out", str(tmp_path / "w"))) == 0
+    return Path(os.environ["CNN_ARENA_CACHE"]) / "runs" / "lenet5_cifar10" / "checkpoint.pt"
+
+
+@pytest.mark.parametrize("change, what", [
+    (lambda p: p.update(identity=["lenet5"]), "identity is a list"),
+    (lambda p: p.update(spent={}), "spent is not"),
+    (lambda p: p["spent"].update(wall_s="1 h"), "spent is not"),
+    (lambda p: p.update(epoch=-5), "epoch -5 is not one of 0..1"),
+])
+def test_a_checkpoint_with_bad_fields_is_refused_in_one_line(tmp_path, capsys, change, what):
+    import torch
+
+    path = _saved_checkpoint(tmp_path)
+    payload = torch.load(path, weights_only=True)
+    change(payload)
+    torch.save(payload, path)
+    capsys.readouterr()
+    assert _run_cli(_tiny_train_argv(tmp_path, "--out", str(tmp_path / "w"), "--resume")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: lenet5: checkpoint.pt: a damaged checkpoint (") and what in err[-1]
+
+
+# -- 5: a checkpoint whose records would inflate is refused before it is read ----------------------
+
+def test_a_compressed_checkpoint_is_refused_without_inflating_it(tmp_path, capsys):
+    import zipfile
+
+    from engine.training.checkpoint import CheckpointError, load_checkpoint
+
+    path = _saved_checkpoint(tmp_path)
+    stored = tmp_path / "stored.pt"
+    path.rename(stored)
+    with zipfile.ZipFile(stored) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info), compress_type=zipfile.ZIP_DEFLATED)
+    with pytest.raises(CheckpointError, match="refused, compressed records"):
+        load_checkpoint(path)
+    capsys.readouterr()
+    # train reads a saved run even without --resume (to say that one is there): refused, one line
+    assert _run_cli(_tiny_train_argv(tmp_path, "--out", str(tmp_path / "w"))) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: lenet5: checkpoint.pt: refused, compressed records")
