@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from engine.analysis import Analysis, NetworkAnalysis, Verdict, judge, pareto_front
 from engine.complexity import Complexity
+from engine.device import env_threads
 from engine.events import (
     EngineEvent,
     Error,
@@ -30,7 +31,6 @@ from engine.events import (
     SourceEnded,
     SourceStarted,
 )
-from engine.device import env_threads
 from engine.files import atomic_write
 from engine.imageio import IMAGE_SUFFIXES, InputError, display_name, is_image_path, one_line
 from engine.inference import FrameResult, LayerInfo, ModelResult

@@ -58,7 +58,7 @@ from typing import BinaryIO
 import cv2
 import numpy as np
 
-from engine.files import atomic_write, remove_stale_temps
+from engine.files import atomic_write, cache_rebuilt, open_regular, remove_stale_temps
 from engine.imageio import display_name, one_line
 from engine.models.registry import CIFAR10_CLASSES
 from engine.shared import SharedWork, Stopped
@@ -73,6 +73,7 @@ _DECODE_CHUNK = 512  # images per task handed to the decoding threads
 _SINGLE = ""  # the split name of a layout without train/ and test/ folders
 MAX_IMAGE_BYTES = 64 << 20  # a larger "image" is skipped unread: a CIFAR-10 image is a few kB
 _CACHE_GLOB = "cifar10-*.npz"
+MAX_CACHE_BYTES = 1 << 30  # a split of 50,000 images is 154 MB
 
 Progress = Callable[[int, int], None]
 Warn = Callable[[str], None]
@@ -628,15 +629,19 @@ def _read_cache(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
     :func:`_write_cache` writes. Its headers are checked before any array is read, so a damaged
     file, or one that declares arrays larger than itself, costs no memory: it is rebuilt."""
     try:
-        with open(path, "rb") as f, zipfile.ZipFile(f) as z:
+        with open_regular(path, MAX_CACHE_BYTES) as f, zipfile.ZipFile(f) as z:
             records = _cache_records(z, os.fstat(f.fileno()).st_size)
             if records is None:
+                cache_rebuilt("data", path, "not the arrays this version writes")
                 return None
             arrays = {}
             for key, record in records.items():
                 with z.open(record) as member:
                     arrays[key] = np.lib.format.read_array(member, allow_pickle=False)
-    except Exception:  # a cache is only a copy: whatever is wrong with it, decode again
+    except FileNotFoundError:
+        return None
+    except Exception as e:  # noqa: BLE001 - a cache is only a copy: whatever is wrong with it, decode again
+        cache_rebuilt("data", path, e)
         return None
     labels = arrays["labels"]
     if labels.size and (labels.min() < 0 or labels.max() >= len(CIFAR10_CLASSES)):
@@ -648,7 +653,7 @@ def _read_cache(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
 def _cache_usable(path: Path) -> bool:
     """Whether a cache file's headers are what :func:`_write_cache` writes (no array is read)."""
     try:
-        with open(path, "rb") as f, zipfile.ZipFile(f) as z:
+        with open_regular(path, MAX_CACHE_BYTES) as f, zipfile.ZipFile(f) as z:
             return _cache_records(z, os.fstat(f.fileno()).st_size) is not None
     except Exception:  # as in _read_cache
         return False
@@ -699,7 +704,7 @@ def _write_cache(path: Path, arrays: tuple[np.ndarray, np.ndarray], notes: list[
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, write)
+        atomic_write(path, write, cache=True)
     except OSError:
         pass  # a read-only or full cache folder costs only speed
 

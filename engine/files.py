@@ -20,7 +20,7 @@ _TEMP_SUFFIX = ".tmp"
 _WRITER = re.compile(r"\.pid(\d+)\.[^.]+$")  # the ".pid<writer>.<random>" ending of a temporary file
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], object], *, cache: bool = False) -> None:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place.
 
     A full disk or a crash leaves the old file (or none), never a partial one. A crash can leave the
@@ -30,7 +30,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> No
     A symbolic link is kept: its target is the file written (atomically). A path that is not a
     regular file (a device such as ``/dev/stdout``, a FIFO) cannot be replaced without breaking what
     it is, so it is written through directly; ``-`` is standard output.
+
+    ``cache``: ``path`` is a cache entry, which only this app writes: whatever is there that is not
+    a regular file (a FIFO would block the write for good) is replaced by one, never written through.
     """
+    if cache:
+        _write_cache_entry(Path(path), write)
+        return
     if os.fspath(path) == "-":
         _write_to_stdout(write)
         return
@@ -48,6 +54,22 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> No
         return
     if path.is_symlink():
         path = Path(os.path.realpath(path))  # a dangling link: its target is created
+    _replace(path, write)
+
+
+def _write_cache_entry(path: Path, write: Callable[[Path], object]) -> None:
+    try:
+        regular = stat.S_ISREG(os.stat(path).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        regular = True  # nothing there, or a dangling link: created
+    if regular and path.is_symlink():
+        path = Path(os.path.realpath(path))
+    elif not regular and path.is_dir() and not path.is_symlink():
+        raise IsADirectoryError(errno.EISDIR, "is a folder", os.fspath(path))
+    _replace(path, write)
+
+
+def _replace(path: Path, write: Callable[[Path], object]) -> None:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.pid{os.getpid()}.", suffix=_TEMP_SUFFIX, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)

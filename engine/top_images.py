@@ -387,7 +387,7 @@ def _save_cached(path: Path, result: TopImages) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(path.parent, _CACHE_GLOB)
-        atomic_write(path, write)
+        atomic_write(path, write, cache=True)
     except OSError:
         pass  # a cache that cannot be written costs only the search next time
 

@@ -56,8 +56,8 @@ def test_atomic_write_dash_is_standard_output(capfd):
 def test_report_to_dev_stdout_is_printed_and_keeps_the_device(tmp_path):
     link = tmp_path / "out"
     link.symlink_to("/dev/stdout")
-    code = ("import sys; sys.path.insert(0, %r); from gui.app import write_json_atomic; "
-            "write_json_atomic(%r, {'frames': 3})" % (str(ROOT), str(link)))
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from gui.app import write_json_atomic; "
+            f"write_json_atomic({str(link)!r}, {{'frames': 3}})")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                           env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
     assert done.returncode == 0, done.stderr
@@ -441,3 +441,63 @@ def test_a_compressed_checkpoint_is_refused_without_inflating_it(tmp_path, capsy
     assert _run_cli(_tiny_train_argv(tmp_path, "--out", str(tmp_path / "w"))) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: lenet5: checkpoint.pt: refused, compressed records")
+
+
+# -- 10: special files in cache paths are not read ------------------------------------------------
+
+def _fifo(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(path)
+    return path
+
+
+def _in_thread(fn, timeout: float = 30.0):
+    """``fn()``'s result, run on a thread so that a hang fails the test instead of blocking it."""
+    out: list = []
+    thread = threading.Thread(target=lambda: out.append(fn()), daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), "blocked"
+    return out[0]
+
+
+def test_an_onnx_cache_entry_that_is_a_fifo_or_dev_zero_is_not_read(tmp_path, caplog):
+    from engine.models.backend import OnnxCache
+
+    cache = OnnxCache(tmp_path / "onnx")
+    fifo = _fifo(tmp_path / "onnx" / "cifar10-lenet5-aaaa.onnx")
+    (tmp_path / "onnx" / "cifar10-lenet5-aaaa.json").write_text('{"sha256": "x"}')
+    zero = tmp_path / "onnx" / "cifar10-lenet5-bbbb.onnx"
+    zero.symlink_to("/dev/zero")
+    (tmp_path / "onnx" / "cifar10-lenet5-bbbb.json").write_text('{"sha256": "x"}')
+    with caplog.at_level("WARNING", logger="engine.cache"):
+        assert _in_thread(lambda: cache.read(fifo)) is None
+        assert _in_thread(lambda: cache.read(zero)) is None
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["ONNX cache cifar10-lenet5-aaaa.onnx",
+                                                                      "ONNX cache cifar10-lenet5-bbbb.onnx"]
+    # and a new export replaces the FIFO with a regular file rather than writing into it
+    assert _in_thread(lambda: cache.write(fifo, b"graph"))
+    assert fifo.is_file() and cache.read(fifo) == b"graph"
+
+
+def test_a_data_cache_entry_that_is_a_fifo_is_rebuilt(tmp_path):
+    from engine import data
+    from tests.test_data import make_tiny_archive
+
+    archive = make_tiny_archive(tmp_path / "set.tar.gz")
+    cache = tmp_path / "cache"
+    fingerprint = data.source_fingerprint(archive)
+    for split in ("train", "test"):
+        _fifo(data._cache_path(cache, fingerprint, split))
+    images, labels = _in_thread(lambda: data.load_cifar10(archive, "test", cache_dir=cache))
+    assert len(labels) == len(images) == 12  # 4 test images of each of 3 classes
+    assert data._cache_path(cache, fingerprint, "test").is_file()  # the FIFO replaced by the cache
+
+
+def test_a_settings_file_that_is_a_fifo_does_not_stop_the_window(tmp_path, monkeypatch, capsys):
+    from gui.settings import ENV, open_settings
+
+    monkeypatch.setenv(ENV, str(_fifo(tmp_path / "settings.ini")))
+    settings = _in_thread(lambda: (lambda s: (s.setValue("a", 1), s.sync(), s.value("a"))[-1])(open_settings()))
+    assert str(settings) == "1"
+    assert "CNN_ARENA_SETTINGS: not a regular file" in capsys.readouterr().err

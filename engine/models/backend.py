@@ -37,7 +37,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 import warnings
@@ -55,6 +54,7 @@ from engine.models.adapter import ModelAdapter
 BACKENDS = ("torch", "onnxruntime", "compile")
 BACKEND_CHOICES = ("auto", *BACKENDS)
 LABELS = {"torch": "torch eager", "onnxruntime": "ONNX Runtime", "compile": "torch.compile"}
+MAX_EXPORT_BYTES = 2 << 30  # the largest export, VGG-19 for ImageNet in fp32, is 0.6 GB
 EXPORT_FORMAT = 4  # bump when the exported graph's layout changes: old cache entries stop matching
 PARITY = 1e-3  # an export whose logits differ from torch's by more (relative to their size) is refused
 AUTO_GAIN = 0.95  # auto keeps ONNX Runtime only where its median time is at most this fraction of torch's
@@ -373,13 +373,21 @@ class OnnxCache:
     KEEP = 8  # exports kept per network and profile, the most recently used (other weights, tap sets)
 
     def read(self, path: Path) -> bytes | None:
-        """The file's bytes when its sidecar's sha256 matches them, else None."""
+        """The file's bytes when its sidecar's sha256 matches them, else None (a damaged entry is
+        one line, and exported again). Only regular files of bounded size are read: a FIFO would
+        block, a link to /dev/zero fill the memory."""
+        from engine.files import cache_rebuilt, read_regular
+
         try:
-            data = path.read_bytes()
-            meta = json.loads(path.with_suffix(".json").read_text())
-        except (OSError, ValueError):
+            data = read_regular(path, MAX_EXPORT_BYTES)
+            meta = json.loads(read_regular(path.with_suffix(".json"), 1 << 16).decode("utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            cache_rebuilt("ONNX", path, e)
             return None
         if not isinstance(meta, dict) or meta.get("sha256") != hashlib.sha256(data).hexdigest():
+            cache_rebuilt("ONNX", path, "its sha256 is not the one recorded beside it")
             return None
         with contextlib.suppress(OSError):
             os.utime(path)  # used now: the last to be pruned
@@ -401,19 +409,13 @@ class OnnxCache:
     def write(self, path: Path, data: bytes) -> bool:
         """Store ``data`` at ``path`` with its sidecar; a cache that cannot be written is only logged
         (the graph still runs from memory) and gives False."""
+        from engine.files import atomic_write
+
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             for target, payload in ((path, data), (path.with_suffix(".json"), json.dumps(
                     {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}).encode())):
-                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
-                try:
-                    with os.fdopen(fd, "wb") as f:
-                        f.write(payload)
-                    os.replace(tmp, target)
-                except OSError:
-                    with contextlib.suppress(OSError):
-                        os.unlink(tmp)
-                    raise
+                atomic_write(target, lambda tmp, payload=payload: tmp.write_bytes(payload), cache=True)
         except OSError as e:
             log.warning("cannot cache the ONNX export at %s: %s", path, e)
             return False
