@@ -289,6 +289,21 @@ def _open_torch(path: Path, name: str, size: int) -> _Checkpoint:
     return _Checkpoint(state, lambda: state)
 
 
+MAX_HUB_BYTES = 2 << 30  # the largest of torchvision's files used here (VGG-19-BN) is 0.55 GB
+
+
+def _check_hub_file(path: Path) -> None:
+    """torch.load would block on a FIFO, read a device without end, or inflate a deflated record:
+    torchvision's cached file is checked as any other weights file first."""
+    from engine.files import open_regular
+
+    with open_regular(path, MAX_HUB_BYTES) as f:
+        size = os.fstat(f.fileno()).st_size
+    if size == 0:
+        raise WeightsError("an empty file")
+    check_torch_zip(path, path.name, size)
+
+
 def check_torch_zip(path: Path, name: str, size: int) -> bool:
     """Whether ``path`` is torch.save's zip format, after refusing any record that could inflate
     beyond the file: torch.save stores records uncompressed, so a compressed one is a bomb or a
@@ -402,10 +417,16 @@ def load_model(spec: ModelSpec, weights_path: str | os.PathLike | None = None, *
     info = resolve(spec, weights_dir)
     hub = hub_weights(spec)
     if hub is not None and (info.status == DOWNLOADED or allow_download):
+        cached = hub_cache_path(spec)
         try:
+            if cached is not None and os.path.lexists(cached):
+                _check_hub_file(cached)
             model = spec.builder(weights=hub, progress=allow_download).eval()
-        except (OSError, RuntimeError, ValueError) as e:  # network down, corrupt cache file
-            raise WeightsError(f"{spec.weights}: could not load torchvision weights ({_first_line(e)})") from None
+        except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile,
+                WeightsError) as e:  # network down, a damaged or foreign file in torch's hub cache
+            fix = f"; delete {one_line(str(cached), 200)} or download it again" if cached is not None and \
+                os.path.lexists(cached) else ""
+            raise WeightsError(f"{spec.weights}: could not load torchvision weights ({_first_line(e)}){fix}") from None
         return LoadedModel(spec, model, DOWNLOADED, f"torchvision {spec.weights}")
     model = spec.build()
     if info.status == BUNDLED and info.path is not None:

@@ -501,3 +501,22 @@ def test_a_settings_file_that_is_a_fifo_does_not_stop_the_window(tmp_path, monke
     settings = _in_thread(lambda: (lambda s: (s.setValue("a", 1), s.sync(), s.value("a"))[-1])(open_settings()))
     assert str(settings) == "1"
     assert "CNN_ARENA_SETTINGS: not a regular file" in capsys.readouterr().err
+
+
+# -- 6: a damaged file in torch's hub cache costs only its own network -----------------------------
+
+@pytest.mark.parametrize("content", [os.urandom(1 << 20), b""])
+def test_a_damaged_hub_file_leaves_that_network_untrained_with_one_line(content):
+    from engine.inference import InferenceSession
+    from engine.models.registry import get_spec
+    from engine.weights import UNTRAINED, hub_cache_path
+
+    spec = get_spec("alexnet", "imagenet")
+    path = hub_cache_path(spec)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    session = InferenceSession("imagenet", "cpu", ["alexnet"], backend="torch")
+    assert session._nets["alexnet"].loaded.status == UNTRAINED
+    (line,) = [m for m in session.messages if m.startswith("alexnet:")]
+    assert "could not load torchvision weights" in line and f"delete {path} or download it again" in line
+    assert "\n" not in line
