@@ -520,3 +520,32 @@ def test_a_damaged_hub_file_leaves_that_network_untrained_with_one_line(content)
     (line,) = [m for m in session.messages if m.startswith("alexnet:")]
     assert "could not load torchvision weights" in line and f"delete {path} or download it again" in line
     assert "\n" not in line
+
+
+# -- 7: partial files left by a killed writer are removed at the next start ------------------------
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_partial_files_of_a_dead_writer_are_swept_from_runs_and_onnx(tmp_path):
+    from engine.cli.train import runs_dir, sweep_runs
+    from engine.models.backend import OnnxCache
+
+    dead, alive = _dead_pid(), os.getpid()
+    run = runs_dir() / "vgg16_cifar10"
+    run.mkdir(parents=True)
+    stale = [run / f".checkpoint.pt.pid{dead}.k2j3.tmp", run / f".vgg16_cifar10.safetensors.pid{dead}.new.tmp"]
+    kept = [run / f".checkpoint.pt.pid{alive}.a1b2.tmp", run / "checkpoint.pt"]
+    onnx = tmp_path / "onnx"
+    onnx.mkdir()
+    stale += [onnx / ".part-x8d7f", onnx / f".cifar10-vgg16-0123.onnx.pid{dead}.qq.tmp"]
+    kept += [onnx / "cifar10-vgg16-0123.onnx"]
+    for path in stale + kept:
+        path.write_bytes(b"\0" * 1000)
+    assert sorted(sweep_runs()) == sorted(p for p in stale if p.parent == run)
+    OnnxCache(onnx)
+    assert not any(p.exists() for p in stale)
+    assert all(p.exists() for p in kept)

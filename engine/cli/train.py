@@ -146,6 +146,21 @@ def backup_existing(path: Path) -> Path | None:
     return backup
 
 
+def sweep_runs() -> list[Path]:
+    """Remove what a training killed while writing left in the runs folders (a half-written
+    checkpoint or weights file whose writer is gone); returns what was removed."""
+    from engine.files import remove_stale_temps
+
+    removed = []
+    try:
+        folders = [p for p in runs_dir().iterdir() if p.is_dir() and not p.is_symlink()]
+    except OSError:
+        return removed  # no runs yet
+    for folder in folders:
+        removed += remove_stale_temps(folder, "*")
+    return removed
+
+
 def check_writable(folder: Path) -> None:
     """Create ``folder`` if needed and write (then remove) a file in it; CliError when it cannot."""
     import tempfile
@@ -264,6 +279,7 @@ def _cmd_train(args: argparse.Namespace, job: JobState, launch: Launch | None) -
             check_writable(folder)
 
     _on_main(ranks, writable)
+    _on_main(ranks, sweep_runs)
 
     main = ranks is None or ranks.is_main
     say = (lambda text: print(text, file=sys.stderr, flush=True)) if main else (lambda text: None)

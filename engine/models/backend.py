@@ -349,6 +349,21 @@ def cut_outputs(model_bytes: bytes, keep: Iterable[str]) -> bytes:
     return model.SerializeToString()
 
 
+def sweep_exports(folder: Path) -> list[Path]:
+    """Remove the partial files of exports whose writer died (atomic_write's temporary files, and the
+    ``.part-*`` files that earlier versions wrote and nothing writes any more); returns them."""
+    from engine.files import remove_stale_temps
+
+    removed = remove_stale_temps(folder, "*")
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            if entry.name.startswith(".part-") and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+    return removed
+
+
 class OnnxCache:
     """Exported graphs on disk, by key (module docs). Writes are atomic (temporary file, rename)."""
 
@@ -359,6 +374,7 @@ class OnnxCache:
             folder = default_cache_dir() / "onnx"
         self.folder = folder
         self.exports = 0  # how many graphs this cache had to export (tests and logs read it)
+        sweep_exports(folder)
 
     def key(self, adapter: ModelAdapter, digest: str, layers: Sequence[str], with_map: bool) -> str:
         spec = adapter.spec
