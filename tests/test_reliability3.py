@@ -549,3 +549,28 @@ def test_partial_files_of_a_dead_writer_are_swept_from_runs_and_onnx(tmp_path):
     OnnxCache(onnx)
     assert not any(p.exists() for p in stale)
     assert all(p.exists() for p in kept)
+
+
+# -- 14: one training per run folder ---------------------------------------------------------------
+
+def test_a_second_training_of_the_same_run_is_refused_naming_the_holder(tmp_path, capsys):
+    from engine.cli.train import runs_dir
+
+    run = runs_dir() / "lenet5_cifar10"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path; "
+         "from engine.training.runlock import RunLock; lock = RunLock(Path(sys.argv[2])); lock.acquire(); "
+         "print('held', flush=True); sys.stdin.read()", str(ROOT), str(run)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert _run_cli(_tiny_train_argv(tmp_path, "--out", str(tmp_path / "w"))) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith(f"error: lenet5: {run} is being trained by process {holder.pid};")
+        assert not (run / "checkpoint.pt").exists() and not list((tmp_path / "w").iterdir())
+    finally:
+        holder.stdin.close()
+        holder.wait(30)
+    # its process gone, the lock (its file still naming that process) is taken over
+    assert (run / ".train.lock").read_text().startswith(f"{holder.pid}\n")
+    assert _run_cli(_tiny_train_argv(tmp_path, "--out", str(tmp_path / "w"))) == 0

@@ -53,6 +53,7 @@ from engine.training.distributed import (
     launch_from_env,
 )
 from engine.training.loop import CheckpointPlan, TrainStatus, train
+from engine.training.runlock import RunLock, RunLocked
 
 ALL = "all"
 DONE_FILE = "done.json"
@@ -359,13 +360,10 @@ def _data_text(summary: tuple[str, int, int]) -> str:
 
 def _train_one(spec: ModelSpec, args: argparse.Namespace, device: torch.device, data: dict[str, Any],
                job: JobState, say: Callable[[str], None], ranks: Ranks | None = None) -> None:
-    from engine.complexity import count_params
-    from engine.weights import as_stored, save_weights, storage_for
-
     recipe = recipe_for(spec, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
     if getattr(args, "recipe_changes", None):
         recipe = replace(recipe, **args.recipe_changes)
-    fit_images, fit_labels = data["fit"]
+    fit_labels = data["fit"][1]
     source = data["source"]
     identity = {"model": spec.name, "profile": spec.profile, "recipe": asdict(recipe),
                 "data": source["sha256"] or source["name"], "train_images": int(len(fit_labels)),
@@ -376,7 +374,6 @@ def _train_one(spec: ModelSpec, args: argparse.Namespace, device: torch.device, 
         # discards) a run of the shipped recipe
         tag = hashlib.sha256(json.dumps(args.recipe_changes, sort_keys=True).encode()).hexdigest()[:8]
         run_dir = run_dir.with_name(f"{run_dir.name}-set-{tag}")
-    ckpt_path = run_dir / FILE_NAME
     out_dir = Path(args.out) if args.out else run_dir
     out = out_dir / (spec.weights or f"{spec.name}_{spec.profile}.safetensors")
 
@@ -385,6 +382,34 @@ def _train_one(spec: ModelSpec, args: argparse.Namespace, device: torch.device, 
     if batch % world:
         raise CliError(f"{spec.name}: a global batch of {batch} images does not split over {world} processes; "
                        f"give --batch-size a multiple of {world}")
+    # Only rank 0 writes the run: it alone holds the folder's lock, until this network is done.
+    lock = RunLock(run_dir)
+
+    def take_lock() -> None:
+        try:
+            lock.acquire()
+        except RunLocked as e:
+            raise CliError(f"{spec.name}: {e}") from None
+        except OSError as e:
+            raise CliError(f"{spec.name}: cannot lock {run_dir}: {e.strerror or e}") from None
+
+    _on_main(ranks, take_lock)
+    try:
+        _train_locked(spec, args, device, data, job, say, ranks, recipe, identity, run_dir, out, batch, world)
+    finally:
+        lock.release()
+
+
+def _train_locked(spec: ModelSpec, args: argparse.Namespace, device: torch.device, data: dict[str, Any],
+                  job: JobState, say: Callable[[str], None], ranks: Ranks | None, recipe: Any,
+                  identity: dict[str, Any], run_dir: Path, out: Path, batch: int, world: int) -> None:
+    from engine.complexity import count_params
+    from engine.weights import as_stored, save_weights, storage_for
+
+    fit_images, fit_labels = data["fit"]
+    source = data["source"]
+    ckpt_path = run_dir / FILE_NAME
+    out_dir = out.parent
     if ranks is not None and args.resume:
         # Rank 0 resumes from its own runs folder: on several machines, that is only the right one when
         # it is on the machine that wrote the checkpoint (or the folder is shared).
