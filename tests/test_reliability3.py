@@ -574,3 +574,48 @@ def test_a_second_training_of_the_same_run_is_refused_naming_the_holder(tmp_path
     # its process gone, the lock (its file still naming that process) is taken over
     assert (run / ".train.lock").read_text().startswith(f"{holder.pid}\n")
     assert _run_cli(_tiny_train_argv(tmp_path, "--out", str(tmp_path / "w"))) == 0
+
+
+# -- 13: every stream scheme is checked before OpenCV gets it, or refused ---------------------------
+
+def test_a_silent_tcp_server_fails_the_preflight_and_a_talking_one_passes():
+    import socket
+
+    from engine.streams import StreamError, preflight
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)
+    talking = socket.socket()
+    talking.bind(("127.0.0.1", 0))
+    talking.listen(1)
+
+    def talk() -> None:
+        conn, _ = talking.accept()
+        conn.sendall(b"\x47" * 188)  # an MPEG-TS packet
+        conn.close()
+
+    threading.Thread(target=talk, daemon=True).start()
+    try:
+        with pytest.raises(StreamError, match="no answer"):
+            preflight(f"tcp://127.0.0.1:{silent.getsockname()[1]}", threading.Event(), timeout=0.3)
+        stop = threading.Event()
+        stop.set()
+        assert preflight(f"tcp://127.0.0.1:{silent.getsockname()[1]}", stop, timeout=10) is False
+        assert preflight(f"tcp://127.0.0.1:{talking.getsockname()[1]}", threading.Event(), timeout=5) is True
+    finally:
+        silent.close()
+        talking.close()
+
+
+@pytest.mark.parametrize("url, message", [
+    ("udp://239.0.0.1:1234", "udp:// is not a stream this app opens"),
+    ("gopher://example.org/x", "gopher:// is not a stream this app opens"),
+    ("tcp://127.0.0.1", "tcp:// needs a port"),
+])
+def test_other_schemes_are_refused_in_one_line(url, message):
+    from engine.streams import StreamError, preflight
+
+    with pytest.raises(StreamError, match=message) as refused:
+        preflight(url, threading.Event(), timeout=1)
+    assert "\n" not in str(refused.value)
