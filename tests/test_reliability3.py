@@ -619,3 +619,41 @@ def test_other_schemes_are_refused_in_one_line(url, message):
     with pytest.raises(StreamError, match=message) as refused:
         preflight(url, threading.Event(), timeout=1)
     assert "\n" not in str(refused.value)
+
+
+# -- 11: a cached ONNX graph is checked on every output the engine reads ---------------------------
+
+def test_a_cached_graph_with_its_ranking_reversed_is_refused_and_exported_again(tmp_path):
+    import hashlib
+    import json
+
+    import numpy as np
+    import onnx
+    import torch
+
+    from engine.models.adapter import ModelAdapter
+    from engine.models.backend import OnnxCache, OrtRunner
+    from engine.models.registry import get_spec
+
+    spec = get_spec("lenet5", "cifar10")
+    adapter = ModelAdapter(spec, spec.build().eval())
+    cache = OnnxCache(tmp_path / "onnx")
+    OrtRunner(adapter, False, threads=1, cache=cache)
+    (graph_path,) = (tmp_path / "onnx").glob("*.onnx")
+    model = onnx.load_from_string(graph_path.read_bytes())
+    (topk,) = [n for n in model.graph.node if n.op_type == "TopK"]
+    for attribute in topk.attribute:
+        if attribute.name == "largest":
+            attribute.i = 0
+    if not any(a.name == "largest" for a in topk.attribute):
+        topk.attribute.append(onnx.helper.make_attribute("largest", 0))
+    data = model.SerializeToString()
+    graph_path.write_bytes(data)
+    graph_path.with_suffix(".json").write_text(json.dumps({"sha256": hashlib.sha256(data).hexdigest(),
+                                                           "bytes": len(data)}))
+    runner = OrtRunner(adapter, False, threads=1, cache=cache)
+    assert runner.exported == 1  # the edited graph was refused and exported again
+    x = torch.from_numpy(np.random.default_rng(1).standard_normal((2, *spec.input_size), np.float32))
+    out = runner(x)
+    best = np.take_along_axis(out.probs, out.top[:, :1].astype(np.int64), axis=1)[:, 0]
+    assert np.allclose(best, out.probs.max(axis=1))  # the most likely class first

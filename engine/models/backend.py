@@ -166,6 +166,39 @@ def _outputs(values: Sequence[np.ndarray], layers: Sequence[str], with_map: bool
                         values[4] if with_map else None, dict(zip(layers, values[n:])))
 
 
+def _close(got: np.ndarray, want: np.ndarray) -> bool:
+    scale = max(1.0, float(np.abs(want).max())) if want.size else 1.0
+    return got.shape == want.shape and float(np.abs(got.astype(np.float64) - want).max(initial=0.0)) <= PARITY * scale
+
+
+def _first_difference(got: GraphOutputs, logits: np.ndarray, want: GraphOutputs, layers: Sequence[str]) -> str | None:
+    """The first output of ``got`` that disagrees with torch's (``logits`` and ``want``), or None.
+
+    The ranking is checked by what it ranks, not index by index: two classes whose probabilities
+    tie within the parity may come in either order."""
+    if not _close(got.logits, logits):
+        return "logits"
+    if not _close(got.probs, want.probs):
+        return "probabilities"
+    n = want.probs.shape[1]
+    if got.top.shape != want.top.shape or any(sorted(row.tolist()) != list(range(n)) for row in got.top):
+        return "class rankings"
+    ranked = np.take_along_axis(want.probs, got.top.astype(np.int64), axis=1)
+    if (np.diff(ranked, axis=1) > PARITY).any():
+        return "class rankings"
+    if want.class_map is not None:
+        if got.class_map is None or got.class_map.shape != want.class_map.shape:
+            return "class maps"
+        if (got.class_map != want.class_map).mean() > 0.01:  # near-ties may flip a few pixels
+            return "class maps"
+        if got.confidence is None or not _close(got.confidence, want.confidence):
+            return "class-map confidences"
+    for layer in layers:
+        if layer not in got.taps or not _close(got.taps[layer], want.taps[layer]):
+            return f"taps at {layer}"
+    return None
+
+
 def private_copy(adapter: ModelAdapter) -> ModelAdapter:
     """The network again, float32 on the CPU, in eval mode, sharing no module with ``adapter``.
 
@@ -619,15 +652,24 @@ class OrtRunner(Runner):
             raise BackendError(f"{self.spec.name}: ONNX Runtime cannot load the export: {first[:200]}") from None
 
     def _check(self, session, layers: tuple[str, ...]) -> None:
-        """Refuse a graph whose logits on a fixed random input differ from torch's."""
+        """Refuse a graph whose outputs on a fixed random input differ from torch's: every output
+        the engine reads (logits, probabilities, the ranking, the class map and its confidence, the
+        taps), so that a graph edited anywhere (a TopK turned to smallest-first) cannot pass."""
         expected = self._expected
         try:
-            got = session.run(["logits"], {"x": self._probe})[0]
+            got = _outputs(session.run(None, {"x": self._probe}), layers, self.with_map)
         except Exception as e:  # noqa: BLE001
             raise BackendError(f"{self.spec.name}: the ONNX export does not run: {str(e)[:200]}") from None
-        scale = max(1.0, float(np.abs(expected).max()))
-        if got.shape != expected.shape or not float(np.abs(got - expected).max()) <= PARITY * scale:
-            raise BackendError(f"{self.spec.name}: the ONNX export's logits differ from torch's")
+        wrong = _first_difference(got, expected, self._torch_outputs(layers), layers)
+        if wrong:
+            raise BackendError(f"{self.spec.name}: the ONNX export's {wrong} differ from torch's")
+
+    def _torch_outputs(self, layers: tuple[str, ...]) -> GraphOutputs:
+        """What torch computes for every output of the graph on the probe (the logits are checked
+        against the network as loaded, :attr:`_expected`; these come from the copy that is exported)."""
+        with torch.inference_mode():
+            values = _Graph(self._copy, layers, self.with_map).eval()(torch.from_numpy(self._probe))
+        return _outputs([v.numpy() for v in values], layers, self.with_map)
 
     def set_taps(self, layers: Sequence[str]) -> None:
         layers = tuple(dict.fromkeys(layers))
