@@ -657,3 +657,82 @@ def test_a_cached_graph_with_its_ranking_reversed_is_refused_and_exported_again(
     out = runner(x)
     best = np.take_along_axis(out.probs, out.top[:, :1].astype(np.int64), axis=1)[:, 0]
     assert np.allclose(best, out.probs.max(axis=1))  # the most likely class first
+
+
+# -- 8: a run is identified by what it reads, and every rank agrees on it --------------------------
+
+def test_a_folder_with_two_classes_swapped_is_another_run(tmp_path, capsys):
+    from tests.test_data import dataset_files, make_folder
+
+    data = make_folder(tmp_path / "set", dataset_files(train_per_class=8, test_per_class=2))
+    argv = ["train", "--model", "lenet5", "--data", str(data), "--epochs", "1", "--limit", "48", "--val", "12",
+            "--device", "cpu", "--batch-size", "12", "--out", str(tmp_path / "w")]
+    assert _run_cli(argv) == 0
+    train = data / "train"
+    first, second = sorted(p.name for p in train.iterdir())[:2]
+    (train / first).rename(train / "swap")
+    (train / second).rename(train / first)
+    (train / "swap").rename(train / second)
+    capsys.readouterr()
+    assert _run_cli([*argv, "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: lenet5: the saved run (epoch 1/1) is a different run: data ")
+
+
+class _FakeRanks:
+    """What every rank would hand in: this process's value, and another rank's changed by ``change``."""
+
+    def __init__(self, change) -> None:
+        self.change = change
+
+    def all_gather(self, obj):
+        import copy
+
+        other = copy.deepcopy(obj)
+        self.change(other)
+        return [obj, other]
+
+
+def test_ranks_started_with_other_options_or_another_identity_are_stopped_in_one_line():
+    import argparse
+
+    from engine.cli.output import CliError
+    from engine.cli.train_identity import same_identity_everywhere, same_options_everywhere
+
+    args = argparse.Namespace(model="lenet5", epochs=2, batch_size=12, lr=None, recipe_set=None, val=12, limit=None,
+                              seed=0, resume=False, restart=False)
+    same_options_everywhere(_FakeRanks(lambda other: None), args)
+    with pytest.raises(CliError, match=r"^the processes were started with different options: rank 1 has --lr "
+                                       r"0\.01, rank 0 \(not given\); start every process with the same command$"):
+        same_options_everywhere(_FakeRanks(lambda other: other.update(lr=0.01)), args)
+    with pytest.raises(CliError, match="rank 1 has --epochs 3, rank 0 2"):
+        same_options_everywhere(_FakeRanks(lambda other: other.update(epochs=3)), args)
+    identity = {"model": "lenet5", "recipe": {"lr": 0.05}, "data": "abc", "seed": 0}
+    with pytest.raises(CliError, match=r"lenet5: rank 1 would train another run than rank 0 \(seed 0 -> 7\)"):
+        same_identity_everywhere(_FakeRanks(lambda other: other.update(seed=7)), "lenet5", identity)
+
+
+def _train_with_rank_options(argv: list[str]) -> int:
+    """A rank of a hand-started run: the command, plus this rank's own options from RANK_OPTIONS."""
+    from engine.cli import build_parser, run_command
+
+    return run_command(build_parser().parse_args([*argv, *os.environ.get("RANK_OPTIONS", "").split()]))
+
+
+@pytest.mark.slow  # two processes
+def test_two_ranks_started_by_hand_with_other_epochs_both_stop_with_one_line(tmp_path):
+    from tests.test_data import make_tiny_archive
+    from tests.test_training_ddp import join, launch
+
+    archive = make_tiny_archive(tmp_path / "tiny.tar.gz", train_per_class=20, test_per_class=2)
+    argv = ["train", "--model", "lenet5", "--data", str(archive), "--limit", "36", "--val", "12", "--batch-size", "12",
+            "--device", "cpu", "--out", str(tmp_path / "w"), "--dist-timeout", "20"]
+    ranks = launch(tmp_path, _train_with_rank_options, (argv,),
+                   lambda rank: {"CNN_ARENA_CACHE": str(tmp_path / f"cache{rank}"),
+                                 "RANK_OPTIONS": f"--epochs {2 + rank} --lr {0.05 if rank == 0 else 0.01}"})
+    join(ranks, 120)
+    assert [r.process.exitcode for r in ranks] == [2, 2], ranks[1].stderr()
+    last = ranks[0].stderr().strip().splitlines()[-1]
+    assert last.startswith("error: the processes were started with different options: rank 1 has --epochs 3, rank 0 2")
+    assert "Traceback" not in ranks[0].stderr() + ranks[1].stderr()
+    assert not (tmp_path / "cache0" / "runs").exists() or not list((tmp_path / "cache0" / "runs").rglob("checkpoint.pt"))

@@ -30,6 +30,13 @@ from typing import Any
 import torch
 
 from engine.cli.output import CliError, stop_on_signals
+from engine.cli.train_identity import (
+    check_recipe_ranges,
+    data_identity,
+    folder_digest,
+    same_identity_everywhere,
+    same_options_everywhere,
+)
 from engine.device import device_label, resolve_device
 from engine.evaluation import predict_logits, sample_indices, topk_accuracy
 from engine.files import atomic_write
@@ -109,11 +116,15 @@ def clock(seconds: float) -> str:
 
 
 def describe_source(source: str) -> dict[str, Any]:
-    """Name (never the full path), size and, for a file under 1 GB, its sha256."""
+    """Name (never the full path), size and, for a file under 1 GB, its sha256; for a folder, the
+    sha256 of what a load reads from it (``files_sha256``: every file's relative name and size), so
+    that a folder whose classes were swapped is another data set."""
     if source == "download":
         return {"name": "torchvision CIFAR-10", "size": None, "sha256": None}
     path = Path(source)
     info: dict[str, Any] = {"name": path.name, "size": None, "sha256": None}
+    if path.is_dir():
+        info["size"], info["files_sha256"] = folder_digest(path)
     if path.is_file():
         info["size"] = path.stat().st_size
         if info["size"] < 1 << 30:
@@ -172,28 +183,6 @@ def check_writable(folder: Path) -> None:
             pass
     except OSError as e:
         raise CliError(f"cannot write to {display_name(folder)}: {e.strerror or e}") from None
-
-
-# The fields of a recipe whose values have an upper bound as well as a lower one: (low, high, what).
-_RANGES = {
-    "label_smoothing": (0.0, 1.0, "between 0 and 1"),
-    "momentum": (0.0, 1.0, "between 0 and 1"),
-    "warmup": (0.0, 1.0, "between 0 and 1 (a fraction of all steps)"),
-    "start_lr_frac": (0.0, 1.0, "between 0 and 1"),
-    "final_lr_frac": (0.0, 1.0, "between 0 and 1"),
-    "ema": (0.0, 1.0, "between 0 and 1"),
-    # reflection padding must stay inside the 32-pixel image it mirrors
-    "crop_pad": (0, 31, "between 0 and 31 pixels (a CIFAR-10 image is 32 pixels wide)"),
-}
-
-
-def check_recipe_ranges(changes: dict[str, Any]) -> None:
-    """CliError (one line) for a ``--set`` value the training loop cannot use."""
-    for key, value in changes.items():
-        if key in _RANGES and value is not None:
-            low, high, what = _RANGES[key]
-            if not low <= value <= high:
-                raise CliError(f"--set {key}={value}: must be {what}")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -267,6 +256,7 @@ def _cmd_train(args: argparse.Namespace, job: JobState, launch: Launch | None) -
             ranks = launch.join(device, timeout_s)
         except DistributedError as e:
             raise RankError(str(e)) from None
+        same_options_everywhere(ranks, args)
     if args.nice:
         try:
             os.nice(19)
@@ -344,7 +334,7 @@ def _on_main(ranks: Ranks | None, decide: Callable[[], Any]) -> Any:
 
 def _same_data_everywhere(ranks: Ranks, data: dict[str, Any]) -> None:
     source = data["source"]
-    here = (source["sha256"] or source["name"], len(data["fit"][1]), len(data["test"][1]))
+    here = (data_identity(source), len(data["fit"][1]), len(data["test"][1]))
     every = ranks.all_gather(here)
     for rank, there in enumerate(every):
         if there != every[0]:
@@ -366,7 +356,7 @@ def _train_one(spec: ModelSpec, args: argparse.Namespace, device: torch.device, 
     fit_labels = data["fit"][1]
     source = data["source"]
     identity = {"model": spec.name, "profile": spec.profile, "recipe": asdict(recipe),
-                "data": source["sha256"] or source["name"], "train_images": int(len(fit_labels)),
+                "data": data_identity(source), "train_images": int(len(fit_labels)),
                 "val_images": int(args.val), "limit": args.limit, "seed": args.seed}
     run_dir = runs_dir() / f"{spec.name}_{spec.profile}"
     if getattr(args, "recipe_changes", None):
@@ -377,6 +367,8 @@ def _train_one(spec: ModelSpec, args: argparse.Namespace, device: torch.device, 
     out_dir = Path(args.out) if args.out else run_dir
     out = out_dir / (spec.weights or f"{spec.name}_{spec.profile}.safetensors")
 
+    if ranks is not None:
+        same_identity_everywhere(ranks, spec.name, identity)
     world = 1 if ranks is None else ranks.world_size
     batch = min(recipe.batch_size, len(fit_labels))
     if batch % world:
