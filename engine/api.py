@@ -19,9 +19,9 @@ from engine.common.errors import ErrorCode
 from engine.common.files import atomic_write
 from engine.common.settings import current as current_settings
 from engine.common.text import human_count, one_line
+from engine.data.jobs import DownloadCifar10Job, DownloadWeightsJob
 from engine.data.download import CIFAR10_BYTES, cifar10_archive_path
 from engine.data.imageio import IMAGE_SUFFIXES, display_name, is_image_path
-from engine.data.jobs import DownloadCifar10Job, DownloadWeightsJob
 from engine.jobs import Job, JobEnded, JobOutcome, JobProgress
 from engine.live.events import (
     EngineEvent,

@@ -20,10 +20,20 @@ APPLICATION = "CNN Arena"
 ENV = "CNN_ARENA_SETTINGS"
 
 
+MAX_SETTINGS_BYTES = 4 << 20  # what the window keeps is a few kB
+
+
 def open_settings() -> QSettings:
     path = current_settings().window_settings
     if path:
-        return QSettings(str(path), QSettings.Format.IniFormat)
+        problem = settings_file_problem(path)
+        if problem is None:
+            return QSettings(str(path), QSettings.Format.IniFormat)
+        # Qt would block on a FIFO for good, or read a device without end: the window opens with
+        # settings it does not keep
+        folder = Path(tempfile.mkdtemp(prefix="cnn-arena-settings-"))
+        print(f"warning: {ENV}: {problem}; the window's settings will not be kept", file=sys.stderr)
+        return QSettings(str(folder / "settings.ini"), QSettings.Format.IniFormat)
     fallback = fallback_settings_path()
     if fallback is not None:
         return QSettings(str(fallback), QSettings.Format.IniFormat)
@@ -50,3 +60,21 @@ def fallback_settings_path(environ: dict[str, str] | None = None) -> Path | None
     folder = Path(tempfile.gettempdir()) / f"cnn-arena-{os.getuid()}"
     print(f"warning: no home folder: the window's settings go to {folder} and will not be kept", file=sys.stderr)
     return folder / "settings.ini"
+
+
+def settings_file_problem(path: str) -> str | None:
+    """Why the settings file ``path`` cannot be used, or None (a regular file of bounded size, or
+    none yet: Qt creates it)."""
+    import stat
+
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        return f"cannot be read ({getattr(e, 'strerror', None) or e})"
+    if not stat.S_ISREG(info.st_mode):
+        return "not a regular file"
+    if info.st_size > MAX_SETTINGS_BYTES:
+        return f"larger than {MAX_SETTINGS_BYTES >> 20} MB"
+    return None

@@ -21,6 +21,7 @@ from engine.cli.args import (
     device_name,
     positive_int,
     seconds,
+    seed_int,
 )
 from engine.cli.output import CliError, format_table, print_json, terminal_text
 from engine.common.text import human_count
@@ -128,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "to measure a change on the validation split")
     train.add_argument("--val", type=int, default=5000, metavar="N", help="training images held out")
     train.add_argument("--limit", type=positive_int, metavar="N", help="train on the first N images only")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=seed_int, default=0)
     train.add_argument("--dist-timeout", type=seconds, default=600.0, metavar="SECONDS",
                        help="under torchrun: how long a process waits for the others (a slow data load, a "
                             "checkpoint) before it gives up; a process that dies stops the others at once "
@@ -175,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="N images spread evenly over the classes (default 1000)")
     robust.add_argument("--models", nargs="+", metavar="MODEL", help="default: the four of the comparison")
     robust.add_argument("--out", metavar="DIR", help="also write robustness.csv and one PNG plot per perturbation")
-    robust.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
+    robust.add_argument("--seed", type=seed_int, default=0, help="seed of the noise (default 0)")
     robust.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda or auto")
     robust.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                         help="fp32 (default), or bf16 weights and inputs where the hardware has bf16")

@@ -19,6 +19,20 @@ def seconds(text: str) -> float:
     return value
 
 
+MAX_SEED = 2**32 - 1  # numpy's legacy seeding and several samplers take no more
+
+
+def seed_int(text: str) -> int:
+    """An argparse type: a random seed, a whole number from 0 to :data:`MAX_SEED`."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_SEED}, not {text!r}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """An argparse type: a whole number of at least 1."""
     try:

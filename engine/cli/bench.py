@@ -17,7 +17,7 @@ from engine.models.complexity import complexity
 from engine.models.registry import RegistryError
 from engine.models.weights import WeightsError
 from engine.runtime.backends import BackendError, label, onnxruntime_version
-from engine.runtime.device import machine_load
+from engine.runtime.device import clamp_threads, machine_load
 from engine.runtime.precision import PrecisionError
 from engine.runtime.session import InferenceSession
 from engine.studies.bench import bench_latency, bench_pipeline, bench_throughput, machine_peak
@@ -25,6 +25,7 @@ from engine.studies.bench import bench_latency, bench_pipeline, bench_throughput
 
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.threads:
+        args.threads = clamp_threads(args.threads, "--threads")  # also the engine's, with --source
         torch.set_num_threads(args.threads)
     if args.source and not (args.source.isdigit() or "://" in args.source or os.path.exists(args.source)):
         raise CliError(f"{args.source}: no such file or folder")

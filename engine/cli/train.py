@@ -30,6 +30,13 @@ from typing import Any
 import torch
 
 from engine.cli.output import CliError, stop_on_signals
+from engine.cli.train_identity import (
+    check_recipe_ranges,
+    data_identity,
+    folder_digest,
+    same_identity_everywhere,
+    same_options_everywhere,
+)
 from engine.common.files import atomic_write
 from engine.data.imageio import display_name
 from engine.jobs import Cancelled, JobState
@@ -37,7 +44,13 @@ from engine.models.registry import ModelSpec
 from engine.runtime.device import device_label, resolve_device
 from engine.studies.evaluation import predict_logits, sample_indices, topk_accuracy
 from engine.training import RecipeError, parse_overrides, recipe_for
-from engine.training.checkpoint import FILE_NAME, CheckpointError, identity_mismatch, load_checkpoint
+from engine.training.checkpoint import (
+    FILE_NAME,
+    CheckpointError,
+    CheckpointWriteError,
+    identity_mismatch,
+    load_checkpoint,
+)
 from engine.training.distributed import (
     DEFAULT_TIMEOUT_S,
     DistributedError,
@@ -47,6 +60,7 @@ from engine.training.distributed import (
     launch_from_env,
 )
 from engine.training.loop import CheckpointPlan, TrainStatus, train
+from engine.training.runlock import RunLock, RunLocked
 
 ALL = "all"
 DONE_FILE = "done.json"
@@ -102,11 +116,15 @@ def clock(seconds: float) -> str:
 
 
 def describe_source(source: str) -> dict[str, Any]:
-    """Name (never the full path), size and, for a file under 1 GB, its sha256."""
+    """Name (never the full path), size and, for a file under 1 GB, its sha256; for a folder, the
+    sha256 of what a load reads from it (``files_sha256``: every file's relative name and size), so
+    that a folder whose classes were swapped is another data set."""
     if source == "download":
         return {"name": "torchvision CIFAR-10", "size": None, "sha256": None}
     path = Path(source)
     info: dict[str, Any] = {"name": path.name, "size": None, "sha256": None}
+    if path.is_dir():
+        info["size"], info["files_sha256"] = folder_digest(path)
     if path.is_file():
         info["size"] = path.stat().st_size
         if info["size"] < 1 << 30:
@@ -138,6 +156,21 @@ def backup_existing(path: Path) -> Path | None:
     if path.with_suffix(".json").exists():
         os.replace(path.with_suffix(".json"), backup.with_suffix(".json"))
     return backup
+
+
+def sweep_runs() -> list[Path]:
+    """Remove what a training killed while writing left in the runs folders (a half-written
+    checkpoint or weights file whose writer is gone); returns what was removed."""
+    from engine.common.files import remove_stale_temps
+
+    removed = []
+    try:
+        folders = [p for p in runs_dir().iterdir() if p.is_dir() and not p.is_symlink()]
+    except OSError:
+        return removed  # no runs yet
+    for folder in folders:
+        removed += remove_stale_temps(folder, "*")
+    return removed
 
 
 def check_writable(folder: Path) -> None:
@@ -212,6 +245,7 @@ def _cmd_train(args: argparse.Namespace, job: JobState, launch: Launch | None) -
         args.recipe_changes = parse_overrides(getattr(args, "recipe_set", None))
     except RecipeError as e:
         raise CliError(str(e)) from None
+    check_recipe_ranges(args.recipe_changes)
     timeout_s = getattr(args, "dist_timeout", DEFAULT_TIMEOUT_S)
     if not timeout_s > 0:
         raise CliError("--dist-timeout must be positive")
@@ -222,6 +256,7 @@ def _cmd_train(args: argparse.Namespace, job: JobState, launch: Launch | None) -
             ranks = launch.join(device, timeout_s)
         except DistributedError as e:
             raise RankError(str(e)) from None
+        same_options_everywhere(ranks, args)
     if args.nice:
         try:
             os.nice(19)
@@ -235,6 +270,7 @@ def _cmd_train(args: argparse.Namespace, job: JobState, launch: Launch | None) -
             check_writable(folder)
 
     _on_main(ranks, writable)
+    _on_main(ranks, sweep_runs)
 
     main = ranks is None or ranks.is_main
     say = (lambda text: print(text, file=sys.stderr, flush=True)) if main else (lambda text: None)
@@ -298,7 +334,7 @@ def _on_main(ranks: Ranks | None, decide: Callable[[], Any]) -> Any:
 
 def _same_data_everywhere(ranks: Ranks, data: dict[str, Any]) -> None:
     source = data["source"]
-    here = (source["sha256"] or source["name"], len(data["fit"][1]), len(data["test"][1]))
+    here = (data_identity(source), len(data["fit"][1]), len(data["test"][1]))
     every = ranks.all_gather(here)
     for rank, there in enumerate(every):
         if there != every[0]:
@@ -314,16 +350,14 @@ def _data_text(summary: tuple[str, int, int]) -> str:
 
 def _train_one(spec: ModelSpec, args: argparse.Namespace, device: torch.device, data: dict[str, Any],
                job: JobState, say: Callable[[str], None], ranks: Ranks | None = None) -> None:
-    from engine.models.complexity import count_params
-    from engine.models.weights import as_stored, save_weights, storage_for
 
     recipe = recipe_for(spec, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
     if getattr(args, "recipe_changes", None):
         recipe = replace(recipe, **args.recipe_changes)
-    fit_images, fit_labels = data["fit"]
+    fit_labels = data["fit"][1]
     source = data["source"]
     identity = {"model": spec.name, "profile": spec.profile, "recipe": asdict(recipe),
-                "data": source["sha256"] or source["name"], "train_images": int(len(fit_labels)),
+                "data": data_identity(source), "train_images": int(len(fit_labels)),
                 "val_images": int(args.val), "limit": args.limit, "seed": args.seed}
     run_dir = runs_dir() / f"{spec.name}_{spec.profile}"
     if getattr(args, "recipe_changes", None):
@@ -331,15 +365,44 @@ def _train_one(spec: ModelSpec, args: argparse.Namespace, device: torch.device, 
         # discards) a run of the shipped recipe
         tag = hashlib.sha256(json.dumps(args.recipe_changes, sort_keys=True).encode()).hexdigest()[:8]
         run_dir = run_dir.with_name(f"{run_dir.name}-set-{tag}")
-    ckpt_path = run_dir / FILE_NAME
     out_dir = Path(args.out) if args.out else run_dir
     out = out_dir / (spec.weights or f"{spec.name}_{spec.profile}.safetensors")
 
+    if ranks is not None:
+        same_identity_everywhere(ranks, spec.name, identity)
     world = 1 if ranks is None else ranks.world_size
     batch = min(recipe.batch_size, len(fit_labels))
     if batch % world:
         raise CliError(f"{spec.name}: a global batch of {batch} images does not split over {world} processes; "
                        f"give --batch-size a multiple of {world}")
+    # Only rank 0 writes the run: it alone holds the folder's lock, until this network is done.
+    lock = RunLock(run_dir)
+
+    def take_lock() -> None:
+        try:
+            lock.acquire()
+        except RunLocked as e:
+            raise CliError(f"{spec.name}: {e}") from None
+        except OSError as e:
+            raise CliError(f"{spec.name}: cannot lock {run_dir}: {e.strerror or e}") from None
+
+    _on_main(ranks, take_lock)
+    try:
+        _train_locked(spec, args, device, data, job, say, ranks, recipe, identity, run_dir, out, batch, world)
+    finally:
+        lock.release()
+
+
+def _train_locked(spec: ModelSpec, args: argparse.Namespace, device: torch.device, data: dict[str, Any],
+                  job: JobState, say: Callable[[str], None], ranks: Ranks | None, recipe: Any,
+                  identity: dict[str, Any], run_dir: Path, out: Path, batch: int, world: int) -> None:
+    from engine.models.complexity import count_params
+    from engine.models.weights import as_stored, save_weights, storage_for
+
+    fit_images, fit_labels = data["fit"]
+    source = data["source"]
+    ckpt_path = run_dir / FILE_NAME
+    out_dir = out.parent
     if ranks is not None and args.resume:
         # Rank 0 resumes from its own runs folder: on several machines, that is only the right one when
         # it is on the machine that wrote the checkpoint (or the folder is shared).
@@ -363,6 +426,9 @@ def _train_one(spec: ModelSpec, args: argparse.Namespace, device: torch.device, 
                                val=data["val"], seed=args.seed, checkpoint=plan, job=job, ranks=ranks)
     except FloatingPointError as e:
         raise CliError(str(e)) from None
+    except CheckpointWriteError as e:
+        raise CliError(f"{spec.name}: {e}; the last checkpoint written is kept, and --resume continues "
+                       "from it once there is room") from None
     except CheckpointError as e:
         raise CliError(f"{spec.name}: {e}; --restart starts a new run") from None
     except Cancelled:
@@ -397,14 +463,28 @@ def _train_one(spec: ModelSpec, args: argparse.Namespace, device: torch.device, 
         "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "data": source, "limit": args.limit, "storage": storage,
     })
+    # The new files are complete before the old ones move aside: a full disk leaves the previous
+    # weights where they were. Staged under atomic_write's temporary names, so that a crash leaves
+    # nothing the next start does not sweep away.
+    metrics_out = out.with_suffix(".json")
+    staged = {out: out.with_name(f".{out.name}.pid{os.getpid()}.new.tmp"),
+              metrics_out: out.with_name(f".{metrics_out.name}.pid{os.getpid()}.new.tmp")}
+    text = json.dumps(metrics, indent=2, sort_keys=True) + "\n"
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
+        save_weights(model, staged[out], storage=storage)
+        atomic_write(staged[metrics_out], lambda tmp: tmp.write_text(text, encoding="utf-8"))
         backup = backup_existing(out)
-        save_weights(model, out, metrics, storage=storage)
+        for final, new in staged.items():
+            os.replace(new, final)
         atomic_write(run_dir / DONE_FILE, lambda tmp: tmp.write_text(
             json.dumps({"identity": identity, "weights": str(out)}, indent=2), encoding="utf-8"))
     except OSError as e:
-        raise CliError(f"cannot write {out}: {e.strerror or e}") from None
+        raise CliError(f"cannot write {display_name(out)}: {e.strerror or e}; "
+                       "the previous weights, if any, are where they were") from None
+    finally:
+        for new in staged.values():
+            new.unlink(missing_ok=True)
     if backup is not None:
         say(f"kept the previous {out.name} as {backup.name}")
     val_text = f"val top-1 {100 * metrics['val_top1']:.2f}%, " if "val_top1" in metrics else ""

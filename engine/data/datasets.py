@@ -47,6 +47,7 @@ import pickle
 import re
 import stat
 import tarfile
+import threading
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -58,10 +59,11 @@ import cv2
 import numpy as np
 
 from engine.common.errors import error_line
-from engine.common.files import atomic_write, remove_stale_temps
+from engine.common.files import atomic_write, cache_rebuilt, open_regular, remove_stale_temps
 from engine.common.settings import cache_dir as default_cache_dir
 from engine.common.text import one_line
 from engine.data.imageio import display_name
+from engine.data.shared import SharedWork, Stopped
 from engine.models.registry import CIFAR10_CLASSES
 
 SPLITS = ("train", "test")
@@ -74,11 +76,13 @@ _DECODE_CHUNK = 512  # images per task handed to the decoding threads
 _SINGLE = ""  # the split name of a layout without train/ and test/ folders
 MAX_IMAGE_BYTES = 64 << 20  # a larger "image" is skipped unread: a CIFAR-10 image is a few kB
 _CACHE_GLOB = "cifar10-*.npz"
+MAX_CACHE_BYTES = 1 << 30  # a split of 50,000 images is 154 MB
 
 Progress = Callable[[int, int], None]
 Warn = Callable[[str], None]
 
 _log = logging.getLogger(__name__)
+_DECODES: SharedWork[_Decoded] = SharedWork()  # by cache folder and source fingerprint
 
 
 class DataError(Exception):
@@ -86,11 +90,16 @@ class DataError(Exception):
 
 
 def load_cifar10(source: str | os.PathLike, split: str = "train", *, cache_dir: Path | None = None,
-                 progress: Progress | None = None, warn: Warn | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 progress: Progress | None = None, warn: Warn | None = None,
+                 stop: threading.Event | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(images uint8 (N,32,32,3) RGB, labels int64 (N,))`` of one split of ``source`` (module docs).
 
     Each line about skipped images, files or folders goes to ``warn``; by default it is a warning
     on this module's logger, which Python prints on stderr when logging is not set up.
+
+    A source being decoded is decoded once: a second load of it at the same time waits for the
+    first and gets the same arrays (to be read, not written). Setting ``stop`` gives the load up (:class:`Stopped`)
+    within a fraction of a second; the decode itself stops once no load waits for it.
     """
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
@@ -122,12 +131,20 @@ def load_cifar10(source: str | os.PathLike, split: str = "train", *, cache_dir: 
                 for line in notes:
                     warn(line)
                 return images, labels
-    decoded = _decode_directory(path, listing, progress) if listing is not None else _decode_archive(path, progress)
+
+    def decode(stopped: Callable[[], bool]) -> _Decoded:
+        if listing is not None:
+            decoded = _decode_directory(path, listing, progress, stopped)
+        else:
+            decoded = _decode_archive(path, progress, stopped)
+        if not decoded.problems:  # a load that skipped unreadable files is not what the source holds
+            for key, arrays in decoded.splits.items():
+                _write_cache(_cache_path(cache, fingerprint, key), arrays, decoded.notes.get(key, []))
+        return decoded
+
+    decoded = _DECODES.run((str(cache), fingerprint), decode, stop)
     for line in decoded.problems:
         warn(line)
-    if not decoded.problems:  # a load that skipped unreadable files is not what the source holds
-        for key, arrays in decoded.splits.items():
-            _write_cache(_cache_path(cache, fingerprint, key), arrays, decoded.notes.get(key, []))
     key = split if split in decoded.splits else _SINGLE if _SINGLE in decoded.splits else None
     if key is None:
         raise DataError(f"{name}: has no {split}/ folder of class folders")
@@ -302,7 +319,7 @@ def _scan_directory(root: Path) -> _Listing:
     return listing
 
 
-def _decode_archive(path: Path, progress: Progress | None) -> _Decoded:
+def _decode_archive(path: Path, progress: Progress | None, stopped: Callable[[], bool] = bool) -> _Decoded:
     total = path.stat().st_size
     too_large: list[tuple[str, str]] = []
     batches: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -312,6 +329,8 @@ def _decode_archive(path: Path, progress: Progress | None) -> _Decoded:
                 # Stream mode ("r|*") reads the (compressed) file once, front to back.
                 with tarfile.open(fileobj=raw, mode="r|*") as tar:
                     for member in tar:
+                        if stopped():
+                            raise Stopped()
                         batch = _BATCH.search(member.name) if member.isfile() else None
                         if batch is not None and member.size <= MAX_BATCH_BYTES:
                             handle = tar.extractfile(member)
@@ -328,7 +347,7 @@ def _decode_archive(path: Path, progress: Progress | None) -> _Decoded:
                                 yield member.name, handle.read()
                                 if progress is not None:
                                     progress(raw.tell(), total)
-            names, images, failed = _decode_all(members())
+            names, images, failed = _decode_all(members(), stopped)
     except (tarfile.TarError, EOFError, zipfile.BadZipFile) as e:
         raise DataError(f"{display_name(path)}: not a readable tar archive ({error_line(e)})") from None
     except OSError as e:  # gzip's BadGzipFile is an OSError
@@ -442,13 +461,16 @@ def _from_batches(batches: dict[str, tuple[np.ndarray, np.ndarray]], source_name
     return _Decoded(splits, notes, [])
 
 
-def _decode_directory(path: Path, listing: _Listing, progress: Progress | None) -> _Decoded:
+def _decode_directory(path: Path, listing: _Listing, progress: Progress | None,
+                      stopped: Callable[[], bool] = bool) -> _Decoded:
     total = len(listing.files)
     unreadable = list(listing.unreadable)
     too_large: list[tuple[str, str]] = []
 
     def members() -> Iterator[tuple[str, bytes]]:
         for n, (name, file, size, _) in enumerate(listing.files, 1):
+            if stopped():
+                raise Stopped()
             if size > MAX_IMAGE_BYTES:
                 too_large.append((name, f"too large ({size / 1e6:.0f} MB)"))
                 continue
@@ -462,7 +484,7 @@ def _decode_directory(path: Path, listing: _Listing, progress: Progress | None) 
             if progress is not None and (n % 256 == 0 or n == total):
                 progress(n, total)
 
-    names, images, failed = _decode_all(members())
+    names, images, failed = _decode_all(members(), stopped)
     decoded = _arrange(names, images, failed + too_large, display_name(path))
     for is_folder in (True, False):
         items = [(name, why) for name, why, folder in unreadable if folder == is_folder]
@@ -474,15 +496,19 @@ def _decode_directory(path: Path, listing: _Listing, progress: Progress | None) 
     return decoded
 
 
-def _decode_all(members: Iterable[tuple[str, bytes]]) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
+def _decode_all(members: Iterable[tuple[str, bytes]], stopped: Callable[[], bool] = bool,
+                ) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
     """Decode ``(name, bytes)`` pairs on two threads (OpenCV releases the GIL) as they arrive;
-    returns the names and images decoded, and ``(name, why)`` of those that could not be."""
+    returns the names and images decoded, and ``(name, why)`` of those that could not be.
+    :class:`Stopped` once ``stopped()``."""
     futures: list[Future] = []
     chunk: list[tuple[str, bytes]] = []
 
     def decode_chunk(items: list[tuple[str, bytes]]) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
         names, images, failed = [], [], []
-        for name, data in items:
+        for n, (name, data) in enumerate(items):
+            if n % 8 == 0 and stopped():
+                raise Stopped()
             rgb = _decode(data)
             if isinstance(rgb, str):
                 failed.append((name, rgb))
@@ -492,14 +518,22 @@ def _decode_all(members: Iterable[tuple[str, bytes]]) -> tuple[list[str], np.nda
         return names, np.stack(images) if images else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8), failed
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        for name, data in members:
-            chunk.append((name, data))
-            if len(chunk) == _DECODE_CHUNK:
-                futures.append(pool.submit(decode_chunk, chunk))
-                chunk = []
+        try:
+            for name, data in members:
+                chunk.append((name, data))
+                if len(chunk) == _DECODE_CHUNK:
+                    futures.append(pool.submit(decode_chunk, chunk))
+                    chunk = []
+        except BaseException:  # stopped, or the source failed: what is queued is not wanted
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
         if chunk:
             futures.append(pool.submit(decode_chunk, chunk))
-        parts = [f.result() for f in futures]
+        try:
+            parts = [f.result() for f in futures]
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
     names = [name for part in parts for name in part[0]]
     failed = [item for part in parts for item in part[2]]
     if not parts:
@@ -593,15 +627,19 @@ def _read_cache(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
     :func:`_write_cache` writes. Its headers are checked before any array is read, so a damaged
     file, or one that declares arrays larger than itself, costs no memory: it is rebuilt."""
     try:
-        with open(path, "rb") as f, zipfile.ZipFile(f) as z:
+        with open_regular(path, MAX_CACHE_BYTES) as f, zipfile.ZipFile(f) as z:
             records = _cache_records(z, os.fstat(f.fileno()).st_size)
             if records is None:
+                cache_rebuilt("data", path, "not the arrays this version writes")
                 return None
             arrays = {}
             for key, record in records.items():
                 with z.open(record) as member:
                     arrays[key] = np.lib.format.read_array(member, allow_pickle=False)
-    except Exception:  # a cache is only a copy: whatever is wrong with it, decode again
+    except FileNotFoundError:
+        return None
+    except Exception as e:  # noqa: BLE001 - a cache is only a copy: whatever is wrong with it, decode again
+        cache_rebuilt("data", path, e)
         return None
     labels = arrays["labels"]
     if labels.size and (labels.min() < 0 or labels.max() >= len(CIFAR10_CLASSES)):
@@ -613,7 +651,7 @@ def _read_cache(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
 def _cache_usable(path: Path) -> bool:
     """Whether a cache file's headers are what :func:`_write_cache` writes (no array is read)."""
     try:
-        with open(path, "rb") as f, zipfile.ZipFile(f) as z:
+        with open_regular(path, MAX_CACHE_BYTES) as f, zipfile.ZipFile(f) as z:
             return _cache_records(z, os.fstat(f.fileno()).st_size) is not None
     except Exception:  # as in _read_cache
         return False
@@ -664,7 +702,7 @@ def _write_cache(path: Path, arrays: tuple[np.ndarray, np.ndarray], notes: list[
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, write)
+        atomic_write(path, write, cache=True)
     except OSError:
         pass  # a read-only or full cache folder costs only speed
 

@@ -69,7 +69,7 @@ class Feeders:
         self._opening.add(me)
         try:
             source = target if isinstance(target, Source) else open_source(
-                target, class_names, capture_factory=capture_factory)
+                target, class_names, capture_factory=capture_factory, stop=stop)
         except InputError as e:
             if not stop.is_set():  # a source given up on has nothing left to say
                 self._emit(source_error(target, e))

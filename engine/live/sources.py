@@ -337,14 +337,18 @@ class DatasetSource(Source):
     over a thousand airplanes first would say little for a long time.
     """
 
-    def __init__(self, path: str | os.PathLike, split: str = "test", *, seed: int = 0) -> None:
+    def __init__(self, path: str | os.PathLike, split: str = "test", *, seed: int = 0,
+                 stop: threading.Event | None = None) -> None:
         from engine.data.datasets import DataError, load_cifar10
+        from engine.data.shared import Stopped
         from engine.models.registry import CIFAR10_CLASSES
 
         try:
-            self.images, self.labels = load_cifar10(path, split)
+            self.images, self.labels = load_cifar10(path, split, stop=stop)
         except DataError as e:
             raise InputError(str(e)) from None
+        except Stopped:
+            raise InputError(f"{_short(path)}: stopped while loading") from None
         self.name = f"CIFAR-10 {split}"
         self.length = len(self.labels)
         self.class_names = CIFAR10_CLASSES
@@ -372,11 +376,12 @@ def describe(target: str) -> str:
 
 
 def open_source(target: str | os.PathLike | Sequence[str | os.PathLike], class_names: Sequence[str] = (), *,
-                capture_factory: Callable[..., object] | None = None) -> Source:
+                capture_factory: Callable[..., object] | None = None, stop: threading.Event | None = None) -> Source:
     """The source for what a person named; raises InputError (one line) when it cannot be opened.
 
     ``target`` is a camera index ("0"), a URL, a CIFAR-10 archive, a folder, a video file, an
-    image file, or a list of image files.
+    image file, or a list of image files. Setting ``stop`` gives up an open that takes long (a data
+    set being decoded) within a fraction of a second.
     """
     if not isinstance(target, (str, os.PathLike)):
         paths = list(target)
@@ -401,7 +406,7 @@ def open_source(target: str | os.PathLike | Sequence[str | os.PathLike], class_n
     if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
         raise InputError(f"{_short(text)}: not a regular file or a folder")
     if kind in ("dataset",) or (kind == "folder" and _looks_like_cifar(Path(text))):
-        return DatasetSource(text)
+        return DatasetSource(text, stop=stop)
     if kind == "folder":
         return FolderSource(text, class_names)
     if stat.S_ISDIR(mode):

@@ -9,7 +9,8 @@ opens any capture, so a server that never answers would keep every later video o
 opening for the whole open timeout. Waiting here, outside that lock, keeps a dead server from
 blocking anything but itself. FFmpeg has no cancellable open, and no kept library probes a stream
 this way, so it is written here: a TCP connect, TLS for the ``s`` schemes, and the protocol's
-smallest request (HTTP GET, RTSP OPTIONS) until the first bytes of a reply arrive.
+smallest request (HTTP GET, RTSP OPTIONS, RTMP's handshake; nothing for raw TCP and FTP, whose
+servers speak first) until the first bytes of a reply arrive. Other schemes are refused.
 """
 
 from __future__ import annotations
@@ -24,7 +25,12 @@ import time
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 SECRET_KEYS = re.compile(r"pass|pwd|token|secret|key|auth|sig|credential|session", re.IGNORECASE)
-_DEFAULT_PORTS = {"http": 80, "https": 443, "rtsp": 554, "rtsps": 322}
+# The schemes a stream may have, with their default ports (raw TCP has none: the address names one).
+# Any other scheme (udp, srt, rtp, mms, ...) is refused in one line: FFmpeg would wait for it inside
+# the lock that every other capture needs, and a connectionless one cannot be asked whether it is there.
+_DEFAULT_PORTS: dict[str, int | None] = {"http": 80, "https": 443, "rtsp": 554, "rtsps": 322, "rtmp": 1935,
+                                         "rtmps": 443, "tcp": None, "ftp": 21}
+_RTMP_HELLO = b"\x03" + bytes(1536)  # C0 (version 3) and C1 (time 0, zero, zero "random" bytes)
 
 
 class StreamError(Exception):
@@ -59,19 +65,26 @@ def redact_url(url: str, placeholder: str = "***") -> str:
 
 
 def preflight(url: str, stop: threading.Event, timeout: float = 8.0) -> bool:
-    """Wait for the server of ``url`` to answer (HTTP, HTTPS, RTSP; other schemes pass unchecked).
+    """Wait for the server of ``url`` to answer: to its protocol's smallest request (HTTP GET, RTSP
+    OPTIONS, the RTMP handshake), or with its first bytes unasked (a raw TCP stream, an FTP greeting).
 
     Returns True once it answers, False when ``stop`` was set first; raises :class:`StreamError`
-    when it refuses, cannot be resolved, or says nothing within ``timeout`` seconds.
+    when it refuses, cannot be resolved, says nothing within ``timeout`` seconds, or the scheme is
+    not one of a stream's.
     """
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
-    if scheme not in _DEFAULT_PORTS or not parts.hostname:
-        return True
     shown = redact_url(url)
+    if scheme not in _DEFAULT_PORTS:
+        raise StreamError(f"{shown}: {scheme}:// is not a stream this app opens (it opens "
+                          f"{', '.join(f'{s}://' for s in _DEFAULT_PORTS)})")
+    if not parts.hostname:
+        raise StreamError(f"{shown}: no host in the address")
     waiter = _Waiter(stop, time.monotonic() + timeout, shown)
     try:
         port = parts.port or _DEFAULT_PORTS[scheme]
+        if port is None:
+            raise StreamError(f"{shown}: {scheme}:// needs a port (host:port)")
         infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
     except ValueError:
         raise StreamError(f"{shown}: not a valid port") from None
@@ -102,14 +115,20 @@ def preflight(url: str, stop: threading.Event, timeout: float = 8.0) -> bool:
                     if not waiter.wait(sock, write=True, what="a secure connection"):
                         return False
         if scheme.startswith("rtsp"):
-            request = f"OPTIONS {url} RTSP/1.0\r\nCSeq: 1\r\nUser-Agent: cnn-arena\r\n\r\n"
-        else:
+            request = f"OPTIONS {url} RTSP/1.0\r\nCSeq: 1\r\nUser-Agent: cnn-arena\r\n\r\n".encode("latin-1", "replace")
+        elif scheme.startswith("rtmp"):
+            request = _RTMP_HELLO
+        elif scheme.startswith("http"):
             path = urlunsplit(("", "", parts.path or "/", parts.query, ""))
-            request = f"GET {path} HTTP/1.0\r\nHost: {parts.hostname}\r\nUser-Agent: cnn-arena\r\n\r\n"
-        sock.setblocking(True)
-        sock.settimeout(max(0.1, waiter.deadline - time.monotonic()))
-        sock.sendall(request.encode("latin-1", "replace"))  # a few bytes: the send buffer takes them
-        sock.setblocking(False)
+            request = f"GET {path} HTTP/1.0\r\nHost: {parts.hostname}\r\nUser-Agent: cnn-arena\r\n\r\n".encode(
+                "latin-1", "replace")
+        else:
+            request = b""  # tcp, ftp: the server speaks first
+        if request:
+            sock.setblocking(True)
+            sock.settimeout(max(0.1, waiter.deadline - time.monotonic()))
+            sock.sendall(request)  # a few bytes: the send buffer takes them
+            sock.setblocking(False)
         if not waiter.wait(sock, write=False, what="an answer"):
             return False
         try:

@@ -23,6 +23,7 @@ Every failure is a :class:`WeightsError` whose text is one line a person can act
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
@@ -274,7 +275,7 @@ def _open_safetensors(path: Path, name: str) -> _Checkpoint:
 def _open_torch(path: Path, name: str, size: int) -> _Checkpoint:
     """A ``.pth``/``.pt`` file: torch.save's zip is mapped (``mmap=True``), so shapes are known
     before any data is read; the old pickle format is read whole (its data is as large as the file)."""
-    mapped = _check_torch_zip(path, name, size)
+    mapped = check_torch_zip(path, name, size)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mapped)
     except pickle.UnpicklingError as e:
@@ -290,7 +291,22 @@ def _open_torch(path: Path, name: str, size: int) -> _Checkpoint:
     return _Checkpoint(state, lambda: state)
 
 
-def _check_torch_zip(path: Path, name: str, size: int) -> bool:
+MAX_HUB_BYTES = 2 << 30  # the largest of torchvision's files used here (VGG-19-BN) is 0.55 GB
+
+
+def _check_hub_file(path: Path) -> None:
+    """torch.load would block on a FIFO, read a device without end, or inflate a deflated record:
+    torchvision's cached file is checked as any other weights file first."""
+    from engine.common.files import open_regular
+
+    with open_regular(path, MAX_HUB_BYTES) as f:
+        size = os.fstat(f.fileno()).st_size
+    if size == 0:
+        raise WeightsError("an empty file")
+    check_torch_zip(path, path.name, size)
+
+
+def check_torch_zip(path: Path, name: str, size: int) -> bool:
     """Whether ``path`` is torch.save's zip format, after refusing any record that could inflate
     beyond the file: torch.save stores records uncompressed, so a compressed one is a bomb or a
     file rewritten by another tool, and a stored one cannot be larger than the file."""
@@ -403,10 +419,16 @@ def load_model(spec: ModelSpec, weights_path: str | os.PathLike | None = None, *
     info = resolve(spec, weights_dir)
     hub = hub_weights(spec)
     if hub is not None and (info.status == DOWNLOADED or allow_download):
+        cached = hub_cache_path(spec)
         try:
+            if cached is not None and os.path.lexists(cached):
+                _check_hub_file(cached)
             model = spec.builder(weights=hub, progress=allow_download).eval()
-        except (OSError, RuntimeError, ValueError) as e:  # network down, corrupt cache file
-            raise WeightsError(f"{spec.weights}: could not load torchvision weights ({error_line(e)})") from None
+        except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile,
+                WeightsError) as e:  # network down, a damaged or foreign file in torch's hub cache
+            fix = f"; delete {one_line(str(cached), 200)} or download it again" if cached is not None and \
+                os.path.lexists(cached) else ""
+            raise WeightsError(f"{spec.weights}: could not load torchvision weights ({error_line(e)}){fix}") from None
         return LoadedModel(spec, model, DOWNLOADED, f"torchvision {spec.weights}")
     model = spec.build()
     if info.status == BUNDLED and info.path is not None:
@@ -421,7 +443,14 @@ def save_weights(model: nn.Module, path: str | os.PathLike, metrics: Mapping[str
     path = Path(path)
     tensors = encode_state(model.state_dict(), storage)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
+
+    def write(tmp: Path) -> None:
+        try:
+            save_file(tensors, str(tmp))
+        except SafetensorError as e:  # how safetensors reports a full disk: as the OSError it is
+            raise OSError(errno.EIO, error_line(e)) from None
+
+    atomic_write(path, write)
     if metrics is not None:
         text = json.dumps(metrics, indent=2, sort_keys=True) + "\n"
         atomic_write(path.with_suffix(".json"), lambda tmp: tmp.write_text(text, encoding="utf-8"))

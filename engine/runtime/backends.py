@@ -37,7 +37,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 import warnings
@@ -56,6 +55,7 @@ from engine.models.adapter import ModelAdapter, without_in_place_ops
 BACKENDS = ("torch", "onnxruntime", "compile")
 BACKEND_CHOICES = ("auto", *BACKENDS)
 LABELS = {"torch": "torch eager", "onnxruntime": "ONNX Runtime", "compile": "torch.compile"}
+MAX_EXPORT_BYTES = 2 << 30  # the largest export, VGG-19 for ImageNet in fp32, is 0.6 GB
 EXPORT_FORMAT = 4  # bump when the exported graph's layout changes: old cache entries stop matching
 PARITY = 1e-3  # an export whose logits differ from torch's by more (relative to their size) is refused
 AUTO_GAIN = 0.95  # auto keeps ONNX Runtime only where its median time is at most this fraction of torch's
@@ -165,6 +165,39 @@ def _outputs(values: Sequence[np.ndarray], layers: Sequence[str], with_map: bool
     n = 5 if with_map else 3
     return GraphOutputs(values[0], values[1], values[2], values[3] if with_map else None,
                         values[4] if with_map else None, dict(zip(layers, values[n:])))
+
+
+def _close(got: np.ndarray, want: np.ndarray) -> bool:
+    scale = max(1.0, float(np.abs(want).max())) if want.size else 1.0
+    return got.shape == want.shape and float(np.abs(got.astype(np.float64) - want).max(initial=0.0)) <= PARITY * scale
+
+
+def _first_difference(got: GraphOutputs, logits: np.ndarray, want: GraphOutputs, layers: Sequence[str]) -> str | None:
+    """The first output of ``got`` that disagrees with torch's (``logits`` and ``want``), or None.
+
+    The ranking is checked by what it ranks, not index by index: two classes whose probabilities
+    tie within the parity may come in either order."""
+    if not _close(got.logits, logits):
+        return "logits"
+    if not _close(got.probs, want.probs):
+        return "probabilities"
+    n = want.probs.shape[1]
+    if got.top.shape != want.top.shape or any(sorted(row.tolist()) != list(range(n)) for row in got.top):
+        return "class rankings"
+    ranked = np.take_along_axis(want.probs, got.top.astype(np.int64), axis=1)
+    if (np.diff(ranked, axis=1) > PARITY).any():
+        return "class rankings"
+    if want.class_map is not None:
+        if got.class_map is None or got.class_map.shape != want.class_map.shape:
+            return "class maps"
+        if (got.class_map != want.class_map).mean() > 0.01:  # near-ties may flip a few pixels
+            return "class maps"
+        if got.confidence is None or not _close(got.confidence, want.confidence):
+            return "class-map confidences"
+    for layer in layers:
+        if layer not in got.taps or not _close(got.taps[layer], want.taps[layer]):
+            return f"taps at {layer}"
+    return None
 
 
 def private_copy(adapter: ModelAdapter) -> ModelAdapter:
@@ -349,6 +382,21 @@ def cut_outputs(model_bytes: bytes, keep: Iterable[str]) -> bytes:
     return model.SerializeToString()
 
 
+def sweep_exports(folder: Path) -> list[Path]:
+    """Remove the partial files of exports whose writer died (atomic_write's temporary files, and the
+    ``.part-*`` files that earlier versions wrote and nothing writes any more); returns them."""
+    from engine.common.files import remove_stale_temps
+
+    removed = remove_stale_temps(folder, "*")
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            if entry.name.startswith(".part-") and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+    return removed
+
+
 class OnnxCache:
     """Exported graphs on disk, by key (module docs). Writes are atomic (temporary file, rename)."""
 
@@ -359,6 +407,7 @@ class OnnxCache:
             folder = default_cache_dir() / "onnx"
         self.folder = folder
         self.exports = 0  # how many graphs this cache had to export (tests and logs read it)
+        sweep_exports(folder)
 
     def key(self, adapter: ModelAdapter, digest: str, layers: Sequence[str], with_map: bool) -> str:
         spec = adapter.spec
@@ -373,13 +422,21 @@ class OnnxCache:
     KEEP = 8  # exports kept per network and profile, the most recently used (other weights, tap sets)
 
     def read(self, path: Path) -> bytes | None:
-        """The file's bytes when its sidecar's sha256 matches them, else None."""
+        """The file's bytes when its sidecar's sha256 matches them, else None (a damaged entry is
+        one line, and exported again). Only regular files of bounded size are read: a FIFO would
+        block, a link to /dev/zero fill the memory."""
+        from engine.common.files import cache_rebuilt, read_regular
+
         try:
-            data = path.read_bytes()
-            meta = json.loads(path.with_suffix(".json").read_text())
-        except (OSError, ValueError):
+            data = read_regular(path, MAX_EXPORT_BYTES)
+            meta = json.loads(read_regular(path.with_suffix(".json"), 1 << 16).decode("utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            cache_rebuilt("ONNX", path, e)
             return None
         if not isinstance(meta, dict) or meta.get("sha256") != hashlib.sha256(data).hexdigest():
+            cache_rebuilt("ONNX", path, "its sha256 is not the one recorded beside it")
             return None
         with contextlib.suppress(OSError):
             os.utime(path)  # used now: the last to be pruned
@@ -401,19 +458,13 @@ class OnnxCache:
     def write(self, path: Path, data: bytes) -> bool:
         """Store ``data`` at ``path`` with its sidecar; a cache that cannot be written is only logged
         (the graph still runs from memory) and gives False."""
+        from engine.common.files import atomic_write
+
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             for target, payload in ((path, data), (path.with_suffix(".json"), json.dumps(
                     {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}).encode())):
-                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
-                try:
-                    with os.fdopen(fd, "wb") as f:
-                        f.write(payload)
-                    os.replace(tmp, target)
-                except OSError:
-                    with contextlib.suppress(OSError):
-                        os.unlink(tmp)
-                    raise
+                atomic_write(target, lambda tmp, payload=payload: tmp.write_bytes(payload), cache=True)
         except OSError as e:
             log.warning("cannot cache the ONNX export at %s: %s", path, e)
             return False
@@ -600,15 +651,24 @@ class OrtRunner(Runner):
             raise BackendError(f"{self.spec.name}: ONNX Runtime cannot load the export: {error_line(e, 200)}") from None
 
     def _check(self, session, layers: tuple[str, ...]) -> None:
-        """Refuse a graph whose logits on a fixed random input differ from torch's."""
+        """Refuse a graph whose outputs on a fixed random input differ from torch's: every output
+        the engine reads (logits, probabilities, the ranking, the class map and its confidence, the
+        taps), so that a graph edited anywhere (a TopK turned to smallest-first) cannot pass."""
         expected = self._expected
         try:
-            got = session.run(["logits"], {"x": self._probe})[0]
+            got = _outputs(session.run(None, {"x": self._probe}), layers, self.with_map)
         except Exception as e:  # noqa: BLE001
             raise BackendError(f"{self.spec.name}: the ONNX export does not run: {str(e)[:200]}") from None
-        scale = max(1.0, float(np.abs(expected).max()))
-        if got.shape != expected.shape or not float(np.abs(got - expected).max()) <= PARITY * scale:
-            raise BackendError(f"{self.spec.name}: the ONNX export's logits differ from torch's")
+        wrong = _first_difference(got, expected, self._torch_outputs(layers), layers)
+        if wrong:
+            raise BackendError(f"{self.spec.name}: the ONNX export's {wrong} differ from torch's")
+
+    def _torch_outputs(self, layers: tuple[str, ...]) -> GraphOutputs:
+        """What torch computes for every output of the graph on the probe (the logits are checked
+        against the network as loaded, :attr:`_expected`; these come from the copy that is exported)."""
+        with torch.inference_mode():
+            values = _Graph(self._copy, layers, self.with_map).eval()(torch.from_numpy(self._probe))
+        return _outputs([v.numpy() for v in values], layers, self.with_map)
 
     def set_taps(self, layers: Sequence[str]) -> None:
         layers = tuple(dict.fromkeys(layers))

@@ -3,10 +3,34 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import torch
 
 from engine.common.settings import current
+
+_warned: set[str] = set()
+
+
+def cores() -> int:
+    """The cores this process may run on (its affinity where the system says, else the machine's)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def clamp_threads(wanted: int, what: str) -> int:
+    """``wanted`` threads, at most one per core: more only oversubscribes the CPU (10,000 threads
+    took a machine's load to 2,211). Says so in one line on stderr when it cuts ``wanted``."""
+    limit = cores()
+    if wanted <= limit:
+        return wanted
+    line = f"{what} {wanted} is more than the {limit} cores here; using {limit}"
+    if line not in _warned:
+        _warned.add(line)
+        print(line, file=sys.stderr, flush=True)
+    return limit
 
 
 def resolve_device(name: str | torch.device | None, *, strict: bool = False) -> torch.device:
@@ -72,7 +96,8 @@ def engine_threads() -> int:
     OpenMP team the team keeps waiting for the thread the decoder pre-empted. ``CNN_ARENA_THREADS``
     overrides.
     """
-    return current().threads or max(1, (os.cpu_count() or 2) - 1)
+    wanted = current().threads
+    return clamp_threads(wanted, "CNN_ARENA_THREADS") if wanted else max(1, cores() - 1)
 
 
 def engine_ort_threads() -> int:
@@ -83,7 +108,8 @@ def engine_ort_threads() -> int:
     A network that runs faster on one thread is measured and kept on one at load
     (``OrtRunner(pick_threads=True)``). ``CNN_ARENA_ORT_THREADS`` overrides.
     """
-    return current().ort_threads or max(1, os.cpu_count() or 1)
+    wanted = current().ort_threads
+    return clamp_threads(wanted, "CNN_ARENA_ORT_THREADS") if wanted else cores()
 
 
 def machine_load() -> str | None:

@@ -691,18 +691,30 @@ def cache_key(profile: str, device: str, precision: str, max_batch: int, models:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
+MAX_CACHE_BYTES = 64 << 20  # an analysis of every network is well under a megabyte
+
+
 def load_cached(key: str) -> Analysis | None:
-    """The cached analysis for ``key``, or None (none, or unreadable: measured again)."""
+    """The cached analysis for ``key``, or None (none, or unreadable: measured again; a damaged one
+    is one line on stderr)."""
+    from engine.common.files import cache_rebuilt, read_regular
+    from engine.common.schema import check_fields
+
     path = cache_dir() / f"{key}.json"
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_regular(path, MAX_CACHE_BYTES).decode("utf-8"))
         cached = Analysis.from_dict({**data, "cached": True})
-    except (OSError, ValueError, KeyError, TypeError):
+        check_fields(cached)
+        # the measurements are kept; the verdicts are judged again, by this version's rules (which
+        # also finds a field of the wrong type that from_dict let through)
+        network_fit, layer_fit, verdicts = judge(cached.networks)
+        views = tuple(dataclasses.replace(v, network_fit=fit, verdicts=vs) for v in cached.backends
+                      for fit, _, vs in [judge(v.networks)])
+    except FileNotFoundError:
         return None
-    # the measurements are kept; the verdicts are judged again, by this version's rules
-    network_fit, layer_fit, verdicts = judge(cached.networks)
-    views = tuple(dataclasses.replace(v, network_fit=fit, verdicts=vs) for v in cached.backends
-                  for fit, _, vs in [judge(v.networks)])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError, ArithmeticError) as e:
+        cache_rebuilt("analysis", path, e)
+        return None
     return dataclasses.replace(cached, network_fit=network_fit, layer_fit=layer_fit, verdicts=verdicts,
                                backends=views)
 

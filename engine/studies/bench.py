@@ -129,10 +129,15 @@ def bench_throughput(session: InferenceSession, name: str, batch: int, seconds: 
     spec, net = session.spec(name), session._nets[name]
     # a runner's batch pass runs on every thread it was given (ONNX Runtime may run batch 1 on one)
     forward = session.adapter(name) if net.runner is None else getattr(net.runner, "run_batch", net.runner.run_raw)
+    batch = min(batch, memory_bound_batch(session, name))
     while batch >= 1:
         try:
             _, dtype, channels_last = net.input_key
-            x = torch.randn((batch, *spec.input_size), device=session.device, dtype=dtype)
+            try:
+                x = torch.randn((batch, *spec.input_size), device=session.device, dtype=dtype)
+            except RuntimeError:  # the allocator's refusal (the CPU's is a plain RuntimeError)
+                batch //= 2
+                continue
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.inference_mode(), session.bare(name):
@@ -150,6 +155,29 @@ def bench_throughput(session: InferenceSession, name: str, batch: int, seconds: 
             torch.cuda.empty_cache()
             batch //= 2
     return 0.0, 0
+
+
+def memory_bound_batch(session: InferenceSession, name: str, share: float = 0.5) -> int:
+    """The largest batch whose input and activations (every layer's output held at once, fp32: an
+    upper bound) take at most ``share`` of the memory free now on the session's device; at least 1.
+    On the CPU, a batch past the memory is not refused at once: the system swaps, or kills the process."""
+    import math
+
+    import psutil
+
+    from engine.models.complexity import complexity
+
+    spec = session.spec(name)
+    per_image = 4 * math.prod(spec.input_size)
+    try:
+        per_image += complexity(name, session.profile).activation_mb * 1e6
+    except Exception:  # noqa: BLE001 - a network the counter cannot trace: its input alone bounds it
+        pass
+    if session.device.type == "cuda":
+        free = torch.cuda.mem_get_info(session.device)[0]
+    else:
+        free = psutil.virtual_memory().available
+    return max(1, int(free * share // per_image))
 
 
 def machine_peak(device: torch.device, size: int = 2048, seconds: float = 0.5,

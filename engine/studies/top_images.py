@@ -22,8 +22,10 @@ import copy
 import hashlib
 import json
 import math
+import os
 import re
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +47,7 @@ TOP_K = 9
 DEFAULT_IMAGES = 2000
 CACHE_VERSION = 1
 _CACHE_GLOB = "*.npz"
+MAX_CACHE_BYTES = 4 << 30  # the largest result (VGG-19's 512 channels of crops) is far smaller
 
 
 class TopImagesError(ValueError):
@@ -384,17 +387,27 @@ def _save_cached(path: Path, result: TopImages) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(path.parent, _CACHE_GLOB)
-        atomic_write(path, write)
+        atomic_write(path, write, cache=True)
     except OSError:
         pass  # a cache that cannot be written costs only the search next time
 
 
 def _load_cached(path: Path, spec: ModelSpec, layer: str, images: int, k: int) -> TopImages | None:
-    """The cached result at ``path``, or None (none, unreadable or not what was asked: searched again)."""
+    """The cached result at ``path``, or None (none, unreadable or not what was asked: searched again;
+    a damaged one is one line on stderr)."""
+    from engine.common.files import cache_rebuilt, open_regular
+
     try:
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(str(data["meta"]))
-            arrays = {name: data[name] for name in _ARRAYS}
+        with open_regular(path, MAX_CACHE_BYTES) as f:
+            size = os.fstat(f.fileno()).st_size
+            with zipfile.ZipFile(f) as z:  # stored arrays within the file, as np.savez writes them
+                if any(i.compress_type != zipfile.ZIP_STORED or i.header_offset + i.file_size > size
+                       for i in z.infolist()):
+                    raise ValueError("not an uncompressed .npz")
+            f.seek(0)
+            with np.load(f, allow_pickle=False) as data:
+                meta = json.loads(str(data["meta"]))
+                arrays = {name: data[name] for name in _ARRAYS}
         rf = meta["receptive"]
         receptive = ReceptiveField(rf["layer"], tuple(rf["size"]), tuple(rf["jump"]), tuple(rf["offset"]),
                                    tuple(rf["map_shape"]), tuple(rf["input_shape"]))
@@ -402,7 +415,10 @@ def _load_cached(path: Path, spec: ModelSpec, layer: str, images: int, k: int) -
                            int(meta["images"]), tuple(int(v) for v in meta["map_shape"]), receptive,
                            **{name: _frozen(a) for name, a in arrays.items()}, seconds=float(meta["seconds"]),
                            cached=True)
-    except (OSError, ValueError, KeyError, TypeError):
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError, IndexError, EOFError, zipfile.BadZipFile) as e:
+        cache_rebuilt("top-images", path, e)
         return None
     channels = result.map_shape[0]
     shapes_ok = (result.scores.shape == (channels, k) and result.image_ids.shape == (channels, k)
