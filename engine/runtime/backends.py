@@ -31,33 +31,43 @@ fixed random input differ from torch's is exported again, never trusted.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import io
-import json
 import logging
-import os
-import threading
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
-import torch.nn as nn
 
 from engine.common.errors import error_line
-from engine.models.adapter import ModelAdapter, without_in_place_ops
+from engine.models.adapter import ModelAdapter
+from engine.runtime.graph import (  # noqa: F401  (the backends' vocabulary, re-exported)
+    PARITY,
+    BackendError,
+    Graph,
+    GraphOutputs,
+    first_difference,
+    graph_outputs,
+    output_names,
+    private_copy,
+    top_class,
+)
+from engine.runtime.onnx_cache import OnnxCache, onnxruntime_version, weights_digest  # noqa: F401
+from engine.runtime.onnx_export import (  # noqa: F401
+    EXPORT_FORMAT,
+    EXPORTING,
+    PReLUForExport,
+    cut_outputs,
+    export_onnx,
+    for_export,
+    quiet_loggers,
+)
 
 BACKENDS = ("torch", "onnxruntime", "compile")
 BACKEND_CHOICES = ("auto", *BACKENDS)
 LABELS = {"torch": "torch eager", "onnxruntime": "ONNX Runtime", "compile": "torch.compile"}
-MAX_EXPORT_BYTES = 2 << 30  # the largest export, VGG-19 for ImageNet in fp32, is 0.6 GB
-EXPORT_FORMAT = 4  # bump when the exported graph's layout changes: old cache entries stop matching
-PARITY = 1e-3  # an export whose logits differ from torch's by more (relative to their size) is refused
 AUTO_GAIN = 0.95  # auto keeps ONNX Runtime only where its median time is at most this fraction of torch's
 # How long ONNX Runtime's pool threads spin for the next piece of work before they sleep. Between two
 # operators of a graph the wait is microseconds: sleeping there costs a wake-up per operator (LeNet-5
@@ -73,22 +83,9 @@ THREADS_PROBE_MS = 3.0  # a graph slower than this on every thread is not tried 
 log = logging.getLogger(__name__)
 
 
-class BackendError(ValueError):
-    """A backend that cannot run here or cannot run this network; the message is one line."""
-
-
 def label(backend: str) -> str:
     """The backend as a person reads it: ``ONNX Runtime``."""
     return LABELS.get(backend, backend)
-
-
-def onnxruntime_version() -> str | None:
-    """ONNX Runtime's version, or None where it cannot be imported."""
-    try:
-        import onnxruntime
-    except ImportError:
-        return None
-    return str(onnxruntime.__version__)
 
 
 def check_backend(backend: str, device: torch.device) -> str:
@@ -101,145 +98,6 @@ def check_backend(backend: str, device: torch.device) -> str:
     if backend == "onnxruntime" and device.type != "cpu":
         raise BackendError("ONNX Runtime runs on the CPU here; use --device cpu or --backend torch")
     return backend
-
-
-class GraphOutputs(NamedTuple):
-    """One pass through a runner's graph, as numpy arrays (batch first)."""
-
-    logits: np.ndarray  # (N, classes) float32
-    probs: np.ndarray  # (N, classes) float32 softmax
-    top: np.ndarray  # (N, classes) int64: every class, best first (a caller keeps the first k)
-    class_map: np.ndarray | None  # (N, H, W) uint8 argmax of the per-pixel logits (ENet)
-    confidence: np.ndarray | None  # (N, H, W) float32 softmax max of the same
-    taps: dict[str, np.ndarray]  # layer name -> (N, C, H, W) float32
-
-
-class _Graph(nn.Module):
-    """The network plus everything the engine reads from a pass, as one traceable module.
-
-    Taps are placed for the duration of each call (on a private copy of the network: see
-    :func:`private_copy`), so tracing sees them as plain tensors flowing to outputs.
-    """
-
-    def __init__(self, adapter: ModelAdapter, layers: Sequence[str], with_map: bool,
-                 store: dict[str, torch.Tensor] | None = None) -> None:
-        super().__init__()
-        self.net = adapter.model
-        self.adapter, self.layers, self.with_map = adapter, tuple(layers), with_map
-        self.store = store  # given: the taps are already in place and fill it (torch.compile)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:  # a change here: bump EXPORT_FORMAT
-        store: dict[str, torch.Tensor] = {} if self.store is None else self.store
-        store.clear()  # empty at every entry: torch.compile's guards see the same state each call
-        with contextlib.ExitStack() as stack:
-            if self.store is None:
-                stack.enter_context(self.adapter.tapped(self.layers, store))
-            if self.with_map:
-                logits, pixel_logits = self.adapter.forward_map(x)
-            else:
-                logits = self.adapter.model(x)
-        probs = logits.softmax(1)
-        # every class ranked, not the first k: one graph serves any k (a sort of 10 or 1000 numbers)
-        outputs = [logits, probs, probs.topk(self.adapter.spec.num_classes, dim=1).indices]
-        if self.with_map:
-            confidence, pixel_class = top_class(pixel_logits, 1)
-            outputs += [pixel_class.to(torch.uint8), confidence]
-        return tuple(outputs + [store[layer] for layer in self.layers])
-
-
-def top_class(logits: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(probability, index) of the top class along ``dim``, the probability as 1 / sum(exp(l - l_top)):
-    the same number as ``softmax(dim).max(dim)`` without a softmax across channels, which ONNX Runtime
-    runs as a transpose, a softmax and a transpose back (6 of ENet's 36 ms at batch 64). Every
-    backend computes ENet's class-map confidence this way, so that ``auto`` compares like with like."""
-    top_logit, index = logits.max(dim)
-    return (logits - top_logit.unsqueeze(dim)).exp().sum(dim).reciprocal(), index
-
-
-def output_names(layers: Sequence[str], with_map: bool) -> list[str]:
-    return ["logits", "probs", "top"] + (["class_map", "confidence"] if with_map else []) + \
-        [f"tap/{layer}" for layer in layers]
-
-
-def _outputs(values: Sequence[np.ndarray], layers: Sequence[str], with_map: bool) -> GraphOutputs:
-    n = 5 if with_map else 3
-    return GraphOutputs(values[0], values[1], values[2], values[3] if with_map else None,
-                        values[4] if with_map else None, dict(zip(layers, values[n:])))
-
-
-def _close(got: np.ndarray, want: np.ndarray) -> bool:
-    scale = max(1.0, float(np.abs(want).max())) if want.size else 1.0
-    return got.shape == want.shape and float(np.abs(got.astype(np.float64) - want).max(initial=0.0)) <= PARITY * scale
-
-
-def _first_difference(got: GraphOutputs, logits: np.ndarray, want: GraphOutputs, layers: Sequence[str]) -> str | None:
-    """The first output of ``got`` that disagrees with torch's (``logits`` and ``want``), or None.
-
-    The ranking is checked by what it ranks, not index by index: two classes whose probabilities
-    tie within the parity may come in either order."""
-    if not _close(got.logits, logits):
-        return "logits"
-    if not _close(got.probs, want.probs):
-        return "probabilities"
-    n = want.probs.shape[1]
-    if got.top.shape != want.top.shape or any(sorted(row.tolist()) != list(range(n)) for row in got.top):
-        return "class rankings"
-    ranked = np.take_along_axis(want.probs, got.top.astype(np.int64), axis=1)
-    if (np.diff(ranked, axis=1) > PARITY).any():
-        return "class rankings"
-    if want.class_map is not None:
-        if got.class_map is None or got.class_map.shape != want.class_map.shape:
-            return "class maps"
-        if (got.class_map != want.class_map).mean() > 0.01:  # near-ties may flip a few pixels
-            return "class maps"
-        if got.confidence is None or not _close(got.confidence, want.confidence):
-            return "class-map confidences"
-    for layer in layers:
-        if layer not in got.taps or not _close(got.taps[layer], want.taps[layer]):
-            return f"taps at {layer}"
-    return None
-
-
-def private_copy(adapter: ModelAdapter) -> ModelAdapter:
-    """The network again, float32 on the CPU, in eval mode, sharing no module with ``adapter``.
-
-    Export and compilation place taps for their own graph; on the live network they would collide
-    with the engine's taps. Built on the meta device and filled with the loaded tensors (float32
-    copies where the live network runs bf16), so it costs no random initialisation.
-    """
-
-    spec = adapter.spec
-    with torch.device("meta"):
-        model = spec.build()
-    state = {k: v.detach().to("cpu", torch.float32) if v.is_floating_point() else v.detach().cpu()
-             for k, v in adapter.model.state_dict().items()}
-    model.load_state_dict(state, assign=True)
-    without_in_place_ops(model)
-    return ModelAdapter(spec, model.eval())
-
-
-def weights_digest(model: nn.Module) -> str:
-    """sha256 over the state dict (names, dtypes, shapes, bytes): the weights as loaded."""
-    h = hashlib.sha256()
-    for name, value in model.state_dict().items():
-        t = value.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        if t.numel():
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    def installed(package: str) -> str:
-        try:
-            return version(package)
-        except PackageNotFoundError:
-            return ""
-
-    return {"torch": torch.__version__, "onnx": installed("onnx"), "onnxscript": installed("onnxscript"),
-            "onnxruntime": onnxruntime_version() or ""}
 
 
 def make_runner(backend: str, adapter: ModelAdapter, *, device: torch.device,
@@ -257,219 +115,6 @@ def make_runner(backend: str, adapter: ModelAdapter, *, device: torch.device,
     if backend == "compile":
         return CompiledRunner(adapter, with_map, device=device, dtype=dtype)
     raise BackendError(f"unknown backend {backend!r}; expected {', '.join(BACKENDS)}")
-
-
-class _PReLUForExport(nn.Module):  # a change here changes the exported graph: bump EXPORT_FORMAT
-    """``nn.PReLU`` as a graph ONNX Runtime runs faster.
-
-    ONNX Runtime runs convolutions in a blocked channel layout and keeps a tensor in it only through
-    operators that have a blocked form: convolutions (with a Relu or an Add folded in), Add, Relu,
-    pools. Its PRelu kernel has none, nor have Max, Mul by a per-channel slope or Clip: each of
-    those made it reorder the tensor out of the blocked layout and back, a quarter of ENet's time.
-    So the slope is a depthwise 1x1 convolution. Where every slope ``a`` is below 1 (all of the
-    shipped ENet's but one layer's), PReLU is ``x + relu((a - 1) * x)``: two operators, the same
-    value as ``a * x`` up to rounding (within ``(1 + 2|a|) * 2**-23 * |x|`` in float32: four
-    roundings, counting PReLU's own ``a * x``; at most ``2 * (1 + 2|a|)`` units in the last place
-    of x), and NaN for -inf. Otherwise it is ``relu(x) + (-a) * relu(-x)``: three operators,
-    and the same values as PReLU, infinities included. ENet with its class map at batch 1 on one
-    thread, with the downsampling blocks' export form (engine.models.enet), in three runs: 0.46-0.51
-    ms with the first form where it applies, 0.50-0.54 with the second everywhere; the former
-    ``max(x, a * x)`` took 0.55-0.56 with the blocks as written, ONNX's PRelu 0.78.
-    Either way a zero's sign may differ from PReLU's. The parameter keeps PReLU's name and shape,
-    so the weights digest is unchanged. Inputs that are not 4-D take ``relu(x) + a * min(x, 0)``:
-    the same values for finite x (ONNX Runtime's Clip turns -inf into the lowest float)."""
-
-    def __init__(self, prelu: nn.PReLU) -> None:
-        super().__init__()
-        self.weight = prelu.weight
-        self.below_one = bool((prelu.weight.detach() < 1).all())  # a slope of 1 would turn +inf into NaN
-        self.shared = prelu.weight.numel() == 1  # one slope for every channel
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4:
-            return torch.relu(x) + self.weight.view(1, -1, *([1] * (x.dim() - 2))) * torch.clamp(x, max=0)
-        channels = x.shape[1]
-        slope = self.weight.view(-1, 1, 1, 1)
-        if self.shared:
-            slope = slope.expand(channels, 1, 1, 1)
-        if self.below_one:
-            return x + torch.relu(nn.functional.conv2d(x, slope - 1, groups=channels))
-        negative = torch.relu(nn.functional.conv2d(x, -torch.ones_like(slope), groups=channels))
-        return torch.relu(x) + nn.functional.conv2d(negative, -slope, groups=channels)
-
-
-def _for_export(model: nn.Module) -> None:
-    """Put ``model`` (a private copy) in its export form, in place: every ``nn.PReLU`` becomes a
-    :class:`_PReLUForExport`, and every module with a ``prepare_export`` method (ENet's down- and
-    upsampling bottlenecks) has it called. Parameters, buffers and their names stay as they were."""
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, nn.PReLU):
-                setattr(parent, name, _PReLUForExport(child))
-    for module in model.modules():
-        prepare = getattr(module, "prepare_export", None)
-        if callable(prepare):
-            prepare()
-
-
-def export_onnx(adapter: ModelAdapter, layers: Sequence[str], with_map: bool) -> bytes:
-    """The serialized ONNX model of :class:`_Graph` on ``adapter`` (a private copy), batch dynamic.
-
-    Two exporters, fastest first: torch's TorchScript-based one (a trace: a fraction of a second for
-    LeNet-5, AlexNet and VGG) and, for what it cannot translate (ENet's ``max_unpool2d``), the
-    ``torch.export``-based one (1-6 s a network on a 2-core CPU). The exporters' progress lines and
-    warnings are kept off the terminal; a failure of both is a :class:`BackendError` with the first
-    line of the last one's message.
-    """
-    graph = _Graph(adapter, layers, with_map).eval()
-    x = torch.zeros((2, *adapter.spec.input_size))
-    names = output_names(layers, with_map)
-    with _EXPORTING:
-        return _export(graph, x, names, adapter.spec.name)
-
-
-# Exports and compilations redirect sys.stdout and set logger levels, which are the whole process's:
-# one at a time (the engine's worker and a job thread may both build runners).
-_EXPORTING = threading.RLock()
-
-
-def _export(graph: nn.Module, x: torch.Tensor, names: list[str], network: str) -> bytes:
-    error: Exception | None = None
-    for dynamo in (False, True):
-        sink = io.StringIO()
-        try:
-            with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), \
-                    _quiet_loggers():
-                warnings.simplefilter("ignore")
-                if dynamo:
-                    program = torch.onnx.export(graph, (x,), dynamo=True, input_names=["x"], output_names=names,
-                                                dynamic_shapes=({0: torch.export.Dim.DYNAMIC},), verbose=False)
-                    return program.model_proto.SerializeToString()
-                buffer = io.BytesIO()
-                torch.onnx.export(graph, (x,), buffer, dynamo=False, input_names=["x"], output_names=names,
-                                  dynamic_axes={name: {0: "n"} for name in ["x", *names]})
-                return buffer.getvalue()
-        except Exception as e:  # noqa: BLE001 - the exporters raise many kinds; the next one may work
-            error = e
-    first = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
-    raise BackendError(f"{network}: the ONNX export failed: {first[:200]}") from None
-
-
-@contextlib.contextmanager
-def _quiet_loggers():
-    names = ("torch.onnx", "torch.export", "torch._dynamo", "torch.fx", "onnxscript", "torch._export",
-             "torch._inductor", "torch.utils.cpp_extension")
-    loggers = [logging.getLogger(n) for n in names]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
-
-
-def cut_outputs(model_bytes: bytes, keep: Iterable[str]) -> bytes:
-    """The ONNX model with only the graph outputs named in ``keep`` (in the graph's own order)."""
-    import onnx
-
-    model = onnx.load_from_string(model_bytes)
-    wanted = set(keep)
-    kept = [o for o in model.graph.output if o.name in wanted]
-    del model.graph.output[:]
-    model.graph.output.extend(kept)
-    return model.SerializeToString()
-
-
-def sweep_exports(folder: Path) -> list[Path]:
-    """Remove the partial files of exports whose writer died (atomic_write's temporary files, and the
-    ``.part-*`` files that earlier versions wrote and nothing writes any more); returns them."""
-    from engine.common.files import remove_stale_temps
-
-    removed = remove_stale_temps(folder, "*")
-    with contextlib.suppress(OSError):
-        for entry in os.scandir(folder):
-            if entry.name.startswith(".part-") and entry.is_file(follow_symlinks=False):
-                with contextlib.suppress(OSError):
-                    os.unlink(entry.path)
-                    removed.append(Path(entry.path))
-    return removed
-
-
-class OnnxCache:
-    """Exported graphs on disk, by key (module docs). Writes are atomic (temporary file, rename)."""
-
-    def __init__(self, folder: Path | None = None) -> None:
-        if folder is None:
-            from engine.common.settings import cache_dir as default_cache_dir
-
-            folder = default_cache_dir() / "onnx"
-        self.folder = folder
-        self.exports = 0  # how many graphs this cache had to export (tests and logs read it)
-        sweep_exports(folder)
-
-    def key(self, adapter: ModelAdapter, digest: str, layers: Sequence[str], with_map: bool) -> str:
-        spec = adapter.spec
-        text = json.dumps({"format": EXPORT_FORMAT, "network": spec.name, "profile": spec.profile,
-                           "input": list(spec.input_size), "weights": digest, "taps": list(layers),
-                           "map": with_map, **_versions()}, sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()
-
-    def path(self, adapter: ModelAdapter, key: str) -> Path:
-        return self.folder / f"{adapter.spec.profile}-{adapter.spec.name}-{key[:20]}.onnx"
-
-    KEEP = 8  # exports kept per network and profile, the most recently used (other weights, tap sets)
-
-    def read(self, path: Path) -> bytes | None:
-        """The file's bytes when its sidecar's sha256 matches them, else None (a damaged entry is
-        one line, and exported again). Only regular files of bounded size are read: a FIFO would
-        block, a link to /dev/zero fill the memory."""
-        from engine.common.files import cache_rebuilt, read_regular
-
-        try:
-            data = read_regular(path, MAX_EXPORT_BYTES)
-            meta = json.loads(read_regular(path.with_suffix(".json"), 1 << 16).decode("utf-8"))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as e:
-            cache_rebuilt("ONNX", path, e)
-            return None
-        if not isinstance(meta, dict) or meta.get("sha256") != hashlib.sha256(data).hexdigest():
-            cache_rebuilt("ONNX", path, "its sha256 is not the one recorded beside it")
-            return None
-        with contextlib.suppress(OSError):
-            os.utime(path)  # used now: the last to be pruned
-        return data
-
-    def prune(self, path: Path) -> None:
-        """Keep the :attr:`KEEP` most recently used exports of ``path``'s network, remove the rest
-        (a network retrained again and again would otherwise fill the disk)."""
-        prefix = path.name.rsplit("-", 1)[0] + "-"
-        try:
-            same = [p for p in self.folder.glob(f"{prefix}*.onnx") if p.name.count("-") == path.name.count("-")]
-            files = sorted(same, key=lambda p: p.stat().st_mtime, reverse=True)
-            for old in files[self.KEEP:]:
-                old.unlink(missing_ok=True)
-                old.with_suffix(".json").unlink(missing_ok=True)
-        except OSError as e:
-            log.warning("cannot prune the ONNX cache in %s: %s", self.folder, e)
-
-    def write(self, path: Path, data: bytes) -> bool:
-        """Store ``data`` at ``path`` with its sidecar; a cache that cannot be written is only logged
-        (the graph still runs from memory) and gives False."""
-        from engine.common.files import atomic_write
-
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            for target, payload in ((path, data), (path.with_suffix(".json"), json.dumps(
-                    {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}).encode())):
-                atomic_write(target, lambda tmp, payload=payload: tmp.write_bytes(payload), cache=True)
-        except OSError as e:
-            log.warning("cannot cache the ONNX export at %s: %s", path, e)
-            return False
-        self.prune(path)
-        return True
 
 
 class Runner:
@@ -500,7 +145,7 @@ class Runner:
 
     def __call__(self, x: torch.Tensor) -> GraphOutputs:
         values = self.outputs(x)
-        return _outputs(values, list(self.tap_index), self.with_map)
+        return graph_outputs(values, list(self.tap_index), self.with_map)
 
     def run_raw(self, x: torch.Tensor) -> object:
         """The runtime's own call on a prepared input, nothing read back: the floor of its latency."""
@@ -544,7 +189,7 @@ class OrtRunner(Runner):
         self._probe = np.random.default_rng(0).standard_normal((1, *self.spec.input_size), np.float32)
         with torch.inference_mode():
             self._expected = self._copy.logits(torch.from_numpy(self._probe)).numpy()
-        _for_export(self._copy.model)
+        for_export(self._copy.model)
         self._digest = weights_digest(self._copy.model)  # the swap keeps every parameter's name and bytes
         self.full_layers = tuple(full_layers)
         self.exported = 0  # graphs this runner exported (rather than read from the cache)
@@ -656,10 +301,10 @@ class OrtRunner(Runner):
         taps), so that a graph edited anywhere (a TopK turned to smallest-first) cannot pass."""
         expected = self._expected
         try:
-            got = _outputs(session.run(None, {"x": self._probe}), layers, self.with_map)
+            got = graph_outputs(session.run(None, {"x": self._probe}), layers, self.with_map)
         except Exception as e:  # noqa: BLE001
             raise BackendError(f"{self.spec.name}: the ONNX export does not run: {str(e)[:200]}") from None
-        wrong = _first_difference(got, expected, self._torch_outputs(layers), layers)
+        wrong = first_difference(got, expected, self._torch_outputs(layers), layers)
         if wrong:
             raise BackendError(f"{self.spec.name}: the ONNX export's {wrong} differ from torch's")
 
@@ -667,8 +312,8 @@ class OrtRunner(Runner):
         """What torch computes for every output of the graph on the probe (the logits are checked
         against the network as loaded, :attr:`_expected`; these come from the copy that is exported)."""
         with torch.inference_mode():
-            values = _Graph(self._copy, layers, self.with_map).eval()(torch.from_numpy(self._probe))
-        return _outputs([v.numpy() for v in values], layers, self.with_map)
+            values = Graph(self._copy, layers, self.with_map).eval()(torch.from_numpy(self._probe))
+        return graph_outputs([v.numpy() for v in values], layers, self.with_map)
 
     def set_taps(self, layers: Sequence[str]) -> None:
         layers = tuple(dict.fromkeys(layers))
@@ -757,13 +402,13 @@ class CompiledRunner(Runner):
                 copy.model.to(memory_format=torch.channels_last)
             store: dict[str, torch.Tensor] = {}
             copy.tap(layers, store)
-            graph = _Graph(copy, layers, self.with_map, store).eval()
+            graph = Graph(copy, layers, self.with_map, store).eval()
             try:
                 compiled = torch.compile(graph, dynamic=False)
                 x = torch.zeros((1, *self.spec.input_size), device=self.device, dtype=self.dtype)
                 if self.device.type == "cpu":
                     x = x.contiguous(memory_format=torch.channels_last)
-                with _EXPORTING, torch.inference_mode(), warnings.catch_warnings(), _quiet_loggers():
+                with EXPORTING, torch.inference_mode(), warnings.catch_warnings(), quiet_loggers():
                     warnings.simplefilter("ignore")
                     compiled(x)  # compile now, not on the first frame
             except Exception as e:  # noqa: BLE001 - inductor raises many kinds (no compiler, ...)

@@ -222,8 +222,8 @@ def test_the_export_form_of_prelu_gives_prelus_numbers(channels, low, high, firs
     slopes = prelu.weight.detach().expand(16).view(1, -1, 1, 1)
     bound = (1 + 2 * slopes.abs()) * x.abs() * 2.0 ** -23  # four roundings at worst, PReLU's own counted
     names = list(model.state_dict())
-    backend_module._for_export(model)
-    swapped = [m for m in model.modules() if isinstance(m, backend_module._PReLUForExport)]
+    backend_module.for_export(model)
+    swapped = [m for m in model.modules() if isinstance(m, backend_module.PReLUForExport)]
     assert len(swapped) == 1 and swapped[0].below_one == first_form
     assert not any(isinstance(m, torch.nn.PReLU) for m in model.modules())
     assert list(model.state_dict()) == names
@@ -297,7 +297,7 @@ def test_a_big_graph_is_cut_from_its_cached_file_and_exported_again_when_it_went
 def test_a_wrong_export_form_of_prelu_would_be_refused(monkeypatch):
     """The logits check compares with the network as loaded, before the PReLU swap: a swap that
     changed the numbers could not pass it."""
-    monkeypatch.setattr(backend_module._PReLUForExport, "forward", lambda self, x: torch.relu(x))
+    monkeypatch.setattr(backend_module.PReLUForExport, "forward", lambda self, x: torch.relu(x))
     with pytest.raises(BackendError, match="differ from torch's"):
         OrtRunner(adapter_for("enet"), False, threads=1, cache=None)
 
