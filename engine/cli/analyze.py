@@ -24,6 +24,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             check_out(args.out)
         except ReportError as e:
             raise CliError(f"--out {e}") from None
+    if args.lineup != "four":
+        from engine.cli.lineup import cmd_analyze_lineup
+
+        return cmd_analyze_lineup(args)
+    args.max_batch = args.max_batch or (8 if args.quick else 64)
     backends = [b for b in parse_backends(args.backend) if b != "auto"]
     try:
         key = cache_key(args.profile, args.device, args.precision, args.max_batch, backends=backends)
