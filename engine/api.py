@@ -36,6 +36,7 @@ from engine.inference import FrameResult, LayerInfo, ModelResult
 from engine.jobs import Cancelled, JobProgress, JobState
 from engine.jobs.download import CIFAR10_BYTES, cifar10_archive_path
 from engine.layer_health import HealthAccumulator, HealthSnapshot, LayerHealth, layer_health
+from engine.lineup_analysis import LineupAnalysis
 from engine.metrics import MetricsSnapshot, MetricsTracker
 from engine.models.backend import BACKEND_CHOICES, BACKENDS, onnxruntime_version
 from engine.models.backend import label as backend_label
@@ -66,6 +67,7 @@ from engine.worker import Engine, source_error
 
 __all__ = [
     "Activations", "LayerGlance", "LayerOverview", "Analysis", "NetworkAnalysis", "Verdict", "judge", "pareto_front",
+    "LineupAnalysis",
     "CIFAR10_BYTES", "Cancelled", "Complexity", "Engine", "EngineEvent", "Error", "ErrorCode",
     "FrameReady", "FrameResult", "GRADCAM_METHODS", "GradCam", "GradCamError", "GradCamResult",
     "IMAGE_SUFFIXES", "InputError", "JobEnded", "JobOutcome", "JobProgress", "JobState",

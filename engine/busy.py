@@ -36,8 +36,9 @@ def cores() -> int:
 
 class CpuShare:
     """The cores other programs used while inside: the whole machine's busy CPU time less this
-    process's own, over the wall time (``psutil``); lower-priority programs not counted. ``load(threads)`` adds this measurement's
-    threads: above the core count, the measurement shared cores with other work."""
+    process's own, over the wall time (``psutil``), lower-priority programs not counted.
+    ``load(threads)`` adds this measurement's threads: above the core count, the measurement
+    shared cores with other work."""
 
     def __init__(self) -> None:
         import psutil

@@ -236,10 +236,12 @@ def _measure_one(spec, group: str, dev: torch.device, max_batch: int, dtype, run
 
 def run_lineup(lineup: str = "paper", device: str = "cpu", *, max_batch: int | None = None, quick: bool = False,
                precision: str = "fp32", threads: int | None = None, fresh: bool = False,
-               job: JobState | None = None, on_line: Callable[[str], None] | None = None) -> LineupAnalysis:
+               job: JobState | None = None, on_line: Callable[[str], None] | None = None,
+               cached_only: bool = False) -> LineupAnalysis | None:
     """Measure (or read from the cache) every network of ``lineup`` and judge the claims. One line
     per network goes to ``on_line`` with the time so far and an estimate of the time left; the
-    job reports networks done of the total and stops at a cancel (:class:`~engine.jobs.Cancelled`)."""
+    job reports networks done of the total and stops at a cancel (:class:`~engine.jobs.Cancelled`).
+    ``cached_only``: measure nothing; None unless every network is cached."""
     dev = resolve_device(device)
     check_precision(precision, dev)
     dtype = dtype_of(precision)
@@ -247,12 +249,15 @@ def run_lineup(lineup: str = "paper", device: str = "cpu", *, max_batch: int | N
     batch_sizes(max_batch)  # a bad largest batch is refused before anything is measured
     runs = 3 if quick else 5
     threads = threads or default_threads(dev)
-    torch.set_num_threads(threads)
     say = on_line or (lambda _text: None)
     specs = lineup_specs(lineup)
     started = time.perf_counter()
     keys = [network_key(spec, dev, precision, max_batch, runs, threads) for spec, _ in specs]
     cached = {spec.name: None if fresh else load_network(key, spec.name) for (spec, _), key in zip(specs, keys)}
+    if any(entry is None for entry in cached.values()):
+        if cached_only:
+            return None
+        torch.set_num_threads(threads)  # this thread's team (OpenMP keeps one per thread)
     # the time left, from the measured networks' seconds per operation (plus a fixed cost each)
     weight = {spec.name: cost_of(spec, group).macs + 2e9 for spec, group in specs}
     todo = sum(weight[s.name] for s, _ in specs if cached[s.name] is None)

@@ -311,22 +311,31 @@ class Engine:
             self._emit(JobEnded(name, JobOutcome.DONE, text, result))
 
     def analyze(self, max_batch: int = 64, precision: str = "fp32", fresh: bool = False,
-                backends: Iterable[str] = ()) -> bool:
+                backends: Iterable[str] = (), lineup: str = "four") -> bool:
         """Measure the current profile's networks for the Analysis (:mod:`engine.analysis`) as a job:
         ``JobProgress`` in steps, then ``JobEnded("analyze", ..., result=Analysis)``. A cached result
         for this machine and set-up ends the job at once, unless ``fresh``. The source is paused for
         the measurement (two jobs on a small CPU would measure each other) and plays on afterwards if
         it was playing. ``backends``: others than torch eager to measure as well (onnxruntime,
-        compile). False when a job is already running."""
+        compile). ``lineup`` other than "four": a reference line-up (imagenet; engine.lineup_analysis,
+        its own batch sizes), ended by ``JobEnded`` with a LineupAnalysis. False when a job is running."""
         config = self._wanted()
+        if lineup != "four":
+            return self._start_job(lambda job: self._analyze_lineup(config, lineup, fresh, job))
         backends = tuple(backends)
         return self._start_job(lambda job: self._analyze(config, max_batch, precision, fresh, job, backends))
 
-    def cached_analysis(self, max_batch: int = 64, precision: str = "fp32", backends: Iterable[str] = ()):
-        """The cached Analysis of the current profile and device, or None; reads one small file."""
+    def cached_analysis(self, max_batch: int = 64, precision: str = "fp32", backends: Iterable[str] = (),
+                        lineup: str = "four"):
+        """The cached Analysis of the current profile and device, or None; reads one small file (a
+        line-up: one per network, and None unless every one is cached)."""
         from engine.analysis import cache_key, load_cached
 
         config = self._wanted()
+        if lineup != "four":
+            from engine.lineup_analysis import run_lineup
+
+            return run_lineup(lineup, config.device, cached_only=True) if config.profile == "imagenet" else None
         try:
             return load_cached(cache_key(config.profile, config.device, precision, max_batch, config.models,
                                          tuple(backends)))
@@ -361,6 +370,25 @@ class Engine:
             if was_playing and self._paused and not self._stop.is_set():
                 self.resume()
 
+    def _analyze_lineup(self, config: _Config, lineup: str, fresh: bool, job: JobState) -> None:
+        from engine.lineup_analysis import run_lineup
+
+        def attempt() -> tuple[str, object]:
+            if config.profile != "imagenet":
+                raise ValueError("the line-ups are ImageNet networks: switch to the imagenet profile")
+            result = run_lineup(lineup, config.device, fresh=fresh, job=job)
+            return f"the {lineup} line-up: {len(result.entries)} networks in {result.seconds:.0f} s", result
+
+        was_playing = not self._paused
+        if was_playing:
+            self.pause()
+        try:
+            self._end_job("analyze", attempt, cancelled="analysis cancelled; the networks measured are cached",
+                          failed="analysis failed")
+        finally:
+            if was_playing and self._paused and not self._stop.is_set():
+                self.resume()
+
     def export_report(self, analysis, folder: str | os.PathLike) -> bool:
         """Write an Analysis's figures, data and report.html into ``folder`` as a job (matplotlib
         takes a second or two: never on the window's thread); ``JobEnded("report", ...)`` carries
@@ -370,6 +398,10 @@ class Engine:
 
             try:
                 job.report(JobProgress("report", 0, 0, "drawing the figures", "files"))
+                from engine.lineup_analysis import LineupAnalysis
+
+                if isinstance(analysis, LineupAnalysis):
+                    from engine.lineup_report import write_lineup_report as write_report
                 paths = write_report(analysis, folder)
             except OSError as e:
                 text = f"cannot write the report into {display_name(str(folder))}: {e.strerror or e}"

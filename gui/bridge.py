@@ -202,11 +202,12 @@ class EngineBridge(QObject):
         """Download the official CIFAR-10 archive as a job; its JobEnded carries the path."""
         return self.engine.download_cifar10()
 
-    def analyze(self, max_batch: int, precision: str, fresh: bool, backends: tuple[str, ...] = ()) -> bool:
-        return self.engine.analyze(max_batch, precision, fresh, backends)
+    def analyze(self, max_batch: int, precision: str, fresh: bool, backends: tuple[str, ...] = (),
+                lineup: str = "four") -> bool:
+        return self.engine.analyze(max_batch, precision, fresh, backends, lineup)
 
-    def cached_analysis(self, max_batch: int, precision: str, backends: tuple[str, ...] = ()):
-        return self.engine.cached_analysis(max_batch, precision, backends)
+    def cached_analysis(self, max_batch: int, precision: str, backends: tuple[str, ...] = (), lineup: str = "four"):
+        return self.engine.cached_analysis(max_batch, precision, backends, lineup)
 
     def export_report(self, analysis, folder: str) -> bool:
         return self.engine.export_report(analysis, folder)

@@ -324,7 +324,7 @@ class MainWindow(QMainWindow):
         self.bottom_tabs.setCurrentWidget(current)
 
     def _measure(self, max_batch: int, precision: str, fresh: bool, backends: tuple[str, ...] = ()) -> None:
-        if self.bridge.analyze(max_batch, precision, fresh, tuple(backends)):
+        if self.bridge.analyze(max_batch, precision, fresh, tuple(backends), self.analysis_view.lineup):
             self.analysis_view.set_busy(True)
             if not self.bridge.paused:
                 self.source_bar.set_playing(False)  # the engine pauses the source for the measurement
@@ -384,7 +384,8 @@ class MainWindow(QMainWindow):
         view = self.analysis_view
         cached = self.bridge.cached_analysis(max_batch or view.max_batch.value(),
                                              precision or view.precision.currentText(),
-                                             tuple(backends) if backends is not None else view.other_backends)
+                                             tuple(backends) if backends is not None else view.other_backends,
+                                             view.lineup)
         if cached is not None:
             view.show_analysis(cached)
         else:
