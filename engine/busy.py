@@ -124,9 +124,21 @@ class Busy:
 
     @property
     def text(self) -> str:
+        """'the machine was busy (load X on N cores)' where the load passed the cores; otherwise the
+        timings broke at a load within them (the layers' sum or the p95), and it says so."""
         load = f"load {self.load:.1f} on {self.cores} cores" if self.load is not None else \
             f"on {self.cores} cores"
-        return f"the machine was busy ({load})"
+        if busy_load(self.load, self.cores):
+            return f"the machine was busy ({load})"
+        return f"timings failed their own checks ({load}, within the cores)"
+
+    @property
+    def lead(self) -> str:
+        """The verdict's first clause: the state of the machine and the networks whose timings broke."""
+        names = ", ".join(self.networks)
+        if busy_load(self.load, self.cores):
+            return f"{self.text}: the timings of {names} fail their own checks"
+        return f"the timings of {names} fail their own checks ({self.text.partition('(')[2]}"
 
 
 def timing_problems(layers_ratio: float | None, p50: float, p95: float, load: float | None,
@@ -159,9 +171,9 @@ def busy_of(networks: Iterable, load: float | None = None, n_cores: int | None =
 
 
 def busy_sentence(busy: Busy) -> str:
-    return (f"{busy.text}: the timings of {', '.join(busy.networks)} fail their own checks (layers summed against "
-            "the whole pass, p95 against p50, the load), so this claim on time is not judged, and nothing of this "
-            "measurement is cached. Measure again when the machine is quieter.")
+    return (f"{busy.lead} (layers summed against the whole pass, p95 against p50, the load), so this claim on "
+            "time is not judged, and nothing of this measurement is cached. Measure again when the machine is "
+            "quieter.")
 
 
 def judged(analysis):

@@ -120,8 +120,8 @@ def _settled(value: float, low: float | None, high: float | None, threshold: flo
 
 
 def _busy_verdict(claim: str, statistic: str, busy: Busy, n: int) -> StatVerdict:
-    text = (f"{busy.text}: the timings of {', '.join(busy.networks)} fail their own checks, so no verdict on "
-            "time is given. Measure again when the machine is quieter: only those networks are measured again.")
+    text = (f"{busy.lead}, so no verdict on time is given. Measure again when the machine is quieter: only "
+            "those networks are measured again.")
     return StatVerdict(claim, None, text, statistic, None, None, None, n, n < WEAK_BELOW, True)
 
 

@@ -145,6 +145,8 @@ class AnalysisView(QWidget):
         grid.setContentsMargins(0, 0, 0, 0)
         grid.setHorizontalSpacing(10)
         self.captions: dict[str, QLabel] = {}
+        self._boxes: dict[str, QVBoxLayout] = {}
+        self._grid = grid
         for i, key in enumerate(("a", "b", "c", "d", "d2", "e", "f", "g")):
             box = QVBoxLayout()
             caption = QLabel(CAPTIONS[key])
@@ -161,6 +163,7 @@ class AnalysisView(QWidget):
                 box.addWidget(caption)
             box.addWidget(self.plots[key], 1)
             grid.addLayout(box, i // 4, i % 4)
+            self._boxes[key] = box
         for column in range(4):
             grid.setColumnStretch(column, 1)
         inner = QWidget(self)
@@ -261,6 +264,15 @@ class AnalysisView(QWidget):
             self.plots[key].setVisible(not on)
             self.captions[key].setVisible(not on)
         self.layer_network.setVisible(not on)
+        # six figures in three columns, or the four's eight in four
+        keys = ("a", "b", "c", "d", "e", "f") if on else ("a", "b", "c", "d", "d2", "e", "f", "g")
+        columns = 3 if on else 4
+        for box in self._boxes.values():
+            self._grid.removeItem(box)
+        for i, key in enumerate(keys):
+            self._grid.addLayout(self._boxes[key], i // columns, i % columns)
+        for column in range(4):
+            self._grid.setColumnStretch(column, 1 if column < columns else 0)
         defaults = {"a": ("top-1 %", "MACs per image"), "d": ("ms, batch 1", "M MACs per image"),
                     "f": ("top-1 %", "images/s, batch 1")}
         for key, (left, bottom) in (LINEUP_AXES if on else defaults).items():

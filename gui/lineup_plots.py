@@ -87,10 +87,16 @@ def draw_lineup(plots: dict[str, pg.PlotWidget], r: LineupAnalysis) -> None:
         plots["d"].plot(xs, slope * xs + intercept, pen=pg.mkPen(style.TEXT_DIM, width=1, style=pg.QtCore.Qt.DashLine))
     dense = sorted((n for n in r.networks if n.density is not None), key=lambda n: -n.density)
     if dense:
-        plots["e"].addItem(pg.BarGraphItem(x=np.arange(len(dense)), height=[math.log10(n.density) for n in dense],
-                                           width=0.6, brushes=[_style(r, n)[0] for n in dense], y0=0))
-        plots["e"].getAxis("bottom").setTicks([[(i, n.label) for i, n in enumerate(dense)]])
-        plots["e"].getAxis("left").setTicks([[(k, f"{10 ** k:g}") for k in range(-1, 4)]])
+        logs = [math.log10(n.density) for n in dense]
+        base = math.floor(min(logs + [0.0]))  # the bars rise from a power of ten below the least
+        plots["e"].addItem(pg.BarGraphItem(x=np.arange(len(dense)), height=[v - base for v in logs], width=0.6,
+                                           brushes=[_style(r, n)[0] for n in dense], y0=base))
+        for i, n in enumerate(dense):  # names along the bars: a dozen do not fit side by side
+            label = pg.TextItem(f"{n.label} {n.density:.1f}", color=style.TEXT, angle=90, anchor=(0, 0.5))
+            label.setPos(i, base + 0.02)
+            plots["e"].addItem(label)
+        plots["e"].getAxis("bottom").setTicks([[]])
+        plots["e"].getAxis("left").setTicks([[(k, f"{10 ** k:g}") for k in range(base, 4)]])
     front_nets = pareto_front([n for n in sound if n.top1 is not None])
     for n in (n for n in sound if n.top1 is not None):
         color, strong = _style(r, n)

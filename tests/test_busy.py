@@ -37,14 +37,19 @@ def _four(load: float | None, ratio: float = 1.0) -> Analysis:
 
 def test_the_four_network_analysis_is_not_judged_nor_cached_when_busy(tmp_path, monkeypatch):
     import engine.analysis as analysis
+    import engine.busy
 
     monkeypatch.setenv("CNN_ARENA_CACHE", str(tmp_path))
+    monkeypatch.setattr(engine.busy, "cores", lambda: 2)  # the loads below are on a 2-core machine
     quiet, broken = _four(1.0), _four(1.0, ratio=0.3)
     assert sound(quiet) and judged(quiet) == quiet
     marked = judged(broken)
     assert not sound(broken) and [v.holds for v in marked.verdicts[:2]] == [None, None]
-    assert marked.verdicts[0].text.startswith("the machine was busy")
+    assert marked.verdicts[0].text.startswith("the timings of LENET5, ENET, ALEXNET, VGG16 fail their own checks "
+                                              "(load 1.0 on 2 cores, within the cores)")
     assert not sound(_four(3.8))  # a load above the cores alone is enough
+    busy = judged(_four(3.8)).verdicts
+    assert busy[0].text.startswith("the machine was busy (load 3.8 on 2 cores)") and busy[2].holds is True
     analysis.save_cached("k", marked)
     assert not (analysis.cache_dir() / "k.json").exists()  # never kept
     analysis.save_cached("q", quiet)
