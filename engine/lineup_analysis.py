@@ -6,8 +6,8 @@ line-up is never held at once), each cached on its own, then judged with bootstr
 The cache holds one file per network, keyed by this machine, the software versions, the device,
 precision, threads, batch sizes and runs, and the network itself: a second run reads them all in
 seconds, and a network added to a line-up is the only one measured. A network whose timing fails
-its own checks (:mod:`engine.busy`) is measured again once after waiting for quiet; if it fails
-again it is kept out of the cache and the verdicts on time are not given.
+its own checks (:mod:`engine.busy`) is measured again once after waiting for quiet (not when
+quick); if it fails again it is kept out of the cache and the verdicts on time are not given.
 """
 
 from __future__ import annotations
@@ -206,7 +206,7 @@ def cost_of(spec, group: str):
 
 
 def _measure_one(spec, group: str, dev: torch.device, max_batch: int, dtype, runs: int, threads: int,
-                 job: JobState | None, say: Callable[[str], None]) -> LineupNetwork:
+                 job: JobState | None, say: Callable[[str], None], tries: int = 2) -> LineupNetwork:
     from engine.weights import load_model
 
     loaded = load_model(spec) if group == "four" else None
@@ -216,13 +216,13 @@ def _measure_one(spec, group: str, dev: torch.device, max_batch: int, dtype, run
     weights = str(loaded.status) if loaded is not None else "untrained"
     started = time.perf_counter()
     try:
-        for attempt in (1, 2):
+        for attempt in range(1, tries + 1):
             with CpuShare() as share:
                 net = measure_network(spec, model, dev, max_batch, dtype=dtype, top1=top1, top1_kind=kind,
                                       weights=weights, job=job, cost=cost, runs=runs)
             load = share.load(threads) if dev.type == "cpu" else None
             problems = network_problems(net, load)
-            if not problems or attempt == 2:
+            if not problems or attempt == tries:
                 break
             say(f"  {spec.display}: {'; '.join(problems)}: waiting up to {QUIET_WAIT_S:.0f} s for quiet, "
                 "then measuring it again")
@@ -269,7 +269,7 @@ def run_lineup(lineup: str = "paper", device: str = "cpu", *, max_batch: int | N
             job.report(JobProgress("analyze", i - 1, len(specs), f"{spec.display}", "networks"))
         entry = cached[spec.name]
         if entry is None:
-            entry = _measure_one(spec, group, dev, max_batch, dtype, runs, threads, job, say)
+            entry = _measure_one(spec, group, dev, max_batch, dtype, runs, threads, job, say, 1 if quick else 2)
             save_network(key, entry)
             spent += entry.seconds
             measured_weight += weight[spec.name]

@@ -177,3 +177,22 @@ def test_a_lineup_is_measured_once_then_read_from_its_cache(tmp_path, monkeypatc
     lineup_analysis.lineup_cost.cache_clear()
     second = lineup_analysis.run_lineup("modern", quick=True)
     assert {e.network.name for e in second.entries if e.cached} == sound_ones  # only the rest measured
+
+
+def test_the_four_network_analysis_says_its_verdicts_are_weak(tmp_path, monkeypatch, capsys):
+    import engine.analysis as analysis
+    from engine.analysis import Analysis, judge
+    from main import main
+
+    monkeypatch.setenv("CNN_ARENA_CACHE", str(tmp_path))
+    nets = tuple(dataclasses.replace(n, name=name) for n, name in zip(proportional(4),
+                                                                      ("lenet5", "alexnet", "vgg16", "enet")))
+    made_up = Analysis("cifar10", "cpu", 2, "fp32", "2", "cpu", "now", 1.0, 64, nets, *judge(nets))
+    analysis.save_cached(analysis.cache_key("cifar10", "cpu", "fp32", 64), made_up)  # read back, not measured
+    assert main(["analyze"]) == 0
+    out = capsys.readouterr().out
+    assert "operations: R\u00b2 of batch-1 latency against MACs = 1.00; 95% interval 1.00 to 1.00 over networks; " \
+           "4 networks (weak: fewer than 6" in out
+    assert main(["analyze", "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)["statistics"]
+    assert [(s["claim"], s["n"], s["weak"]) for s in stats][:2] == [("operations", 4, True), ("tradeoff", 4, True)]
