@@ -259,7 +259,7 @@ def run_lineup(lineup: str = "paper", device: str = "cpu", *, max_batch: int | N
             return None
         torch.set_num_threads(threads)  # this thread's team (OpenMP keeps one per thread)
     # the time left, from the measured networks' seconds per operation (plus a fixed cost each)
-    weight = {spec.name: cost_of(spec, group).macs + 2e9 for spec, group in specs}
+    weight = {spec.name: cost_of(spec, group).macs + 2e9 for spec, group in specs if cached[spec.name] is None}
     todo = sum(weight[s.name] for s, _ in specs if cached[s.name] is None)
     spent, measured_weight = 0.0, 0.0
     entries = []
