@@ -19,9 +19,9 @@ from engine.common.errors import ErrorCode
 from engine.common.files import atomic_write
 from engine.common.settings import current as current_settings
 from engine.common.text import human_count, one_line
-from engine.data.jobs import DownloadCifar10Job, DownloadWeightsJob
 from engine.data.download import CIFAR10_BYTES, cifar10_archive_path
 from engine.data.imageio import IMAGE_SUFFIXES, display_name, is_image_path
+from engine.data.jobs import DownloadCifar10Job, DownloadWeightsJob
 from engine.jobs import Job, JobEnded, JobOutcome, JobProgress
 from engine.live.events import (
     EngineEvent,
@@ -50,7 +50,8 @@ from engine.runtime.device import configure_threads
 from engine.runtime.precision import PRECISIONS
 from engine.runtime.session import LayerInfo, ModelResult
 from engine.studies.analysis import Analysis, NetworkAnalysis, pareto_front
-from engine.studies.jobs import AnalysisJob, ReportJob, RobustnessJob, TopImagesJob, cached_analysis
+from engine.studies.jobs import AnalysisJob, LineupJob, ReportJob, RobustnessJob, TopImagesJob, cached_analysis
+from engine.studies.lineup_analysis import LineupAnalysis
 from engine.studies.robustness import RobustnessResult
 from engine.studies.top_images import TopImages
 
@@ -61,7 +62,7 @@ __all__ = [
     # jobs: what the engine runs beside the live frames, each ending in one JobEnded, and their results
     "Job", "JobEnded", "JobOutcome", "JobProgress", "AnalysisJob", "ReportJob", "RobustnessJob", "TopImagesJob",
     "DownloadWeightsJob", "DownloadCifar10Job", "cached_analysis", "Analysis", "NetworkAnalysis", "pareto_front",
-    "RobustnessResult", "TopImages",
+    "RobustnessResult", "TopImages", "LineupJob", "LineupAnalysis",
     # what to ask of a frame, and what its result holds
     "Activations", "GradCam", "LayerOverview", "LayerInfo", "ModelResult", "HealthAccumulator",
     "PERTURBATION_KINDS", "Perturbation",

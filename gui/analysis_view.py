@@ -28,11 +28,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.api import Analysis, NetworkAnalysis, backend_label, pareto_front
-from gui import style
+from engine.api import Analysis, LineupAnalysis, NetworkAnalysis, backend_label, pareto_front
+from gui import lineup_plots, style
 
 BACKEND_SETS = (("torch", ()), ("+ ONNX Runtime", ("onnxruntime",)),
                 ("+ ORT + compile", ("onnxruntime", "compile")))
+LINEUPS = (("the four", "four"), ("+ the survey's 8", "paper"), ("+ 6 after it", "modern"))
+# the axes that a line-up draws in other units than the four's: (left, bottom)
+LINEUP_AXES = {"a": ("top-1 % (published)", "G MACs per image"), "d": ("ms, batch 1", "G MACs per image"),
+               "f": ("top-1 % (published)", "ms, batch 1")}
 CAPTIONS = {
     "a": "(a) Top-1 against MACs (log); dot area \u221d parameters; \u25c6 published ImageNet top-1",
     "b": "(b) ms per image against batch size, log-log (p50, warm, network alone)",
@@ -95,6 +99,13 @@ class AnalysisView(QWidget):
                                  "ONNX Runtime or torch.compile beside it, each with its own fit in (d) and its "
                                  "own verdicts. torch.compile first compiles each network: seconds each")
         self.backends.currentIndexChanged.connect(lambda _i: self._setup_changed())
+        self.lineup_box = QComboBox(self)
+        for text, lineup in LINEUPS:
+            self.lineup_box.addItem(text, lineup)
+        self.lineup_box.setToolTip("imagenet: the four alone, or beside the survey's networks that torchvision builds "
+                                   "(GoogLeNet, Inception-v3, ResNet-18 to 152, VGG-19) or six from after it, with "
+                                   "torchvision's published top-1; about 10 minutes on a 2-core CPU, then cached")
+        self.lineup_box.currentIndexChanged.connect(lambda _i: self._setup_changed())
         self.export_button = QPushButton("Export report\u2026", self)
         self.export_button.setToolTip("Write the figures (PNG), the data (CSV, JSON) and report.html into a folder")
         self.export_button.clicked.connect(self.export_requested.emit)
@@ -104,7 +115,8 @@ class AnalysisView(QWidget):
         self.meta.setWordWrap(True)
         self.meta.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         top = QHBoxLayout()
-        for w in (self.measure_button, self.max_batch, self.precision, self.backends, self.export_button):
+        for w in (self.measure_button, self.lineup_box, self.max_batch, self.precision, self.backends,
+                  self.export_button):
             top.addWidget(w)
         top.addWidget(self.meta, 1)
 
@@ -132,12 +144,16 @@ class AnalysisView(QWidget):
         grid = QGridLayout(grid_widget)
         grid.setContentsMargins(0, 0, 0, 0)
         grid.setHorizontalSpacing(10)
+        self.captions: dict[str, QLabel] = {}
+        self._boxes: dict[str, QVBoxLayout] = {}
+        self._grid = grid
         for i, key in enumerate(("a", "b", "c", "d", "d2", "e", "f", "g")):
             box = QVBoxLayout()
             caption = QLabel(CAPTIONS[key])
             caption.setObjectName("dim")
             caption.setWordWrap(True)
             caption.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+            self.captions[key] = caption
             if key == "g":
                 row = QHBoxLayout()
                 row.addWidget(caption, 1)
@@ -147,6 +163,7 @@ class AnalysisView(QWidget):
                 box.addWidget(caption)
             box.addWidget(self.plots[key], 1)
             grid.addLayout(box, i // 4, i % 4)
+            self._boxes[key] = box
         for column in range(4):
             grid.setColumnStretch(column, 1)
         inner = QWidget(self)
@@ -174,11 +191,20 @@ class AnalysisView(QWidget):
         """The backends besides torch eager that the set-up asks for."""
         return tuple(self.backends.currentData() or ())
 
-    def _matches(self, analysis: Analysis) -> bool:
+    @property
+    def lineup(self) -> str:
+        """The line-up the set-up asks for: four, paper or modern."""
+        return self.lineup_box.currentData() or "four"
+
+    def _matches(self, analysis) -> bool:
+        if isinstance(analysis, LineupAnalysis) or self.lineup != "four":
+            return isinstance(analysis, LineupAnalysis) and analysis.lineup == self.lineup
         return (analysis.max_batch == self.max_batch.value() and analysis.precision == self.precision.currentText()
                 and tuple(v.backend for v in analysis.backends) == self.other_backends)
 
     def _setup_changed(self) -> None:
+        for w in (self.max_batch, self.precision, self.backends):  # a line-up has its own batch sizes
+            w.setEnabled(self.lineup == "four")
         self.cached_requested.emit(self.max_batch.value(), self.precision.currentText(), self.other_backends)
 
     def set_busy(self, busy: bool) -> None:
@@ -199,13 +225,17 @@ class AnalysisView(QWidget):
 
     # -- showing -----------------------------------------------------------------------------------
 
-    def show_analysis(self, a: Analysis | None) -> None:
+    def show_analysis(self, a: Analysis | LineupAnalysis | None) -> None:
         if a is None:
             self.clear()
             return
         self.analysis = a
         self.measure_button.setText("Re-measure")
         self.export_button.setEnabled(True)
+        self._lineup_mode(isinstance(a, LineupAnalysis))
+        if isinstance(a, LineupAnalysis):
+            self._show_lineup(a)
+            return
         when = f"cached from {a.created}" if a.cached else f"measured {a.created} in {a.seconds:.0f} s"
         notes = "".join(f" {n}." for n in a.notes)
         self.meta.setText(f"{a.profile}, {a.device} with {a.threads} thread{'s' if a.threads != 1 else ''}, "
@@ -227,6 +257,37 @@ class AnalysisView(QWidget):
             self.layer_network.setCurrentText(current)
         self.layer_network.blockSignals(False)
         self._draw_layers()
+
+    def _lineup_mode(self, on: bool) -> None:
+        """Six figures for a line-up (no layers: (d) right and (g) hidden), in its units."""
+        for key in ("d2", "g"):
+            self.plots[key].setVisible(not on)
+            self.captions[key].setVisible(not on)
+        self.layer_network.setVisible(not on)
+        # six figures in three columns, or the four's eight in four
+        keys = ("a", "b", "c", "d", "e", "f") if on else ("a", "b", "c", "d", "d2", "e", "f", "g")
+        columns = 3 if on else 4
+        for box in self._boxes.values():
+            self._grid.removeItem(box)
+        for i, key in enumerate(keys):
+            self._grid.addLayout(self._boxes[key], i // columns, i % columns)
+        for column in range(4):
+            self._grid.setColumnStretch(column, 1 if column < columns else 0)
+        defaults = {"a": ("top-1 %", "MACs per image"), "d": ("ms, batch 1", "M MACs per image"),
+                    "f": ("top-1 %", "images/s, batch 1")}
+        for key, (left, bottom) in (LINEUP_AXES if on else defaults).items():
+            self.plots[key].getPlotItem().setLabel("left", left)
+            self.plots[key].getPlotItem().setLabel("bottom", bottom)
+        for key in "abcdef":
+            self.captions[key].setText(lineup_plots.CAPTIONS[key] if on else CAPTIONS[key])
+
+    def _show_lineup(self, r: LineupAnalysis) -> None:
+        how = "every network cached" if r.cached else f"measured in {r.seconds:.0f} s"
+        self.meta.setText(f"The {r.lineup} line-up: {len(r.entries)} networks, imagenet, {r.device} with {r.threads} "
+                          f"thread{'s' if r.threads != 1 else ''}, {r.precision}, batch 1 to {r.max_batch}; {how}. "
+                          "The four in colour, the rest grey.")
+        self.verdicts.setText(lineup_plots.verdicts_html(r, _escape))
+        lineup_plots.draw_lineup(self.plots, r)
 
     def _color(self, a: Analysis, net: NetworkAnalysis) -> str:
         return style.model_color([n.name for n in a.networks].index(net.name))

@@ -36,6 +36,7 @@ from engine.api import (
     GradCam,
     Job,
     LayerOverview,
+    LineupJob,
     ReportJob,
     RobustnessJob,
     SessionReady,
@@ -215,11 +216,14 @@ class EngineBridge(QObject):
         """Download the official CIFAR-10 archive as a job; its JobEnded carries the path."""
         return self.start_job(DownloadCifar10Job())
 
-    def analyze(self, max_batch: int, precision: str, fresh: bool, backends: tuple[str, ...] = ()) -> bool:
+    def analyze(self, max_batch: int, precision: str, fresh: bool, backends: tuple[str, ...] = (),
+                lineup: str = "four") -> bool:
+        if lineup != "four":
+            return self.start_job(LineupJob(lineup, fresh))
         return self.start_job(AnalysisJob(max_batch, precision, fresh, tuple(backends)))
 
-    def cached_analysis(self, max_batch: int, precision: str, backends: tuple[str, ...] = ()):
-        return cached_analysis(self.engine.job_context(), max_batch, precision, tuple(backends))
+    def cached_analysis(self, max_batch: int, precision: str, backends: tuple[str, ...] = (), lineup: str = "four"):
+        return cached_analysis(self.engine.job_context(), max_batch, precision, tuple(backends), lineup)
 
     def export_report(self, analysis, folder: str) -> bool:
         return self.start_job(ReportJob(analysis, str(folder)))

@@ -37,6 +37,7 @@ from engine.api import (
     JobEnded,
     JobOutcome,
     JobProgress,
+    LineupJob,
     MetricsSnapshot,
     ModelUpdated,
     Notice,
@@ -152,7 +153,8 @@ class MainWindow(QMainWindow):
         # a finished job goes to the handler of its type; a new study's view adds its own (route_job)
         self._job_routes: dict[type, Callable[[JobEnded], None]] = {
             DownloadCifar10Job: self._cifar10_downloaded, TopImagesJob: self._top_images_ended,
-            RobustnessJob: self._robustness_ended, AnalysisJob: self._analysis_ended}
+            RobustnessJob: self._robustness_ended, AnalysisJob: self._analysis_ended,
+            LineupJob: self._analysis_ended}
         self._channel_view: ChannelView | None = None
 
         self.source_bar = SourceBar(self.settings, self, devices=available_devices())
@@ -333,7 +335,7 @@ class MainWindow(QMainWindow):
         self.bottom_tabs.setCurrentWidget(current)
 
     def _measure(self, max_batch: int, precision: str, fresh: bool, backends: tuple[str, ...] = ()) -> None:
-        if self.bridge.analyze(max_batch, precision, fresh, tuple(backends)):
+        if self.bridge.analyze(max_batch, precision, fresh, tuple(backends), self.analysis_view.lineup):
             self.analysis_view.set_busy(True)
             if not self.bridge.paused:
                 self.source_bar.set_playing(False)  # the engine pauses the source for the measurement
@@ -393,7 +395,8 @@ class MainWindow(QMainWindow):
         view = self.analysis_view
         cached = self.bridge.cached_analysis(max_batch or view.max_batch.value(),
                                              precision or view.precision.currentText(),
-                                             tuple(backends) if backends is not None else view.other_backends)
+                                             tuple(backends) if backends is not None else view.other_backends,
+                                             view.lineup)
         if cached is not None:
             view.show_analysis(cached)
         else:

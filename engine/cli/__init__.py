@@ -14,6 +14,7 @@ from engine.cli.args import (
     BACKEND_HELP,
     BACKENDS,
     GRADCAM_METHODS,
+    LINEUPS,
     PRECISION_HELP,
     PRECISIONS,
     TTA_MODES,
@@ -53,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="the comparison table: parameters, MACs, size, memory, accuracy")
     info.add_argument("--profile", choices=PROFILES, help="one profile (default: both)")
+    info.add_argument("--lineup", choices=LINEUPS[1:],
+                      help="imagenet: a reference line-up for the analysis, with torchvision's published figures")
     info.add_argument("--json", action="store_true", help="machine-readable output")
 
     predict = sub.add_parser("predict", help="top-k predictions of every network on image files")
@@ -139,8 +142,15 @@ def build_parser() -> argparse.ArgumentParser:
                              "time per layer, and a verdict on each claim")
     analyze.add_argument("--profile", choices=PROFILES, default="cifar10")
     analyze.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda or auto")
-    analyze.add_argument("--max-batch", type=positive_int, default=64, metavar="N",
-                         help="batch sizes 1, 2, 4, ... up to N (default 64)")
+    analyze.add_argument("--max-batch", type=positive_int, metavar="N",
+                         help="batch sizes 1, 2, 4, ... up to N (default 64; a line-up on the CPU: 4, quick 1)")
+    analyze.add_argument("--lineup", choices=LINEUPS, default="four",
+                         help="imagenet: the four (default), the survey's networks that torchvision builds "
+                              "beside them (paper), or networks from after it (modern)")
+    analyze.add_argument("--quick", action="store_true",
+                         help="fewer runs and batch sizes (the four: up to 8; a line-up: batch 1 on the CPU)")
+    analyze.add_argument("--threads", type=positive_int, metavar="N",
+                         help="a line-up's torch CPU threads (default 1: it keeps its core on a busy machine)")
     analyze.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                          help="fp32 (default: operations compare like with like), or bf16 where the hardware has it")
     analyze.add_argument("--backend", default="torch", metavar="NAMES",
@@ -279,6 +289,9 @@ def _comparison(profile: str):
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    if getattr(args, "lineup", None):
+        from engine.cli.lineup import cmd_info_lineup
+        return cmd_info_lineup(args)
     rows = info_rows(args.profile)
     if args.json:
         print_json(rows)

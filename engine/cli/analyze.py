@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import textwrap
 
@@ -14,6 +15,7 @@ from engine.models.registry import RegistryError
 from engine.runtime.backends import label
 from engine.runtime.precision import PrecisionError
 from engine.studies.analysis import analyze, cache_key, load_cached, save_cached
+from engine.studies.verdict_stats import WEAK_BELOW
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -24,6 +26,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             check_out(args.out)
         except ReportError as e:
             raise CliError(f"--out {e}") from None
+    if args.lineup != "four":
+        from engine.cli.lineup import cmd_analyze_lineup
+
+        return cmd_analyze_lineup(args)
+    args.max_batch = args.max_batch or (8 if args.quick else 64)
     backends = [b for b in parse_backends(args.backend) if b != "auto"]
     try:
         key = cache_key(args.profile, args.device, args.precision, args.max_batch, backends=backends)
@@ -50,8 +57,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             written = write_report(result, args.out)
         except OSError as e:
             raise CliError(f"--out {args.out}: {e.strerror or e}") from None
+    stats = statistics(result)
     if args.json:
-        print_json(result.to_dict())
+        print_json({**result.to_dict(), "statistics": [dataclasses.asdict(v) for v in stats]})
         return 0
     when = f"cached from {result.created} (--fresh measures again)" if result.cached else \
         f"measured in {result.seconds:.0f} s"
@@ -70,6 +78,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         print(f"  {terminal_text(note)}")
     print()
     print_verdicts(result.verdicts)
+    for v in stats:  # each claim's statistic over these networks: few networks make it weak
+        value = "-" if v.value is None else f"{v.value:.0f}" if v.claim == "density" else f"{v.value:.2f}"
+        print(f"  {v.claim}: {v.statistic} = {value}; {v.interval_text}; {v.n} networks"
+              + (f" (weak: fewer than {WEAK_BELOW}; --profile imagenet --lineup paper judges on 12)" if v.weak else ""))
     for view in result.backends:
         print(f"\non {label(view.backend)} (the same networks, batch 1 to {result.max_batch}; no per-layer times):")
         rows = [[n.label, f"{n.macs / 1e6:.1f}", f"{n.latency_ms:.3f}", f"{n.batches[-1].ms_per_image_p50:.3f}",
@@ -84,6 +96,15 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if written:
         print(f"\nwrote {len(written)} files into {terminal_text(str(args.out))}: open report.html")
     return 0
+
+
+def statistics(result):
+    """The claims' statistics on the analysis's networks with their bootstrap intervals
+    (engine.studies.verdict_stats), none on time where a timing failed its checks."""
+    from engine.studies.busy import busy_of
+    from engine.studies.verdict_stats import judge_lineup
+
+    return judge_lineup(result.networks, busy_of(result.networks, result.load))
 
 
 def print_verdicts(verdicts) -> None:

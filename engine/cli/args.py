@@ -49,6 +49,7 @@ PRECISIONS = ("auto", "fp32", "bf16")  # engine.runtime.precision.PRECISIONS, wi
 GRADCAM_METHODS = ("gradcam", "gradcam++", "scorecam")  # engine.probes.gradcam.METHODS, likewise
 BACKENDS = ("auto", "torch", "onnxruntime", "compile")  # engine.runtime.backends.BACKEND_CHOICES, likewise
 TTA_MODES = ("flip", "flip+shift")  # engine.studies.evaluation.TTA_MODES, likewise
+LINEUPS = ("four", "paper", "modern")  # engine.studies.lineup.LINEUPS, likewise
 
 
 def default_backend() -> str:

@@ -53,8 +53,9 @@ from engine.models.adapter import ModelAdapter
 from engine.models.complexity import complexity
 from engine.models.registry import ModelSpec, comparison_specs, get_spec
 from engine.runtime.backends import EXPORT_FORMAT, BackendError, make_runner, onnxruntime_version
-from engine.runtime.device import machine_load, resolve_device, synchronize
+from engine.runtime.device import resolve_device, synchronize
 from engine.runtime.precision import check_precision, dtype_of
+from engine.studies.busy import CpuShare, judged, others_now, quiet_threads, sound
 
 DEFAULT_MAX_BATCH = 64
 PREDICTS_R2 = 0.8  # R² from which "operations predict time" is said to hold
@@ -170,6 +171,7 @@ class Analysis:
     cached: bool = False  # read back from the cache, not measured just now
     notes: tuple[str, ...] = field(default=())
     backends: tuple[BackendView, ...] = ()  # the other backends measured besides torch eager (above)
+    load: float | None = None  # threads + the cores other programs used while measuring (engine.studies.busy)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -437,7 +439,8 @@ def _fresh(value: Any) -> Any:
 
 
 def layer_times(spec: ModelSpec, model: nn.Module, x: torch.Tensor, device: torch.device, *,
-                check: Callable[[], None] | None = None, quick: bool = False) -> tuple[list[LayerTime], float]:
+                check: Callable[[], None] | None = None, quick: bool = False,
+                runs: int | None = None) -> tuple[list[LayerTime], float]:
     """The time of every timed unit inside whole batch-1 forward passes, and of the pass itself;
     returns (layers in forward order, whole pass p50 ms without any hook).
 
@@ -447,8 +450,8 @@ def layer_times(spec: ModelSpec, model: nn.Module, x: torch.Tensor, device: torc
     recorded input was tried first and rejected: alone, a layer finds its weights and input in the
     cache, and AlexNet's layers summed to 55% of the real pass. Here the layers run as they do in
     the pass; what the hooks cost lies between the units, not inside them. ``quick``: fewer passes
-    (a test's budget), medians still over at least 10. MACs are counted for each unit alone on the
-    input it received."""
+    (a test's budget), medians still over at least 10; ``runs``: the fewest passes of each series (a
+    line-up of big networks). MACs are counted for each unit alone on the input it received."""
     adapter = ModelAdapter(spec, model)
     units = timed_units(model)
     on_gpu = device.type == "cuda"
@@ -482,8 +485,8 @@ def layer_times(spec: ModelSpec, model: nn.Module, x: torch.Tensor, device: torc
         return hook
 
     def whole() -> list[float]:
-        return timed_runs(lambda: adapter(x), sync=_sync(device), min_runs=10 if quick else 20,
-                          min_seconds=0.05 if quick else 0.3, max_runs=400, check=check)
+        return timed_runs(lambda: adapter(x), sync=_sync(device), min_runs=runs or (10 if quick else 20),
+                          max_runs=400, min_seconds=0.05 if quick else 0.3, check=check, warmup=1 if runs else 2)
 
     with torch.inference_mode():
         before = whole()
@@ -493,8 +496,8 @@ def layer_times(spec: ModelSpec, model: nn.Module, x: torch.Tensor, device: torc
             handles.append(module.register_forward_pre_hook(pre(name), with_kwargs=True))
             handles.append(module.register_forward_hook(post(name)))
         try:
-            timed_runs(lambda: adapter(x), sync=_sync(device), min_runs=10 if quick else 30,
-                       min_seconds=0.05 if quick else 0.3, max_runs=400, check=check)
+            timed_runs(lambda: adapter(x), sync=_sync(device), min_runs=runs or (10 if quick else 30), max_runs=400,
+                       min_seconds=0.05 if quick else 0.3, check=check, warmup=1 if runs else 2)
         finally:
             for h in handles:
                 h.remove()
@@ -519,12 +522,14 @@ def layer_times(spec: ModelSpec, model: nn.Module, x: torch.Tensor, device: torc
 def measure_network(spec: ModelSpec, model: nn.Module, device: torch.device, max_batch: int, *,
                     dtype: torch.dtype = torch.float32, top1: float | None = None, top1_kind: str = "none",
                     weights: str = "", job: JobState | None = None,
-                    on_step: Callable[[str], None] | None = None, backend: str = "torch") -> NetworkAnalysis:
+                    on_step: Callable[[str], None] | None = None, backend: str = "torch", cost=None,
+                    runs: int | None = None) -> NetworkAnalysis:
     """Every measurement of one network (see the module's docstring). On a ``backend`` other than
     torch eager, the batches are timed on its runner (its graph without taps), and there are no
-    per-layer times: ``forward_ms`` is then batch 1's p50."""
+    per-layer times: ``forward_ms`` is then batch 1's p50. ``cost``: the network's Complexity where
+    it is not registered; ``runs``: the fewest timed runs of each batch and of each layer series."""
     check = job.check if job is not None else None
-    cost = complexity(spec.name, spec.profile)
+    cost = cost or complexity(spec.name, spec.profile)
     model = model.to(device).eval()
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
@@ -549,7 +554,7 @@ def measure_network(spec: ModelSpec, model: nn.Module, device: torch.device, max
             # at least 5 runs, more for fast batches until 0.5 s; the largest batches of a big
             # network at 224x224 take seconds a run, so 3 of those
             slow = b * cost.macs > 5e10
-            times = timed_runs(lambda x=x: forward(x), sync=_sync(device), min_runs=3 if slow else 5,
+            times = timed_runs(lambda x=x: forward(x), sync=_sync(device), min_runs=runs or (3 if slow else 5),
                                min_seconds=0.0 if slow else 0.5, max_runs=200, warmup=1, check=check)
         p50, p95 = float(np.percentile(times, 50)), float(np.percentile(times, 95))
         points.append(BatchPoint(b, p50 / b, p95 / b, len(times), cost.activation_mb * b, peak))
@@ -561,7 +566,7 @@ def measure_network(spec: ModelSpec, model: nn.Module, device: torch.device, max
     x1 = torch.randn((1, *spec.input_size), device=device).to(dtype)
     if device.type == "cpu":
         x1 = x1.contiguous(memory_format=torch.channels_last)
-    layers, forward_ms = layer_times(spec, model, x1, device, check=check)
+    layers, forward_ms = layer_times(spec, model, x1, device, check=check, runs=runs)
     return NetworkAnalysis(spec.name, spec.display, cost.macs, cost.params, top1, top1_kind, weights,
                            forward_ms, tuple(points), tuple(layers))
 
@@ -601,7 +606,7 @@ def analyze(profile: str = "cifar10", device: str = "cpu", *, max_batch: int = D
 
     dev = resolve_device(device)
     check_precision(precision if precision != "auto" else "fp32", dev)
-    torch.set_num_threads(analysis_threads())  # this thread's team (OpenMP keeps one per thread)
+    torch.set_num_threads(quiet_threads(analysis_threads(), others_now()))  # fewer where other work has cores
     dtype = dtype_of(precision)
     specs = [get_spec(n, profile) for n in models] if models is not None else comparison_specs(profile)
     others = [b for b in dict.fromkeys(backends) if b != "torch"]
@@ -610,9 +615,7 @@ def analyze(profile: str = "cifar10", device: str = "cpu", *, max_batch: int = D
     started = time.perf_counter()
     networks = []
     notes = []
-    busy = machine_load()
-    if busy is not None:
-        notes.append(f"{busy} when the measuring began: the times are slower and noisier than on an idle machine")
+    share = CpuShare().start()
 
     def on_step(text: str) -> None:
         nonlocal done
@@ -652,9 +655,10 @@ def analyze(profile: str = "cifar10", device: str = "cpu", *, max_batch: int = D
     if job is not None:
         job.report(JobProgress("analyze", total, total, "done", "steps"))
     network_fit, layer_fit, verdicts = judge(tuple(networks))
-    return Analysis(profile, str(dev), torch.get_num_threads(), precision, torch.__version__, machine_name(),
-                    time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.perf_counter() - started, max_batch,
-                    tuple(networks), network_fit, layer_fit, verdicts, False, tuple(notes), tuple(views))
+    load = share.stop().load(torch.get_num_threads()) if dev.type == "cpu" else None
+    return judged(Analysis(profile, str(dev), torch.get_num_threads(), precision, torch.__version__, machine_name(),
+                           time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.perf_counter() - started, max_batch,
+                           tuple(networks), network_fit, layer_fit, verdicts, False, tuple(notes), tuple(views), load))
 
 
 # -- the cache -------------------------------------------------------------------------------------
@@ -715,6 +719,12 @@ def load_cached(key: str) -> Analysis | None:
     except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError, ArithmeticError) as e:
         cache_rebuilt("analysis", path, e)
         return None
+    if not sound(cached):  # a broken timing is never served, whoever wrote it
+        return None
+    # the measurements are kept; the verdicts are judged again, by this version's rules
+    network_fit, layer_fit, verdicts = judge(cached.networks)
+    views = tuple(dataclasses.replace(v, network_fit=fit, verdicts=vs) for v in cached.backends
+                  for fit, _, vs in [judge(v.networks)])
     return dataclasses.replace(cached, network_fit=network_fit, layer_fit=layer_fit, verdicts=verdicts,
                                backends=views)
 
@@ -723,6 +733,8 @@ def save_cached(key: str, analysis: Analysis) -> None:
     from engine.common.files import atomic_write
 
     folder = cache_dir()
+    if not sound(analysis):  # measured again next time: a busy moment is not kept
+        return
     try:
         folder.mkdir(parents=True, exist_ok=True)
         text = json.dumps(analysis.to_dict(), allow_nan=True)

@@ -42,12 +42,41 @@ class AnalysisJob(Job):
         return JobDone(f"analysis of the {context.profile} networks: {how}", result)
 
 
+@dataclass(frozen=True)
+class LineupJob(Job):
+    """The survey's claims on a reference line-up of ImageNet networks (``paper`` or ``modern``,
+    :mod:`engine.studies.lineup_analysis`); result: a ``LineupAnalysis``. Each network measured is
+    cached at once, so a cancel keeps them. The source is quiet while it measures."""
+
+    lineup: str
+    fresh: bool = False
+
+    name = "analyze"
+    failed = "analysis failed"
+    cancelled = "analysis cancelled; the networks measured are cached"
+
+    def run(self, state: JobState, context: JobContext) -> JobDone:
+        from engine.studies.lineup_analysis import run_lineup
+
+        if context.profile != "imagenet":
+            raise JobFailed("the line-ups are ImageNet networks: switch to the imagenet profile")
+        with context.quiet():
+            result = run_lineup(self.lineup, context.device, fresh=self.fresh, job=state)
+        return JobDone(f"the {self.lineup} line-up: {len(result.entries)} networks in {result.seconds:.0f} s",
+                       result)
+
+
 def cached_analysis(context: JobContext, max_batch: int = 64, precision: str = "fp32",
-                    backends: tuple[str, ...] = ()):
-    """The cached ``Analysis`` of the context's networks, or None; reads one small file."""
+                    backends: tuple[str, ...] = (), lineup: str = "four"):
+    """The cached ``Analysis`` of the context's networks, or None; reads one small file (a line-up:
+    one per network, and None unless every one is cached)."""
     from engine.models.registry import RegistryError
     from engine.studies.analysis import cache_key, load_cached
 
+    if lineup != "four":
+        from engine.studies.lineup_analysis import run_lineup
+
+        return run_lineup(lineup, context.device, cached_only=True) if context.profile == "imagenet" else None
     try:
         return load_cached(cache_key(context.profile, context.device, precision, max_batch, context.models,
                                      tuple(backends)))
@@ -68,7 +97,10 @@ class ReportJob(Job):
 
     def run(self, state: JobState, context: JobContext) -> JobDone:
         from engine.studies.analysis_report import ReportError, write_report
+        from engine.studies.lineup_analysis import LineupAnalysis
 
+        if isinstance(self.analysis, LineupAnalysis):
+            from engine.studies.lineup_report import write_lineup_report as write_report
         state.report(JobProgress(self.name, 0, 0, "drawing the figures", "files"))
         try:
             paths = write_report(self.analysis, self.folder)

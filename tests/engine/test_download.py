@@ -111,11 +111,10 @@ def test_a_cancelled_download_stops_and_leaves_nothing(server, tmp_path):
 
 def test_the_engine_downloads_off_the_inference_thread_and_reports_progress(monkeypatch):
 
-    from engine.data.jobs import DownloadWeightsJob
-
     import engine.data.download as download
     import engine.live.worker as worker
     from engine.data.download import DownloadError
+    from engine.data.jobs import DownloadWeightsJob
     from engine.jobs import JobProgress
     from engine.live.events import Error, ErrorCode, JobEnded, JobOutcome
 
@@ -148,11 +147,10 @@ def test_the_engine_downloads_off_the_inference_thread_and_reports_progress(monk
 
 
 def test_cifar10_downloads_once_with_its_md5_checked_and_the_engine_says_where(server, tmp_path, monkeypatch):
-    from engine.data.jobs import DownloadCifar10Job
-
     import engine.data.download as download
     import engine.live.worker as worker
     from engine.data.download import cifar10_archive_path, download_cifar10
+    from engine.data.jobs import DownloadCifar10Job
     from engine.live.events import JobEnded, JobOutcome
 
     md5 = hashlib.md5(PAYLOAD).hexdigest()
