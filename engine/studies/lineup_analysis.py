@@ -27,20 +27,11 @@ import torchvision
 from engine.jobs import JobProgress, JobState
 from engine.runtime.device import resolve_device
 from engine.runtime.precision import check_precision, dtype_of
-from engine.studies.analysis import (
-    CACHE_VERSION,
-    BatchPoint,
-    LayerTime,
-    NetworkAnalysis,
-    _trim_heap,
-    analysis_threads,
-    batch_sizes,
-    cache_dir,
-    machine_name,
-    measure_network,
-)
+from engine.studies.analysis import cache_dir
+from engine.studies.analysis_results import CACHE_VERSION, BatchPoint, LayerTime, NetworkAnalysis
 from engine.studies.busy import Busy, CpuShare, cores, network_problems, wait_for_quiet
 from engine.studies.lineup import NOT_IN_TORCHVISION, Published, lineup_cost, lineup_specs, published_of
+from engine.studies.measure import analysis_threads, batch_sizes, machine_name, measure_network, trim_heap
 from engine.studies.verdict_stats import StatVerdict, judge_lineup
 
 LINEUP_CACHE_VERSION = 1
@@ -230,7 +221,7 @@ def _measure_one(spec, group: str, dev: torch.device, max_batch: int, dtype, run
     finally:
         del model, loaded
         gc.collect()
-        _trim_heap()  # the next network starts from the memory this one gave back
+        trim_heap()  # the next network starts from the memory this one gave back
     return LineupNetwork(net, group, spec.year, pub, threads, load, problems, time.perf_counter() - started)
 
 
