@@ -43,7 +43,7 @@ class Recipe:
     grad_clip: float | None = None
     kaiming_init: bool = False  # He-normal conv/linear weights, zero biases (nets without batch norm)
     zero_init_residual: bool = False  # residual branches start at zero (their last BN's scale), for depth
-    cpu_bf16: bool = False  # bf16 autocast on the CPU (CUDA always uses it)
+    cpu_bf16: bool = False  # bf16 autocast on the CPU where it is native (fp32 elsewhere); CUDA always uses it
     channels_last: bool = True
     compile: bool = False  # torch.compile the training step's forward pass
 

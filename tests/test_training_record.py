@@ -1,0 +1,87 @@
+"""Training's precision on machines that differ, and the run record its metrics JSON keeps."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from engine.cli import build_parser, run_command
+from engine.jobs import Cancelled, JobState
+from engine.models.registry import get_spec
+from engine.training import RECIPES, CheckpointPlan, build_for_training, load_checkpoint, train
+from engine.training.loop import uses_autocast
+from engine.training.machine import FLAGS, cpu_features
+from tests.test_data import make_tiny_archive
+from tests.test_training import tiny_set
+
+CPU = torch.device("cpu")
+
+
+def _autocast_seen(monkeypatch, native: bool) -> tuple[set[bool], dict]:
+    """Train LeNet-5 one short epoch with ``cpu_bf16`` asked for and the CPU's native bf16 as given;
+    returns whether autocast was on in each forward pass of training, and the metrics."""
+    monkeypatch.setattr("engine.precision.bf16_native", lambda device: native)
+    spec = get_spec("lenet5")
+    recipe = replace(RECIPES["lenet5"], epochs=1, batch_size=8, cpu_bf16=True, ema=None)
+    model = build_for_training(spec, recipe)
+    seen: set[bool] = set()
+    model.register_forward_hook(lambda m, i, o: seen.add(torch.is_autocast_enabled("cpu")) if m.training else None)
+    images, labels = tiny_set(8)
+    _, metrics = train(spec, images, labels, recipe, model=model)
+    return seen, metrics
+
+
+def test_a_cpu_without_native_bf16_trains_in_fp32_and_says_why(monkeypatch):
+    seen, metrics = _autocast_seen(monkeypatch, native=False)
+    assert seen == {False}
+    assert metrics["precision"]["compute"] == "fp32" and not metrics["precision"]["autocast"]
+    assert "no native bf16" in metrics["precision"]["reason"]
+
+
+def test_a_cpu_with_native_bf16_trains_in_bf16_when_the_recipe_asks(monkeypatch):
+    seen, metrics = _autocast_seen(monkeypatch, native=True)
+    assert seen == {True} and metrics["precision"]["compute"] == "bf16"
+    monkeypatch.setattr("engine.precision.bf16_native", lambda device: True)
+    assert not uses_autocast(CPU, replace(RECIPES["lenet5"], cpu_bf16=False))
+
+
+def test_train_says_its_precision_on_its_first_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CNN_ARENA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("engine.precision.bf16_native", lambda device: False)
+    archive = make_tiny_archive(tmp_path / "tiny.tar.gz", train_per_class=6, test_per_class=2)
+    args = build_parser().parse_args(["train", "--model", "lenet5", "--data", str(archive), "--epochs", "1",
+                                      "--val", "12", "--device", "cpu", "--batch-size", "16",
+                                      "--out", str(tmp_path / "w")])
+    assert run_command(args) == 0
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first.startswith("training in fp32 on cpu") and "no native bf16" in first
+    metrics = json.loads((tmp_path / "w" / "lenet5_cifar10.json").read_text())
+    assert metrics["precision"]["compute"] == "fp32" and set(FLAGS) <= set(metrics["cpu"])
+
+
+def test_a_resumed_run_records_each_sittings_machine(tmp_path):
+    spec = get_spec("lenet5")
+    images, labels = tiny_set(8)
+    recipe = replace(RECIPES["lenet5"], epochs=2, batch_size=8)
+    job = JobState()
+
+    def stop_in_epoch_2(status):
+        if status.epoch == 2:
+            job.cancel()
+
+    plan = CheckpointPlan(tmp_path / "c.pt", {"model": "lenet5"})
+    with pytest.raises(Cancelled):
+        train(spec, images, labels, recipe, progress=stop_in_epoch_2, job=job, checkpoint=plan)
+    saved = load_checkpoint(plan.path)
+    _, metrics = train(spec, images, labels, recipe, checkpoint=replace(plan, resume_from=saved))
+    assert [m["sitting"] for m in metrics["machines"]] == [1, 2]
+    assert [h["sitting"] for h in metrics["history"]] == [1, 2]
+
+
+def test_cpu_features_name_the_model_and_every_flag():
+    features = cpu_features()
+    assert features["model"] and features["cores"] >= 1
+    assert all(features[flag] in (True, False, None) for flag in FLAGS)
