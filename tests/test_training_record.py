@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import asdict, fields, replace
 
 import pytest
 import torch
@@ -11,9 +11,10 @@ import torch
 from engine.cli import build_parser, run_command
 from engine.jobs import Cancelled, JobState
 from engine.models.registry import get_spec
-from engine.training import RECIPES, CheckpointPlan, build_for_training, load_checkpoint, train
+from engine.training import RECIPES, CheckpointPlan, Recipe, RecipeError, build_for_training, load_checkpoint, train
 from engine.training.loop import uses_autocast
 from engine.training.machine import FLAGS, cpu_features
+from engine.training.recipes import recipe_from_record
 from tests.test_data import make_tiny_archive
 from tests.test_training import tiny_set
 
@@ -39,6 +40,7 @@ def test_a_cpu_without_native_bf16_trains_in_fp32_and_says_why(monkeypatch):
     assert seen == {False}
     assert metrics["precision"]["compute"] == "fp32" and not metrics["precision"]["autocast"]
     assert "no native bf16" in metrics["precision"]["reason"]
+    assert metrics["recipe"]["cpu_bf16"] is True  # what the recipe asked for stays recorded
 
 
 def test_a_cpu_with_native_bf16_trains_in_bf16_when_the_recipe_asks(monkeypatch):
@@ -62,6 +64,26 @@ def test_train_says_its_precision_on_its_first_line(tmp_path, monkeypatch, capsy
     assert metrics["precision"]["compute"] == "fp32" and set(FLAGS) <= set(metrics["cpu"])
 
 
+def test_the_metrics_record_the_recipe_whole_and_it_round_trips():
+    spec = get_spec("lenet5")
+    images, labels = tiny_set(8)  # 24 images
+    recipe = replace(RECIPES["lenet5"], epochs=2, batch_size=8, ema=0.95)
+    _, metrics = train(spec, images, labels, recipe, seed=5, val=(images[::3], labels[::3]))
+    record = json.loads(json.dumps(metrics))  # as the metrics JSON holds it
+    assert set(record["recipe"]) == {f.name for f in fields(Recipe)}
+    assert recipe_from_record(record["recipe"]) == recipe
+    assert record["seed"] == 5 and record["epochs_planned"] == record["epochs_done"] == 2
+    assert record["batch_size"] == 8
+    assert record["schedule"]["steps_per_epoch"] == 3 and record["schedule"]["total_steps"] == record["steps"] == 6
+    assert record["schedule"]["peak_lr"] == recipe.lr and record["schedule"]["warmup_steps"] == 1
+    assert record["device"].startswith("cpu") and record["precision"]["compute"] in ("fp32", "bf16")
+    assert set(FLAGS) <= set(record["cpu"]) and record["cpu"]["model"]
+    # every epoch's time names the sitting, and so the machine, that measured it
+    machines = {m["sitting"]: m for m in record["machines"]}
+    for entry in record["history"]:
+        assert entry["train_s"] > 0 and entry["sitting"] in machines
+
+
 def test_a_resumed_run_records_each_sittings_machine(tmp_path):
     spec = get_spec("lenet5")
     images, labels = tiny_set(8)
@@ -79,6 +101,14 @@ def test_a_resumed_run_records_each_sittings_machine(tmp_path):
     _, metrics = train(spec, images, labels, recipe, checkpoint=replace(plan, resume_from=saved))
     assert [m["sitting"] for m in metrics["machines"]] == [1, 2]
     assert [h["sitting"] for h in metrics["history"]] == [1, 2]
+
+
+def test_a_recorded_recipe_is_checked_before_it_is_trusted():
+    good = asdict(RECIPES["vgg16"])
+    for bad in ({**good, "colour": 1}, {k: v for k, v in good.items() if k != "lr"}, {**good, "epochs": "30"},
+                {**good, "flip": 1}, {**good, "ema": "high"}, [good]):
+        with pytest.raises(RecipeError):
+            recipe_from_record(bad)
 
 
 def test_cpu_features_name_the_model_and_every_flag():

@@ -8,8 +8,9 @@
   label smoothing, an exponential moving average of the weights.
 - ENet's loss adds ``aux_weight`` times the cross-entropy of its per-pixel class map averaged over
   the image, which is what makes the map the window overlays light up on the object.
-- The metrics record, for each sitting, its device, CPU features and precision, which every
-  epoch's time in the history names.
+- The metrics record the run whole (:func:`run_record`): every recipe field, the schedule as
+  steps, the seed, the epochs planned and done, and for each sitting its device, CPU features and
+  precision, which every epoch's time in the history names.
 - After every epoch: accuracy on the validation split (no test-time augmentation), then a
   checkpoint (:mod:`engine.training.checkpoint`). A run stopped at any step and resumed from its
   last checkpoint ends with exactly the weights of a run that never stopped (on the CPU): every
@@ -27,7 +28,7 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +117,7 @@ def train(spec: ModelSpec, images: np.ndarray | torch.Tensor, labels: np.ndarray
     """Train ``spec``'s network (or ``model``) on uint8 NHWC ``images``; returns it (CPU, eval mode)
     and metrics: final_loss, steps, epochs, wall_time_s, train_time_s, images_per_s, history (one
     entry per epoch), val_top1/val_top5 (with ``val``), ema_used, sittings, world_size (and
-    batch_per_process with ``ranks``).
+    batch_per_process with ``ranks``), and the run record (:func:`run_record`).
 
     With ``checkpoint``, a checkpoint is written after every epoch and, with ``resume_from``, training
     continues from it. ``job.cancel()`` stops the run before its next step (raising
@@ -253,7 +254,8 @@ def train(spec: ModelSpec, images: np.ndarray | torch.Tensor, labels: np.ndarray
                                "wall_time_s": round(wall, 2), "train_time_s": round(train_total, 2),
                                "images_per_s": round(step * batch_size / train_total, 1) if train_total > 0 else 0.0,
                                "sittings": sittings, "history": history, "ema_used": False, "world_size": world,
-                               **machine_record(machines)}
+                               **run_record(recipe, seed=seed, batch_size=batch_size, steps_per_epoch=steps_per_epoch,
+                                            epochs_done=len(history), machines=machines)}
     if ranks is not None:
         metrics["batch_per_process"] = batch_size // world
         plain_batchnorm(model)
@@ -275,11 +277,25 @@ def train(spec: ModelSpec, images: np.ndarray | torch.Tensor, labels: np.ndarray
     return model, metrics
 
 
-def machine_record(machines: list[dict[str, Any]]) -> dict[str, Any]:
-    """Each sitting's device, CPU features and precision, and the last one's as ``device``,
-    ``precision`` and ``cpu``: the history's epoch times name their sitting."""
+def run_record(recipe: Recipe, *, seed: int, batch_size: int, steps_per_epoch: int, epochs_done: int,
+               machines: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run whole, for its metrics JSON: every recipe field (hyper-parameters, augmentation, EMA
+    decay, the precision asked for), the learning-rate schedule as it ran in steps, the seed, the
+    epochs planned and done, and each sitting's device, CPU features and precision (the last one's
+    also as ``device``/``precision``/``cpu``). :func:`engine.training.recipes.recipe_from_record`
+    reads the recipe back."""
+    total = steps_per_epoch * recipe.epochs
+    warm = max(1, int(round(recipe.warmup * total)))
     last = machines[-1]
-    return {"device": last["device"], "precision": last["precision"], "cpu": last["cpu"], "machines": machines}
+    return {
+        "recipe": asdict(recipe), "seed": seed, "epochs_planned": recipe.epochs, "epochs_done": epochs_done,
+        "batch_size": batch_size,
+        "schedule": {"kind": "linear warm-up from lr*start_lr_frac to lr, then linear to lr*final_lr_frac",
+                     "steps_per_epoch": steps_per_epoch, "total_steps": total, "warmup_steps": warm,
+                     "start_lr": recipe.lr * recipe.start_lr_frac, "peak_lr": recipe.lr,
+                     "final_lr": recipe.lr * recipe.final_lr_frac},
+        "device": last["device"], "precision": last["precision"], "cpu": last["cpu"], "machines": machines,
+    }
 
 
 def _restore(payload: dict[str, Any], model: nn.Module, optimiser: torch.optim.Optimizer,

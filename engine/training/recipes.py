@@ -81,6 +81,35 @@ def recipe_for(spec: ModelSpec, **overrides: Any) -> Recipe:
     return replace(base, **changes) if changes else base
 
 
+def recipe_from_record(record: Any) -> Recipe:
+    """The :class:`Recipe` a metrics JSON or checkpoint recorded (``asdict`` of one), checked before it
+    is trusted: every field present, none unknown, each of its field's type; else :class:`RecipeError`.
+    A field added since the record was written takes its default."""
+    from dataclasses import MISSING, fields
+
+    if not isinstance(record, dict):
+        raise RecipeError("the recorded recipe is not a mapping")
+    known = {f.name: f for f in fields(Recipe)}
+    unknown = sorted(set(record) - set(known))
+    if unknown:
+        raise RecipeError(f"the recorded recipe has unknown fields: {', '.join(unknown)}")
+    values: dict[str, Any] = {}
+    for name, f in known.items():
+        if name not in record:
+            if f.default is MISSING:
+                raise RecipeError(f"the recorded recipe has no {name}")
+            continue
+        value, kind = record[name], str(f.type)
+        ok = (value is None and "None" in kind) or (
+            isinstance(value, bool) if kind.startswith("bool") else
+            isinstance(value, int) and not isinstance(value, bool) if kind.startswith("int") else
+            isinstance(value, (int, float)) and not isinstance(value, bool))
+        if not ok:
+            raise RecipeError(f"the recorded recipe's {name} is {value!r}, not {kind}")
+        values[name] = float(value) if kind.startswith("float") and value is not None else value
+    return Recipe(**values)
+
+
 def lr_factor(step: int, total: int, recipe: Recipe) -> float:
     """The learning rate multiplier at optimiser step ``step`` (0-based) of ``total``."""
     warm = max(1, int(round(recipe.warmup * total)))
