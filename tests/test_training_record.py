@@ -67,7 +67,7 @@ def test_train_says_its_precision_on_its_first_line(tmp_path, monkeypatch, capsy
 def test_the_metrics_record_the_recipe_whole_and_it_round_trips():
     spec = get_spec("lenet5")
     images, labels = tiny_set(8)  # 24 images
-    recipe = replace(RECIPES["lenet5"], epochs=2, batch_size=8, ema=0.95)
+    recipe = replace(RECIPES["lenet5"], epochs=2, batch_size=8, ema=0.95, dropout=0.0)
     _, metrics = train(spec, images, labels, recipe, seed=5, val=(images[::3], labels[::3]))
     record = json.loads(json.dumps(metrics))  # as the metrics JSON holds it
     assert set(record["recipe"]) == {f.name for f in fields(Recipe)}
@@ -105,13 +105,43 @@ def test_a_resumed_run_records_each_sittings_machine(tmp_path):
 
 def test_a_recorded_recipe_is_checked_before_it_is_trusted():
     good = asdict(RECIPES["vgg16"])
+    old = {k: v for k, v in good.items() if k != "dropout"}  # written before the field existed
+    assert recipe_from_record(old) == RECIPES["vgg16"]
     for bad in ({**good, "colour": 1}, {k: v for k, v in good.items() if k != "lr"}, {**good, "epochs": "30"},
                 {**good, "flip": 1}, {**good, "ema": "high"}, [good]):
         with pytest.raises(RecipeError):
             recipe_from_record(bad)
 
 
+def test_the_dropout_field_sets_every_dropout_layer():
+    spec = get_spec("vgg16")
+    model = build_for_training(spec, replace(RECIPES["vgg16"], dropout=0.0))
+    drops = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert drops and all(m.p == 0.0 for m in drops)
+    assert all(m.p > 0 for m in build_for_training(spec, RECIPES["vgg16"]).modules()
+               if isinstance(m, torch.nn.Dropout))
+
+
 def test_cpu_features_name_the_model_and_every_flag():
     features = cpu_features()
     assert features["model"] and features["cores"] >= 1
     assert all(features[flag] in (True, False, None) for flag in FLAGS)
+
+
+def test_a_proxy_run_reports_its_validation_and_refuses_bad_input(tmp_path, monkeypatch, capsys):
+    from engine.training.proxy import main
+
+    monkeypatch.setenv("CNN_ARENA_CACHE", str(tmp_path / "cache"))
+    archive = make_tiny_archive(tmp_path / "tiny.tar.gz", train_per_class=20, test_per_class=1)
+    argv = ["--model", "lenet5", "--data", str(archive), "--limit", "40", "--val", "10", "--epochs", "2",
+            "--set", "batch_size=10", "--json", str(tmp_path / "p.json")]
+    assert main(argv) == 0
+    record = json.loads((tmp_path / "p.json").read_text())
+    assert record["change"] == "batch_size=10" and record["train_images"] == 30 and record["epochs"] == 2
+    assert 0.0 <= record["val_top1_last_epoch"] <= 1.0 and record["recipe"]["batch_size"] == 10
+    assert record["epoch_train_s_median"] > 0 and "avx2" in record["cpu"]
+    capsys.readouterr()
+    assert main([*argv[:8], "--set", "colour=red"]) == 2
+    assert main(["--model", "lenet5", "--data", str(archive), "--limit", "10", "--val", "10"]) == 2
+    err = capsys.readouterr().err
+    assert "colour" in err and "Traceback" not in err

@@ -102,6 +102,10 @@ def uses_autocast(device: torch.device, recipe: Recipe) -> bool:
 
 def build_for_training(spec: ModelSpec, recipe: Recipe) -> nn.Module:
     model = spec.build()
+    if recipe.dropout is not None:
+        for module in model.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = recipe.dropout
     if recipe.kaiming_init:
         kaiming_init(model)
     if recipe.zero_init_residual:

@@ -46,6 +46,7 @@ class Recipe:
     cpu_bf16: bool = False  # bf16 autocast on the CPU where it is native (fp32 elsewhere); CUDA always uses it
     channels_last: bool = True
     compile: bool = False  # torch.compile the training step's forward pass
+    dropout: float | None = None  # every dropout layer's probability; None keeps the network's own
 
 
 RECIPES: dict[str, Recipe] = {
