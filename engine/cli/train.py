@@ -59,7 +59,8 @@ from engine.training.distributed import (
     failure_text,
     launch_from_env,
 )
-from engine.training.loop import CheckpointPlan, TrainStatus, train
+from engine.training.loop import CheckpointPlan, TrainStatus, precision_for, train
+from engine.training.machine import precision_line
 from engine.training.runlock import RunLock, RunLocked
 
 ALL = "all"
@@ -274,6 +275,10 @@ def _cmd_train(args: argparse.Namespace, job: JobState, launch: Launch | None) -
 
     main = ranks is None or ranks.is_main
     say = (lambda text: print(text, file=sys.stderr, flush=True)) if main else (lambda text: None)
+    # First, before hours of work: bf16 asked for on a CPU that only emulates it trains in fp32.
+    first = replace(recipe_for(specs[0], epochs=args.epochs, batch_size=args.batch_size, lr=args.lr),
+                    **args.recipe_changes)
+    say(precision_line(device, precision_for(device, first)))
     data_name = "torchvision CIFAR-10" if args.data == "download" else display_name(args.data)
     say(f"loading {data_name} ...")
     t0 = time.perf_counter()

@@ -17,11 +17,20 @@ from engine.training.loop import (
     uses_autocast,
     zero_init_residual,
 )
-from engine.training.recipes import EPOCHS, RECIPES, Recipe, RecipeError, lr_factor, parse_overrides, recipe_for
+from engine.training.recipes import (
+    EPOCHS,
+    RECIPES,
+    Recipe,
+    RecipeError,
+    lr_factor,
+    parse_overrides,
+    recipe_for,
+    recipe_from_record,
+)
 
 __all__ = [
     "EPOCHS", "RECIPES", "CheckpointError", "CheckpointPlan", "DistributedError", "Launch", "Ranks", "Recipe",
-    "RecipeError", "parse_overrides",
+    "RecipeError", "parse_overrides", "recipe_from_record",
     "TrainStatus", "alternating_flips", "augment", "build_for_training", "flip_coins", "identity_mismatch",
     "kaiming_init", "launch_from_env", "load_checkpoint", "lr_factor", "recipe_for", "save_checkpoint", "train",
     "training_loss", "uses_autocast", "zero_init_residual",

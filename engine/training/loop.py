@@ -2,12 +2,15 @@
 
 - The whole training set lives on the device as one ``uint8`` tensor; every batch is augmented
   there (:mod:`engine.training.augment`).
-- Channels-last memory layout; bf16 autocast on CUDA, and on the CPU where the recipe says so (batch
-  norm and the loss stay in fp32).
+- Channels-last memory layout; bf16 autocast on CUDA, and on the CPU where the recipe says so and
+  the CPU runs bf16 natively (:mod:`engine.training.machine`; batch norm and the loss stay in fp32).
 - SGD with Nesterov momentum, weight decay on weights only, the recipe's per-step learning rate,
   label smoothing, an exponential moving average of the weights.
 - ENet's loss adds ``aux_weight`` times the cross-entropy of its per-pixel class map averaged over
   the image, which is what makes the map the window overlays light up on the object.
+- The metrics record the run whole (:func:`run_record`): every recipe field, the schedule as
+  steps, the seed, the epochs planned and done, and for each sitting its device, CPU features and
+  precision, which every epoch's time in the history names.
 - After every epoch: accuracy on the validation split (no test-time augmentation), then a
   checkpoint (:mod:`engine.training.checkpoint`). A run stopped at any step and resumed from its
   last checkpoint ends with exactly the weights of a run that never stopped (on the CPU): every
@@ -25,7 +28,7 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +41,12 @@ from engine.jobs import JobState
 from engine.models.adapter import ModelAdapter
 from engine.models.preprocess import normalise, normaliser
 from engine.models.registry import ModelSpec
-from engine.runtime.device import synchronize
+from engine.runtime.device import device_label, synchronize
 from engine.studies.evaluation import predict_logits, topk_accuracy
 from engine.training.augment import alternating_flips, augment, flip_coins
 from engine.training.checkpoint import CheckpointError, save_checkpoint
 from engine.training.distributed import Ranks, plain_batchnorm, rank_seed, synchronise_batchnorm
+from engine.training.machine import Precision, cpu_features, training_precision
 from engine.training.recipes import Recipe, lr_factor
 
 
@@ -87,12 +91,21 @@ def _loss(logits: torch.Tensor, pixel_logits: torch.Tensor | None, y: torch.Tens
     return loss
 
 
+def precision_for(device: torch.device, recipe: Recipe) -> Precision:
+    """What ``recipe`` trains in on ``device``: bf16 on the CPU only where it is native."""
+    return training_precision(device, recipe.cpu_bf16)
+
+
 def uses_autocast(device: torch.device, recipe: Recipe) -> bool:
-    return device.type == "cuda" or recipe.cpu_bf16
+    return precision_for(device, recipe).autocast
 
 
 def build_for_training(spec: ModelSpec, recipe: Recipe) -> nn.Module:
     model = spec.build()
+    if recipe.dropout is not None:
+        for module in model.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = recipe.dropout
     if recipe.kaiming_init:
         kaiming_init(model)
     if recipe.zero_init_residual:
@@ -108,7 +121,7 @@ def train(spec: ModelSpec, images: np.ndarray | torch.Tensor, labels: np.ndarray
     """Train ``spec``'s network (or ``model``) on uint8 NHWC ``images``; returns it (CPU, eval mode)
     and metrics: final_loss, steps, epochs, wall_time_s, train_time_s, images_per_s, history (one
     entry per epoch), val_top1/val_top5 (with ``val``), ema_used, sittings, world_size (and
-    batch_per_process with ``ranks``).
+    batch_per_process with ``ranks``), and the run record (:func:`run_record`).
 
     With ``checkpoint``, a checkpoint is written after every epoch and, with ``resume_from``, training
     continues from it. ``job.cancel()`` stops the run before its next step (raising
@@ -138,7 +151,8 @@ def train(spec: ModelSpec, images: np.ndarray | torch.Tensor, labels: np.ndarray
     steps_per_epoch = n // batch_size  # drop the last partial batch: constant batch statistics
     total = steps_per_epoch * recipe.epochs
     norm = normaliser(spec.mean, spec.std, device)
-    autocast = uses_autocast(device, recipe)
+    precision = precision_for(device, recipe)
+    autocast = precision.autocast
     report_every = 1 if device.type == "cpu" else 20
     coins = flip_coins(n, seed, device) if recipe.flip and recipe.alternate_flip else None
 
@@ -155,6 +169,11 @@ def train(spec: ModelSpec, images: np.ndarray | torch.Tensor, labels: np.ndarray
     if checkpoint is not None and checkpoint.resume_from is not None:
         first_epoch, step, history, spent = _restore(checkpoint.resume_from, model, optimiser, ema_model, gen, ranks)
     sittings = spent["sittings"] + 1
+    # A checkpoint from before sittings were recorded has none: its epochs then name no sitting's machine.
+    prior = spent.get("machines")
+    machines = [*(prior if isinstance(prior, list) else []), {"sitting": sittings, "device": device_label(device),
+                                             "cpu": cpu_features(), "precision": precision.as_record(),
+                                             "torch": str(torch.__version__)}]
     writes = checkpoint is not None and (ranks is None or ranks.is_main)
 
     synchronize(device)
@@ -204,7 +223,8 @@ def train(spec: ModelSpec, images: np.ndarray | torch.Tensor, labels: np.ndarray
         if not math.isfinite(final_loss):
             raise FloatingPointError(f"the loss became {final_loss} in epoch {epoch + 1}; try a lower --lr")
         entry: dict[str, Any] = {"epoch": epoch + 1, "loss": round(final_loss, 5), "lr_end": lr,
-                                 "images_per_s": round(steps_per_epoch * batch_size / epoch_train_s, 1)}
+                                 "images_per_s": round(steps_per_epoch * batch_size / epoch_train_s, 1),
+                                 "train_s": round(epoch_train_s, 3), "sitting": sittings}
         if val is not None and len(val[1]) > 0:
             entry["val_top1"] = _accuracy(spec, model, val, device, recipe, tta=False, ranks=ranks)[0]
             model.train()
@@ -214,7 +234,8 @@ def train(spec: ModelSpec, images: np.ndarray | torch.Tensor, labels: np.ndarray
         if writes:
             payload = {
                 "identity": checkpoint.identity, "epoch": epoch + 1, "step": step, "history": history,
-                "spent": {"wall_s": wall, "train_s": train_before + train_s, "sittings": sittings},
+                "spent": {"wall_s": wall, "train_s": train_before + train_s, "sittings": sittings,
+                          "machines": machines},
                 "model": model.state_dict(), "optimiser": optimiser.state_dict(),
                 "ema": ema_model.state_dict() if ema_model is not None else None,
                 "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
@@ -236,7 +257,9 @@ def train(spec: ModelSpec, images: np.ndarray | torch.Tensor, labels: np.ndarray
     metrics: dict[str, Any] = {"final_loss": final_loss, "steps": step, "epochs": recipe.epochs,
                                "wall_time_s": round(wall, 2), "train_time_s": round(train_total, 2),
                                "images_per_s": round(step * batch_size / train_total, 1) if train_total > 0 else 0.0,
-                               "sittings": sittings, "history": history, "ema_used": False, "world_size": world}
+                               "sittings": sittings, "history": history, "ema_used": False, "world_size": world,
+                               **run_record(recipe, seed=seed, batch_size=batch_size, steps_per_epoch=steps_per_epoch,
+                                            epochs_done=len(history), machines=machines)}
     if ranks is not None:
         metrics["batch_per_process"] = batch_size // world
         plain_batchnorm(model)
@@ -256,6 +279,27 @@ def train(spec: ModelSpec, images: np.ndarray | torch.Tensor, labels: np.ndarray
         metrics["val_top1"], metrics["val_top5"] = top1, top5
     model = model.to("cpu").to(memory_format=torch.contiguous_format).eval()
     return model, metrics
+
+
+def run_record(recipe: Recipe, *, seed: int, batch_size: int, steps_per_epoch: int, epochs_done: int,
+               machines: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run whole, for its metrics JSON: every recipe field (hyper-parameters, augmentation, EMA
+    decay, the precision asked for), the learning-rate schedule as it ran in steps, the seed, the
+    epochs planned and done, and each sitting's device, CPU features and precision (the last one's
+    also as ``device``/``precision``/``cpu``). :func:`engine.training.recipes.recipe_from_record`
+    reads the recipe back."""
+    total = steps_per_epoch * recipe.epochs
+    warm = max(1, int(round(recipe.warmup * total)))
+    last = machines[-1]
+    return {
+        "recipe": asdict(recipe), "seed": seed, "epochs_planned": recipe.epochs, "epochs_done": epochs_done,
+        "batch_size": batch_size,
+        "schedule": {"kind": "linear warm-up from lr*start_lr_frac to lr, then linear to lr*final_lr_frac",
+                     "steps_per_epoch": steps_per_epoch, "total_steps": total, "warmup_steps": warm,
+                     "start_lr": recipe.lr * recipe.start_lr_frac, "peak_lr": recipe.lr,
+                     "final_lr": recipe.lr * recipe.final_lr_frac},
+        "device": last["device"], "precision": last["precision"], "cpu": last["cpu"], "machines": machines,
+    }
 
 
 def _restore(payload: dict[str, Any], model: nn.Module, optimiser: torch.optim.Optimizer,

@@ -43,9 +43,10 @@ class Recipe:
     grad_clip: float | None = None
     kaiming_init: bool = False  # He-normal conv/linear weights, zero biases (nets without batch norm)
     zero_init_residual: bool = False  # residual branches start at zero (their last BN's scale), for depth
-    cpu_bf16: bool = False  # bf16 autocast on the CPU (CUDA always uses it)
+    cpu_bf16: bool = False  # bf16 autocast on the CPU where it is native (fp32 elsewhere); CUDA always uses it
     channels_last: bool = True
     compile: bool = False  # torch.compile the training step's forward pass
+    dropout: float | None = None  # every dropout layer's probability; None keeps the network's own
 
 
 RECIPES: dict[str, Recipe] = {
@@ -79,6 +80,35 @@ def recipe_for(spec: ModelSpec, **overrides: Any) -> Recipe:
         base = RECIPES["vgg16"] if spec.family == "VGG" else Recipe(epochs=EPOCHS, batch_size=256, lr=0.05)
     changes = {k: v for k, v in overrides.items() if v is not None}
     return replace(base, **changes) if changes else base
+
+
+def recipe_from_record(record: Any) -> Recipe:
+    """The :class:`Recipe` a metrics JSON or checkpoint recorded (``asdict`` of one), checked before it
+    is trusted: every field present, none unknown, each of its field's type; else :class:`RecipeError`.
+    A field added since the record was written takes its default."""
+    from dataclasses import MISSING, fields
+
+    if not isinstance(record, dict):
+        raise RecipeError("the recorded recipe is not a mapping")
+    known = {f.name: f for f in fields(Recipe)}
+    unknown = sorted(set(record) - set(known))
+    if unknown:
+        raise RecipeError(f"the recorded recipe has unknown fields: {', '.join(unknown)}")
+    values: dict[str, Any] = {}
+    for name, f in known.items():
+        if name not in record:
+            if f.default is MISSING:
+                raise RecipeError(f"the recorded recipe has no {name}")
+            continue
+        value, kind = record[name], str(f.type)
+        ok = (value is None and "None" in kind) or (
+            isinstance(value, bool) if kind.startswith("bool") else
+            isinstance(value, int) and not isinstance(value, bool) if kind.startswith("int") else
+            isinstance(value, (int, float)) and not isinstance(value, bool))
+        if not ok:
+            raise RecipeError(f"the recorded recipe's {name} is {value!r}, not {kind}")
+        values[name] = float(value) if kind.startswith("float") and value is not None else value
+    return Recipe(**values)
 
 
 def lr_factor(step: int, total: int, recipe: Recipe) -> float:
