@@ -11,6 +11,8 @@ from pathlib import Path
 import platformdirs
 
 APP = "cnn-arena"
+THREADS_VAR = "CNN_ARENA_THREADS"
+ORT_THREADS_VAR = "CNN_ARENA_ORT_THREADS"
 
 
 @dataclass(frozen=True)
@@ -29,8 +31,8 @@ class Settings:
         window = env.get("CNN_ARENA_SETTINGS", "").strip()
         return cls(
             cache_dir=Path(cache).expanduser() if cache else Path(platformdirs.user_cache_dir(APP, appauthor=False)),
-            threads=_count(env.get("CNN_ARENA_THREADS", "")),
-            ort_threads=_count(env.get("CNN_ARENA_ORT_THREADS", "")),
+            threads=_count(env.get(THREADS_VAR, "")),
+            ort_threads=_count(env.get(ORT_THREADS_VAR, "")),
             backend=env.get("CNN_ARENA_BACKEND", "").strip() or None,
             debug=bool(env.get("CNN_ARENA_DEBUG", "").strip()),
             window_settings=Path(window).expanduser() if window else None,

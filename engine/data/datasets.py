@@ -39,12 +39,8 @@ a :class:`DataError` whose text is one line.
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
-import math
 import os
-import pickle
-import re
 import stat
 import tarfile
 import threading
@@ -59,15 +55,24 @@ import cv2
 import numpy as np
 
 from engine.common.errors import error_line
-from engine.common.files import atomic_write, cache_rebuilt, open_regular, remove_stale_temps
+from engine.common.files import remove_stale_temps
 from engine.common.settings import cache_dir as default_cache_dir
 from engine.common.text import one_line
+from engine.data.cifar_batches import (  # noqa: F401  (read_python_batch is part of this module's API)
+    BATCH_FILE,
+    IMAGE_SIZE,
+    MAX_BATCH_BYTES,
+    batch_files,
+    read_batch,
+    read_python_batch,
+)
+from engine.data.decoded_cache import CACHE_GLOB, cache_path, cache_usable, read_cache, write_cache
+from engine.data.errors import DataError  # noqa: F401  (the room's error, raised from here)
 from engine.data.imageio import display_name
 from engine.data.shared import SharedWork, Stopped
 from engine.models.registry import CIFAR10_CLASSES
 
 SPLITS = ("train", "test")
-IMAGE_SIZE = 32
 DOWNLOAD = "download"
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".pgm", ".tif", ".tiff"})
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
@@ -75,18 +80,12 @@ _CACHE_VERSION = 1
 _DECODE_CHUNK = 512  # images per task handed to the decoding threads
 _SINGLE = ""  # the split name of a layout without train/ and test/ folders
 MAX_IMAGE_BYTES = 64 << 20  # a larger "image" is skipped unread: a CIFAR-10 image is a few kB
-_CACHE_GLOB = "cifar10-*.npz"
-MAX_CACHE_BYTES = 1 << 30  # a split of 50,000 images is 154 MB
 
 Progress = Callable[[int, int], None]
 Warn = Callable[[str], None]
 
 _log = logging.getLogger(__name__)
 _DECODES: SharedWork[_Decoded] = SharedWork()  # by cache folder and source fingerprint
-
-
-class DataError(Exception):
-    """A data source that cannot be used; ``str(e)`` is one line."""
 
 
 def load_cifar10(source: str | os.PathLike, split: str = "train", *, cache_dir: Path | None = None,
@@ -121,11 +120,11 @@ def load_cifar10(source: str | os.PathLike, split: str = "train", *, cache_dir: 
     listing = _scan_directory(path) if is_folder else None
     if listing is None and not path.name.lower().endswith(ARCHIVE_SUFFIXES):
         raise DataError(f"{name}: not a .tar.gz/.tgz/.tar archive or a folder of class folders")
-    remove_stale_temps(cache, _CACHE_GLOB)
+    remove_stale_temps(cache, CACHE_GLOB)
     fingerprint = _fingerprint(path, listing)
     if listing is None or not listing.unreadable:
         for key in (split, _SINGLE):
-            cached = _read_cache(_cache_path(cache, fingerprint, key))
+            cached = read_cache(cache_path(cache, fingerprint, key))
             if cached is not None:
                 images, labels, notes = cached
                 for line in notes:
@@ -139,7 +138,7 @@ def load_cifar10(source: str | os.PathLike, split: str = "train", *, cache_dir: 
             decoded = _decode_archive(path, progress, stopped)
         if not decoded.problems:  # a load that skipped unreadable files is not what the source holds
             for key, arrays in decoded.splits.items():
-                _write_cache(_cache_path(cache, fingerprint, key), arrays, decoded.notes.get(key, []))
+                write_cache(cache_path(cache, fingerprint, key), arrays, decoded.notes.get(key, []))
         return decoded
 
     decoded = _DECODES.run((str(cache), fingerprint), decode, stop)
@@ -171,16 +170,16 @@ def has_split_layout(source: str | os.PathLike, *, cache_dir: Path | None = None
         return all((path / s).is_dir() for s in SPLITS)
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     fingerprint = source_fingerprint(path)
-    if all(_cache_usable(_cache_path(cache, fingerprint, s)) for s in SPLITS):
+    if all(cache_usable(cache_path(cache, fingerprint, s)) for s in SPLITS):
         return True
-    if _cache_usable(_cache_path(cache, fingerprint, _SINGLE)):
+    if cache_usable(cache_path(cache, fingerprint, _SINGLE)):
         return False
     try:
         with _open_regular(path) as raw, tarfile.open(fileobj=raw) as tar:
             names = [m.name for m in tar if m.isfile()]
     except (tarfile.TarError, OSError, EOFError) as e:
         raise DataError(f"{display_name(path)}: not a readable tar archive ({error_line(e)})") from None
-    batches = {m.group(1) for m in map(_BATCH.search, names) if m is not None}
+    batches = {m.group(1) for m in map(BATCH_FILE.search, names) if m is not None}
     if batches:
         return "test_batch" in batches and any(b.startswith("data_batch_") for b in batches)
     return {split for split, _ in _resolve_layout(names, display_name(path)).values()} >= set(SPLITS)
@@ -331,7 +330,7 @@ def _decode_archive(path: Path, progress: Progress | None, stopped: Callable[[],
                     for member in tar:
                         if stopped():
                             raise Stopped()
-                        batch = _BATCH.search(member.name) if member.isfile() else None
+                        batch = BATCH_FILE.search(member.name) if member.isfile() else None
                         if batch is not None and member.size <= MAX_BATCH_BYTES:
                             handle = tar.extractfile(member)
                             if handle is not None:
@@ -363,59 +362,6 @@ def _decode_archive(path: Path, progress: Progress | None, stopped: Callable[[],
 
 # --- the official python archive ----------------------------------------------------------------
 
-_BATCH = re.compile(r"(?:^|/)(data_batch_[1-5]|test_batch)(\.bin)?$")  # python (pickles) or binary version
-MAX_BATCH_BYTES = 64 << 20  # a batch of 10,000 images is 31 MB pickled
-
-
-class _BatchUnpickler(pickle.Unpickler):
-    """Admits only what a CIFAR-10 batch holds: a dict of bytes, str, int lists and numpy arrays."""
-
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"),
-               ("_codecs", "encode")}  # how protocol 2 stores bytes from Python 3: a codec, no code
-
-    def find_class(self, module: str, name: str):
-        if (module, name) in self.ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refused {one_line(module, 40)}.{one_line(name, 40)}")
-
-
-def read_batch(data: bytes, name: str, binary: bool) -> tuple[np.ndarray, np.ndarray]:
-    return read_binary_batch(data, name) if binary else read_python_batch(data, name)
-
-
-def read_binary_batch(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """One batch of the binary version: records of one label byte and 3072 pixel bytes."""
-    record = 1 + 3 * IMAGE_SIZE * IMAGE_SIZE
-    if len(data) == 0 or len(data) % record:
-        raise DataError(f"{one_line(name, 80)}: not a CIFAR-10 binary batch ({len(data)} bytes is not "
-                        f"a whole number of {record}-byte records)")
-    rows = np.frombuffer(data, np.uint8).reshape(-1, record)
-    labels = rows[:, 0].astype(np.int64)
-    if labels.max() >= len(CIFAR10_CLASSES):
-        raise DataError(f"{one_line(name, 80)}: a label is outside the {len(CIFAR10_CLASSES)} classes")
-    images = rows[:, 1:].reshape(-1, 3, IMAGE_SIZE, IMAGE_SIZE).transpose(0, 2, 3, 1)
-    return np.ascontiguousarray(images), labels
-
-
-def batch_files(folder: Path) -> dict[str, tuple[Path, bool]]:
-    """The batch files of an extracted official archive in ``folder`` or its one sub-folder
-    (``cifar-10-batches-py/``, ``cifar-10-batches-bin/``): name -> (path, binary)."""
-    found: dict[str, tuple[Path, bool]] = {}
-    for where in (folder, *sorted(p for p in folder.glob("cifar-10-batches-*") if p.is_dir())):
-        try:
-            entries = sorted(where.iterdir())
-        except OSError:
-            continue
-        for entry in entries:
-            match = _BATCH.search(entry.name)
-            if match is not None and entry.is_file():
-                found.setdefault(match.group(1), (entry, bool(match.group(2))))
-        if found:
-            break
-    return found
-
-
 def _load_batch_folder(files: dict[str, tuple[Path, bool]], source_name: str) -> _Decoded:
     batches = {}
     for name, (path, binary) in files.items():
@@ -424,28 +370,6 @@ def _load_batch_folder(files: dict[str, tuple[Path, bool]], source_name: str) ->
         with _open_regular(path) as f:
             batches[name] = read_batch(f.read(), path.name, binary)
     return _from_batches(batches, source_name)
-
-
-def read_python_batch(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """One pickled batch of the official archive as ``(images (N,32,32,3) RGB, labels (N,))``."""
-    shown = one_line(name, 80)
-    try:
-        batch = _BatchUnpickler(io.BytesIO(data), encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError) as e:
-        raise DataError(f"{shown}: not a CIFAR-10 batch ({error_line(e)})") from None
-    if not isinstance(batch, dict):
-        raise DataError(f"{shown}: not a CIFAR-10 batch (a {type(batch).__name__}, not a dict)")
-    pixels, labels = batch.get("data"), batch.get("labels")
-    if not isinstance(pixels, np.ndarray) or pixels.dtype != np.uint8 or pixels.ndim != 2 \
-            or pixels.shape[1] != 3 * IMAGE_SIZE * IMAGE_SIZE or not isinstance(labels, list) \
-            or len(labels) != pixels.shape[0]:
-        raise DataError(f"{shown}: not a CIFAR-10 batch (expected 'data' uint8 (N, 3072) and N 'labels')")
-    labels_array = np.asarray(labels, dtype=np.int64)
-    if labels_array.size and (labels_array.min() < 0 or labels_array.max() >= len(CIFAR10_CLASSES)):
-        raise DataError(f"{shown}: a label is outside the {len(CIFAR10_CLASSES)} classes")
-    # each row: 1024 red, then 1024 green, then 1024 blue values, row by row
-    images = pixels.reshape(-1, 3, IMAGE_SIZE, IMAGE_SIZE).transpose(0, 2, 3, 1)
-    return np.ascontiguousarray(images), labels_array
 
 
 def _from_batches(batches: dict[str, tuple[np.ndarray, np.ndarray]], source_name: str) -> _Decoded:
@@ -617,95 +541,6 @@ def _load_torchvision(split: str, cache: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 # --- cache -------------------------------------------------------------------------------------
-
-def _cache_path(cache: Path, fingerprint: str, split: str) -> Path:
-    return cache / f"cifar10-{fingerprint}-{split or 'all'}.npz"
-
-
-def _read_cache(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
-    """``(images, labels, notes)`` from a cache file, or None when it is missing or is not what
-    :func:`_write_cache` writes. Its headers are checked before any array is read, so a damaged
-    file, or one that declares arrays larger than itself, costs no memory: it is rebuilt."""
-    try:
-        with open_regular(path, MAX_CACHE_BYTES) as f, zipfile.ZipFile(f) as z:
-            records = _cache_records(z, os.fstat(f.fileno()).st_size)
-            if records is None:
-                cache_rebuilt("data", path, "not the arrays this version writes")
-                return None
-            arrays = {}
-            for key, record in records.items():
-                with z.open(record) as member:
-                    arrays[key] = np.lib.format.read_array(member, allow_pickle=False)
-    except FileNotFoundError:
-        return None
-    except Exception as e:  # noqa: BLE001 - a cache is only a copy: whatever is wrong with it, decode again
-        cache_rebuilt("data", path, e)
-        return None
-    labels = arrays["labels"]
-    if labels.size and (labels.min() < 0 or labels.max() >= len(CIFAR10_CLASSES)):
-        return None
-    notes = [one_line(str(n), 400) for n in arrays["notes"]] if "notes" in arrays else []
-    return np.ascontiguousarray(arrays["images"]), labels.astype(np.int64, copy=False), notes
-
-
-def _cache_usable(path: Path) -> bool:
-    """Whether a cache file's headers are what :func:`_write_cache` writes (no array is read)."""
-    try:
-        with open_regular(path, MAX_CACHE_BYTES) as f, zipfile.ZipFile(f) as z:
-            return _cache_records(z, os.fstat(f.fileno()).st_size) is not None
-    except Exception:  # as in _read_cache
-        return False
-
-
-def _cache_records(z: zipfile.ZipFile, file_size: int) -> dict[str, zipfile.ZipInfo] | None:
-    """The cache's arrays by name, when each is stored uncompressed within the file and its header
-    declares the dtype, shape and byte count that :func:`_write_cache` writes; None otherwise."""
-    records: dict[str, zipfile.ZipInfo] = {}
-    shapes: dict[str, tuple[int, ...]] = {}
-    for key in ("images", "labels", "notes"):
-        try:
-            record = z.getinfo(f"{key}.npy")
-        except KeyError:
-            if key == "notes":  # caches written before notes were kept have none
-                continue
-            return None
-        if record.compress_type != zipfile.ZIP_STORED or record.header_offset + record.file_size > file_size:
-            return None
-        with z.open(record) as member:
-            version = np.lib.format.read_magic(member)
-            if version == (1, 0):
-                shape, _, dtype = np.lib.format.read_array_header_1_0(member)
-            elif version == (2, 0):
-                shape, _, dtype = np.lib.format.read_array_header_2_0(member)
-            else:
-                return None
-            header_bytes = member.tell()
-        if dtype.hasobject or header_bytes + math.prod(shape) * dtype.itemsize != record.file_size:
-            return None
-        records[key], shapes[key] = record, shape
-        kind_ok = {"images": dtype == np.uint8, "labels": dtype.kind in "iu", "notes": dtype.kind == "U"}[key]
-        if not kind_ok:
-            return None
-    n = shapes["images"][0] if len(shapes["images"]) == 4 else -1
-    if shapes["images"] != (n, IMAGE_SIZE, IMAGE_SIZE, 3) or shapes["labels"] != (n,) \
-            or len(shapes.get("notes", (0,))) != 1:
-        return None
-    return records
-
-
-def _write_cache(path: Path, arrays: tuple[np.ndarray, np.ndarray], notes: list[str]) -> None:
-    images, labels = arrays
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            np.savez(f, images=images, labels=labels, notes=np.array(notes, dtype=str))
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, write, cache=True)
-    except OSError:
-        pass  # a read-only or full cache folder costs only speed
-
 
 def _reason(e: OSError | ValueError) -> str:
     """Why a file could not be read, without its path (which may be long or hold any character)."""

@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from engine.common.settings import current
+from engine.common.settings import ORT_THREADS_VAR, THREADS_VAR, current
 
 _warned: set[str] = set()
 
@@ -97,7 +97,7 @@ def engine_threads() -> int:
     overrides.
     """
     wanted = current().threads
-    return clamp_threads(wanted, "CNN_ARENA_THREADS") if wanted else max(1, cores() - 1)
+    return clamp_threads(wanted, THREADS_VAR) if wanted else max(1, cores() - 1)
 
 
 def engine_ort_threads() -> int:
@@ -109,7 +109,7 @@ def engine_ort_threads() -> int:
     (``OrtRunner(pick_threads=True)``). ``CNN_ARENA_ORT_THREADS`` overrides.
     """
     wanted = current().ort_threads
-    return clamp_threads(wanted, "CNN_ARENA_ORT_THREADS") if wanted else cores()
+    return clamp_threads(wanted, ORT_THREADS_VAR) if wanted else cores()
 
 
 def machine_load() -> str | None:

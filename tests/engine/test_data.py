@@ -227,7 +227,7 @@ def _header(dtype, shape) -> dict:
 def test_a_cache_that_cannot_be_used_is_rebuilt_without_loading_it(tmp_path, case):
     archive = make_tiny_archive(tmp_path / "tiny.tar.gz")
     expected = load_cifar10(archive, "test", cache_dir=tmp_path / "c")
-    cache = data._cache_path(tmp_path / "c", data.source_fingerprint(archive), "test")
+    cache = data.cache_path(tmp_path / "c", data.source_fingerprint(archive), "test")
     labels = np.zeros(12, np.int64)
     if case == "huge shape":  # 3 TB declared in a file of a few bytes: reading it would exhaust memory
         _write_npz(cache, {"images": (_header(np.uint8, (10**9, 32, 32, 3)), b"\0" * 64),

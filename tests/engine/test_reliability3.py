@@ -488,10 +488,10 @@ def test_a_data_cache_entry_that_is_a_fifo_is_rebuilt(tmp_path):
     cache = tmp_path / "cache"
     fingerprint = data.source_fingerprint(archive)
     for split in ("train", "test"):
-        _fifo(data._cache_path(cache, fingerprint, split))
+        _fifo(data.cache_path(cache, fingerprint, split))
     images, labels = _in_thread(lambda: data.load_cifar10(archive, "test", cache_dir=cache))
     assert len(labels) == len(images) == 12  # 4 test images of each of 3 classes
-    assert data._cache_path(cache, fingerprint, "test").is_file()  # the FIFO replaced by the cache
+    assert data.cache_path(cache, fingerprint, "test").is_file()  # the FIFO replaced by the cache
 
 
 def test_a_settings_file_that_is_a_fifo_does_not_stop_the_window(tmp_path, monkeypatch, capsys):
