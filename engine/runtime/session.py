@@ -10,13 +10,10 @@ single-threaded code: :mod:`engine.live.worker` runs it on a background thread, 
 
 from __future__ import annotations
 
-import copy
-import os
 import threading
 import time
 from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from types import MappingProxyType
 
 import numpy as np
@@ -24,8 +21,7 @@ import torch
 import torch.nn as nn
 
 from engine.common.errors import error_line
-from engine.common.timing import paired_medians_ms
-from engine.models.adapter import ModelAdapter, Tap, without_in_place_ops
+from engine.models.adapter import ModelAdapter, without_in_place_ops
 from engine.models.preprocess import Preprocess
 from engine.models.registry import ModelSpec, comparison_specs, get_spec
 from engine.models.weights import UNTRAINED, LoadedModel, WeightsError, load_model
@@ -34,9 +30,7 @@ from engine.probes.base import ProbeFailed, read_only
 from engine.runtime import trials
 from engine.runtime.backends import (
     BackendError,
-    CompiledRunner,
     OnnxCache,
-    OrtRunner,
     Runner,
     check_backend,
     onnxruntime_version,
@@ -44,40 +38,14 @@ from engine.runtime.backends import (
 )
 from engine.runtime.device import resolve_device, share_cpu_with_opencv, synchronize
 from engine.runtime.layers import CONTAINERS, feature_layers, is_container  # noqa: F401  (part of the session's API)
-from engine.runtime.precision import AUTO_GAIN, bf16_native, check_precision, dtype_of
+from engine.runtime.network import Network
+from engine.runtime.precision import check_precision, dtype_of
 from engine.runtime.results import FrameResult, LayerInfo, ModelResult, frozen  # noqa: F401  (likewise)
-from engine.runtime.trials import BackendTrial, ThreadTrial, ms_text, torch_threads
+from engine.runtime.trials import BackendTrial, ThreadTrial, torch_threads
+from engine.runtime.tuning import LoadTimeChoices
 
 
-@dataclass
-class _Network:
-    loaded: LoadedModel
-    adapter: ModelAdapter
-    preprocess: Preprocess
-    probes: tuple[ProbeRequest, ...] = ()
-    capture: tuple[str, ...] = ()  # the layers whose activations come back in ModelResult
-    extra: tuple[ProbeRequest, ...] = ()  # the probes other than activations
-    taps: list[Tap] = field(default_factory=list)
-    captured: dict[str, torch.Tensor] = field(default_factory=dict)
-    top_k: int = 5
-    precision: str = "fp32"  # what the torch network runs in: fp32 or bf16 (weights and input)
-    precision_note: str = ""  # why, in words, when it was chosen by measuring
-    runner: Runner | None = None  # the forward pass on another backend than torch eager
-    backend_note: str = ""  # why this backend, when it was chosen by measuring or fell back
-    input_key: tuple = ()  # how its input is prepared (recipe, dtype, layout): networks alike share one
-    threads: int | None = None  # torch's threads for this network when not the session's (trials.HEAVY_MS)
-    threads_note: str = ""  # why, in words: the two times measured
-    trial: ThreadTrial | BackendTrial | None = None  # a choice made at load, timed again on live frames
-
-    @property
-    def backend(self) -> str:
-        return self.runner.backend if self.runner is not None else "torch"
-
-    def tapped_layers(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(layer for probe in self.probes for layer in probe.layers))
-
-
-class InferenceSession:
+class InferenceSession(LoadTimeChoices):
     """The networks of one profile on one device, ready to run frame after frame.
 
     ``models`` defaults to the comparison line-up of the profile; ``weights`` maps a model name to a
@@ -98,7 +66,7 @@ class InferenceSession:
         self.ort_threads = ort_threads or torch.get_num_threads()  # ONNX Runtime's pool (engine_ort_threads)
         self.messages: list[str] = []
         specs = [get_spec(n, profile) for n in models] if models is not None else comparison_specs(profile)
-        self._nets: dict[str, _Network] = {}
+        self._nets: dict[str, Network] = {}
         self._layers: dict[str, tuple[LayerInfo, ...]] = {}
         self._probe_lock = threading.Lock()
         self._pending_probes: dict[str, tuple[ProbeRequest, ...]] | None = None
@@ -131,7 +99,7 @@ class InferenceSession:
             threads, threads_note, trial = self._with_threads(spec, model.eval())
             with torch_threads(threads):  # auto times each choice on the threads the network will run on
                 model, chosen, note = self._with_precision(spec, model)
-            net = _Network(LoadedModel(spec, model, loaded.status, loaded.source, loaded.metrics, loaded.downloadable),
+            net = Network(LoadedModel(spec, model, loaded.status, loaded.source, loaded.metrics, loaded.downloadable),
                            ModelAdapter(spec, model), Preprocess.for_spec(spec), top_k=k, precision=chosen,
                            precision_note=note, threads=threads, threads_note=threads_note, trial=trial)
             self._nets[spec.name] = net
@@ -150,152 +118,6 @@ class InferenceSession:
         # leaves it a core, a network on every thread would be pre-empted at each of its barriers.
         self._run_order = self._order()
         self._rechecked: list[tuple[str, str]] = []  # choices live frames settled (take_rechecked)
-
-    def _ort_runner(self, adapter: ModelAdapter, cache: OnnxCache | None) -> OrtRunner | None:
-        """``adapter``'s network on ONNX Runtime (from its float32 weights, before any bf16
-        conversion), or None with a message saying why it runs on torch."""
-        name = adapter.spec.name
-        try:
-            layers = self._layers[name] = feature_layers(adapter, self.device)
-            return OrtRunner(adapter, adapter.spec.has_class_map, threads=self.ort_threads,
-                             full_layers=[layer.name for layer in layers], cache=cache, pick_threads=True)
-        except BackendError as e:
-            self.messages.append(f"{e}; {name} runs on torch eager")
-            return None
-
-    def _with_backend(self, net: _Network, ort_runner: OrtRunner | None) -> tuple[float | None, float | None]:
-        """Give ``net`` its runner: ONNX Runtime's as built, torch.compile's now, or none (torch
-        eager). ``auto`` times a batch-1 pass on torch (in the precision chosen) and on ONNX Runtime
-        (medians of 7, timed in turn, after 2 warm-up passes of each) and keeps ONNX Runtime where
-        it is at least 5% faster; its logits were checked against torch's when it was built.
-        Returns the two times (ONNX Runtime's, torch's) when they were taken, else (None, None)."""
-        spec = net.loaded.spec
-        if self.backend == "compile":
-            try:
-                net.runner = CompiledRunner(net.adapter, spec.has_class_map, device=self.device,
-                                            dtype=dtype_of(net.precision))
-            except BackendError as e:
-                self.messages.append(f"{e}; {spec.name} runs on torch eager")
-            return None, None
-        if ort_runner is None:
-            if self.backend == "auto" and net.loaded.status == UNTRAINED and self.device.type == "cpu":
-                net.backend_note = "torch eager: untrained (random weights), not exported"
-            return None, None
-        if self.backend == "onnxruntime":
-            net.runner, net.backend_note = ort_runner, ort_runner.threads_note
-            return None, None
-        # Like with like: each side's whole answer to a frame (forward pass, softmax, ranking, ENet's
-        # class map, numpy arrays), as _forward and _forward_runner make it.
-        x = torch.zeros((1, *spec.input_size), device=self.device, dtype=dtype_of(net.precision))
-        if self.device.type == "cpu":
-            x = x.contiguous(memory_format=torch.channels_last)
-        x32 = torch.zeros((1, *spec.input_size))
-        view = np.zeros((spec.input_size[1], spec.input_size[2], 3), np.uint8)
-        def on_ort() -> None:
-            net.runner = ort_runner
-            try:
-                self._forward_runner(net, x32, view, 0.0)
-            finally:
-                net.runner = None
-
-        with torch.inference_mode():
-            torch_ms, ort_ms = paired_medians_ms(lambda: self._forward(net, x, view, 0.0), on_ort)
-        net.runner, net.backend_note = BackendTrial(ort_runner, None, None, "").choose(
-            torch_ms, ort_ms, "batch 1, medians of 7 timed in turn, measured at load", at_load=True)
-        return ort_ms, torch_ms
-
-    def _use_runner(self, net: _Network, runner: Runner | None) -> None:
-        """Run ``net`` on ``runner`` (None: torch eager), with its input prepared to match."""
-        net.runner = runner
-        ort = runner is not None and runner.backend == "onnxruntime"
-        net.input_key = (net.preprocess, torch.float32 if ort else dtype_of(net.precision),
-                         self.device.type == "cpu" and not ort)
-
-    def _with_threads(self, spec: ModelSpec, model: nn.Module) -> tuple[int | None, str, ThreadTrial | None]:
-        """Every core for a torch network that is slow on the session's threads when the session
-        leaves cores unused (the live engine: trials.HEAVY_MS); None (the session's threads) otherwise.
-        Returns the thread count, why (the two medians, float32, batch 1), and, where both were
-        timed, the trial that times them again on live frames (:meth:`_settle`)."""
-        mine, cores = torch.get_num_threads(), os.cpu_count() or 1
-        if self.device.type != "cpu" or mine >= cores:
-            return None, "", None
-        x = torch.zeros((1, *spec.input_size)).contiguous(memory_format=torch.channels_last)
-
-        def on_all_cores() -> None:
-            with torch_threads(cores):
-                model(x)
-
-        with torch.inference_mode():
-            for _ in range(2):  # a first pass (cold) under trials.HEAVY_MS says enough; the second is warm
-                t0 = time.perf_counter()
-                model(x)
-                if (time.perf_counter() - t0) * 1000 < trials.HEAVY_MS:
-                    return None, "", None
-            few_ms, many_ms = paired_medians_ms(lambda: model(x), on_all_cores, runs=5, warmup=1)
-        if few_ms < trials.HEAVY_MS:  # the first pass was slowed
-            return None, "", None
-        trial = ThreadTrial(mine, cores)
-        threads, note = trial.choose(few_ms, many_ms, "fp32, batch 1, medians of 5 timed in turn, measured at load")
-        return threads, note if threads is not None else "", trial  # the session's threads need no word at load
-
-    def _settle(self, name: str) -> None:
-        """Keep what live frames measured faster (the thread count, by trials.MANY_THREADS_GAIN for every
-        core; the backend, by BACKEND_GAIN either way, and another than load's only when a second
-        trial agrees), say why, and list the network and that reason for :meth:`take_rechecked`."""
-        net = self._nets[name]
-        trial, net.trial = net.trial, None
-        assert trial is not None
-        how = trial.how()
-        if isinstance(trial, BackendTrial):
-            medians = trial.medians()
-            runner, note = trial.choose(*medians, how)
-            if runner is not trial.load and trial.confirms is None:  # a second trial first (after trials.LIVE_DELAY_S)
-                net.trial = trial.again(trial.describe(*medians))  # timed as the second will be
-                return
-            if trial.confirms is not None:
-                note += ("; a first trial agreed" if runner is not trial.load else
-                         f"; a first trial that found otherwise ({trial.confirms}) was not confirmed")
-            net.backend_note = note
-            self._use_runner(net, runner)
-            if runner is None:  # torch eager, on the threads chosen for it
-                net.threads, net.threads_note = trial.threads, trial.threads_note
-            else:  # ONNX Runtime's graph has the taps: torch's hooks go
-                for tap in net.taps:
-                    tap.remove()
-                net.taps = []
-            self._run_order = self._order()
-            self._rechecked.append((name, net.backend_note))
-        else:
-            net.threads, net.threads_note = trial.choose(*trial.medians(), how)
-            self._rechecked.append((name, net.threads_note))
-
-    def take_rechecked(self) -> list[tuple[str, str]]:
-        """The networks whose choice live frames settled since the last call, each with what was
-        kept and why (the two times); :meth:`backend_of` says the same."""
-        settled, self._rechecked = self._rechecked, []
-        return settled
-
-    def _with_precision(self, spec: ModelSpec, model: nn.Module) -> tuple[nn.Module, str, str]:
-        """The network in the session's precision: ``auto`` times a batch-1 pass in both (medians
-        of 7, timed in turn, after 2 warm-up passes of each) and keeps bf16 only where the device has
-        it natively and it is at least 15% faster (engine.runtime.precision).
-        Returns the model, fp32 or bf16, and the reason."""
-        if self.precision == "fp32" or (self.precision == "auto" and not bf16_native(self.device)):
-            return model, "fp32", "" if self.precision == "fp32" else "fp32: no native bf16 here"
-        bf16 = copy.deepcopy(model).to(torch.bfloat16) if self.precision == "auto" else model.to(torch.bfloat16)
-        if self.precision == "bf16":
-            return bf16, "bf16", ""
-        x = torch.zeros((1, *spec.input_size), device=self.device)
-        if self.device.type == "cpu":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
-            fp32_ms, bf16_ms = paired_medians_ms(lambda: (model(x), synchronize(self.device)),
-                                                 lambda: (bf16(x.to(torch.bfloat16)), synchronize(self.device)))
-        times = (f"{ms_text(bf16_ms)} ms in bf16 against {ms_text(fp32_ms)} ms in fp32 "
-                 f"(batch 1, medians of 7 timed in turn, measured at load)")
-        if bf16_ms <= AUTO_GAIN * fp32_ms:
-            return bf16, "bf16", f"bf16: {times}"
-        return model, "fp32", f"fp32: {times}"
 
     def dtype(self, name: str) -> torch.dtype:
         """The dtype of ``name``'s weights, which its input must have."""
@@ -490,7 +312,7 @@ class InferenceSession:
         return FrameResult(frame_id, source, label, frame if not frame.flags.writeable else frozen(frame.copy()),
                            MappingProxyType(results), None, started, time.perf_counter(), self.generation)
 
-    def _input(self, net: _Network, view: np.ndarray) -> torch.Tensor:
+    def _input(self, net: Network, view: np.ndarray) -> torch.Tensor:
         """``view`` as the network's input tensor: on its device, in its dtype and layout
         (channels-last for torch on the CPU, plain NCHW for ONNX Runtime)."""
         preprocess, dtype, channels_last = net.input_key
@@ -502,7 +324,7 @@ class InferenceSession:
     def _order(self) -> tuple[str, ...]:
         return tuple(sorted(self._nets, key=lambda name: not self._leaves_a_core(self._nets[name])))
 
-    def _leaves_a_core(self, net: _Network) -> bool:
+    def _leaves_a_core(self, net: Network) -> bool:
         threads = getattr(net.runner, "threads", None)
         return net.backend == "onnxruntime" and threads is not None and threads < self.ort_threads
 
@@ -551,7 +373,7 @@ class InferenceSession:
                     results[name] = forward(net, x, view, pre_ms)
         return {name: results[name] for name in nets}, inputs
 
-    def _forward_runner(self, net: _Network, x: torch.Tensor, view: np.ndarray, pre_ms: float) -> ModelResult:
+    def _forward_runner(self, net: Network, x: torch.Tensor, view: np.ndarray, pre_ms: float) -> ModelResult:
         """:meth:`_forward` on a runner (ONNX Runtime, torch.compile): its graph already holds the
         softmax, top-k, class map and taps, so what is left is taking item 0 of each."""
         spec = net.loaded.spec
@@ -581,7 +403,7 @@ class InferenceSession:
         return ModelResult(spec.name, top, spec.class_names, probs, pre_ms, forward_ms, view,
                            activations, class_map, confidence, backend=runner.backend)
 
-    def _forward(self, net: _Network, x: torch.Tensor, view: np.ndarray, pre_ms: float) -> ModelResult:
+    def _forward(self, net: Network, x: torch.Tensor, view: np.ndarray, pre_ms: float) -> ModelResult:
         """One network on one prepared input, under ``torch.inference_mode`` (which :meth:`run`
         enters once per frame). The time covers everything from the input tensor to the finished
         result: forward pass, activations, softmax, top-k and numpy arrays.
@@ -627,7 +449,7 @@ class InferenceSession:
                            activations, class_map, confidence)
 
 
-def _probe(request: ProbeRequest, net: _Network, x: torch.Tensor) -> object:
+def _probe(request: ProbeRequest, net: Network, x: torch.Tensor) -> object:
     """One probe's answer, or :class:`ProbeFailed` with its reason: a probe that cannot answer
     (a Grad-CAM layer the class scores do not read, ...) never costs the frame its predictions."""
     try:

@@ -363,12 +363,12 @@ def test_autos_close_backend_choice_is_timed_again_on_live_frames(cache, monkeyp
     once; both answer with the same taps. A trial that disagrees with load changes the backend only
     when a second trial agrees (``gains``: BACKEND_GAIN in each trial; 100 finds ONNX Runtime faster,
     0 finds the two within it of each other)."""
-    import engine.runtime.session as inference
     import engine.runtime.trials as trials
+    import engine.runtime.tuning as tuning
 
     monkeypatch.setattr(trials, "TRIAL_BLOCK", 2)
     monkeypatch.setattr(trials, "TRIAL_BLOCKS", 2)
-    monkeypatch.setattr(inference, "paired_medians_ms", lambda *a, **k: (4.52, 4.44))  # (torch, ORT) at load
+    monkeypatch.setattr(tuning, "paired_medians_ms", lambda *a, **k: (4.52, 4.44))  # (torch, ORT) at load
     s = InferenceSession("cifar10", "cpu", models=["lenet5"], backend="auto", precision="fp32", onnx_cache=cache)
     assert s.backend_of("lenet5")[0] == "torch" and "4.44 ms on ONNX Runtime against 4.52" in s.backend_of("lenet5")[1]
     s.set_capture({"lenet5": ["features.c1"]})  # before the warm-up, as the engine asks
@@ -433,9 +433,9 @@ def test_live_frames_change_the_loads_backend_only_where_they_clearly_disagree()
 
 
 def test_a_clear_backend_choice_is_not_timed_again(cache, monkeypatch):
-    import engine.runtime.session as inference
+    import engine.runtime.tuning as tuning
 
-    monkeypatch.setattr(inference, "paired_medians_ms", lambda *a, **k: (5.0, 0.6))  # ENet-like: 8 times apart
+    monkeypatch.setattr(tuning, "paired_medians_ms", lambda *a, **k: (5.0, 0.6))  # ENet-like: 8 times apart
     s = InferenceSession("cifar10", "cpu", models=["lenet5"], backend="auto", precision="fp32", onnx_cache=cache)
     assert s.backend_of("lenet5")[0] == "onnxruntime" and s._nets["lenet5"].trial is None
     assert s.run(np.zeros((32, 32, 3), np.uint8)).results["lenet5"].backend == "onnxruntime"
@@ -443,10 +443,10 @@ def test_a_clear_backend_choice_is_not_timed_again(cache, monkeypatch):
 
 def test_a_backend_trial_that_fails_ends_after_one_frame(cache, monkeypatch):
     """A side of the trial that cannot answer costs one frame, not every other frame: load's choice stays."""
-    import engine.runtime.session as inference
     import engine.runtime.trials as trials
+    import engine.runtime.tuning as tuning
 
-    monkeypatch.setattr(inference, "paired_medians_ms", lambda *a, **k: (4.52, 4.44))
+    monkeypatch.setattr(tuning, "paired_medians_ms", lambda *a, **k: (4.52, 4.44))
     s = InferenceSession("cifar10", "cpu", models=["lenet5"], backend="auto", precision="fp32", onnx_cache=cache)
     s.warm_up()
     monkeypatch.setattr(trials, "LIVE_DELAY_S", 0.0)

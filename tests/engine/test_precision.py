@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-import engine.runtime.session as inference
+import engine.runtime.tuning as tuning
 from engine.models.registry import get_spec
 from engine.models.weights import load_model
 from engine.runtime.precision import PrecisionError, bf16_native, check_precision
@@ -46,7 +46,7 @@ def test_auto_says_what_it_chose_and_why():
 
 
 def test_bf16_without_native_support_is_refused_and_auto_stays_fp32(monkeypatch):
-    monkeypatch.setattr(inference, "bf16_native", lambda device: False)
+    monkeypatch.setattr(tuning, "bf16_native", lambda device: False)
     monkeypatch.setattr("engine.runtime.precision.bf16_native", lambda device: False)
     with pytest.raises(PrecisionError, match="no native bf16"):
         check_precision("bf16", torch.device("cpu"))
