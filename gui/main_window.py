@@ -59,7 +59,9 @@ from gui.image_canvas import ImageCanvas
 from gui.imaging import agreement
 from gui.job_bar import JobBar
 from gui.label_picker import LabelPicker
+from gui.message_bar import MessageBar, with_fix
 from gui.model_panel import ModelPanel
+from gui.panel_area import PanelArea
 from gui.overview_view import OverviewView
 from gui.pacing import CostRecorder, StallMeter
 from gui.pinned import Pinned
@@ -79,6 +81,7 @@ COUNTERS_LONGEST = "frame 99999 \u00b7 99.9 fps (ended) \u00b7 shown 99999/99999
 STEP_GAP_MS = 15  # between two steps of work spread over several event-loop passes
 SLOW_REFRESH_S = 0.2  # plots and table: at most 5 a second (they change slowly, and cost most)
 COMPACT_HEIGHT = 900  # a shorter window shows the table in a tab of its own, not under the plots
+DESIGNED_SIZE = QSize(1600, 1000)
 SLOW_PART_BUDGET_MS = 6.0  # a tick whose frame took longer than this leaves the slow parts to the next
 
 
@@ -93,13 +96,17 @@ def _headless() -> bool:
 
 
 def default_size() -> QSize:
-    """1600x1000, the size the layout is designed for, or 95% of a smaller screen."""
-    wanted = QSize(1600, 1000)
+    """1600x1000, the size the layout is designed for, or what fits a smaller screen."""
     screen = QGuiApplication.primaryScreen()
     if screen is None or _headless():
-        return wanted  # no real screen (tests, screenshots): the designed size
-    available = screen.availableGeometry().size() * 0.95
-    return wanted.boundedTo(available)
+        return DESIGNED_SIZE  # no real screen (tests, screenshots): the designed size
+    return fit_size(screen.availableGeometry().size())
+
+
+def fit_size(available: QSize) -> QSize:
+    """The designed size within 95% of the screen's free area: the rest is the window manager's
+    frame and title bar (at 1366x768, 1298x730 plus a title bar fits)."""
+    return DESIGNED_SIZE.boundedTo(available * 0.95)
 
 
 def _finite(value: float | None) -> float | None:
@@ -201,22 +208,31 @@ class MainWindow(QMainWindow):
         self._compact: bool | None = None
         self.splitter = QSplitter(Qt.Orientation.Vertical, self)
         self.splitter.setChildrenCollapsible(False)
-        for widget, stretch in ((self.panel_row, 2), (self.bottom_tabs, 1)):
+        self.panel_area = PanelArea(self.panel_row, self)
+        for widget, stretch in ((self.panel_area, 2), (self.bottom_tabs, 1)):
             self.splitter.addWidget(widget)
             self.splitter.setStretchFactor(self.splitter.count() - 1, stretch)
-        self.setCentralWidget(self.splitter)
+        self.message_bar = MessageBar(self)
+        central = QWidget(self)
+        central_layout = QVBoxLayout(central)
+        central_layout.setContentsMargins(0, 0, 0, 0)
+        central_layout.setSpacing(0)
+        central_layout.addWidget(self.message_bar)
+        central_layout.addWidget(self.splitter, 1)
+        self.setCentralWidget(central)
 
         self.status_text = ElidedLabel("Loading the networks\u2026", self)
         self.status_text.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        self.counters = QLabel("", self)
+        # Both labels change with every refresh. Pinned, a new text stays inside them: otherwise each
+        # one re-lays out the status bar and through it the window, whose layout then re-places the
+        # toolbar and the central widget. The counters ask for room for their longest line but take
+        # less (elided, whole in the tooltip) when a job's progress shares the bar: at a fixed width
+        # the two together widened a 1366-pixel window to 1450.
+        self.counters = ElidedLabel(COUNTERS_LONGEST, self)
         self.counters.setObjectName("dim")
         self.counters.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        # Both labels change with every refresh. At a fixed size (the counters: room for their
-        # longest line) a new text stays inside them: otherwise each one re-lays out the status bar
-        # and through it the window, whose layout then re-places the toolbar and the central widget.
-        self.counters.ensurePolished()
-        self.counters.setFixedSize(self.counters.fontMetrics().horizontalAdvance(COUNTERS_LONGEST) + 8,
-                                   self.counters.sizeHint().height())
+        self.counters.setMinimumWidth(160)
+        self.counters.setToolTip(" ")  # its own tooltip (_stall_text), never the elided line
         status = QStatusBar(self)
         status.setSizeGripEnabled(False)
         self.job_bar = JobBar(self)
@@ -226,7 +242,8 @@ class MainWindow(QMainWindow):
         status.addWidget(Pinned(self.status_text, self), 1)
         status.addWidget(self.job_bar)
         status.addWidget(self.label_picker)
-        status.addPermanentWidget(self.counters)
+        status.addPermanentWidget(Pinned(self.counters, self), 1)
+        self.counters.setText("")
         self.setStatusBar(status)
         self.setAcceptDrops(True)
         # No explicit minimum size: the layout's own (about 950x700, for a 1366x768 screen) keeps
@@ -283,9 +300,16 @@ class MainWindow(QMainWindow):
                 self.resize(self.size().expandedTo(floor))
         else:
             self.resize(default_size())
+        # Before the first layout: with the table still under the plots, a short window's layout
+        # asks for more height than the screen has, and the window grew past its bottom edge.
+        self._arrange_bottom(self.height() < COMPACT_HEIGHT)
         state = self.settings.value("window/split")
         if isinstance(state, QByteArray) and not state.isEmpty():
             self.splitter.restoreState(state)
+        elif self.height() < COMPACT_HEIGHT:  # the panels whole, the bottom what is left
+            room = self.height() - self.source_bar.sizeHint().height() - self.statusBar().sizeHint().height()
+            top = self.panel_area.row_height()
+            self.splitter.setSizes([top, max(1, room - top - self.splitter.handleWidth())])
         else:
             self.splitter.setSizes([480, 410])  # the bottom: plots and, on a tall window, the table
         tab = str(self.settings.value("window/tab", "") or "")
@@ -427,7 +451,10 @@ class MainWindow(QMainWindow):
     # -- status --------------------------------------------------------------------------------
 
     def set_status(self, text: str, error: bool = False) -> None:
+        """One line in the status bar; an error also whole, with its fix, in the message bar."""
         line = text.strip().splitlines()[0] if text.strip() else ""
+        if error:
+            self.message_bar.show_message(text.strip())
         if self.status_text.text() != line:
             self.status_text.setText(line)
         if self.status_text.toolTip() != text:
@@ -476,6 +503,7 @@ class MainWindow(QMainWindow):
             return
         what = describe_target(target)
         live = what.startswith(("stream", "camera"))
+        self.message_bar.dismiss()  # the person acted: an error about the last source is over
         self.set_status(f"{'Connecting to' if live else 'Opening'} {what}\u2026")
         if self.bridge.paused:
             self.bridge.resume()
@@ -841,10 +869,7 @@ class MainWindow(QMainWindow):
             self.errors.append(event.text)
             if event.code in (ErrorCode.SOURCE, ErrorCode.CAMERA):
                 self.source_errors.append(event.text)
-            hint = ""
-            if event.code == ErrorCode.CAMERA:
-                hint = " \u2014 try another index (Camera\u2026), or check that no other program uses it"
-            self.set_status(event.text + hint, True)
+            self.set_status(with_fix(event.text, event.code), True)
         elif isinstance(event, SourceStarted):
             self.set_status(f"Playing {event.name}")
             for panel in self.panels:

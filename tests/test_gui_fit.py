@@ -1,0 +1,84 @@
+"""The window on a 1366x768 laptop screen: it opens inside it, nothing widens it, and the splitter
+moves both ways."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QSize
+
+from engine.api import ErrorCode, JobEnded, JobOutcome, JobProgress
+from engine.api import Error as EngineError
+from tests.gui_fixtures import gui_settings, make_window, no_thread_leak, window_threads  # noqa: F401
+
+LONG = 60_000
+LONG_LINE = ("cannot download the ImageNet weights of vgg16_bn: <urlopen error [Errno -3] Temporary failure in "
+             "name resolution>; the networks keep the weights they had, and this line goes on well past the "
+             "width of any laptop screen")
+
+
+def test_the_first_size_fits_the_screen():
+    from gui.main_window import fit_size
+
+    first = fit_size(QSize(1366, 768))
+    assert first.width() <= 1366 and first.height() <= 768 - 30  # room for a title bar
+    assert fit_size(QSize(2560, 1440)) == QSize(1600, 1000)
+
+
+def test_a_short_first_size_is_not_grown_past_the_screen(qtbot, gui_settings, monkeypatch):  # noqa: F811
+    """The table sat under the plots until the first resize: the layout then asked for 805 px at a
+    730-pixel first size, and the window's bottom fell off a 768-pixel screen."""
+    import gui.main_window as main_window
+    from gui import style
+
+    style.configure_pyqtgraph()
+    monkeypatch.setattr(main_window, "default_size", lambda: QSize(1298, 730))
+    window = main_window.MainWindow(precision="fp32", backend="torch")
+    qtbot.addWidget(window)
+    window.grab()  # the first layout, as run_window does before showing it
+    window.show()
+    qtbot.waitExposed(window)
+    assert window.height() <= 730 and window.width() <= 1298
+    # the panels whole, the bottom tabs what is left
+    assert window.panel_area.height() >= window.panel_area.row_height()
+
+
+def test_at_1366x768_no_action_widens_the_window_and_the_splitter_moves_both_ways(make_window, qtbot):  # noqa: F811
+    window = make_window()
+    window.resize(1366, 768)
+    qtbot.waitUntil(lambda: window.size() == QSize(1366, 768))
+    widths = [window.width()]
+
+    def settle() -> None:
+        qtbot.wait(60)
+        widths.append(window.width())
+
+    # a long status line, then a long error that needs action: shown whole in the message bar
+    window.set_status(LONG_LINE)
+    settle()
+    window._on_event(EngineError(ErrorCode.DOWNLOAD, LONG_LINE))
+    settle()
+    assert window.message_bar.isVisible() and LONG_LINE in window.message_bar.text.text()
+    assert "Check the network connection" in window.message_bar.text.text()
+    # each long job as the engine reports it: the job bar beside the status line and the counters
+    for job, unit in (("analyze", "steps"), ("top-images", "images"), ("robustness", "runs")):
+        window._on_event(JobProgress(job, 3, 2000, LONG_LINE, unit))
+        settle()
+        assert window.job_bar.isVisible()
+        window._update_counters()
+        settle()
+        window._on_event(JobEnded(job, JobOutcome.CANCELLED, LONG_LINE))
+        settle()
+    for tab in (window.analysis_view, window.overview_view, window.robustness_view, window.live_tab):
+        window.bottom_tabs.setCurrentWidget(tab)
+        settle()
+    assert max(widths) == 1366, widths
+
+    # the splitter: the bottom tabs up to most of the window, and back down
+    splitter = window.splitter
+    total = sum(splitter.sizes())
+    splitter.moveSplitter(150, 1)
+    qtbot.waitUntil(lambda: splitter.sizes()[1] > total - 200)
+    assert window.panel_area.height() < window.panel_area.row_height()  # the panels scroll meanwhile
+    splitter.moveSplitter(total - 150, 1)  # down: the bottom tabs as short as they go, the panels whole
+    qtbot.waitUntil(lambda: splitter.sizes()[1] <= window.bottom_tabs.minimumSizeHint().height() + 2)
+    assert window.panel_area.height() >= window.panel_area.row_height()
+    assert window.width() == 1366
