@@ -6,6 +6,8 @@ See ``python main.py --help``.
 from __future__ import annotations
 
 import gc
+import os
+import re
 import sys
 
 
@@ -15,6 +17,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command is not None:
         return run_command(args)
+    missing = missing_source(args.window_source)
+    if missing:  # said at once, before Qt and the networks load (seconds on a busy machine)
+        print(f"error: {missing}", file=sys.stderr)
+        return 2
     # Importing Qt, pyqtgraph and torch makes hundreds of thousands of objects that live as long as
     # the process; the collector would walk them all again and again (0.7 s of full collections
     # before the window appeared). Collected after the imports, then frozen out of later collections.
@@ -29,6 +35,14 @@ def main(argv: list[str] | None = None) -> int:
         gc.freeze()
         gc.enable()
     return run_window(args)
+
+
+def missing_source(source: str | None) -> str | None:
+    """The one-line error for a --source path that does not exist; None for anything else (a camera
+    index, a URL, a path that exists: the engine checks what it holds)."""
+    if not source or source.strip().isdigit() or re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", source):
+        return None
+    return None if os.path.lexists(source) else f"{source}: no such file or folder"
 
 
 def run() -> int:

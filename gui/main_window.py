@@ -1008,6 +1008,7 @@ class MainWindow(QMainWindow):
             "stalls_over_50ms": self.stall_meter.stalls_over_50ms,
             "max_stall_ms_after_first_frame": round(self.stall_meter.max_stall_after_first_frame_ms, 1),
             "first_frame_at_s": self.stall_meter.first_frame_at,
+            "no_frame_because": self._no_frame_reason(),
             "long_stalls_at_s_ms": self.stall_meter.long_stalls,
             "latency_ms_p50": {name: _finite(s.p50_ms) for name, s in models.items()},
             "latency_ms_p95": {name: _finite(s.p95_ms) for name, s in models.items()},
@@ -1029,6 +1030,19 @@ class MainWindow(QMainWindow):
             "duration_s": round(time.monotonic() - self.started_at, 2),
             "engine_stopped_cleanly": self.engine_stopped_cleanly,
         }
+
+
+    def _no_frame_reason(self) -> str | None:
+        """Why the window drew no frame (None when it drew one): a report with zero frames says so."""
+        if self.frames_shown:
+            return None
+        if self.source_errors:
+            return f"the source failed: {self.source_errors[0]}"
+        if self.session is None:
+            return "closed while the networks were still loading"
+        if self.bridge.target is None:
+            return "no source was opened"
+        return "the source sent no frame before the window closed"
 
 
 class OriginalView(QDialog):
