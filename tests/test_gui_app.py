@@ -119,3 +119,17 @@ def test_quit_after_counts_from_the_first_frame_or_the_sources_failure(qtbot, tm
         else:
             assert report["frames_shown"] == 0 and "empty file" in report["no_frame_because"]
         assert window.engine_stopped_cleanly
+
+
+def test_no_display_is_one_line_not_qts_abort(capsys, monkeypatch):
+    import main
+
+    if sys.platform in ("win32", "darwin"):
+        pytest.skip("Qt finds the display by itself there")
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(name, raising=False)
+    assert main.main([]) == 2
+    assert capsys.readouterr().err == ("error: no display: set DISPLAY, or use QT_QPA_PLATFORM=offscreen, or use "
+                                       "the commands (python main.py --help)\n")
+    assert main.no_display({"DISPLAY": ":987654"})  # no X server behind it
+    assert not main.no_display({"QT_QPA_PLATFORM": "offscreen"}) and not main.no_display({"WAYLAND_DISPLAY": "w"})
