@@ -785,7 +785,7 @@ class Engine:
         session.set_probes(probes, request.generation)
         session.warm_up()
         info = SessionReady(config.profile, str(device), tuple(model_card(session, n) for n in session.names),
-                            tuple(session.messages))
+                            tuple(session.messages), config.precision, config.backend)
         self.session = session
         self._active = config
         self.metrics = MetricsTracker(session.names, session.spec(session.names[0]).num_classes)

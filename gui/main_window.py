@@ -781,8 +781,7 @@ class MainWindow(QMainWindow):
         self._analysis_stale = True
         self._refresh_analysis_tab()
         self.profile, self.device = session.profile, session.device
-        self.source_bar.set_profile(session.profile)
-        self.source_bar.set_device(session.device)
+        self._show_settings(session)
         self._ensure_panels(len(session.models))
         if self.statistics is not None:
             self.statistics.set_models(list(session.models))
@@ -817,6 +816,15 @@ class MainWindow(QMainWindow):
         self.last_snapshot = None
         self._filling = True  # panels may show the old session's networks until the steps are done
         self._run_in_turn(steps, lambda: self._session_ready(session))
+
+    def _show_settings(self, session: SessionReady) -> None:
+        """The toolbar's boxes show what runs: a refused change (bf16 on a CPU without it) goes back."""
+        self.source_bar.set_profile(session.profile)
+        self.source_bar.set_device(session.device)
+        if session.precision:
+            self.source_bar.set_precision(session.precision)
+        if session.backend:
+            self.source_bar.set_backend(session.backend)
 
     @property
     def ready(self) -> bool:
@@ -869,6 +877,9 @@ class MainWindow(QMainWindow):
             self.errors.append(event.text)
             if event.code in (ErrorCode.SOURCE, ErrorCode.CAMERA):
                 self.source_errors.append(event.text)
+            if event.code in (ErrorCode.SESSION, ErrorCode.DEVICE) and self.session is not None:
+                self.device = self.session.device
+                self._show_settings(self.session)  # refused: the networks run as they were
             self.set_status(with_fix(event.text, event.code), True)
         elif isinstance(event, SourceStarted):
             self.set_status(f"Playing {event.name}")

@@ -82,3 +82,16 @@ def test_at_1366x768_no_action_widens_the_window_and_the_splitter_moves_both_way
     qtbot.waitUntil(lambda: splitter.sizes()[1] <= window.bottom_tabs.minimumSizeHint().height() + 2)
     assert window.panel_area.height() >= window.panel_area.row_height()
     assert window.width() == 1366
+
+
+def test_the_precision_box_goes_back_to_what_runs_when_bf16_is_refused(make_window, qtbot, monkeypatch):  # noqa: F811
+    import engine.precision as precision
+
+    monkeypatch.setattr(precision, "bf16_native", lambda device: False)  # a CPU without bf16 arithmetic
+    window = make_window()
+    box = window.source_bar.precision_box
+    assert box.currentText() == "fp32"
+    box.setCurrentText("bf16")  # as the person picks it
+    qtbot.waitUntil(lambda: "no native bf16" in " ".join(window.errors), timeout=LONG)
+    qtbot.waitUntil(lambda: box.currentText() == "fp32")
+    assert all(m.precision == "fp32" for m in window.session.models)
