@@ -149,6 +149,7 @@ class MainWindow(QMainWindow):
         self._closed = False
         self._status_is_error = False
         self._resume_after_analysis = False
+        self._label_check = False  # whether the next frame drawn tells if the source labels itself
         self.gradcam_on = False
         self._channel_wanted: tuple[str, int] | None = None
         self._channel_view: ChannelView | None = None
@@ -504,6 +505,8 @@ class MainWindow(QMainWindow):
         what = describe_target(target)
         live = what.startswith(("stream", "camera"))
         self.message_bar.dismiss()  # the person acted: an error about the last source is over
+        # a class named for the last source is not this one's; a data set names its own
+        self.label_picker.set_source_labelled(what.split(" ")[0] == "dataset")
         self.set_status(f"{'Connecting to' if live else 'Opening'} {what}\u2026")
         if self.bridge.paused:
             self.bridge.resume()
@@ -521,6 +524,7 @@ class MainWindow(QMainWindow):
         self.bridge.set_source(target, interval)
 
     def show_image(self, image, name: str = "pasted image") -> None:
+        self.label_picker.set_source_labelled(False)  # a new picture: unnamed
         if self.bridge.paused:
             self.bridge.resume()
         self.set_status(f"Showing the {name} ({image.shape[1]}\u00d7{image.shape[0]})")
@@ -882,6 +886,7 @@ class MainWindow(QMainWindow):
                 self._show_settings(self.session)  # refused: the networks run as they were
             self.set_status(with_fix(event.text, event.code), True)
         elif isinstance(event, SourceStarted):
+            self._label_check = True
             self.set_status(f"Playing {event.name}")
             for panel in self.panels:
                 panel.reset_health()
@@ -967,6 +972,10 @@ class MainWindow(QMainWindow):
         names = self.session.models[0].class_names if self.session.models else ()
         truth = names[result.label] if result.label is not None and 0 <= result.label < len(names) else None
         total = len(result.results)
+        if self._label_check and self.label_picker.chosen is None:  # the new source's first frame drawn
+            self._label_check = False
+            if result.label is not None:  # labelled by the source itself (class-named folders)
+                self.label_picker.set_source_labelled(True)
         for panel in self.panels:
             r = result.results.get(panel.name)
             if r is not None:

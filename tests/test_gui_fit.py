@@ -95,3 +95,35 @@ def test_the_precision_box_goes_back_to_what_runs_when_bf16_is_refused(make_wind
     qtbot.waitUntil(lambda: "no native bf16" in " ".join(window.errors), timeout=LONG)
     qtbot.waitUntil(lambda: box.currentText() == "fp32")
     assert all(m.precision == "fp32" for m in window.session.models)
+
+
+def test_the_label_box_gives_the_keyboard_back_after_a_name_and_on_escape(make_window, qtbot, tmp_path):  # noqa: F811
+    from PySide6.QtCore import Qt
+
+    from tests.media import write_image
+
+    window = make_window()
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow)
+    box = window.label_picker.box
+    assert box.focusPolicy() == Qt.FocusPolicy.ClickFocus  # never where the keyboard starts
+    box.setFocus()
+    qtbot.waitUntil(box.hasFocus)
+    qtbot.keyClicks(box.lineEdit(), "ca")  # typing: the letters (and a space) go to the box
+    assert box.lineEdit().text() == "ca"
+    qtbot.keyClick(box.lineEdit(), Qt.Key.Key_Escape)
+    assert not box.hasFocus()
+    box.setFocus()
+    qtbot.waitUntil(box.hasFocus)
+    qtbot.keyClicks(box.lineEdit(), "cat")
+    qtbot.keyClick(box.lineEdit(), Qt.Key.Key_Return)  # a name chosen
+    assert window.label_picker.chosen == 3 and not box.hasFocus()
+    paused = window.bridge.paused
+    qtbot.keyClick(window, Qt.Key.Key_Space)  # the window's shortcut again, not a space in the box
+    qtbot.waitUntil(lambda: window.bridge.paused != paused)
+    # a folder of class-named folders labels its own frames: the box is disabled and says why
+    write_image(tmp_path / "cat" / "a.png")
+    window.open_source(str(tmp_path))
+    assert window.label_picker.chosen is None and window.bridge.engine.scene_label is None
+    qtbot.waitUntil(lambda: not box.isEnabled(), timeout=LONG)
+    assert "names its own classes" in window.label_picker.toolTip()

@@ -426,14 +426,20 @@ def test_statistics_belong_to_the_source_on_screen(make_window, qtbot, tmp_path)
     assert window._help.isVisible() and "majority 3/4" in window._help.text.toPlainText()
     window._help.close()
 
-    window.label_picker.choose("cat")  # "This is...": the video's frames count as cats
-    assert window.bridge.engine.scene_label == 3
+    # "This is...": the data set names its own classes, so there is nothing to name
+    picker = window.label_picker
+    assert not picker.box.isEnabled() and "names its own classes" in picker.box.toolTip()
     window.open_source(str(video))
+    assert picker.box.isEnabled()
+    picker.choose("cat")  # the video's frames count as cats
+    assert window.bridge.engine.scene_label == 3
     qtbot.waitUntil(lambda: window.last_snapshot is not None and window.last_snapshot.source == "clip.avi"
                     and window.last_snapshot.models["lenet5"].labelled > 0, timeout=LONG)
-    window.label_picker.clear_button.click()
+    picker.clear_button.click()
     assert window.bridge.engine.scene_label is None
-    window.open_source(str(video))
+    picker.choose("cat")
+    window.open_source(str(video))  # a name belongs to its source: the next one starts unnamed
+    assert window.bridge.engine.scene_label is None and picker.chosen is None
     qtbot.waitUntil(lambda: window.last_snapshot is not None and window.last_snapshot.source == "clip.avi"
                     and window.last_snapshot.frames >= 3, timeout=LONG)
     qtbot.waitUntil(lambda: live() is None, timeout=LONG)  # the data set's accuracy does not stay up
