@@ -97,6 +97,7 @@ class Engine:
         self._stop = threading.Event()
         self._paused = False
         self._steps = 0
+        self._step_granted = False  # a feeder's next frame may pass a pause: it was let through by a step
         self._feeder: threading.Thread | None = None  # the current one
         self._feeders: list[threading.Thread] = []  # every one not known to have ended
         self._opening: set[threading.Thread] = set()  # feeders still inside open_source
@@ -673,6 +674,7 @@ class Engine:
                 self._cond.wait(0.1)
             if self._paused:
                 self._steps -= 1
+                self._step_granted = True
         return not (stop.is_set() or self._stop.is_set())
 
     def _offer(self, frame: Frame, *, wait: bool, continuous: bool, stop: threading.Event | None = None,
@@ -681,6 +683,12 @@ class Engine:
             if wait:
                 while self._pending is not None and not self._stop.is_set() and not (stop and stop.is_set()):
                     self._cond.wait(0.1)
+            if stop is not None and not replay:
+                # Paused after this feeder's turn began (a frame shown again from the statistics): its
+                # frame waits for Play rather than replacing the one just put on screen.
+                while self._paused and not self._step_granted and not self._stop.is_set() and not stop.is_set():
+                    self._cond.wait(0.1)
+                self._step_granted = False
             if stop is not None and stop.is_set():
                 return  # a feeder told to stop hands over nothing more
             if self._pending is not None and not self._pending_replay:
