@@ -869,6 +869,9 @@ class MainWindow(QMainWindow):
         target, self._pending_target = self._pending_target, None
         if target is not None:
             self.open_source(target)
+        elif self.bridge.paused or self.bridge.source_ended or self.bridge.target is None:
+            # nothing new is coming (new weights while paused): the frame on screen runs again
+            self.bridge.rerun_last()
         elif self.bridge.target is None and self.bridge.latest is None:
             self.set_status("Ready: open an image, a folder, a video, a camera or the CIFAR-10 test set "
                             f"(or drop files here, or paste an image){note}")

@@ -45,6 +45,8 @@ def status_badge(status: WeightsKind | str, test_top1: float | None,
     text, colour = STATUS_BADGES.get(status, (str(status).upper(), style.TEXT_DIM))
     if status == WeightsKind.BUNDLED and test_top1 is not None:
         text = f"TRAINED \u00b7 test {100 * test_top1:.1f}%"
+    elif status == WeightsKind.CUSTOM and test_top1 is not None:  # as the file's own metrics JSON states it
+        text = f"CUSTOM \u00b7 its file: test {100 * test_top1:.1f}%"
     elif status == WeightsKind.DOWNLOADED and published_top1 is not None:
         text = f"{text} \u00b7 pub. {100 * published_top1:.1f}%"
     return text, colour

@@ -481,7 +481,8 @@ class TradeoffPlot(_Plot):
                 sources.add("\u25c6 published top-1")  # the tooltip: whose, and that it is not measured here
             elif m.test_top1 is not None:
                 y, measured, symbol = 100 * m.test_top1, True, "o"
-                sources.add("shipped test top-1")
+                sources.add("test top-1 from the custom file's metrics JSON" if m.status == "custom"
+                            else "shipped test top-1")
             else:
                 y, measured, symbol = 100.0 / max(1, self.num_classes), False, "s"
             points.append((x, y, measured, m, label, symbol))

@@ -127,3 +127,34 @@ def test_the_label_box_gives_the_keyboard_back_after_a_name_and_on_escape(make_w
     assert window.label_picker.chosen is None and window.bridge.engine.scene_label is None
     qtbot.waitUntil(lambda: not box.isEnabled(), timeout=LONG)
     assert "names its own classes" in window.label_picker.toolTip()
+
+
+def test_custom_weights_run_the_frame_on_screen_again_with_the_files_own_top1(make_window, qtbot, tmp_path):  # noqa: F811
+    import json
+    import shutil
+    from pathlib import Path
+
+    from tests.media import write_image
+
+    window = make_window(str(write_image(tmp_path / "a.png")))
+    panel = next(p for p in window.panels if p.name == "lenet5")
+    qtbot.waitUntil(lambda: panel.frame_id is not None and window.bridge.source_ended, timeout=LONG)
+    shipped = Path(__file__).resolve().parent.parent / "assets" / "weights" / "lenet5_cifar10.safetensors"
+    custom = tmp_path / "mine.safetensors"
+    shutil.copyfile(shipped, custom)
+    custom.with_suffix(".json").write_text(json.dumps({"model": "lenet5", "test_top1": 0.487}))
+    window._weights_requested("lenet5", str(custom))
+    qtbot.waitUntil(lambda: panel.info is not None and panel.info.weights == "custom", timeout=LONG)
+    assert panel.info.test_top1 == 0.487 and "its file: test 48.7%" in panel.status.text()
+    # the picture on screen is run again with the new weights: no Play needed
+    qtbot.waitUntil(lambda: panel.frame_id is not None, timeout=LONG)
+
+
+def test_a_custom_files_metrics_are_used_only_when_they_are_a_fraction_for_this_network():
+    from engine.worker import _file_top1
+
+    assert _file_top1({"model": "lenet5", "test_top1": 0.487}, "lenet5") == 0.487
+    assert _file_top1({"test_top1": 0.5}, "lenet5") == 0.5
+    for bad in ({"model": "vgg16", "test_top1": 0.9}, {"test_top1": 48.7}, {"test_top1": "0.4"},
+                {"test_top1": True}, [0.4], None):
+        assert _file_top1(bad, "lenet5") is None
