@@ -1,10 +1,10 @@
 """``python main.py`` with no command: the window, its command-line options, and a safe exit.
 
 ``--quit-after SECONDS`` closes the window by itself, SECONDS after the first frame was drawn (or
-after the source failed, or, with no source, after the networks were loaded); on closing, ``--screenshot`` saves a PNG of
-the whole window and ``--report`` a JSON summary of the run (frames shown and dropped, the longest
-main-thread stall, latencies). An unexpected exception becomes one line on the status bar and on
-stderr, never a traceback dialog or a crash (set ``CNN_ARENA_DEBUG=1`` for the traceback).
+after the source failed, or, with no source, after the networks were loaded); on closing,
+``--screenshot`` saves a PNG of the whole window and ``--report`` a JSON summary of the run (frames
+shown and dropped, the longest main-thread stall, latencies, why no frame arrived). An unexpected
+exception becomes one line on the status bar and on stderr, never a traceback dialog or a crash (set ``CNN_ARENA_DEBUG=1`` for the traceback).
 """
 
 from __future__ import annotations

@@ -18,7 +18,6 @@ from PySide6.QtWidgets import (
     QDialog,
     QFileDialog,
     QHBoxLayout,
-    QLabel,
     QMainWindow,
     QSizePolicy,
     QSplitter,
@@ -61,9 +60,9 @@ from gui.job_bar import JobBar
 from gui.label_picker import LabelPicker
 from gui.message_bar import MessageBar, with_fix
 from gui.model_panel import ModelPanel
-from gui.panel_area import PanelArea
 from gui.overview_view import OverviewView
 from gui.pacing import CostRecorder, StallMeter
+from gui.panel_area import PanelArea
 from gui.pinned import Pinned
 from gui.plots import LivePlots, PlotModel, pipeline_fps_text
 from gui.robustness_view import RobustnessView
