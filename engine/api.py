@@ -54,6 +54,7 @@ from engine.probes import (
     LayerOverview,
     ProbeRequest,
 )
+from engine.probes.gradcam import deeper_layer
 from engine.receptive import ReceptiveField, ReceptiveFieldError, crop_box, receptive_field
 from engine.robustness import RobustnessResult, robustness
 from engine.sources import VIDEO_SUFFIXES, Source, describe, open_source
@@ -67,7 +68,7 @@ from engine.worker import Engine, source_error
 __all__ = [
     "Activations", "LayerGlance", "LayerOverview", "Analysis", "NetworkAnalysis", "Verdict", "judge", "pareto_front",
     "CIFAR10_BYTES", "Cancelled", "Complexity", "Engine", "EngineEvent", "Error", "ErrorCode",
-    "FrameReady", "FrameResult", "GRADCAM_METHODS", "GradCam", "GradCamError", "GradCamResult",
+    "FrameReady", "FrameResult", "GRADCAM_METHODS", "GradCam", "GradCamError", "GradCamResult", "deeper_layer",
     "IMAGE_SUFFIXES", "InputError", "JobEnded", "JobOutcome", "JobProgress", "JobState",
     "LayerInfo", "MetricsSnapshot", "MetricsTracker", "ModelCard", "ModelResult", "ModelUpdated", "Notice", "PROFILES",
     "BACKENDS", "BACKEND_CHOICES", "backend_label", "onnxruntime_version",

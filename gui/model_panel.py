@@ -23,7 +23,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.api import HealthAccumulator, ModelCard, ModelResult, WeightsKind, backend_label, human_count
+from engine.api import (
+    HealthAccumulator,
+    ModelCard,
+    ModelResult,
+    WeightsKind,
+    backend_label,
+    deeper_layer,
+    human_count,
+)
 from gui import style
 from gui.elided import ElidedLabel
 from gui.feature_maps import FeatureMapView, shape_text
@@ -209,6 +217,8 @@ class ModelPanel(QFrame):
         self.cost = _label(self, "dim")
         self.latency = _label(self, width=72)
         self.latency.setStyleSheet("font-weight: bold;")
+        self.latency.ensurePolished()  # the bold font's width: a slow frame's "1113.6 ms" was cut to "l113.6 ms"
+        self.latency.setFixedWidth(self.latency.fontMetrics().horizontalAdvance("99999.9 ms") + 6)
         self.latency.setFixedHeight(self.latency.fontMetrics().height() + 2)  # fixed both ways: see gui.pinned
         costs = _row(self.cost, None, self.latency)
 
@@ -245,6 +255,7 @@ class ModelPanel(QFrame):
         self.input_caption.ensurePolished()  # the style sheet's font, not the default one
         self.input_caption.setFixedSize(136, 2 * self.input_caption.fontMetrics().lineSpacing() + 2)
         self.input_caption.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+        self.input_caption.linkActivated.connect(self.select_layer)  # "try relu5_3" under an empty Grad-CAM
         left = QVBoxLayout()
         left.setSpacing(2)
         left.addWidget(self.input_view)
@@ -551,6 +562,18 @@ class ModelPanel(QFrame):
             caption = f"channel {self.features.selected} over the input, {100 * self.channel_opacity:.0f}%"
             self.input_view.setToolTip("The selected channel, upsampled to the input, over it; scroll here to change "
                                        "how opaque it is")
+        elif cam is not None and hasattr(cam, "map") and not cam.map.any():
+            # Every location of this layer's weighted map lowers the class score: the ReLU leaves
+            # nothing. Said, with the deeper layer to try, rather than an empty overlay.
+            self.input_view.set_rgb(view)
+            deeper = deeper_layer(self.info.layers, cam.layer) if self.info is not None else None
+            short = cam.layer.rsplit(".", 1)[-1]
+            caption = (f"no positive evidence at {short}: <a href=\"{deeper}\">try {deeper.rsplit('.', 1)[-1]}</a>"
+                       if deeper else f"no positive evidence at {short}")
+            self.input_view.setToolTip(f"Grad-CAM of '{cam.label}' on {cam.layer}: at every location the channels "
+                                       "that lower the class score outweigh those that raise it, so the map is "
+                                       "empty" + (f"; {deeper}, deeper, usually has evidence (click the caption)"
+                                                  if deeper else ""))
         elif cam is not None and hasattr(cam, "map"):
             self.input_view.set_rgb(blend_heat(view, cam.map, self._heat_lut))
             caption = f"Grad-CAM of \u201c{cam.label}\u201d ({cam.ms:.0f} ms)"
