@@ -4,7 +4,8 @@
 after the source failed, or, with no source, after the networks were loaded); on closing,
 ``--screenshot`` saves a PNG of the whole window and ``--report`` a JSON summary of the run (frames
 shown and dropped, the longest main-thread stall, latencies, why no frame arrived). An unexpected
-exception becomes one line on the status bar and on stderr, never a traceback dialog or a crash (set ``CNN_ARENA_DEBUG=1`` for the traceback).
+exception becomes one line on the status bar and on stderr, never a traceback dialog or a crash
+(set ``CNN_ARENA_DEBUG=1`` for the traceback).
 """
 
 from __future__ import annotations
