@@ -127,6 +127,7 @@ class MainWindow(QMainWindow):
         self.layer_choice: dict[str, str] = {}  # model -> layer the person picked (kept across sessions)
         self.last_snapshot: MetricsSnapshot | None = None
         self.frames_shown = 0
+        self._counted_processed = 0  # the engine's count of answered frames when one was last counted as shown
         self.shown_frame_id: int | None = None
         self.errors: list[str] = []
         self.shown_result = None  # the FrameResult on screen
@@ -955,7 +956,12 @@ class MainWindow(QMainWindow):
             self._slow_dirty = True
             if result.ok and result.results and self.session is not None and not self._filling:
                 self._draw_frame(result)
-                self.frames_shown += 1
+                # A frame run again (a step back, a new layer while paused) is drawn but was not
+                # counted by the engine: "shown" counts only newly answered frames ("shown 51/48").
+                processed = self.bridge.processed
+                if processed > self._counted_processed:
+                    self.frames_shown += 1
+                    self._counted_processed = processed
                 self.stall_meter.mark_first_frame()
         # A plot or the table in a tick with time left, not on top of an expensive frame (the
         # first frames of a session repaint everything and cost several times the usual); but

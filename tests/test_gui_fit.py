@@ -187,3 +187,18 @@ def test_an_empty_grad_cam_says_so_and_offers_the_deeper_layer(make_window, qtbo
     assert 'href="features.relu5_3"' in panel.input_caption.text()
     panel.input_caption.linkActivated.emit("features.relu5_3")  # the person clicks "try relu5_3"
     assert panel.layer == "features.relu5_3"
+
+
+def test_frames_run_again_are_not_counted_as_shown(make_window, qtbot, tmp_path):  # noqa: F811
+    """'shown 51/48': a frame run again (a new layer while paused, a step back) was counted as shown."""
+    from tests.media import write_image
+
+    window = make_window(str(write_image(tmp_path / "a.png")))
+    qtbot.waitUntil(lambda: window.shown_result is not None and window.bridge.source_ended, timeout=LONG)
+    for _ in range(3):
+        before = window.shown_result
+        assert window.bridge.rerun_last()
+        qtbot.waitUntil(lambda: window.shown_result is not before, timeout=LONG)  # noqa: B023 - waited for here
+    window._update_counters()
+    assert window.frames_shown == window.bridge.processed == 1
+    assert "shown 1/1" in window.counters.text()
