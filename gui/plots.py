@@ -301,8 +301,8 @@ def placeholder_text(num_classes: int) -> str:
     if num_classes == 10:
         return ("No labels in this source: open the\nCIFAR-10 test set (or a folder of\n"
                 "class-named folders) to measure accuracy.")
-    return (f"No labels of these {num_classes:,} classes in this\nsource (CIFAR-10's are not theirs): open a\n"
-            "folder of folders named after them\nto measure accuracy.")
+    return (f"No labels of these {num_classes:,} classes in this\nsource: open a folder of folders named\n"
+            "after them to measure accuracy.")
 
 
 class AccuracyPlot(_Plot):
