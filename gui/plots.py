@@ -178,8 +178,11 @@ def frames_ago(count: int) -> np.ndarray:
 class LatencyPlot(_Plot):
     def __init__(self) -> None:
         super().__init__("Forward pass", "ms", "frames (0 = now)",
-                         tip="Each network's forward pass alone (what `bench` measures), over the last 300 frames "
-                             "of this source; preprocessing is in the table's Prep column")
+                         tip="Each network's forward pass in the live pipeline, over the last 300 frames of this "
+                             "source; preprocessing is in the table's Prep column. Not what `bench` measures (the "
+                             "network alone, one input again and again): live, the four networks run in turn and "
+                             "evict each other from the caches, the shown layer's outputs are copied out and the "
+                             "window shares the interpreter, so a small network's figure is several times bench's")
         item = self.widget.getPlotItem()
         item.enableAutoRange(x=False, y=False)
         item.setXRange(-HISTORY, 0, padding=0.01)  # fixed: the axes are not redrawn every refresh
