@@ -371,8 +371,12 @@ class MainWindow(QMainWindow):
         if self.profile != "cifar10":
             self.set_status("What a channel looks for is searched in the CIFAR-10 test set: the cifar10 profile", True)
             return
-        path = self.source_bar.cifar_start_path()
-        if not os.path.isfile(path) and not os.path.isdir(path):
+        # The data set playing, or the one remembered; a folder is where the file dialog starts (it
+        # may be the home folder: searched as a data set, it failed on '.pyenv')
+        target = self.bridge.target
+        playing = isinstance(target, str) and describe_target(target).split(" ")[0] == "dataset"
+        path = target if playing else self.source_bar.cifar_start_path()
+        if not playing and not os.path.isfile(path):
             path, _ = QFileDialog.getOpenFileName(self, "The CIFAR-10 test set to search", path, CIFAR_FILTER)
             if not path:
                 return

@@ -212,3 +212,18 @@ def test_live_forward_times_do_not_claim_to_be_benchs():
 
     for text in (HEADER_TIPS["Fwd p50 ms"], LIVE_TIMING):
         assert "live pipeline" in text and "caches" in text and "as `bench` measures" not in text
+
+
+def test_a_channel_search_asks_for_the_data_set_rather_than_searching_a_folder(make_window, monkeypatch, tmp_path):  # noqa: F811
+    """With no CIFAR-10 file remembered, the start folder of the file dialog (the home folder) was
+    searched as if it were the data set, and failed on '.pyenv'."""
+    from PySide6.QtWidgets import QFileDialog
+
+    window = make_window()
+    asked = []
+    monkeypatch.setattr(window.source_bar, "cifar_start_path", lambda: str(tmp_path))
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (asked.append(a), ("", ""))[1])
+    started = []
+    monkeypatch.setattr(window.bridge, "top_images", lambda *a: started.append(a) or True)
+    window._study_channel("lenet5", "features.c1", 0)
+    assert asked and not started  # the person was asked, and cancelled: nothing searched
