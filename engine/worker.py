@@ -687,6 +687,9 @@ class Engine:
                 # Paused after this feeder's turn began (a frame shown again from the statistics): its
                 # frame waits for Play rather than replacing the one just put on screen.
                 while self._paused and not self._step_granted and not self._stop.is_set() and not stop.is_set():
+                    if self._steps > 0:  # a step asked for meanwhile lets this frame through
+                        self._steps -= 1
+                        break
                     self._cond.wait(0.1)
                 self._step_granted = False
             if stop is not None and stop.is_set():
