@@ -575,8 +575,8 @@ class ModelPanel(QFrame):
             self.input_view.set_rgb(view)
             deeper = deeper_layer(self.info.layers, cam.layer) if self.info is not None else None
             short = cam.layer.rsplit(".", 1)[-1]
-            caption = (f"no positive evidence at {short}: <a href=\"{deeper}\">try {deeper.rsplit('.', 1)[-1]}</a>"
-                       if deeper else f"no positive evidence at {short}")
+            caption = f"no \u201c{cam.label}\u201d evidence at {short}" + (
+                f": <a href=\"{deeper}\">try {deeper.rsplit('.', 1)[-1]}</a>" if deeper else "")
             self.input_view.setToolTip(f"Grad-CAM of '{cam.label}' on {cam.layer}: at every location the channels "
                                        "that lower the class score outweigh those that raise it, so the map is "
                                        "empty" + (f"; {deeper}, deeper, usually has evidence (click the caption)"

@@ -183,7 +183,7 @@ def test_an_empty_grad_cam_says_so_and_offers_the_deeper_layer(make_window, qtbo
     window.bridge.pause()
     panel._result = panel._result._replace(probes={**panel._result.probes, "gradcam": empty})
     panel._paint_input()
-    assert "no positive evidence at relu4_3" in panel.input_caption.text()
+    assert f"no \u201c{cam.label}\u201d evidence at relu4_3" in panel.input_caption.text()
     assert 'href="features.relu5_3"' in panel.input_caption.text()
     panel.input_caption.linkActivated.emit("features.relu5_3")  # the person clicks "try relu5_3"
     assert panel.layer == "features.relu5_3"
