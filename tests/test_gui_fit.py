@@ -174,7 +174,8 @@ def test_an_empty_grad_cam_says_so_and_offers_the_deeper_layer(make_window, qtbo
     panel = next(p for p in window.panels if p.name == "vgg16")
     assert deeper_layer(panel.info.layers, "features.relu4_3") == "features.relu5_3"
     assert deeper_layer(panel.info.layers, "features.relu5_3") is None
-    window._gradcam(True)
+    qtbot.waitUntil(lambda: panel.frame_id is not None and window.bridge.source_ended, timeout=LONG)
+    window._gradcam(True)  # the picture on screen runs again with Grad-CAM
     qtbot.waitUntil(lambda: panel._result is not None and hasattr(panel._result.probes.get("gradcam"), "map"),
                     timeout=LONG)
     cam = panel._result.probes["gradcam"]
