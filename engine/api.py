@@ -41,6 +41,7 @@ from engine.live.worker import Engine
 from engine.models.registry import PROFILES, comparison_specs, family_members, get_spec, lineup
 from engine.models.weights import WeightsError, WeightsKind, parse_weights_args
 from engine.probes import Activations, GradCam, LayerOverview
+from engine.probes.gradcam import deeper_layer
 from engine.probes.layer_health import HealthAccumulator
 from engine.probes.perturb import KINDS as PERTURBATION_KINDS
 from engine.probes.perturb import Perturbation
@@ -64,7 +65,7 @@ __all__ = [
     "DownloadWeightsJob", "DownloadCifar10Job", "cached_analysis", "Analysis", "NetworkAnalysis", "pareto_front",
     "RobustnessResult", "TopImages", "LineupJob", "LineupAnalysis",
     # what to ask of a frame, and what its result holds
-    "Activations", "GradCam", "LayerOverview", "LayerInfo", "ModelResult", "HealthAccumulator",
+    "Activations", "GradCam", "deeper_layer", "LayerOverview", "LayerInfo", "ModelResult", "HealthAccumulator",
     "PERTURBATION_KINDS", "Perturbation",
     # the networks: profiles, specs, weights
     "PROFILES", "comparison_specs", "family_members", "get_spec", "lineup", "lineup_choices", "WeightsError",

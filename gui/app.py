@@ -1,9 +1,11 @@
 """``python main.py`` with no command: the window, its command-line options, and a safe exit.
 
-``--quit-after SECONDS`` closes the window by itself; on closing, ``--screenshot`` saves a PNG of
-the whole window and ``--report`` a JSON summary of the run (frames shown and dropped, the longest
-main-thread stall, latencies). An unexpected exception becomes one line on the status bar and on
-stderr, never a traceback dialog or a crash (set ``CNN_ARENA_DEBUG=1`` for the traceback).
+``--quit-after SECONDS`` closes the window by itself, SECONDS after the first frame was drawn (or
+after the source failed, or, with no source, after the networks were loaded); on closing,
+``--screenshot`` saves a PNG of the whole window and ``--report`` a JSON summary of the run (frames
+shown and dropped, the longest main-thread stall, latencies, why no frame arrived). An unexpected
+exception becomes one line on the status bar and on stderr, never a traceback dialog or a crash
+(set ``CNN_ARENA_DEBUG=1`` for the traceback).
 """
 
 from __future__ import annotations
@@ -61,6 +63,66 @@ def make_excepthook(window: MainWindow, stream=None):
     return hook
 
 
+# --quit-after waits this long at most for a first frame (a machine so busy the networks never load)
+FIRST_FRAME_WAIT_S = 120.0
+
+
+def preload_modules(backend: str) -> None:
+    """Import, before the window shows, what the engine's thread would import while it loads the
+    networks: importing onnx (ml_dtypes' extension) holds the interpreter lock for 0.3-1.3 s, and
+    the window, waiting for it, froze that long."""
+    if backend in ("auto", "onnxruntime"):
+        try:
+            import onnx  # noqa: F401
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            pass  # the engine says so, in one line, when it needs them
+
+
+class QuitAfter:
+    """Closes ``window`` ``seconds`` after it has something to show: its first frame drawn, its
+    source failed or ended, or (no source) its networks loaded; and, whatever happens, at most
+    FIRST_FRAME_WAIT_S + ``seconds`` after the start. ``counted_from`` says which it was."""
+
+    def __init__(self, window: MainWindow, seconds: float, source: str | None) -> None:
+        self.window, self.seconds, self.source = window, seconds, source
+        self.counted_from: str | None = None
+        self._ended_polls = 0
+        self._poll = QTimer(window)
+        self._poll.setInterval(50)
+        self._poll.timeout.connect(self._check)
+        self._poll.start()
+        QTimer.singleShot(int((FIRST_FRAME_WAIT_S + seconds) * 1000), window, self._give_up)
+
+    def _started(self) -> str | None:
+        w = self.window
+        if w.frames_shown > 0:
+            return "the first frame"
+        if w.source_errors:
+            return "the source's failure"
+        # The end is reported when the feeder runs out, before the networks answer its last frame:
+        # a source that ended counts only once it has stayed without a frame for a second.
+        ended = w.ready and w.bridge.source_ended
+        self._ended_polls = self._ended_polls + 1 if ended else 0
+        if self._ended_polls * self._poll.interval() >= 1000:
+            return "the end of the source"
+        if w.ready and not self.source:
+            return "the networks being loaded"
+        return None
+
+    def _check(self) -> None:
+        what = self._started()
+        if what is not None:
+            self._poll.stop()
+            self.counted_from = what
+            QTimer.singleShot(max(0, int(self.seconds * 1000)), self.window, self.window.close)
+
+    def _give_up(self) -> None:
+        if self.counted_from is None:
+            self.counted_from = f"the start: nothing to show within {FIRST_FRAME_WAIT_S:.0f} s"
+            self.window.close()
+
+
 def run_window(args) -> int:
     """Open the window with the options of ``engine.cli`` and run until it closes; the exit status."""
     app = QApplication.instance() or QApplication(sys.argv[:1])
@@ -77,6 +139,7 @@ def run_window(args) -> int:
     except WeightsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    preload_modules(getattr(args, "window_backend", None) or "auto")
     window = MainWindow(profile=getattr(args, "window_profile", None) or "cifar10",
                         device=getattr(args, "window_device", None) or "cpu", weights=weights,
                         precision=getattr(args, "window_precision", None) or "auto",
@@ -111,8 +174,7 @@ def run_window(args) -> int:
         window.show()
         window.start(getattr(args, "window_source", None))
         quit_after = getattr(args, "quit_after", None)
-        if quit_after is not None:
-            QTimer.singleShot(max(0, int(quit_after * 1000)), window.close)
+        timer = QuitAfter(window, quit_after, getattr(args, "window_source", None)) if quit_after is not None else None
         if window.isVisible():
             app.exec()
         if not window._closed:
@@ -120,7 +182,10 @@ def run_window(args) -> int:
         report = getattr(args, "report", None)
         if report:  # after closing, so the engine has stopped and the counts are final
             try:
-                write_json_atomic(report, window.report())
+                data = window.report()
+                if timer is not None:
+                    data["quit_after_counted_from"] = timer.counted_from
+                write_json_atomic(report, data)
             except (OSError, ValueError) as e:
                 failures.append(f"cannot write the report {report}: {e}")
     finally:

@@ -43,8 +43,11 @@ CSV_COLUMNS = ("network", "model", "profile", "year", "params", "macs", "size_mb
                "source", "backend", "precision")
 HEADER_TIPS = {
     "Act. MB": "Activations: the fp32 outputs of every layer for one image",
-    "Fwd p50 ms": "The network's forward pass alone (what `python main.py bench` measures), median over the "
-                      "last 300 frames of this source, warm",
+    "Fwd p50 ms": "The network's forward pass in the live pipeline, median over the last 300 frames of this "
+                  "source, warm. Not `python main.py bench`'s figure (the network alone, one input again and "
+                  "again): live, the four run in turn and evict each other from the caches, the shown layer's "
+                  "outputs are copied out and the window shares the interpreter; a small network's p50 is "
+                  "several times bench's",
     "Fwd p95 ms": "95th percentile of the same forward passes",
     "Prep ms": "Preprocessing (centre crop, resize, normalise) median over the same frames; shared by "
                "networks with the same input recipe",

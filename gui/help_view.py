@@ -32,8 +32,11 @@ Here it was trained on whole CIFAR-10 images, so its per-pixel answers show whic
 picture pushed it towards each class. It is not a true segmentation, and the
 ImageNet profile has none.</p>
 
-<p><b>Timings.</b> The figure at the top right of a panel is this frame's forward pass: the
-network alone, as <code>python main.py bench</code> measures it. The table gives the medians
+<p><b>Timings.</b> The figure at the top right of a panel is this frame's forward pass, timed in
+the live pipeline: a new picture each frame, the four networks in turn (each pushes the others'
+weights out of the processor's caches), the shown layer's outputs copied out, and the window
+sharing the Python interpreter. <code>python main.py bench</code> times a network alone on one
+input again and again: for LeNet-5 and ENet its figure is several times lower. The table gives the medians
 (p50) and the 95th percentiles over the last 300 frames of this source, warm, and the
 preprocessing (crop, resize, normalise) apart. <i>Throughput, all four</i> counts only the time
 frames kept coming.</p>

@@ -9,12 +9,22 @@ from __future__ import annotations
 
 import time
 
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QToolButton, QWidget
+from PySide6.QtCore import QSize, Signal
+from PySide6.QtWidgets import QHBoxLayout, QProgressBar, QSizePolicy, QToolButton, QWidget
 
 from engine.api import JobEnded, JobProgress
+from gui.elided import ElidedLabel
 
 MAX_TEXT_PX = 300  # beside the status line and the counters on a 1366-pixel screen; the whole line is the tooltip
+MIN_TEXT_PX = 110  # the numbers ("1,234/2,000 images"), when the window is as narrow as it goes
+
+
+class _JobText(ElidedLabel):
+    """Asks for MAX_TEXT_PX whatever its text (a new line must not re-lay out the status bar) and
+    takes down to MIN_TEXT_PX: the bar never makes the window wider than the screen."""
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
+        return QSize(MAX_TEXT_PX, super().sizeHint().height())
 
 
 class JobBar(QWidget):
@@ -22,8 +32,10 @@ class JobBar(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.text = QLabel("", self)
-        self.text.setFixedWidth(MAX_TEXT_PX)  # elided to fit, never squeezed
+        self.text = _JobText("", self)
+        self.text.setMinimumWidth(MIN_TEXT_PX)
+        self.text.setMaximumWidth(MAX_TEXT_PX)
+        self.text.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
         self.bar = QProgressBar(self)
         self.bar.setFixedWidth(120)
         self.bar.setTextVisible(False)
@@ -59,9 +71,7 @@ class JobBar(QWidget):
         self.show()
 
     def _set_line(self, line: str) -> None:
-        self.text.setToolTip(line)
-        room = MAX_TEXT_PX - 2 * self.text.margin() - 8  # the style sheet's padding
-        self.text.setText(self.text.fontMetrics().elidedText(line, Qt.TextElideMode.ElideRight, room))
+        self.text.setText(line)  # elided to the width it gets; the whole line is its tooltip
 
     def end(self, event: JobEnded) -> None:
         self._started = None

@@ -18,7 +18,6 @@ from PySide6.QtWidgets import (
     QDialog,
     QFileDialog,
     QHBoxLayout,
-    QLabel,
     QMainWindow,
     QSizePolicy,
     QSplitter,
@@ -65,9 +64,11 @@ from gui.image_canvas import ImageCanvas
 from gui.imaging import agreement
 from gui.job_bar import JobBar
 from gui.label_picker import LabelPicker
+from gui.message_bar import MessageBar, with_fix
 from gui.model_panel import ModelPanel
 from gui.overview_view import OverviewView
 from gui.pacing import CostRecorder, StallMeter
+from gui.panel_area import PanelArea
 from gui.pinned import Pinned
 from gui.plots import LivePlots, PlotModel, pipeline_fps_text
 from gui.robustness_view import RobustnessView
@@ -85,6 +86,7 @@ COUNTERS_LONGEST = "frame 99999 \u00b7 99.9 fps (ended) \u00b7 shown 99999/99999
 STEP_GAP_MS = 15  # between two steps of work spread over several event-loop passes
 SLOW_REFRESH_S = 0.2  # plots and table: at most 5 a second (they change slowly, and cost most)
 COMPACT_HEIGHT = 900  # a shorter window shows the table in a tab of its own, not under the plots
+DESIGNED_SIZE = QSize(1600, 1000)
 SLOW_PART_BUDGET_MS = 6.0  # a tick whose frame took longer than this leaves the slow parts to the next
 
 
@@ -99,13 +101,17 @@ def _headless() -> bool:
 
 
 def default_size() -> QSize:
-    """1600x1000, the size the layout is designed for, or 95% of a smaller screen."""
-    wanted = QSize(1600, 1000)
+    """1600x1000, the size the layout is designed for, or what fits a smaller screen."""
     screen = QGuiApplication.primaryScreen()
     if screen is None or _headless():
-        return wanted  # no real screen (tests, screenshots): the designed size
-    available = screen.availableGeometry().size() * 0.95
-    return wanted.boundedTo(available)
+        return DESIGNED_SIZE  # no real screen (tests, screenshots): the designed size
+    return fit_size(screen.availableGeometry().size())
+
+
+def fit_size(available: QSize) -> QSize:
+    """The designed size within 95% of the screen's free area: the rest is the window manager's
+    frame and title bar (at 1366x768, 1298x730 plus a title bar fits)."""
+    return DESIGNED_SIZE.boundedTo(available * 0.95)
 
 
 def _finite(value: float | None) -> float | None:
@@ -127,6 +133,7 @@ class MainWindow(QMainWindow):
         self.layer_choice: dict[str, str] = {}  # model -> layer the person picked (kept across sessions)
         self.last_snapshot: MetricsSnapshot | None = None
         self.frames_shown = 0
+        self._counted_processed = 0  # the engine's count of answered frames when one was last counted as shown
         self.shown_frame_id: int | None = None
         self.errors: list[str] = []
         self.shown_result = None  # the FrameResult on screen
@@ -148,6 +155,7 @@ class MainWindow(QMainWindow):
         self._closed = False
         self._status_is_error = False
         self._resume_after_analysis = False
+        self._label_check = False  # whether the next frame drawn tells if the source labels itself
         self.gradcam_on = False
         self._channel_wanted: tuple[str, int] | None = None
         # a finished job goes to the handler of its type; a new study's view adds its own (route_job)
@@ -212,22 +220,31 @@ class MainWindow(QMainWindow):
         self._compact: bool | None = None
         self.splitter = QSplitter(Qt.Orientation.Vertical, self)
         self.splitter.setChildrenCollapsible(False)
-        for widget, stretch in ((self.panel_row, 2), (self.bottom_tabs, 1)):
+        self.panel_area = PanelArea(self.panel_row, self)
+        for widget, stretch in ((self.panel_area, 2), (self.bottom_tabs, 1)):
             self.splitter.addWidget(widget)
             self.splitter.setStretchFactor(self.splitter.count() - 1, stretch)
-        self.setCentralWidget(self.splitter)
+        self.message_bar = MessageBar(self)
+        central = QWidget(self)
+        central_layout = QVBoxLayout(central)
+        central_layout.setContentsMargins(0, 0, 0, 0)
+        central_layout.setSpacing(0)
+        central_layout.addWidget(self.message_bar)
+        central_layout.addWidget(self.splitter, 1)
+        self.setCentralWidget(central)
 
         self.status_text = ElidedLabel("Loading the networks\u2026", self)
         self.status_text.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        self.counters = QLabel("", self)
+        # Both labels change with every refresh. Pinned, a new text stays inside them: otherwise each
+        # one re-lays out the status bar and through it the window, whose layout then re-places the
+        # toolbar and the central widget. The counters ask for room for their longest line but take
+        # less (elided, whole in the tooltip) when a job's progress shares the bar: at a fixed width
+        # the two together widened a 1366-pixel window to 1450.
+        self.counters = ElidedLabel(COUNTERS_LONGEST, self)
         self.counters.setObjectName("dim")
         self.counters.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        # Both labels change with every refresh. At a fixed size (the counters: room for their
-        # longest line) a new text stays inside them: otherwise each one re-lays out the status bar
-        # and through it the window, whose layout then re-places the toolbar and the central widget.
-        self.counters.ensurePolished()
-        self.counters.setFixedSize(self.counters.fontMetrics().horizontalAdvance(COUNTERS_LONGEST) + 8,
-                                   self.counters.sizeHint().height())
+        self.counters.setMinimumWidth(160)
+        self.counters.setToolTip(" ")  # its own tooltip (_stall_text), never the elided line
         status = QStatusBar(self)
         status.setSizeGripEnabled(False)
         self.job_bar = JobBar(self)
@@ -237,7 +254,8 @@ class MainWindow(QMainWindow):
         status.addWidget(Pinned(self.status_text, self), 1)
         status.addWidget(self.job_bar)
         status.addWidget(self.label_picker)
-        status.addPermanentWidget(self.counters)
+        status.addPermanentWidget(Pinned(self.counters, self), 1)
+        self.counters.setText("")
         self.setStatusBar(status)
         self.setAcceptDrops(True)
         # No explicit minimum size: the layout's own (about 950x700, for a 1366x768 screen) keeps
@@ -294,9 +312,16 @@ class MainWindow(QMainWindow):
                 self.resize(self.size().expandedTo(floor))
         else:
             self.resize(default_size())
+        # Before the first layout: with the table still under the plots, a short window's layout
+        # asks for more height than the screen has, and the window grew past its bottom edge.
+        self._arrange_bottom(self.height() < COMPACT_HEIGHT)
         state = self.settings.value("window/split")
         if isinstance(state, QByteArray) and not state.isEmpty():
             self.splitter.restoreState(state)
+        elif self.height() < COMPACT_HEIGHT:  # the panels whole, the bottom what is left
+            room = self.height() - self.source_bar.sizeHint().height() - self.statusBar().sizeHint().height()
+            top = self.panel_area.row_height()
+            self.splitter.setSizes([top, max(1, room - top - self.splitter.handleWidth())])
         else:
             self.splitter.setSizes([480, 410])  # the bottom: plots and, on a tall window, the table
         tab = str(self.settings.value("window/tab", "") or "")
@@ -357,8 +382,12 @@ class MainWindow(QMainWindow):
         if self.profile != "cifar10":
             self.set_status("What a channel looks for is searched in the CIFAR-10 test set: the cifar10 profile", True)
             return
-        path = self.source_bar.cifar_start_path()
-        if not os.path.isfile(path) and not os.path.isdir(path):
+        # The data set playing, or the one remembered; a folder is where the file dialog starts (it
+        # may be the home folder: searched as a data set, it failed on '.pyenv')
+        target = self.bridge.target
+        playing = isinstance(target, str) and describe_target(target).split(" ")[0] == "dataset"
+        path = target if playing else self.source_bar.cifar_start_path()
+        if not playing and not os.path.isfile(path):
             path, _ = QFileDialog.getOpenFileName(self, "The CIFAR-10 test set to search", path, CIFAR_FILTER)
             if not path:
                 return
@@ -439,7 +468,10 @@ class MainWindow(QMainWindow):
     # -- status --------------------------------------------------------------------------------
 
     def set_status(self, text: str, error: bool = False) -> None:
+        """One line in the status bar; an error also whole, with its fix, in the message bar."""
         line = text.strip().splitlines()[0] if text.strip() else ""
+        if error:
+            self.message_bar.show_message(text.strip())
         if self.status_text.text() != line:
             self.status_text.setText(line)
         if self.status_text.toolTip() != text:
@@ -488,6 +520,9 @@ class MainWindow(QMainWindow):
             return
         what = describe_target(target)
         live = what.startswith(("stream", "camera"))
+        self.message_bar.dismiss()  # the person acted: an error about the last source is over
+        # a class named for the last source is not this one's; a data set names its own
+        self.label_picker.set_source_labelled(what.split(" ")[0] == "dataset")
         self.set_status(f"{'Connecting to' if live else 'Opening'} {what}\u2026")
         if self.bridge.paused:
             self.bridge.resume()
@@ -505,6 +540,7 @@ class MainWindow(QMainWindow):
         self.bridge.set_source(target, interval)
 
     def show_image(self, image, name: str = "pasted image") -> None:
+        self.label_picker.set_source_labelled(False)  # a new picture: unnamed
         if self.bridge.paused:
             self.bridge.resume()
         self.set_status(f"Showing the {name} ({image.shape[1]}\u00d7{image.shape[0]})")
@@ -765,8 +801,7 @@ class MainWindow(QMainWindow):
         self._analysis_stale = True
         self._refresh_analysis_tab()
         self.profile, self.device = session.profile, session.device
-        self.source_bar.set_profile(session.profile)
-        self.source_bar.set_device(session.device)
+        self._show_settings(session)
         self._ensure_panels(len(session.models))
         if self.statistics is not None:
             self.statistics.set_models(list(session.models))
@@ -801,6 +836,15 @@ class MainWindow(QMainWindow):
         self.last_snapshot = None
         self._filling = True  # panels may show the old session's networks until the steps are done
         self._run_in_turn(steps, lambda: self._session_ready(session))
+
+    def _show_settings(self, session: SessionReady) -> None:
+        """The toolbar's boxes show what runs: a refused change (bf16 on a CPU without it) goes back."""
+        self.source_bar.set_profile(session.profile)
+        self.source_bar.set_device(session.device)
+        if session.precision:
+            self.source_bar.set_precision(session.precision)
+        if session.backend:
+            self.source_bar.set_backend(session.backend)
 
     @property
     def ready(self) -> bool:
@@ -841,6 +885,9 @@ class MainWindow(QMainWindow):
         target, self._pending_target = self._pending_target, None
         if target is not None:
             self.open_source(target)
+        elif self.bridge.paused or self.bridge.source_ended or self.bridge.target is None:
+            # nothing new is coming (new weights while paused): the frame on screen runs again
+            self.bridge.rerun_last()
         elif self.bridge.target is None and self.bridge.latest is None:
             self.set_status("Ready: open an image, a folder, a video, a camera or the CIFAR-10 test set "
                             f"(or drop files here, or paste an image){note}")
@@ -853,11 +900,12 @@ class MainWindow(QMainWindow):
             self.errors.append(event.text)
             if event.code in (ErrorCode.SOURCE, ErrorCode.CAMERA):
                 self.source_errors.append(event.text)
-            hint = ""
-            if event.code == ErrorCode.CAMERA:
-                hint = " \u2014 try another index (Camera\u2026), or check that no other program uses it"
-            self.set_status(event.text + hint, True)
+            if event.code in (ErrorCode.SESSION, ErrorCode.DEVICE) and self.session is not None:
+                self.device = self.session.device
+                self._show_settings(self.session)  # refused: the networks run as they were
+            self.set_status(with_fix(event.text, event.code), True)
         elif isinstance(event, SourceStarted):
+            self._label_check = True
             self.set_status(f"Playing {event.name}")
             for panel in self.panels:
                 panel.reset_health()
@@ -939,7 +987,12 @@ class MainWindow(QMainWindow):
             self._slow_dirty = True
             if result.ok and result.results and self.session is not None and not self._filling:
                 self._draw_frame(result)
-                self.frames_shown += 1
+                # A frame run again (a step back, a new layer while paused) is drawn but was not
+                # counted by the engine: "shown" counts only newly answered frames ("shown 51/48").
+                processed = self.bridge.processed
+                if processed > self._counted_processed:
+                    self.frames_shown += 1
+                    self._counted_processed = processed
                 self.stall_meter.mark_first_frame()
         # A plot or the table in a tick with time left, not on top of an expensive frame (the
         # first frames of a session repaint everything and cost several times the usual); but
@@ -958,6 +1011,10 @@ class MainWindow(QMainWindow):
         names = self.session.models[0].class_names if self.session.models else ()
         truth = names[result.label] if result.label is not None and 0 <= result.label < len(names) else None
         total = len(result.results)
+        if self._label_check and self.label_picker.chosen is None:  # the new source's first frame drawn
+            self._label_check = False
+            if result.label is not None:  # labelled by the source itself (class-named folders)
+                self.label_picker.set_source_labelled(True)
         for panel in self.panels:
             r = result.results.get(panel.name)
             if r is not None:
@@ -1010,6 +1067,7 @@ class MainWindow(QMainWindow):
             "stalls_over_50ms": self.stall_meter.stalls_over_50ms,
             "max_stall_ms_after_first_frame": round(self.stall_meter.max_stall_after_first_frame_ms, 1),
             "first_frame_at_s": self.stall_meter.first_frame_at,
+            "no_frame_because": self._no_frame_reason(),
             "long_stalls_at_s_ms": self.stall_meter.long_stalls,
             "latency_ms_p50": {name: _finite(s.p50_ms) for name, s in models.items()},
             "latency_ms_p95": {name: _finite(s.p95_ms) for name, s in models.items()},
@@ -1031,6 +1089,19 @@ class MainWindow(QMainWindow):
             "duration_s": round(time.monotonic() - self.started_at, 2),
             "engine_stopped_cleanly": self.engine_stopped_cleanly,
         }
+
+
+    def _no_frame_reason(self) -> str | None:
+        """Why the window drew no frame (None when it drew one): a report with zero frames says so."""
+        if self.frames_shown:
+            return None
+        if self.source_errors:
+            return f"the source failed: {self.source_errors[0]}"
+        if self.session is None:
+            return "closed while the networks were still loading"
+        if self.bridge.target is None:
+            return "no source was opened"
+        return "the source sent no frame before the window closed"
 
 
 class OriginalView(QDialog):

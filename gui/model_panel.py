@@ -23,7 +23,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.api import HealthAccumulator, ModelCard, ModelResult, WeightsKind, backend_label, human_count
+from engine.api import (
+    HealthAccumulator,
+    ModelCard,
+    ModelResult,
+    WeightsKind,
+    backend_label,
+    deeper_layer,
+    human_count,
+)
 from gui import style
 from gui.elided import ElidedLabel
 from gui.feature_maps import FeatureMapView, shape_text
@@ -45,6 +53,8 @@ def status_badge(status: WeightsKind | str, test_top1: float | None,
     text, colour = STATUS_BADGES.get(status, (str(status).upper(), style.TEXT_DIM))
     if status == WeightsKind.BUNDLED and test_top1 is not None:
         text = f"TRAINED \u00b7 test {100 * test_top1:.1f}%"
+    elif status == WeightsKind.CUSTOM and test_top1 is not None:  # as the file's own metrics JSON states it
+        text = f"CUSTOM \u00b7 its file: test {100 * test_top1:.1f}%"
     elif status == WeightsKind.DOWNLOADED and published_top1 is not None:
         text = f"{text} \u00b7 pub. {100 * published_top1:.1f}%"
     return text, colour
@@ -145,6 +155,13 @@ def _set_badge(label: Badge, text: str, colour: str, tooltip: str = "") -> None:
         label.show()
 
 
+# Why a live forward pass takes longer than `bench` says (a small network most: a LeNet-5 pass is
+# a tenth of a millisecond, so fixed costs weigh) and what the live figure includes.
+LIVE_TIMING = ("Timed in the live pipeline: a new picture every frame, the four networks in turn (the others "
+               "push this one's weights out of the processor's caches), the shown layer's outputs copied out, "
+               "and the window's thread sharing the Python interpreter. `python main.py bench` times the network "
+               "alone on one input, again and again: for a small network its figure is several times lower.")
+
 WEIGHTS_FILTER = "Checkpoints (*.safetensors *.pth *.pt);;All files (*)"
 
 
@@ -207,6 +224,8 @@ class ModelPanel(QFrame):
         self.cost = _label(self, "dim")
         self.latency = _label(self, width=72)
         self.latency.setStyleSheet("font-weight: bold;")
+        self.latency.ensurePolished()  # the bold font's width: a slow frame's "1113.6 ms" was cut to "l113.6 ms"
+        self.latency.setFixedWidth(self.latency.fontMetrics().horizontalAdvance("99999.9 ms") + 6)
         self.latency.setFixedHeight(self.latency.fontMetrics().height() + 2)  # fixed both ways: see gui.pinned
         costs = _row(self.cost, None, self.latency)
 
@@ -243,6 +262,7 @@ class ModelPanel(QFrame):
         self.input_caption.ensurePolished()  # the style sheet's font, not the default one
         self.input_caption.setFixedSize(136, 2 * self.input_caption.fontMetrics().lineSpacing() + 2)
         self.input_caption.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+        self.input_caption.linkActivated.connect(self.select_layer)  # "try relu5_3" under an empty Grad-CAM
         left = QVBoxLayout()
         left.setSpacing(2)
         left.addWidget(self.input_view)
@@ -438,8 +458,8 @@ class ModelPanel(QFrame):
         self.frame_id, self._result = frame_id, result
         self._show_flip(frame_id, result, clean_top1)
         self.latency.setText(f"{result.forward_ms:.1f} ms")
-        self.latency.setToolTip(f"This frame: forward pass {result.forward_ms:.2f} ms (the network alone, as "
-                                f"`bench` measures it) + preprocessing {result.preprocess_ms:.2f} ms")
+        self.latency.setToolTip(f"This frame: forward pass {result.forward_ms:.2f} ms + preprocessing "
+                                f"{result.preprocess_ms:.2f} ms. {LIVE_TIMING}")
         text, colour = agreement_badge(same, total)
         _set_badge(self.agree, text, colour, "networks (this one included) whose top-1 answer is the same")
         if truth is None:
@@ -549,6 +569,18 @@ class ModelPanel(QFrame):
             caption = f"channel {self.features.selected} over the input, {100 * self.channel_opacity:.0f}%"
             self.input_view.setToolTip("The selected channel, upsampled to the input, over it; scroll here to change "
                                        "how opaque it is")
+        elif cam is not None and hasattr(cam, "map") and not cam.map.any():
+            # Every location of this layer's weighted map lowers the class score: the ReLU leaves
+            # nothing. Said, with the deeper layer to try, rather than an empty overlay.
+            self.input_view.set_rgb(view)
+            deeper = deeper_layer(self.info.layers, cam.layer) if self.info is not None else None
+            short = cam.layer.rsplit(".", 1)[-1]
+            caption = f"no \u201c{cam.label}\u201d evidence at {short}" + (
+                f": <a href=\"{deeper}\">try {deeper.rsplit('.', 1)[-1]}</a>" if deeper else "")
+            self.input_view.setToolTip(f"Grad-CAM of '{cam.label}' on {cam.layer}: at every location the channels "
+                                       "that lower the class score outweigh those that raise it, so the map is "
+                                       "empty" + (f"; {deeper}, deeper, usually has evidence (click the caption)"
+                                                  if deeper else ""))
         elif cam is not None and hasattr(cam, "map"):
             self.input_view.set_rgb(blend_heat(view, cam.map, self._heat_lut))
             caption = f"Grad-CAM of \u201c{cam.label}\u201d ({cam.ms:.0f} ms)"

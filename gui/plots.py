@@ -178,8 +178,11 @@ def frames_ago(count: int) -> np.ndarray:
 class LatencyPlot(_Plot):
     def __init__(self) -> None:
         super().__init__("Forward pass", "ms", "frames (0 = now)",
-                         tip="Each network's forward pass alone (what `bench` measures), over the last 300 frames "
-                             "of this source; preprocessing is in the table's Prep column")
+                         tip="Each network's forward pass in the live pipeline, over the last 300 frames of this "
+                             "source; preprocessing is in the table's Prep column. Not what `bench` measures (the "
+                             "network alone, one input again and again): live, the four networks run in turn and "
+                             "evict each other from the caches, the shown layer's outputs are copied out and the "
+                             "window shares the interpreter, so a small network's figure is several times bench's")
         item = self.widget.getPlotItem()
         item.enableAutoRange(x=False, y=False)
         item.setXRange(-HISTORY, 0, padding=0.01)  # fixed: the axes are not redrawn every refresh
@@ -301,8 +304,8 @@ def placeholder_text(num_classes: int) -> str:
     if num_classes == 10:
         return ("No labels in this source: open the\nCIFAR-10 test set (or a folder of\n"
                 "class-named folders) to measure accuracy.")
-    return (f"No labels of these {num_classes:,} classes in this\nsource (CIFAR-10's are not theirs): open a\n"
-            "folder of folders named after them\nto measure accuracy.")
+    return (f"No labels of these {num_classes:,} classes in this\nsource: open a folder of folders named\n"
+            "after them to measure accuracy.")
 
 
 class AccuracyPlot(_Plot):
@@ -481,7 +484,8 @@ class TradeoffPlot(_Plot):
                 sources.add("\u25c6 published top-1")  # the tooltip: whose, and that it is not measured here
             elif m.test_top1 is not None:
                 y, measured, symbol = 100 * m.test_top1, True, "o"
-                sources.add("shipped test top-1")
+                sources.add("test top-1 from the custom file's metrics JSON" if m.status == "custom"
+                            else "shipped test top-1")
             else:
                 y, measured, symbol = 100.0 / max(1, self.num_classes), False, "s"
             points.append((x, y, measured, m, label, symbol))

@@ -28,7 +28,7 @@ from engine.common.files import atomic_write
 from engine.data.imageio import InputError, display_name, read_image
 from engine.models.registry import RegistryError
 from engine.models.weights import UNTRAINED, WeightsError
-from engine.probes.gradcam import GradCam, GradCamError, GradCamResult
+from engine.probes.gradcam import GradCam, GradCamError, GradCamResult, deeper_layer
 from engine.runtime.precision import PrecisionError
 from engine.runtime.session import InferenceSession
 
@@ -85,6 +85,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
             "ms": round(cam.ms, 3), "timing": "warm" if runs > 1 else "cold",
             "weights": str(session.loaded(name).status), "precision": session.precision_of(name)[0],
             "png": str(png), "npy": str(npy),
+            # False: every location of the layer's weighted map lowers the class score (an all-zero map)
+            "positive_evidence": bool(cam.map.any()),
         })
     if args.json:
         print_json({"image": args.image, "profile": args.profile, "results": answers})
@@ -94,6 +96,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
              f"{a['ms']:.1f}", "UNTRAINED" if a["weights"] == str(UNTRAINED) else a["weights"]] for a in answers]
     print(format_table(["model", "explained", "layer (grid)", "ms", "weights"], rows, right={3}))
     print(f"  ms: the probe's time on this image ({'second run, warm' if runs > 1 else 'one run, cold'})")
+    for a in answers:
+        if not a["positive_evidence"]:
+            deeper = deeper_layer(session.layers(a["model"]), a["layer"])
+            print(f"  {a['model']}: no positive evidence at {a['layer']} (its map is all zero)"
+                  + (f"; try the deeper --layer {a['model']}={deeper}" if deeper else ""))
     print(f"wrote {len(answers) * 2} files into {terminal_text(str(folder))}")
     return 0
 

@@ -33,7 +33,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         try:
             download_weights(list_specs(args.profile), JobState(on_progress=JobProgressBar()))
         except DownloadError as e:  # answer with what there is (marked untrained), then exit 2
-            print(f"error: {terminal_text(str(e))}", file=sys.stderr, flush=True)
+            # the command's own way to a local file (the window's message bar names its menu)
+            print(f"error: {terminal_text(str(e))}; a local file: --weights MODEL=PATH", file=sys.stderr, flush=True)
             download_failed = True
     try:
         session = InferenceSession(args.profile, args.device, weights=weights, top_k=args.top,

@@ -48,8 +48,7 @@ def download_file(url: str, dest: Path, job: JobState, *, label: str = "", timeo
                 raise DownloadError(f"{label}: the weights server answered {e.code} ({_reason(e)})") from None
             except (urllib.error.URLError, OSError) as e:
                 raise DownloadError(f"{label}: cannot reach the weights server ({_reason(e)}); check the "
-                                    "connection, or use a local file (Change \u25b8 Load weights\u2026, or "
-                                    "--weights MODEL=PATH)") from None
+                                    "connection, or use a local weights file") from None
             except ValueError as e:
                 raise DownloadError(f"{label}: cannot download ({_reason(e)})") from None
             with response:

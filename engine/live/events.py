@@ -67,6 +67,8 @@ class SessionReady:
     device: str
     models: tuple[ModelCard, ...]
     messages: tuple[str, ...] = ()
+    precision: str = ""  # the settings it was built with (auto, fp32, bf16): what a refused change kept
+    backend: str = ""
 
     def card(self, name: str) -> ModelCard | None:
         return next((m for m in self.models if m.name == name), None)

@@ -21,6 +21,7 @@ class FrameSlot:
         self.replay = False  # the pending frame is shown again, not counted again
         self.paused = False
         self.steps = 0  # frames let through while paused
+        self.step_granted = False  # a feeder's next frame may pass a pause: a step let it through
         self.dropped = 0
         self.waiting = 0  # feeders holding a frame until play or a step
         self.history = FrameHistory()
@@ -33,6 +34,19 @@ class FrameSlot:
             if wait:
                 while self.pending is not None and not self._stop.is_set() and not (stop and stop.is_set()):
                     self.cond.wait(0.1)
+            if stop is not None and not replay:
+                # Paused after this feeder's turn began (a frame shown again from the statistics): its
+                # frame waits for Play rather than replacing the one just put on screen.
+                self.waiting += 1
+                try:
+                    while self.paused and not self.step_granted and not self._stop.is_set() and not stop.is_set():
+                        if self.steps > 0:  # a step asked for meanwhile lets this frame through
+                            self.steps -= 1
+                            break
+                        self.cond.wait(0.1)
+                finally:
+                    self.waiting -= 1
+                self.step_granted = False
             if stop is not None and stop.is_set():
                 return  # a feeder told to stop hands over nothing more
             if self.pending is not None and not self.replay:
@@ -60,6 +74,7 @@ class FrameSlot:
                 self.waiting -= 1
             if self.paused:
                 self.steps -= 1
+                self.step_granted = True
         return not (stop.is_set() or self._stop.is_set())
 
     def pause(self) -> None:

@@ -398,7 +398,7 @@ class Engine:
         session.set_probes(probes, request.generation)
         session.warm_up()
         info = SessionReady(config.profile, str(device), tuple(model_card(session, n) for n in session.names),
-                            tuple(session.messages))
+                            tuple(session.messages), config.precision, config.backend)
         self.session = session
         self._active = config
         self.metrics = MetricsTracker(session.names, session.spec(session.names[0]).num_classes)
@@ -457,13 +457,22 @@ class Engine:
 
 def model_card(session: InferenceSession, name: str) -> ModelCard:
     spec, loaded = session.spec(name), session.loaded(name)
-    top1 = (loaded.metrics or {}).get("test_top1")
+    top1 = _file_top1(loaded.metrics, name)
     return ModelCard(name, spec.title, spec.family, spec.year, spec.paper, loaded.status, loaded.source,
                      loaded.downloadable, session.layers(name), spec.default_layer, spec.has_class_map,
                      spec.class_names, top1, _complexity(name, session.profile),
                      hub_download_bytes(spec) if loaded.downloadable else None,
                      *(published_accuracy(spec) or (None, None)), spec.label, *session.precision_of(name),
                      spec.gradcam_layer, *session.backend_of(name), *session.threads_of(name))
+
+
+def _file_top1(metrics, name: str) -> float | None:
+    """The test top-1 a weights file's metrics JSON states, when it is a fraction and names this
+    network (a user's file may be anything)."""
+    if not isinstance(metrics, dict) or metrics.get("model", name) != name:
+        return None
+    top1 = metrics.get("test_top1")
+    return float(top1) if isinstance(top1, (int, float)) and not isinstance(top1, bool) and 0 <= top1 <= 1 else None
 
 
 def _complexity(name: str, profile: str) -> Complexity | None:

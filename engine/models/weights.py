@@ -415,7 +415,9 @@ def load_model(spec: ModelSpec, weights_path: str | os.PathLike | None = None, *
     if weights_path is not None:
         model = spec.build()
         load_state_file(spec, model, weights_path)
-        return LoadedModel(spec, model, CUSTOM, f"custom weights {display_name(weights_path)}")
+        # the metrics JSON the training command wrote beside it, if any: checked before use (model_card)
+        return LoadedModel(spec, model, CUSTOM, f"custom weights {display_name(weights_path)}",
+                           read_metrics(Path(weights_path)))
     info = resolve(spec, weights_dir)
     hub = hub_weights(spec)
     if hub is not None and (info.status == DOWNLOADED or allow_download):

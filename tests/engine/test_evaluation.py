@@ -118,7 +118,7 @@ def test_cmd_eval_table_flags_untrained(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path / "no-weights")
     archive = make_tiny_archive(tmp_path / "tiny.tar.gz", train_per_class=1, test_per_class=2)
-    from engine.cli import TTA_MODES
+    from engine.cli.args import TTA_MODES
     from engine.studies.evaluation import TTA_MODES as EVAL_TTA_MODES
 
     assert TTA_MODES == EVAL_TTA_MODES

@@ -375,3 +375,23 @@ def test_a_thread_choice_settled_on_live_frames_comes_as_a_new_card(tmp_path, mo
         assert engine.info.card("lenet5") == update.card
     finally:
         assert engine.stop(2.0)
+
+
+def test_a_frame_shown_again_stays_on_screen_while_the_source_is_paused(engine_and_recorder):
+    """Running flat out, the feeder always waits with its next frame; shown again from the
+    statistics, a kept frame was replaced by that one at once (the first try showed another frame)."""
+    engine, rec = engine_and_recorder
+    images = [np.full((32, 32, 3), i % 256, np.uint8) for i in range(400)]
+    engine.set_source(ArraySource(images, "many"), realtime=False)
+    rec.wait(lambda r: len(r.results) >= 6)
+    kept = rec.results[2][0].frame_id
+    assert engine.show_kept(kept) and engine.paused
+
+    def settled(r) -> bool:
+        arrived = any(res.frame_id == kept and res is not r.results[2][0] for res, _ in r.results[6:])
+        return arrived and engine.held  # the feeder holds its next frame; nothing left to run
+
+    rec.wait(settled)
+    assert rec.results[-1][0].frame_id == kept
+    engine.resume()  # Play: the source goes on from where it was
+    rec.wait(lambda r: r.results[-1][0].frame_id > kept + 4)

@@ -81,3 +81,55 @@ def test_an_unexpected_exception_is_one_line_not_a_traceback():
     assert err.getvalue() == "internal error: ValueError: bad thing\n"
     assert window.status == "internal error: ValueError: bad thing"
     assert window.errors == ["internal error: ValueError: bad thing"]
+
+
+def test_a_missing_source_is_one_line_and_status_2_before_anything_loads(capsys):
+    import main
+
+    assert main.main(["--source", "/nope.mp4", "--quit-after", "2", "--report", "r.json"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: /nope.mp4: no such file or folder\n"
+    assert main.missing_source("0") is None and main.missing_source("rtsp://host/x") is None
+
+
+def test_quit_after_counts_from_the_first_frame_or_the_sources_failure(qtbot, tmp_path, gui_settings,
+                                                                     window_threads, no_thread_leak):
+    """On a busy machine the networks took 10-14 s to load: counted from the start, --quit-after 30
+    closed the window before any frame (frames_processed: 0, a screenshot of "Loading the networks")."""
+    from gui import style
+    from gui.app import QuitAfter
+    from gui.main_window import MainWindow
+    from tests.media import write_image
+
+    style.configure_pyqtgraph()
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    for source, counted_from in ((write_image(tmp_path / "a.png"), "the first frame"),
+                                 (empty, "the source's failure")):
+        window = MainWindow(precision="fp32", backend="torch")
+        qtbot.addWidget(window)
+        window.show()
+        window.start(str(source))
+        quit_after = QuitAfter(window, 0.1, str(source))
+        qtbot.waitUntil(lambda: window._closed, timeout=60_000)  # noqa: B023 - waited for here
+        assert quit_after.counted_from == counted_from
+        report = window.report()
+        if counted_from == "the first frame":
+            assert report["frames_shown"] >= 1 and report["no_frame_because"] is None
+        else:
+            assert report["frames_shown"] == 0 and "empty file" in report["no_frame_because"]
+        assert window.engine_stopped_cleanly
+
+
+def test_no_display_is_one_line_not_qts_abort(capsys, monkeypatch):
+    import main
+
+    if sys.platform in ("win32", "darwin"):
+        pytest.skip("Qt finds the display by itself there")
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(name, raising=False)
+    assert main.main([]) == 2
+    assert capsys.readouterr().err == ("error: no display: set DISPLAY, or use QT_QPA_PLATFORM=offscreen, or use "
+                                       "the commands (python main.py --help)\n")
+    assert main.no_display({"DISPLAY": ":987654"})  # no X server behind it
+    assert not main.no_display({"QT_QPA_PLATFORM": "offscreen"}) and not main.no_display({"WAYLAND_DISPLAY": "w"})
