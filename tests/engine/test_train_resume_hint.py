@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from engine.cli import build_parser
-from engine.cli.train import _file_stamp, stop_hint
+from engine.cli.train_hint import file_stamp, stop_hint
 
 
 def _args(*argv: str):
@@ -31,7 +31,7 @@ def test_the_hint_is_the_whole_command_with_absolute_quoted_paths(tmp_path, monk
                  "--set", "grad_clip=none", "--device", "cpu", "--nice")
     ckpt = tmp_path / "runs" / "checkpoint.pt"
     ckpt.parent.mkdir()
-    before = _file_stamp(ckpt)
+    before = file_stamp(ckpt)
     ckpt.write_bytes(b"written by this run")
     hint = stop_hint(args, ckpt, before, resumed=False, world=1)
     assert "this run's checkpoint" in hint and "is kept" in hint
@@ -47,7 +47,7 @@ def test_a_restart_stopped_before_its_first_checkpoint_does_not_claim_the_old_on
     ckpt = tmp_path / "checkpoint.pt"
     ckpt.write_bytes(b"the previous run's")
     args = _args("--model", "lenet5", "--data", str(tmp_path / "d.tar.gz"), "--restart")
-    hint = stop_hint(args, ckpt, _file_stamp(ckpt), resumed=False, world=1)
+    hint = stop_hint(args, ckpt, file_stamp(ckpt), resumed=False, world=1)
     assert "previous run's" in hint and "is kept" not in hint
     _, _, again = _pasted(hint)
     assert again.restart and not again.resume  # --resume would continue the run the person discarded
@@ -66,5 +66,5 @@ def test_a_resumed_run_keeps_its_checkpoint_even_before_writing_a_new_one(tmp_pa
     ckpt = tmp_path / "checkpoint.pt"
     ckpt.write_bytes(b"the run this one continues")
     args = _args("--model", "lenet5", "--data", str(tmp_path / "d.tar.gz"), "--resume")
-    hint = stop_hint(args, ckpt, _file_stamp(ckpt), resumed=True, world=1)
+    hint = stop_hint(args, ckpt, file_stamp(ckpt), resumed=True, world=1)
     assert "is kept" in hint and _pasted(hint)[2].resume
