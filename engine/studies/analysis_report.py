@@ -43,7 +43,7 @@ CAPTIONS = {
 }
 
 
-def _figure(width: float = 6.0, height: float = 4.0, columns: int = 1):
+def new_figure(width: float = 6.0, height: float = 4.0, columns: int = 1):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -53,7 +53,7 @@ def _figure(width: float = 6.0, height: float = 4.0, columns: int = 1):
     return fig, axes
 
 
-def _png(fig) -> bytes:
+def png_bytes(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
@@ -64,7 +64,7 @@ def _colour(analysis: Analysis, net: NetworkAnalysis) -> str:
 
 
 def figure_accuracy_vs_macs(a: Analysis) -> bytes:
-    fig, ax = _figure()
+    fig, ax = new_figure()
     scored = [n for n in a.networks if n.top1 is not None]
     biggest = max((n.params for n in scored), default=1)
     for n in scored:
@@ -80,11 +80,11 @@ def figure_accuracy_vs_macs(a: Analysis) -> bytes:
     ax.set_title("Accuracy against operations" + (f" (no accuracy: {', '.join(missing)})" if missing else ""),
                  fontsize=10)
     ax.grid(alpha=0.3)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def figure_latency_vs_batch(a: Analysis) -> bytes:
-    fig, ax = _figure()
+    fig, ax = new_figure()
     for n in a.networks:
         ax.plot([p.batch for p in n.batches], [p.ms_per_image_p50 for p in n.batches], "o-", color=_colour(a, n),
                 label=n.label)
@@ -95,11 +95,11 @@ def figure_latency_vs_batch(a: Analysis) -> bytes:
     ax.set_title(f"Time per image against batch size ({a.device}, {a.threads} threads, {a.precision})", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def figure_memory_vs_batch(a: Analysis) -> bytes:
-    fig, ax = _figure()
+    fig, ax = new_figure()
     for n in a.networks:
         color = _colour(a, n)
         batches = [p.batch for p in n.batches]
@@ -113,11 +113,11 @@ def figure_memory_vs_batch(a: Analysis) -> bytes:
     ax.set_title("Memory against batch size (dashed: all layer outputs at once)", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def figure_latency_vs_macs(a: Analysis) -> bytes:
-    fig, (left, right) = _figure(10.0, 4.0, 2)
+    fig, (left, right) = new_figure(10.0, 4.0, 2)
     for n in a.networks:
         left.scatter([n.macs / 1e6], [n.latency_ms], color=_colour(a, n), s=50, zorder=3)
         left.annotate(n.label, (n.macs / 1e6, n.latency_ms), textcoords="offset points", xytext=(6, -10),
@@ -153,11 +153,11 @@ def figure_latency_vs_macs(a: Analysis) -> bytes:
     right.set_title("Layers" + (f" (R\u00b2 = {lf.r2:.2f} over {lf.n}, linear fit)" if lf else ""), fontsize=10)
     right.legend(fontsize=8)
     right.grid(alpha=0.3, which="both")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def figure_density(a: Analysis) -> bytes:
-    fig, ax = _figure()
+    fig, ax = new_figure()
     scored = [n for n in a.networks if n.density is not None]
     ax.bar([n.label for n in scored], [n.density for n in scored], color=[_colour(a, n) for n in scored])
     for i, n in enumerate(scored):
@@ -166,11 +166,11 @@ def figure_density(a: Analysis) -> bytes:
     ax.set_ylabel("top-1 points per million parameters")
     ax.set_title("Accuracy per parameter", fontsize=10)
     ax.grid(alpha=0.3, axis="y")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def figure_accuracy_vs_speed(a: Analysis) -> bytes:
-    fig, ax = _figure()
+    fig, ax = new_figure()
     for n in a.networks:
         if n.top1 is None:
             continue
@@ -189,12 +189,12 @@ def figure_accuracy_vs_speed(a: Analysis) -> bytes:
     ax.set_ylabel("top-1 %")
     ax.set_title("Accuracy against speed", fontsize=10)
     ax.grid(alpha=0.3, which="both")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def figure_layers(a: Analysis, net: NetworkAnalysis) -> bytes:
     layers = [layer for layer in net.layers if layer.ms > 0]
-    fig, ax = _figure(7.0, max(2.5, 0.22 * len(layers) + 1.2))
+    fig, ax = new_figure(7.0, max(2.5, 0.22 * len(layers) + 1.2))
     total_ms = sum(layer.ms for layer in layers) or 1.0
     total_macs = sum(layer.macs for layer in layers) or 1
     ys = np.arange(len(layers))
@@ -208,7 +208,7 @@ def figure_layers(a: Analysis, net: NetworkAnalysis) -> bytes:
                  f"{net.layers_ms:.2f} ms, whole pass {net.forward_ms:.2f} ms)", fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="x")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 FIGURES: dict[str, Callable[[Analysis], bytes]] = {
@@ -231,7 +231,7 @@ def network_rows(a: Analysis) -> list[dict]:
              "density": None if n.density is None else round(n.density, 2)} for n in a.networks]
 
 
-def _csv(rows: list[dict]) -> bytes:
+def csv_bytes(rows: list[dict]) -> bytes:
     buf = io.StringIO()
     if rows:
         writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
@@ -268,15 +268,20 @@ def write_report(a: Analysis, out: str | Path) -> list[Path]:
         files[f"{key}.png"] = draw(a)
     for n in a.networks:
         files[f"g_layers_{n.name}.png"] = figure_layers(a, n)
-    files["networks.csv"] = _csv(network_rows(a))
-    files["batches.csv"] = _csv([{"network": n.label, "batch": p.batch, "ms_per_image_p50": p.ms_per_image_p50,
+    files["networks.csv"] = csv_bytes(network_rows(a))
+    files["batches.csv"] = csv_bytes([{"network": n.label, "batch": p.batch, "ms_per_image_p50": p.ms_per_image_p50,
                                   "ms_per_image_p95": p.ms_per_image_p95, "images_per_s": p.images_per_s,
                                   "runs": p.runs, "activation_mb": p.activation_mb, "process_mb": p.peak_mb}
                                  for n in a.networks for p in n.batches])
-    files["layers.csv"] = _csv([{"network": n.label, "layer": x.name, "kind": x.kind, "ms_p50": x.ms,
+    files["layers.csv"] = csv_bytes([{"network": n.label, "layer": x.name, "kind": x.kind, "ms_p50": x.ms,
                                  "macs": x.macs, "params": x.params} for n in a.networks for x in n.layers])
     files["analysis.json"] = json.dumps(a.to_dict(), indent=1, allow_nan=True).encode()
     files["report.html"] = html_report(a, {k: v for k, v in files.items() if k.endswith(".png")}).encode()
+    return write_files(out, files)
+
+
+def write_files(out: Path, files: dict[str, bytes]) -> list[Path]:
+    """``files`` (name -> bytes) into ``out``, each replaced atomically; the paths written."""
     written = []
     for name, data in files.items():
         path = out / name

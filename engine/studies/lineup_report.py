@@ -10,17 +10,14 @@ escaping every value.
 from __future__ import annotations
 
 import base64
-import csv
-import io
 import json
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from engine.common.files import atomic_write
 from engine.studies.analysis import NetworkAnalysis, fit_line, pareto_front
-from engine.studies.analysis_report import COLORS, _figure, _png, check_out
+from engine.studies.analysis_report import COLORS, check_out, csv_bytes, new_figure, png_bytes, write_files
 from engine.studies.lineup_analysis import LineupAnalysis
 from engine.studies.verdict_stats import fit_hyperbola
 
@@ -71,7 +68,7 @@ def _label(ax, n: NetworkAnalysis, x: float, y: float, color: str, strong: bool)
 
 
 def figure_accuracy_vs_ops(r: LineupAnalysis) -> bytes:
-    fig, ax = _figure()
+    fig, ax = new_figure()
     scored = [n for n in r.networks if n.top1 is not None]
     biggest = max((n.params for n in scored), default=1)
     for n in sorted(scored, key=lambda n: _style(r, n)[1]):  # the four on top
@@ -86,11 +83,11 @@ def figure_accuracy_vs_ops(r: LineupAnalysis) -> bytes:
     ax.set_title("Top-1 against operations" + (f" (none published: {', '.join(missing)})" if missing else ""),
                  fontsize=9)
     ax.grid(alpha=0.3, which="both")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def _per_batch(r: LineupAnalysis, value: Callable, ylabel: str, title: str) -> bytes:
-    fig, ax = _figure()
+    fig, ax = new_figure()
     for n in sorted(_sound(r), key=lambda n: _style(r, n)[1]):
         color, strong = _style(r, n)
         points = [(p.batch, value(p)) for p in n.batches if value(p) is not None and value(p) > 0]
@@ -110,7 +107,7 @@ def _per_batch(r: LineupAnalysis, value: Callable, ylabel: str, title: str) -> b
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
     ax.grid(alpha=0.3, which="both")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def figure_time_vs_batch(r: LineupAnalysis) -> bytes:
@@ -124,7 +121,7 @@ def figure_memory_vs_batch(r: LineupAnalysis) -> bytes:
 
 
 def figure_ops_vs_time(r: LineupAnalysis) -> bytes:
-    fig, ax = _figure()
+    fig, ax = new_figure()
     nets = [n for n in _sound(r) if n.macs > 0 and n.latency_ms > 0]
     for n in sorted(nets, key=lambda n: _style(r, n)[1]):
         color, strong = _style(r, n)
@@ -144,11 +141,11 @@ def figure_ops_vs_time(r: LineupAnalysis) -> bytes:
     ax.set_title("Operations against time", fontsize=9)
     _no_timing(ax, r)
     ax.grid(alpha=0.3)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def figure_density(r: LineupAnalysis) -> bytes:
-    fig, ax = _figure(7.0, 4.0)
+    fig, ax = new_figure(7.0, 4.0)
     dense = sorted((n for n in r.networks if n.density is not None), key=lambda n: -n.density)
     ax.bar(range(len(dense)), [n.density for n in dense], color=[_style(r, n)[0] for n in dense])
     for i, n in enumerate(dense):
@@ -159,11 +156,11 @@ def figure_density(r: LineupAnalysis) -> bytes:
     missing = [n.label for n in r.networks if n.density is None]
     ax.set_title("Accuracy density" + (f" (none published: {', '.join(missing)})" if missing else ""), fontsize=9)
     ax.grid(alpha=0.3, axis="y")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def figure_accuracy_vs_time(r: LineupAnalysis) -> bytes:
-    fig, ax = _figure()
+    fig, ax = new_figure()
     scored = [n for n in _sound(r) if n.top1 is not None and n.latency_ms > 0]
     front = pareto_front(scored)
     for n in sorted(scored, key=lambda n: _style(r, n)[1]):
@@ -183,7 +180,7 @@ def figure_accuracy_vs_time(r: LineupAnalysis) -> bytes:
     ax.set_title("Top-1 against time", fontsize=9)
     _no_timing(ax, r)
     ax.grid(alpha=0.3, which="both")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 FIGURES: dict[str, Callable[[LineupAnalysis], bytes]] = {
@@ -212,15 +209,6 @@ def network_rows(r: LineupAnalysis) -> list[dict]:
             "threads": e.threads, "load": None if e.load is None else round(e.load, 2),
             "timing": "; ".join(e.problems) or "sound", "cached": e.cached})
     return rows
-
-
-def _csv(rows: list[dict]) -> bytes:
-    buf = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return buf.getvalue().encode()
 
 
 PAGE = """<!doctype html>
@@ -295,12 +283,7 @@ def write_lineup_report(r: LineupAnalysis, out: str | Path) -> list[Path]:
     out = check_out(out)
     out.mkdir(parents=True, exist_ok=True)
     files = {f"{key}.png": draw(r) for key, draw in FIGURES.items()}
-    files["networks.csv"] = _csv(network_rows(r))
+    files["networks.csv"] = csv_bytes(network_rows(r))
     files["analysis.json"] = json.dumps(r.to_dict(), indent=1, allow_nan=True).encode()
     files["report.html"] = html_report(r, files).encode()
-    written = []
-    for name, data in files.items():
-        path = out / name
-        atomic_write(path, lambda tmp, data=data: tmp.write_bytes(data))
-        written.append(path)
-    return written
+    return write_files(out, files)
