@@ -161,7 +161,7 @@ def test_info_lists_the_paper_lineup_with_published_figures(capsys):
 
 @pytest.mark.slow  # measures real ImageNet networks
 def test_a_lineup_is_measured_once_then_read_from_its_cache(tmp_path, monkeypatch):
-    from engine import lineup, lineup_analysis
+    from engine.studies import lineup, lineup_analysis
 
     monkeypatch.setenv("CNN_ARENA_CACHE", str(tmp_path))
     monkeypatch.setattr(lineup, "MODERN", lineup.MODERN[2:3])  # ShuffleNetV2: small
