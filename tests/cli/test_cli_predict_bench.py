@@ -11,6 +11,7 @@ from tests.media import write_image, write_video
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # seconds long: CI runs it with the slow tests
 def test_predict_json_contract_and_exit_status(tmp_path, capsys):
     good = write_image(tmp_path / "ünï cødé" / "photo 1.png")
     bad = tmp_path / "broken.jpg"
@@ -42,6 +43,7 @@ def test_predict_bad_weights_argument_is_one_line(capsys):
     assert err.startswith("error: --weights 'nonsense'") and err.count("\n") == 1
 
 
+@pytest.mark.slow  # seconds long: CI runs it with the slow tests
 def test_bench_json_contract(capsys):
     # --runs 7 means seven timed runs (no more for --min-seconds): enough for the contract
     assert main(["bench", "--runs", "7", "--batch", "16", "--json", "--precision", "fp32"]) == 0

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 SCRIPT = """
@@ -28,6 +30,7 @@ print(len(names))
 """
 
 
+@pytest.mark.slow  # seconds long: CI runs it with the slow tests
 def test_every_engine_module_imports_without_qt():
     done = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -119,6 +119,7 @@ def _lineup(entries):
                           judge_lineup(nets, busy))
 
 
+@pytest.mark.slow  # seconds long: CI runs it with the slow tests
 def test_lineup_round_trips_and_reports_six_figures(tmp_path):
     from engine.studies.lineup_analysis import LineupAnalysis
     from engine.studies.lineup_report import FIGURES, write_lineup_report
@@ -146,6 +147,7 @@ def test_analyze_lineup_needs_the_imagenet_profile(capsys):
     assert err.startswith("error: --lineup paper") and err.count("\n") == 1
 
 
+@pytest.mark.slow  # seconds long: CI runs it with the slow tests
 def test_info_lists_the_paper_lineup_with_published_figures(capsys):
     from main import main
 

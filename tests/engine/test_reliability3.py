@@ -53,6 +53,7 @@ def test_atomic_write_dash_is_standard_output(capfd):
     assert capfd.readouterr().out == '{"a": 1}'
 
 
+@pytest.mark.slow  # seconds long: CI runs it with the slow tests
 def test_report_to_dev_stdout_is_printed_and_keeps_the_device(tmp_path):
     link = tmp_path / "out"
     link.symlink_to("/dev/stdout")
@@ -555,6 +556,7 @@ def test_partial_files_of_a_dead_writer_are_swept_from_runs_and_onnx(tmp_path):
 
 # -- 14: one training per run folder ---------------------------------------------------------------
 
+@pytest.mark.slow  # seconds long: CI runs it with the slow tests
 def test_a_second_training_of_the_same_run_is_refused_naming_the_holder(tmp_path, capsys):
     from engine.cli.train import runs_dir
 

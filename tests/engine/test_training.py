@@ -226,6 +226,7 @@ def _states_equal(a, b) -> bool:
 
 
 @pytest.mark.parametrize("name", ["lenet5", "enet"])
+@pytest.mark.slow  # seconds long: CI runs it with the slow tests
 def test_a_stopped_and_resumed_run_ends_with_the_same_weights(tmp_path, name):
     """Stopped mid-epoch 2 of 3, resumed from the checkpoint after epoch 1: bit-identical weights
     (dropout, EMA, alternating flip, translation and bf16 autocast included)."""

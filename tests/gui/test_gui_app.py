@@ -92,6 +92,7 @@ def test_a_missing_source_is_one_line_and_status_2_before_anything_loads(capsys)
     assert main.missing_source("0") is None and main.missing_source("rtsp://host/x") is None
 
 
+@pytest.mark.slow  # seconds long: CI runs it with the slow tests
 def test_quit_after_counts_from_the_first_frame_or_the_sources_failure(qtbot, tmp_path, gui_settings,
                                                                      window_threads, no_thread_leak):
     """On a busy machine the networks took 10-14 s to load: counted from the start, --quit-after 30

@@ -3,6 +3,7 @@ moves both ways."""
 
 from __future__ import annotations
 
+import pytest
 from PySide6.QtCore import QSize
 
 from engine.api import Error as EngineError
@@ -129,6 +130,7 @@ def test_the_label_box_gives_the_keyboard_back_after_a_name_and_on_escape(make_w
     assert "names its own classes" in window.label_picker.toolTip()
 
 
+@pytest.mark.slow  # seconds long: CI runs it with the slow tests
 def test_custom_weights_run_the_frame_on_screen_again_with_the_files_own_top1(make_window, qtbot, tmp_path):  # noqa: F811
     import json
     import shutil

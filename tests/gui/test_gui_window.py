@@ -106,6 +106,7 @@ def test_an_empty_file_is_reported_in_the_status_bar(make_window, tmp_path, qtbo
     qtbot.waitUntil(lambda: window.frames_shown >= 1, timeout=LONG)
 
 
+@pytest.mark.slow  # seconds long: CI runs it with the slow tests
 def test_closing_while_a_video_plays_stops_everything_within_two_seconds(make_window, tmp_path, qtbot):
     video = write_video(tmp_path / "long.avi", frames=300, size=(640, 480))
     window = make_window(str(video))
@@ -135,6 +136,7 @@ def test_export_csv_writes_the_whole_table(make_window, tmp_path, qtbot):
     assert [p.name for p in target.parent.iterdir()] == ["table.csv"]
 
 
+@pytest.mark.slow  # seconds long: CI runs it with the slow tests
 def test_pause_step_and_play(make_window, tmp_path, qtbot):
     folder = tmp_path / "pics"
     for i in range(40):
@@ -151,6 +153,7 @@ def test_pause_step_and_play(make_window, tmp_path, qtbot):
     assert not window.bridge.paused
 
 
+@pytest.mark.slow  # seconds long: CI runs it with the slow tests
 def test_a_pasted_or_dropped_image_is_shown(make_window, tmp_path, qtbot):
     from PySide6.QtGui import QColor, QGuiApplication, QImage
     window = make_window()
@@ -251,6 +254,7 @@ def test_the_imagenet_profile_says_which_networks_have_no_weights(make_window, p
     assert panels["alexnet"].status.text() == "UNTRAINED"
 
 
+@pytest.mark.slow  # seconds long: CI runs it with the slow tests
 def test_load_weights_on_a_panel_shows_custom_and_a_misfit_is_refused(make_window, qtbot, tmp_path):
     import shutil
 
@@ -294,6 +298,7 @@ def test_an_unknown_device_is_one_error_and_choosing_cpu_then_runs(qtbot, gui_se
     assert window.engine_stopped_cleanly
 
 
+@pytest.mark.slow  # seconds long: CI runs it with the slow tests
 def test_a_missing_camera_is_a_clear_message_then_cifar10_downloads_and_vgg_changes(make_window, qtbot, tmp_path,
                                                                                     monkeypatch):
     from PySide6.QtWidgets import QFileDialog, QMessageBox
@@ -387,6 +392,7 @@ def test_a_laptop_screen_squeezes_nothing_into_anything(make_window, tmp_path, q
     qtbot.waitUntil(lambda: not table.table.verticalScrollBar().isVisible())
 
 
+@pytest.mark.slow  # seconds long: CI runs it with the slow tests
 def test_statistics_belong_to_the_source_on_screen(make_window, qtbot, tmp_path):
     from tests.engine.test_data import make_tiny_archive
 
@@ -452,6 +458,7 @@ def test_statistics_belong_to_the_source_on_screen(make_window, qtbot, tmp_path)
     assert window.shown_frame_id == 0 and "Play" not in window.status_text.text()
 
 
+@pytest.mark.slow  # seconds long: CI runs it with the slow tests
 def test_pictures_stay_on_screen_say_which_one_and_can_be_stepped_back(make_window, qtbot, tmp_path):
     paths = [str(write_image(tmp_path / f"p{i}.png", size=(120, 80), color=(60 * i, 90, 30))) for i in range(3)]
     window = make_window()
@@ -483,6 +490,7 @@ def test_pictures_stay_on_screen_say_which_one_and_can_be_stepped_back(make_wind
     assert window.report()["redraws_per_s_max"] == 15
 
 
+@pytest.mark.slow  # seconds long: CI runs it with the slow tests
 def test_gradcam_perturbation_and_analysis_tabs(make_window, tmp_path, qtbot):
     """Grad-CAM over every input; a perturbation that every network sees, with each panel saying
     whether its answer flipped; the Analysis tab showing the engine's verdicts."""
@@ -522,6 +530,7 @@ def test_gradcam_perturbation_and_analysis_tabs(make_window, tmp_path, qtbot):
     assert window.analysis_view.layer_network.count() == 3
 
 
+@pytest.mark.slow  # seconds long: CI runs it with the slow tests
 def test_overview_channel_study_and_layer_health(make_window, tmp_path, qtbot, monkeypatch):
     """The Overview summarises every stage and opens one in its panel; a channel's top 9 test
     pictures come from a job; the mosaic's caption tells the layer's zeros."""
