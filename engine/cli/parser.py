@@ -36,7 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help=PRECISION_HELP)
     window.add_argument("--backend", dest="window_backend", choices=BACKENDS, default=default_backend(),
                         help=BACKEND_HELP)
-    window.add_argument("--quit-after", type=seconds, metavar="SECONDS", help="close the window after this long")
+    window.add_argument("--quit-after", type=seconds, metavar="SECONDS",
+                        help="close the window this long after its first frame (or after the source fails or "
+                             "ends; with no source, after the networks load); --report and --screenshot are "
+                             "written as it closes")
     window.add_argument("--report", metavar="FILE.json", help="on closing, write a JSON run report")
     window.add_argument("--screenshot", metavar="FILE.png", help="on closing, save a screenshot of the window")
     window.add_argument("--weights", dest="window_weights", action="append", default=[], metavar="MODEL=PATH",
