@@ -69,6 +69,11 @@ class NetworkAnalysis:
         """Top-1 (percent) per million parameters."""
         return 100 * self.top1 / (self.params / 1e6) if self.top1 is not None and self.params else None
 
+    def derived(self) -> dict[str, float | None]:
+        """The figures worked out from the measurements, for the JSON beside them."""
+        return {"latency_ms": self.latency_ms, "layers_ms": self.layers_ms, "layers_ratio": self.layers_ratio,
+                "density": self.density}
+
 
 @dataclass(frozen=True)
 class Fit:
@@ -127,8 +132,7 @@ class Analysis:
         for nets, dicts in [(self.networks, out["networks"])] + [
                 (view.networks, d["networks"]) for view, d in zip(self.backends, out["backends"])]:
             for net, d in zip(nets, dicts):
-                d.update(latency_ms=net.latency_ms, layers_ms=net.layers_ms, layers_ratio=net.layers_ratio,
-                         density=net.density)
+                d.update(net.derived())
                 for point, pd in zip(net.batches, d["batches"]):
                     pd["images_per_s"] = point.images_per_s
         return out

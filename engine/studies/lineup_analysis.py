@@ -88,9 +88,7 @@ class LineupAnalysis:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         for e, d in zip(self.entries, out["entries"]):
-            net = e.network
-            d["network"].update(latency_ms=net.latency_ms, layers_ms=net.layers_ms, layers_ratio=net.layers_ratio,
-                                density=net.density)
+            d["network"].update(e.network.derived())
         for v, d in zip(self.verdicts, out["verdicts"]):
             d["interval"] = v.interval_text
         return out
