@@ -45,11 +45,16 @@ from engine.probes.gradcam import deeper_layer
 from engine.probes.layer_health import HealthAccumulator
 from engine.probes.perturb import KINDS as PERTURBATION_KINDS
 from engine.probes.perturb import Perturbation
-from engine.runtime.backends import BACKEND_CHOICES
+from engine.runtime.backends import Backend, backends
+from engine.runtime.backends import choices as backend_choices
+from engine.runtime.backends import glyph as backend_glyph
 from engine.runtime.backends import label as backend_label
+from engine.runtime.backends import marker as backend_marker
+from engine.runtime.backends import short as backend_short
 from engine.runtime.device import configure_threads
 from engine.runtime.precision import PRECISIONS
 from engine.runtime.session import LayerInfo, ModelResult
+from engine.runtime.tuner import Candidate, Decision
 from engine.studies.analysis import Analysis, NetworkAnalysis, pareto_front
 from engine.studies.jobs import AnalysisJob, LineupJob, ReportJob, RobustnessJob, TopImagesJob, cached_analysis
 from engine.studies.lineup_analysis import LineupAnalysis
@@ -71,7 +76,8 @@ __all__ = [
     "PROFILES", "comparison_specs", "family_members", "get_spec", "lineup", "lineup_choices", "WeightsError",
     "WeightsKind", "parse_weights_args",
     # how the networks run
-    "BACKEND_CHOICES", "backend_label", "PRECISIONS", "configure_threads", "current_settings",
+    "Backend", "backends", "backend_choices", "backend_glyph", "backend_label", "backend_marker", "backend_short",
+    "Candidate", "Decision", "PRECISIONS", "configure_threads", "current_settings",
     # small helpers to describe what is shown
     "atomic_write", "human_count", "one_line", "CIFAR10_BYTES", "cifar10_archive_path", "IMAGE_SUFFIXES",
     "VIDEO_SUFFIXES", "describe", "display_name", "is_image_path", "redact_url",

@@ -28,11 +28,30 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.api import Analysis, LineupAnalysis, NetworkAnalysis, backend_label, pareto_front
+from engine.api import (
+    Analysis,
+    LineupAnalysis,
+    NetworkAnalysis,
+    backend_glyph,
+    backend_label,
+    backend_marker,
+    backends,
+    pareto_front,
+)
 from gui import lineup_plots, style
 
-BACKEND_SETS = (("torch", ()), ("+ ONNX Runtime", ("onnxruntime",)),
-                ("+ ORT + compile", ("onnxruntime", "compile")))
+# matplotlib's marker letters (a backend's registry marker) as pyqtgraph's symbols ("t1" is ▲, "t" ▼)
+PG_SYMBOLS = {"o": "o", "^": "t1", "v": "t", "s": "s", "D": "d", "x": "x", "+": "+", "*": "star", "p": "p", "h": "h"}
+
+
+def backend_sets() -> list[tuple[str, tuple[str, ...]]]:
+    """The analysis's backend choices: torch eager alone, with each other backend (its short name),
+    or with all of them."""
+    others = [b for b in backends() if not b.reference]
+    sets = [("torch", ())] + [(f"+ {b.short}", (b.name,)) for b in others]
+    return sets + ([("+ all", tuple(b.name for b in others))] if len(others) > 1 else [])
+
+
 LINEUPS = (("the four", "four"), ("+ the survey's 8", "paper"), ("+ 6 after it", "modern"))
 # the axes that a line-up draws in other units than the four's: (left, bottom)
 LINEUP_AXES = {"a": ("top-1 % (published)", "G MACs per image"), "d": ("ms, batch 1", "G MACs per image"),
@@ -41,8 +60,7 @@ CAPTIONS = {
     "a": "(a) Top-1 against MACs (log); dot area \u221d parameters; \u25c6 published ImageNet top-1",
     "b": "(b) ms per image against batch size, log-log (p50, warm, network alone)",
     "c": "(c) Memory against batch: solid, what the process took; dashed, layer outputs counted",
-    "d": "(d) Batch-1 latency against MACs: networks (\u25cf torch, \u25b2 ONNX Runtime, \u25a0 compile), "
-         "least-squares lines",
+    "d": "(d) Batch-1 latency against MACs: networks, a marker per backend, and least-squares lines",
     "d2": "(d) Every layer alone: ms against its MACs, log-log, coloured by network",
     "e": "(e) Top-1 points per million parameters (log)",
     "f": "(f) Top-1 against images/s at batch 1; line: the upper envelope",
@@ -93,11 +111,13 @@ class AnalysisView(QWidget):
         self.precision.setToolTip("fp32 compares operations like with like; bf16 where the hardware has it")
         self.precision.currentTextChanged.connect(self._setup_changed)
         self.backends = QComboBox(self)
-        for text, backends in BACKEND_SETS:
-            self.backends.addItem(text, backends)
+        for text, chosen in backend_sets():
+            self.backends.addItem(text, chosen)
         self.backends.setToolTip("The backends measured: torch eager always (with the time of every layer), and "
-                                 "ONNX Runtime or torch.compile beside it, each with its own fit in (d) and its "
-                                 "own verdicts. torch.compile first compiles each network: seconds each")
+                                 "others beside it (" + ", ".join(f"{b.short}: {b.label}" for b in backends()
+                                                                  if not b.reference) +
+                                 "), each with its own fit in (d) and its own verdicts. torch.compile first "
+                                 "compiles each network: seconds each")
         self.backends.currentIndexChanged.connect(lambda _i: self._setup_changed())
         self.lineup_box = QComboBox(self)
         for text, lineup in LINEUPS:
@@ -322,13 +342,15 @@ class AnalysisView(QWidget):
             if layers:
                 self.plots["d2"].plot([x.macs for x in layers], [x.ms for x in layers], pen=None, symbol="o",
                                       symbolSize=5, symbolBrush=self._color(a, n), symbolPen=None)
-        fits = [("torch", a.network_fit, "\u25cf")]
-        for view, symbol, shape in zip(a.backends, ("t1", "s"), ("\u25b2", "\u25a0")):  # others: ▲ (t1; "t" is ▼), ■
-            fits.append((view.backend, view.network_fit, shape))
+        fits = [("torch", a.network_fit, backend_glyph("torch"))]
+        for view in a.backends:  # each backend's points with its registry marker
+            fits.append((view.backend, view.network_fit, backend_glyph(view.backend)))
+            symbol = PG_SYMBOLS.get(backend_marker(view.backend), "o")
             for n in view.networks:
                 self.plots["d"].plot([n.macs / 1e6], [n.latency_ms], pen=None, symbol=symbol, symbolSize=10,
                                      symbolBrush=pg.mkBrush(self._color(a, n)), symbolPen=pg.mkPen(style.TEXT_DIM))
-        dashes = (Qt.PenStyle.DashLine, Qt.PenStyle.DotLine, Qt.PenStyle.DashDotLine)
+        dashes = (Qt.PenStyle.DashLine, Qt.PenStyle.DotLine, Qt.PenStyle.DashDotLine, Qt.PenStyle.DashDotDotLine,
+                  Qt.PenStyle.SolidLine)
         r2_lines = []
         for (backend, fit, shape), dash in zip(fits, dashes):
             if fit is None:

@@ -71,7 +71,7 @@ def preload_modules(backend: str) -> None:
     """Import, before the window shows, what the engine's thread would import while it loads the
     networks: importing onnx (ml_dtypes' extension) holds the interpreter lock for 0.3-1.3 s, and
     the window, waiting for it, froze that long."""
-    if backend in ("auto", "onnxruntime"):
+    if backend != "torch":
         try:
             import onnx  # noqa: F401
             import onnxruntime  # noqa: F401

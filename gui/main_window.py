@@ -46,6 +46,7 @@ from engine.api import (
     SourceStarted,
     TopImagesJob,
     WeightsKind,
+    backend_label,
     comparison_specs,
     describe,
     display_name,
@@ -658,9 +659,8 @@ class MainWindow(QMainWindow):
         self.bridge.configure(precision=precision)
 
     def _backend_chosen(self, backend: str) -> None:
-        how = {"auto": "on the fastest backend, measured", "compile": "on torch.compile (compiling: seconds a "
-               "network)", "onnxruntime": "on ONNX Runtime (the first export of a network takes seconds)"}
-        self.set_status(f"Loading the networks again {how.get(backend, 'on ' + backend)}\u2026")
+        how = "on the fastest backend, measured" if backend == "auto" else f"on {backend_label(backend)}"
+        self.set_status(f"Loading the networks again {how} (a first export takes seconds a network)\u2026")
         self.bridge.configure(backend=backend)
 
     @property

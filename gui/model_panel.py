@@ -29,6 +29,7 @@ from engine.api import (
     ModelResult,
     WeightsKind,
     backend_label,
+    backend_short,
     deeper_layer,
     human_count,
 )
@@ -366,7 +367,7 @@ class ModelPanel(QFrame):
         if cost is not None:
             self.cost.setText(f"{human_count(cost.params, 3)} params \u00b7 {human_count(cost.macs, 3)} MACs"
                               + (" \u00b7 bf16" if info.precision == "bf16" else "")
-                              + {"onnxruntime": " \u00b7 ORT", "compile": " \u00b7 compiled"}.get(info.backend, ""))
+                              + (f" \u00b7 {backend_short(info.backend)}" if info.backend != "torch" else ""))
             # bf16 and a backend other than torch eager are worth saying (their numbers differ
             # slightly from fp32 eager's); fp32 on torch is the norm
             self.cost.setToolTip(f"{cost.params:,} parameters, {cost.macs:,} multiply-accumulates per image, "

@@ -17,12 +17,13 @@ from PySide6.QtGui import QAction, QGuiApplication, QImage, QKeySequence
 from PySide6.QtWidgets import QComboBox, QFileDialog, QInputDialog, QLabel, QMessageBox, QStyle, QToolBar, QWidget
 
 from engine.api import (
-    BACKEND_CHOICES,
     CIFAR10_BYTES,
     IMAGE_SUFFIXES,
     PRECISIONS,
     PROFILES,
     VIDEO_SUFFIXES,
+    backend_choices,
+    backends,
     cifar10_archive_path,
     describe,
     display_name,
@@ -76,9 +77,9 @@ SLIDESHOW = {"1 s each": 1.0, "2 s each": 2.0, "0.5 s each": 0.5, "no wait": 0.0
 DEFAULT_SLIDESHOW = "1 s each"
 
 
-# The backend picker's words (its values are engine.api.BACKEND_CHOICES), short enough for a 1366-pixel
-# toolbar: "auto" alone would read like the precision picker beside it.
-BACKEND_TEXT = {"auto": "fastest", "torch": "torch", "onnxruntime": "ORT", "compile": "compiled"}
+# auto's word in the backend picker: "auto" alone would read like the precision picker beside it. Each
+# backend's word is its registry entry's short name (engine.api.backends).
+AUTO_TEXT = "fastest"
 
 class SourceBar(QToolBar):
     source_chosen = Signal(object)  # a path, list of paths, camera index as text, or URL
@@ -142,15 +143,17 @@ class SourceBar(QToolBar):
                                          "machine has bf16 arithmetic and it measured faster at load (the "
                                          "network's cost line then says bf16); fp32 or bf16 for all")
         self.precision_box.currentTextChanged.connect(self.precision_chosen.emit)
-        self.backend_box = self._combo("", [BACKEND_TEXT.get(b, b) for b in BACKEND_CHOICES],
-                                       "What runs the networks (the runtime): fastest uses ONNX Runtime for "
-                                       "each network where it measured faster than torch at load (and agreed with "
-                                       "it); torch (eager), ORT (ONNX Runtime), or compiled (torch.compile: seconds of "
-                                       "compiling per network and per layer shown). Each network's cost line "
-                                       "says which ran it")
-        for i, backend in enumerate(BACKEND_CHOICES):
+        entries = {b.name: b for b in backends()}
+        choices = backend_choices()
+        self.backend_box = self._combo("", [entries[b].short if b in entries else AUTO_TEXT for b in choices],
+                                       "What runs the networks (the runtime): fastest times, for each network, "
+                                       "every backend, thread count and number format that agrees with torch, and "
+                                       "keeps the fastest; or one for all: " +
+                                       ", ".join(f"{b.short} ({b.label})" for b in entries.values()) +
+                                       ". Each network's cost line says which ran it, its tooltip the times")
+        for i, backend in enumerate(choices):
             self.backend_box.setItemData(i, backend)
-        self.backend_box.currentIndexChanged.connect(lambda i: self.backend_chosen.emit(BACKEND_CHOICES[i]))
+        self.backend_box.currentIndexChanged.connect(lambda i: self.backend_chosen.emit(choices[i]))
         self.stills_box = self._combo("", list(SLIDESHOW), "How long each picture of a folder or "
                                       "a list of files stays on screen; 'no wait': as fast as the networks go "
                                       "(videos play at their own rate)")

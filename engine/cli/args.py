@@ -47,9 +47,15 @@ def positive_int(text: str) -> int:
 MAX_SECONDS = 2_000_000
 PRECISIONS = ("auto", "fp32", "bf16")  # engine.runtime.precision.PRECISIONS, without importing torch for --help
 GRADCAM_METHODS = ("gradcam", "gradcam++", "scorecam")  # engine.probes.gradcam.METHODS, likewise
-BACKENDS = ("auto", "torch", "onnxruntime", "compile")  # engine.runtime.backends.BACKEND_CHOICES, likewise
 TTA_MODES = ("flip", "flip+shift")  # engine.studies.evaluation.TTA_MODES, likewise
 LINEUPS = ("four", "paper", "modern")  # engine.studies.lineup.LINEUPS, likewise
+
+
+def backend_names(auto: bool = True) -> tuple[str, ...]:
+    """The registered backends (engine.runtime.backends), with ``auto`` first where it is a choice."""
+    from engine.runtime import backends
+
+    return backends.choices() if auto else backends.names()
 
 
 def default_backend() -> str:
@@ -58,23 +64,28 @@ def default_backend() -> str:
     from engine.common.settings import current
 
     wanted = current().backend
-    return wanted if wanted in BACKENDS else "auto"
+    return wanted if wanted in backend_names() else "auto"
 
 
-BACKEND_HELP = ("what runs the networks: auto (ONNX Runtime for each network where it measures faster at load "
-                "than torch, and agrees with torch), torch (eager), onnxruntime, or compile (torch.compile: "
-                "seconds of compiling per network); default auto, or $CNN_ARENA_BACKEND")
+def backend_help() -> str:
+    from engine.runtime import backends
+
+    listed = ", ".join(f"{b.name} ({b.label})" for b in backends.backends())
+    return (f"what runs the networks: auto (for each network, the fastest of the backends, thread counts and "
+            f"number formats it measures at load that agree with torch), or one of {listed}; "
+            f"default auto, or $CNN_ARENA_BACKEND")
 PRECISION_HELP = ("number format of the networks: auto (default: bf16 for each network only where this "
                   "machine runs it natively and it measures faster at load), fp32 or bf16")
 
 
 def parse_backends(text: str) -> list[str]:
     """``--backend``: one name, a comma-separated list, or ``all``; unknown names are a CliError."""
-    names = list(BACKENDS[1:]) if text.strip() == "all" else [t.strip() for t in text.split(",") if t.strip()]
-    unknown = [n for n in names if n not in BACKENDS]
+    known = backend_names()
+    names = list(known[1:]) if text.strip() == "all" else [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [n for n in names if n not in known]
     if unknown or not names:
         raise CliError(f"--backend: unknown backend {unknown[0] if unknown else text!r}; expected "
-                       f"{', '.join(BACKENDS)}, a comma-separated list, or all")
+                       f"{', '.join(known)}, a comma-separated list, or all")
     return list(dict.fromkeys(names))
 
 

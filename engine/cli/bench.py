@@ -16,8 +16,9 @@ from engine.jobs import Cancelled, JobProgress, JobState
 from engine.models.complexity import complexity
 from engine.models.registry import RegistryError
 from engine.models.weights import WeightsError
-from engine.runtime.backends import BackendError, label, onnxruntime_version
+from engine.runtime.backends import BackendError, label
 from engine.runtime.device import clamp_threads, machine_load
+from engine.runtime.onnx_cache import onnxruntime_version
 from engine.runtime.precision import PrecisionError
 from engine.runtime.session import InferenceSession
 from engine.studies.bench import bench_latency, bench_pipeline, bench_throughput, machine_peak

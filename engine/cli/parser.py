@@ -6,13 +6,13 @@ from __future__ import annotations
 import argparse
 
 from engine.cli.args import (
-    BACKEND_HELP,
-    BACKENDS,
     GRADCAM_METHODS,
     LINEUPS,
     PRECISION_HELP,
     PRECISIONS,
     TTA_MODES,
+    backend_help,
+    backend_names,
     default_backend,
     device_name,
     positive_int,
@@ -23,6 +23,7 @@ from engine.models.registry import PROFILES
 
 
 def build_parser() -> argparse.ArgumentParser:
+    backends, every_backend, backend_text = backend_names(), ", ".join(backend_names(auto=False)), backend_help()
     parser = argparse.ArgumentParser(
         prog="python main.py",
         description="CNN Arena: LeNet-5, AlexNet, VGG and ENet side by side. "
@@ -34,8 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     window.add_argument("--device", dest="window_device", default="cpu", metavar="DEVICE", help="cpu, cuda or auto")
     window.add_argument("--precision", dest="window_precision", choices=PRECISIONS, default="auto",
                         help=PRECISION_HELP)
-    window.add_argument("--backend", dest="window_backend", choices=BACKENDS, default=default_backend(),
-                        help=BACKEND_HELP)
+    window.add_argument("--backend", dest="window_backend", choices=backends, default=default_backend(),
+                        help=backend_text)
     window.add_argument("--quit-after", type=seconds, metavar="SECONDS",
                         help="close the window this long after its first frame (or after the source fails or "
                              "ends; with no source, after the networks load); --report and --screenshot are "
@@ -62,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="a custom checkpoint for one network (repeatable)")
     predict.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda or auto")
     predict.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
-    predict.add_argument("--backend", choices=BACKENDS, default=default_backend(), help=BACKEND_HELP)
+    predict.add_argument("--backend", choices=backends, default=default_backend(), help=backend_text)
     predict.add_argument("--download", action="store_true",
                          help="imagenet: download torchvision's weights when they are not cached yet")
     predict.add_argument("--json", action="store_true")
@@ -80,8 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "image; flip+shift also with both moved by one pixel, up-left and down-right")
     evaluate.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                           help="fp32 (default), or bf16 weights and inputs where the hardware has bf16")
-    evaluate.add_argument("--backend", choices=BACKENDS[1:], default="torch",
-                          help="what runs the networks: torch (eager, the reference; default), onnxruntime or compile")
+    evaluate.add_argument("--backend", choices=backends[1:], default="torch",
+                          help=f"what runs the networks: one of {every_backend} (default torch, the reference)")
     evaluate.add_argument("--weights", action="append", default=[], metavar="MODEL=PATH",
                           help="a custom checkpoint for one network (repeatable)")
     evaluate.add_argument("--json", action="store_true")
@@ -91,8 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda or auto")
     bench.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     bench.add_argument("--backend", default="torch,onnxruntime", metavar="NAMES",
-                       help="the backends to compare side by side: a comma-separated list of torch, onnxruntime, "
-                            "compile and auto, or all (torch, onnxruntime and compile); default torch,onnxruntime")
+                       help=f"the backends to compare side by side: a comma-separated list of {every_backend} "
+                            f"and auto, or all ({every_backend}); default torch,onnxruntime")
     bench.add_argument("--source", metavar="PATH", help="also run this source through the whole engine")
     bench.add_argument("--frames", type=positive_int, default=300, metavar="N")
     bench.add_argument("--batch", type=positive_int, metavar="N",
@@ -148,8 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                          help="fp32 (default: operations compare like with like), or bf16 where the hardware has it")
     analyze.add_argument("--backend", default="torch", metavar="NAMES",
-                         help="the backends to measure, each a dimension of the analysis: a comma-separated list of "
-                              "torch, onnxruntime and compile, or all; default torch")
+                         help=f"the backends to measure, each a dimension of the analysis: a comma-separated list of "
+                              f"{every_backend}, or all; default torch")
     analyze.add_argument("--fresh", action="store_true",
                          help="measure again even when this machine's results are cached")
     analyze.add_argument("--out", metavar="DIR", help="also write the figures (PNG), the data (CSV, JSON) and "

@@ -20,6 +20,7 @@ from engine.models.complexity import Complexity
 from engine.models.weights import WeightsKind
 from engine.probes import Activations, ProbeRequest
 from engine.runtime.session import FrameResult, LayerInfo
+from engine.runtime.tuner import Decision
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class ModelCard:
     backend_note: str = ""
     threads: int | None = None  # torch's threads for its forward pass on the CPU (None: not torch on the CPU)
     threads_note: str = ""  # why, when they were measured (at load, then again on live frames)
+    runtime: Decision | None = None  # what runs it and the evidence: the tuner's record (backend_note's words)
 
     @property
     def display(self) -> str:

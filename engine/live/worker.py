@@ -463,7 +463,8 @@ def model_card(session: InferenceSession, name: str) -> ModelCard:
                      spec.class_names, top1, _complexity(name, session.profile),
                      hub_download_bytes(spec) if loaded.downloadable else None,
                      *(published_accuracy(spec) or (None, None)), spec.label, *session.precision_of(name),
-                     spec.gradcam_layer, *session.backend_of(name), *session.threads_of(name))
+                     spec.gradcam_layer, *session.backend_of(name), *session.threads_of(name),
+                     session.decision(name))
 
 
 def _file_top1(metrics, name: str) -> float | None:

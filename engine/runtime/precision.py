@@ -43,4 +43,9 @@ def check_precision(precision: str, device: torch.device) -> str:
 
 
 def dtype_of(precision: str) -> torch.dtype:
+    """The dtype of torch weights and inputs in ``precision`` (int8 graphs take float32 inputs)."""
     return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
+def precision_of_dtype(dtype: torch.dtype) -> str:
+    return "bf16" if dtype == torch.bfloat16 else "fp32"

@@ -41,8 +41,10 @@ import torch
 
 from engine.jobs import JobProgress, JobState
 from engine.models.registry import comparison_specs, get_spec
-from engine.runtime.backends import EXPORT_FORMAT, BackendError, onnxruntime_version
+from engine.runtime.backends import BackendError
 from engine.runtime.device import resolve_device
+from engine.runtime.onnx_cache import onnxruntime_version
+from engine.runtime.onnx_export import EXPORT_FORMAT
 from engine.runtime.precision import check_precision, dtype_of
 from engine.studies.analysis_results import (  # noqa: F401  (re-exported: the Analysis's vocabulary)
     CACHE_VERSION,

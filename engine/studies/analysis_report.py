@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from engine.common.files import atomic_write
+from engine.runtime.backends import glyph
 from engine.runtime.backends import label as backend_label
+from engine.runtime.backends import marker as backend_marker
 from engine.studies.analysis import Analysis, NetworkAnalysis, pareto_front
 
 # The window's colours for the four networks (gui.style.MODEL_COLORS), on a light background here.
@@ -122,18 +124,19 @@ def figure_latency_vs_macs(a: Analysis) -> bytes:
         left.scatter([n.macs / 1e6], [n.latency_ms], color=_colour(a, n), s=50, zorder=3)
         left.annotate(n.label, (n.macs / 1e6, n.latency_ms), textcoords="offset points", xytext=(6, -10),
                       fontsize=9)
-    for view, marker in zip(a.backends, ("^", "s")):  # the same networks on other backends
+    for view in a.backends:  # the same networks on other backends, each with its registry marker
         for n in view.networks:
-            left.scatter([n.macs / 1e6], [n.latency_ms], color=_colour(a, n), marker=marker, s=50, zorder=3,
-                         edgecolors="k", linewidths=0.5)
-    # each backend's markers named in its fit's legend entry: circles torch, triangles and squares the others
-    fits = [("torch eager \u25cf", a.network_fit, "k--")] + [
-        (f"{backend_label(v.backend)} {shape}", v.network_fit, style)
-        for v, style, shape in zip(a.backends, ("k:", "k-."), ("\u25b2", "\u25a0"))]
+            left.scatter([n.macs / 1e6], [n.latency_ms], color=_colour(a, n), marker=backend_marker(view.backend),
+                         s=50, zorder=3, edgecolors="k", linewidths=0.5)
+    # each backend's markers named in its fit's legend entry
+    styles = (":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)))
+    fits = [(f"torch eager {glyph('torch')}", a.network_fit, "--")] + [
+        (f"{backend_label(v.backend)} {glyph(v.backend)}", v.network_fit, styles[i % len(styles)])
+        for i, v in enumerate(a.backends)]
     for name, fit, line in fits:
         if fit is not None:
             xs = np.linspace(0, max(n.macs for n in a.networks) * 1.05, 50)
-            left.plot(xs / 1e6, fit.predict(xs), line, lw=1,
+            left.plot(xs / 1e6, fit.predict(xs), color="k", linestyle=line, lw=1,
                       label=f"{name + ': ' if a.backends else ''}least squares, R\u00b2 = {fit.r2:.2f}")
     if any(fit is not None for _, fit, _ in fits):
         left.legend(fontsize=8)

@@ -69,24 +69,21 @@ def bench_latency(session: InferenceSession, runs: int = 200, warmup: int = 20, 
 
 def _network_latency(session: InferenceSession, name: str, runs: int, warmup: int, block: int, min_seconds: float,
                      job: JobState | None) -> dict:
-    spec, net = session.spec(name), session._nets[name]
+    spec, net = session.spec(name), session.network(name)
     c, h, w = spec.input_size
     frame = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
     view = net.preprocess.view(frame)
     session._apply_probes()
-    x = session._input(net, view)
-    runner = net.runner
+    x = session.input_for(name, view)
+    runner, setup = net.runner, net.setup
     if runner is None:
         forward = session.adapter(name)
-
-        def engine_run():
-            return session._forward(net, x, view, 0.0)
     else:
         def forward(x):
             return runner.run_raw(x)
 
-        def engine_run():
-            return session._forward_runner(net, x, view, 0.0)
+    def engine_run():
+        return net.answer(setup, x, view, 0.0)
     raw, engine, graph = [], [], []
     sync = lambda: synchronize(session.device)  # noqa: E731
     with torch.inference_mode():
@@ -126,9 +123,9 @@ def bench_throughput(session: InferenceSession, name: str, batch: int, seconds: 
                      job: JobState | None = None) -> tuple[float, int]:
     """Images per second at the largest batch up to ``batch`` that fits; returns (rate, batch).
     A ``job`` can cancel it between batches."""
-    spec, net = session.spec(name), session._nets[name]
+    spec, net = session.spec(name), session.network(name)
     # a runner's batch pass runs on every thread it was given (ONNX Runtime may run batch 1 on one)
-    forward = session.adapter(name) if net.runner is None else getattr(net.runner, "run_batch", net.runner.run_raw)
+    forward = session.adapter(name) if net.runner is None else net.runner.run_batch
     batch = min(batch, memory_bound_batch(session, name))
     while batch >= 1:
         try:

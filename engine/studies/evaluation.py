@@ -233,8 +233,8 @@ def evaluate_results(models: Iterable[Any], images, labels, *, device: torch.dev
         dtype = dtype_of(precision)
         model = loaded.model.to(device).to(memory_format=torch.channels_last).eval()
         # ONNX Runtime exports the float32 weights (it runs float32), before any bf16 copy
-        runner = make_runner(backend, ModelAdapter(loaded.spec, model), device=device, dtype=dtype,
-                             cache=loaded.status != UNTRAINED)
+        runner = make_runner(backend, ModelAdapter(loaded.spec, model), device=device,
+                             precision=_runs_in(backend, precision, device), cache=loaded.status != UNTRAINED)
         if dtype != torch.float32:  # a copy: the caller's network stays as it was
             model = copy.deepcopy(model).to(dtype)
         if runner is not None:
@@ -256,6 +256,14 @@ def evaluate_results(models: Iterable[Any], images, labels, *, device: torch.dev
     if job is not None:
         job.report(JobProgress("eval", n * len(models), n * len(models), "done", "images"))
     return results
+
+
+def _runs_in(backend: str, precision: str, device: torch.device) -> str:
+    """The precision ``backend`` runs a request for ``precision`` in: its own where it has it, else
+    float32 (ONNX Runtime runs the float32 export of the float32 weights for a bf16 request)."""
+    from engine.runtime.backends import backend as backend_entry
+
+    return precision if precision in backend_entry(backend).precisions(device) else "fp32"
 
 
 def sample_indices(n: int, limit: int | None, seed: int = 0) -> np.ndarray:

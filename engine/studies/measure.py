@@ -24,6 +24,7 @@ from engine.models.complexity import complexity
 from engine.models.registry import ModelSpec
 from engine.runtime.backends import make_runner
 from engine.runtime.device import synchronize
+from engine.runtime.precision import precision_of_dtype
 from engine.studies.analysis_results import BatchPoint, LayerTime, NetworkAnalysis
 
 
@@ -225,7 +226,8 @@ def measure_network(spec: ModelSpec, model: nn.Module, device: torch.device, max
         model = model.to(memory_format=torch.channels_last)
     # ONNX Runtime exports the float32 weights (it runs float32), before any bf16 copy; random
     # weights are not cached
-    runner = make_runner(backend, ModelAdapter(spec, model), device=device, dtype=dtype, cache=weights != "untrained")
+    runner = make_runner(backend, ModelAdapter(spec, model), device=device, precision=precision_of_dtype(dtype),
+                         cache=weights != "untrained")
     if dtype != torch.float32:
         model = copy.deepcopy(model).to(dtype)
     adapter = ModelAdapter(spec, model)

@@ -40,7 +40,7 @@ from engine.models.adapter import ModelAdapter
 from engine.models.preprocess import normalise, normaliser
 from engine.models.registry import ModelSpec
 from engine.probes.receptive import ReceptiveField, ReceptiveFieldError, crop_box, trace_own
-from engine.runtime.backends import weights_digest
+from engine.runtime.onnx_cache import weights_digest
 from engine.studies.evaluation import EVAL_BATCH, EvalError, check_labels, sample_indices
 
 TOP_K = 9

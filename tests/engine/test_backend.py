@@ -13,11 +13,16 @@ import numpy as np
 import pytest
 import torch
 
-import engine.runtime.backends as backend_module
+import engine.runtime.backends.ort as backend_module
+import engine.runtime.onnx_graphs as graphs_module
 from engine.models.adapter import ModelAdapter, without_in_place_ops
 from engine.models.registry import get_spec
 from engine.models.weights import load_model
-from engine.runtime.backends import BackendError, OnnxCache, OrtRunner, check_backend
+from engine.runtime.backends import BackendError, check_backend
+from engine.runtime.backends.ort import OrtRunner
+from engine.runtime.graph import output_names
+from engine.runtime.onnx_cache import OnnxCache, weights_digest
+from engine.runtime.onnx_export import PReLUForExport, cut_outputs, for_export
 from engine.runtime.session import InferenceSession, feature_layers
 
 pytest.importorskip("onnxruntime")
@@ -80,19 +85,19 @@ def test_a_cache_hit_skips_the_export_and_a_damaged_file_is_rebuilt(tmp_path, mo
     first = OrtRunner(adapter, False, threads=1, full_layers=("features.c1",), cache=cache)
     files = sorted(cache.folder.glob("*-lenet5-*.onnx"))
     assert files
-    real_export = backend_module.export_onnx
+    real_export = graphs_module.export_onnx
     calls = []
 
     def counting_export(*args, **kwargs):
         calls.append(args[1])
         return real_export(*args, **kwargs)
 
-    monkeypatch.setattr(backend_module, "export_onnx", counting_export)
+    monkeypatch.setattr(graphs_module, "export_onnx", counting_export)
     again = OrtRunner(adapter, False, threads=1, full_layers=("features.c1",), cache=cache)
     assert calls == [] and again.exported == 0
     x = torch.randn(1, *adapter.spec.input_size)
     np.testing.assert_array_equal(again(x).logits, first(x).logits)
-    path = cache.path(adapter, cache.key(adapter, backend_module.weights_digest(adapter.model), ("features.c1",),
+    path = cache.path(adapter, cache.key(adapter, weights_digest(adapter.model), ("features.c1",),
                                          False))
     # 1) bytes changed behind the sidecar's back: the digest does not match, so it is exported again
     path.write_bytes(path.read_bytes()[:-100] + b"\0" * 100)
@@ -102,7 +107,7 @@ def test_a_cache_hit_skips_the_export_and_a_damaged_file_is_rebuilt(tmp_path, mo
     # differ from torch's, so it is not trusted either
     other = adapter_for("lenet5", seed=1)
     other_runner = OrtRunner(other, False, threads=1, full_layers=("features.c1",), cache=cache)
-    other_path = cache.path(other, cache.key(other, backend_module.weights_digest(other.model), ("features.c1",),
+    other_path = cache.path(other, cache.key(other, weights_digest(other.model), ("features.c1",),
                                              False))
     path.write_bytes(other_path.read_bytes())
     path.with_suffix(".json").write_text(other_path.with_suffix(".json").read_text())
@@ -132,11 +137,15 @@ def test_the_session_runs_on_onnx_runtime_and_grad_cam_on_torch(cache):
     assert ort_session.top1(frame) == torch_session.top1(frame)
 
 
-def test_without_onnx_runtime_the_app_runs_on_torch_and_says_so_once(monkeypatch):
+def test_without_the_runtimes_the_app_runs_on_torch_and_says_so_once(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
+    monkeypatch.setitem(sys.modules, "openvino", None)
     session = InferenceSession("cifar10", "cpu", models=["lenet5", "enet"], backend="auto")
     assert [session.backend_of(n)[0] for n in session.names] == ["torch", "torch"]
     assert len([m for m in session.messages if "ONNX Runtime" in m]) == 1
+    assert len([m for m in session.messages if "OpenVINO" in m]) == 1
+    explicit = InferenceSession("cifar10", "cpu", models=["lenet5"], backend="openvino")
+    assert explicit.backend_of("lenet5")[0] == "torch" and "OpenVINO is not installed" in explicit.messages[0]
     with pytest.raises(BackendError, match="not installed"):
         OrtRunner(adapter_for("lenet5"), False, threads=1)
 
@@ -146,6 +155,8 @@ def test_backend_names_are_checked():
         check_backend("tensorrt", torch.device("cpu"))
     with pytest.raises(BackendError, match="CPU"):
         check_backend("onnxruntime", torch.device("cuda"))
+    with pytest.raises(BackendError, match="CPU"):
+        check_backend("openvino", torch.device("cuda"))
     assert check_backend("auto", torch.device("cuda")) == "auto"
 
 
@@ -164,37 +175,6 @@ def test_eval_on_onnx_runtime_takes_a_bf16_request_as_float32(tmp_path, monkeypa
     ort = evaluate_results([load_model(spec)], images, labels, precision="bf16", backend="onnxruntime")[0]
     fp32 = evaluate_results([load_model(spec)], images, labels)[0]
     assert ort.backend == "onnxruntime" and ort.top1 == fp32.top1 and ort.top5 == fp32.top5
-
-
-@pytest.mark.parametrize("one_ms, many_ms, expected", [(0.4, 0.6, 1), (0.6, 0.4, 2), (0.58, 0.6, 2), (30, 25, 2)])
-def test_one_thread_is_kept_only_where_it_measures_clearly_faster(cache, monkeypatch, one_ms, many_ms, expected):
-    """The load-time choice between one ONNX Runtime thread and every thread, on a clock that only
-    the sessions' runs move: one thread where it takes at most AUTO_GAIN of the time, and a graph
-    slower than THREADS_PROBE_MS on every thread is not tried on one."""
-    now = [0.0]
-    monkeypatch.setattr(backend_module.time, "perf_counter", lambda: now[0])
-
-    class Timed:
-        def __init__(self, ms):
-            self.ms, self.runs = ms, 0
-
-        def run(self, outputs, feed):
-            self.runs += 1
-            now[0] += self.ms / 1000
-
-    made = {}
-
-    def session(self, data, threads=None):
-        made[threads] = made.get(threads) or Timed(one_ms if threads == 1 else many_ms)
-        return made[threads]
-
-    runner = OrtRunner(adapter_for("lenet5"), False, threads=2, cache=cache)
-    monkeypatch.setattr(OrtRunner, "_session", session)
-    runner._pick_threads(runner._full_graph())
-    assert runner.threads == expected
-    assert (runner.threads_note != "") == (expected == 1)
-    if many_ms > backend_module.THREADS_PROBE_MS:
-        assert 1 not in made  # stopped after the warm-up, before making a second session
 
 
 @pytest.mark.parametrize("channels, low, high, first_form", [
@@ -222,8 +202,8 @@ def test_the_export_form_of_prelu_gives_prelus_numbers(channels, low, high, firs
     slopes = prelu.weight.detach().expand(16).view(1, -1, 1, 1)
     bound = (1 + 2 * slopes.abs()) * x.abs() * 2.0 ** -23  # four roundings at worst, PReLU's own counted
     names = list(model.state_dict())
-    backend_module.for_export(model)
-    swapped = [m for m in model.modules() if isinstance(m, backend_module.PReLUForExport)]
+    for_export(model)
+    swapped = [m for m in model.modules() if isinstance(m, PReLUForExport)]
     assert len(swapped) == 1 and swapped[0].below_one == first_form
     assert not any(isinstance(m, torch.nn.PReLU) for m in model.modules())
     assert list(model.state_dict()) == names
@@ -263,7 +243,7 @@ def test_enets_export_keeps_onnx_runtime_in_its_blocked_layout(cache, tmp_path):
     runner, _ = bundled_runner("enet", cache)
     options = ort.SessionOptions()
     options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
-    graph = backend_module.cut_outputs(runner._full_graph(), backend_module.output_names((), True))
+    graph = cut_outputs(runner.graphs.full(), output_names((), True))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
@@ -275,12 +255,12 @@ def test_enets_export_keeps_onnx_runtime_in_its_blocked_layout(cache, tmp_path):
 def test_a_big_graph_is_cut_from_its_cached_file_and_exported_again_when_it_went(tmp_path, monkeypatch):
     """Over BIG_GRAPH, the full export is not held in memory: a new tap set is cut from the cached
     file, and from a fresh export when that file was pruned or damaged; two sessions are kept."""
-    monkeypatch.setattr(OrtRunner, "BIG_GRAPH", 0)
+    monkeypatch.setattr(graphs_module, "BIG_GRAPH", 0)
     cache = OnnxCache(tmp_path)
     adapter = adapter_for("lenet5")
     layers = ("features.c1", "features.c3", "features.c5")
     runner = OrtRunner(adapter, False, threads=1, full_layers=layers, cache=cache)
-    assert runner._full is None and runner.exported == 1
+    assert runner.graphs._full is None and runner.exported == 1
     x = torch.randn(2, *adapter.spec.input_size)
     with torch.inference_mode():
         expected = adapter.logits(x).numpy()
@@ -297,7 +277,7 @@ def test_a_big_graph_is_cut_from_its_cached_file_and_exported_again_when_it_went
 def test_a_wrong_export_form_of_prelu_would_be_refused(monkeypatch):
     """The logits check compares with the network as loaded, before the PReLU swap: a swap that
     changed the numbers could not pass it."""
-    monkeypatch.setattr(backend_module.PReLUForExport, "forward", lambda self, x: torch.relu(x))
+    monkeypatch.setattr(PReLUForExport, "forward", lambda self, x: torch.relu(x))
     with pytest.raises(BackendError, match="differ from torch's"):
         OrtRunner(adapter_for("enet"), False, threads=1, cache=None)
 
@@ -306,160 +286,6 @@ def test_bounded_spinning_only_where_onnx_runtime_honours_it():
     assert backend_module._spin_bounded("1.32.0") and backend_module._spin_bounded("1.40.1")
     assert not backend_module._spin_bounded("1.17.3") and not backend_module._spin_bounded("1.31.0")
     assert not backend_module._spin_bounded("unknown")
-
-
-def test_the_thread_choice_is_measured_once_per_process_and_weights(cache, monkeypatch):
-    """Loading the same network again (a runtime switched back, a reload) reuses the measured
-    thread count; other weights are measured for themselves."""
-    monkeypatch.setattr(backend_module, "_THREADS_PICKED", {})
-    calls = []
-
-    def fake_pick(self, full, rounds=15):
-        calls.append(self._digest)
-        self.threads, self.threads_note = 1, "1 ONNX Runtime thread: measured"
-
-    monkeypatch.setattr(OrtRunner, "_pick_threads", fake_pick)
-    first = OrtRunner(adapter_for("lenet5"), False, threads=2, cache=cache, pick_threads=True)
-    again = OrtRunner(adapter_for("lenet5"), False, threads=2, cache=cache, pick_threads=True)
-    other = OrtRunner(adapter_for("lenet5", seed=1), False, threads=2, cache=cache, pick_threads=True)
-    assert len(calls) == 2 and calls[0] != calls[1]
-    assert first.threads == again.threads == other.threads == 1
-    assert again.threads_note == first.threads_note == "1 ONNX Runtime thread: measured"
-    assert again.max_threads == 2  # batches still use every thread
-
-
-def test_networks_on_one_thread_run_first_and_results_keep_the_line_up_order(cache, monkeypatch):
-    """The feeder decodes the next frame while the first network runs: a one-thread graph leaves it a core."""
-    monkeypatch.setattr(backend_module, "_THREADS_PICKED", {})
-
-    def pick(self, graph):
-        self.threads = 1 if self.spec.name == "enet" else self.threads
-
-    monkeypatch.setattr(OrtRunner, "_pick_threads", pick)
-    session = InferenceSession("cifar10", "cpu", models=["lenet5", "enet"], backend="onnxruntime",
-                               onnx_cache=cache, ort_threads=2)
-    assert session.runner("enet").threads == 1 and session.runner("lenet5").threads == 2
-    assert session._run_order == ("enet", "lenet5")
-    ran = []
-    original = OrtRunner.outputs
-
-    def call(self, x):
-        ran.append(self.spec.name)
-        return original(self, x)
-
-    monkeypatch.setattr(OrtRunner, "outputs", call)
-    result = session.run(np.zeros((32, 32, 3), np.uint8))
-    assert ran == ["enet", "lenet5"] and list(result.results) == ["lenet5", "enet"]
-
-
-@pytest.mark.parametrize("gains, kept, said", [
-    ((100.0, 100.0), "onnxruntime", "; a first trial agreed"),
-    ((0.0,), "torch", "what load chose stays"),
-    ((100.0, 0.0), "torch", "what load chose stays; a first trial that found otherwise (")])
-def test_autos_close_backend_choice_is_timed_again_on_live_frames(cache, monkeypatch, gains, kept, said):
-    """At load the window may be drawing on the other core: where torch and ONNX Runtime measured
-    close, live frames alternate the two in blocks once LIVE_DELAY_S have passed (ONNX Runtime
-    first, the first frame of a block not counted) and what they measure is kept, said and listed
-    once; both answer with the same taps. A trial that disagrees with load changes the backend only
-    when a second trial agrees (``gains``: BACKEND_GAIN in each trial; 100 finds ONNX Runtime faster,
-    0 finds the two within it of each other)."""
-    import engine.runtime.trials as trials
-    import engine.runtime.tuning as tuning
-
-    monkeypatch.setattr(trials, "TRIAL_BLOCK", 2)
-    monkeypatch.setattr(trials, "TRIAL_BLOCKS", 2)
-    monkeypatch.setattr(tuning, "paired_medians_ms", lambda *a, **k: (4.52, 4.44))  # (torch, ORT) at load
-    s = InferenceSession("cifar10", "cpu", models=["lenet5"], backend="auto", precision="fp32", onnx_cache=cache)
-    assert s.backend_of("lenet5")[0] == "torch" and "4.44 ms on ONNX Runtime against 4.52" in s.backend_of("lenet5")[1]
-    s.set_capture({"lenet5": ["features.c1"]})  # before the warm-up, as the engine asks
-    s.warm_up()  # the engine's blank frames are not live frames
-    frame = np.random.default_rng(5).integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    monkeypatch.setattr(trials, "LIVE_DELAY_S", 3600.0)
-    assert [s.run(frame).results["lenet5"].backend for _ in range(3)] == ["torch"] * 3  # the window settling
-    monkeypatch.setattr(trials, "LIVE_DELAY_S", 0.0)
-    for trial, gain in enumerate(gains):
-        monkeypatch.setattr(trials, "BACKEND_GAIN", gain)
-        seen = []
-        for _ in range(7):
-            seen.append(s.run(frame).results["lenet5"])
-            assert s.take_rechecked() == [] and s.backend_of("lenet5")[0] == "torch"  # load's choice between frames
-        seen.append(s.run(frame).results["lenet5"])  # the second block of each: this trial ends
-        assert [r.backend for r in seen] == ["onnxruntime", "onnxruntime", "torch", "torch"] * 2
-        ort, eager = seen[0], seen[2]
-        np.testing.assert_allclose(ort.probs, eager.probs, atol=1e-5)
-        np.testing.assert_allclose(ort.activations["features.c1"], eager.activations["features.c1"], atol=1e-4)
-        if trial < len(gains) - 1:  # it disagreed with load: nothing settled, a second trial follows
-            assert s.take_rechecked() == [] and s.backend_of("lenet5")[0] == "torch"
-            monkeypatch.setattr(trials, "LIVE_DELAY_S", 3600.0)  # which waits its LIVE_DELAY_S too
-            assert [s.run(frame).results["lenet5"].backend for _ in range(3)] == ["torch"] * 3
-            monkeypatch.setattr(trials, "LIVE_DELAY_S", 0.0)
-    backend, note = s.backend_of("lenet5")
-    assert backend == kept and "(medians of 2 live frames each, in blocks of 2 alternated)" in note and said in note
-    assert note.endswith(" ms on torch eager) was not confirmed") == (len(gains) == 2 and kept == "torch")
-    assert s.take_rechecked() == [("lenet5", note)] and s.take_rechecked() == []
-    after = s.run(frame).results["lenet5"]
-    assert after.backend == kept and "features.c1" in after.activations
-    assert (s._nets["lenet5"].taps == []) == (kept == "onnxruntime")  # torch's hooks go with torch
-
-
-def test_live_frames_change_the_loads_backend_only_where_they_clearly_disagree():
-    """Within BACKEND_GAIN of each other, what load chose stays (a busy window once made a trial keep
-    torch for AlexNet at 4.55 ms against 4.62, where ONNX Runtime runs it in 3.0-3.2)."""
-    from types import SimpleNamespace
-
-    from engine.runtime.trials import BACKEND_GAIN, BackendTrial
-
-    assert BACKEND_GAIN == 0.95
-    ort = SimpleNamespace(threads_note="")
-    on_ort, on_torch = BackendTrial(ort, ort, None, ""), BackendTrial(ort, None, None, "")
-    for trial, torch_ms, ort_ms, kept, stays in [
-            (on_ort, 4.55, 4.62, ort, True),  # close: load's ONNX Runtime stays, and the note says why
-            (on_ort, 4.40, 4.62, ort, True),
-            (on_ort, 4.38, 4.62, None, False),  # torch 5% faster: torch
-            (on_ort, 4.62, 4.30, ort, False),
-            (on_torch, 4.55, 4.62, None, True),  # close: load's torch stays
-            (on_torch, 4.50, 4.40, None, True),
-            (on_torch, 4.62, 4.38, ort, False)]:  # ONNX Runtime 5% faster: ONNX Runtime
-        runner, note = trial.choose(torch_ms, ort_ms, "live")
-        assert runner is kept, (torch_ms, ort_ms)
-        assert ("within 5% of each other, what load chose stays" in note) == stays
-        assert note.startswith("ONNX Runtime: " if kept is ort else "torch eager: ")
-        assert f"{ort_ms:.2f} ms on ONNX Runtime against {torch_ms:.2f} ms on torch eager (live)" in note
-    # at load, torch eager unless ONNX Runtime is 5% faster, and a close call says so
-    assert on_torch.choose(4.50, 4.40, "load", at_load=True) == (
-        None, "torch eager: 4.40 ms on ONNX Runtime against 4.50 ms on torch eager (load); "
-              "ONNX Runtime is not 5% faster")
-    assert on_torch.choose(4.62, 4.38, "load", at_load=True)[0] is ort
-
-
-def test_a_clear_backend_choice_is_not_timed_again(cache, monkeypatch):
-    import engine.runtime.tuning as tuning
-
-    monkeypatch.setattr(tuning, "paired_medians_ms", lambda *a, **k: (5.0, 0.6))  # ENet-like: 8 times apart
-    s = InferenceSession("cifar10", "cpu", models=["lenet5"], backend="auto", precision="fp32", onnx_cache=cache)
-    assert s.backend_of("lenet5")[0] == "onnxruntime" and s._nets["lenet5"].trial is None
-    assert s.run(np.zeros((32, 32, 3), np.uint8)).results["lenet5"].backend == "onnxruntime"
-
-
-def test_a_backend_trial_that_fails_ends_after_one_frame(cache, monkeypatch):
-    """A side of the trial that cannot answer costs one frame, not every other frame: load's choice stays."""
-    import engine.runtime.trials as trials
-    import engine.runtime.tuning as tuning
-
-    monkeypatch.setattr(tuning, "paired_medians_ms", lambda *a, **k: (4.52, 4.44))
-    s = InferenceSession("cifar10", "cpu", models=["lenet5"], backend="auto", precision="fp32", onnx_cache=cache)
-    s.warm_up()
-    monkeypatch.setattr(trials, "LIVE_DELAY_S", 0.0)
-
-    def broken(self, x):
-        raise RuntimeError("ONNX Runtime cannot run this frame")
-
-    monkeypatch.setattr(OrtRunner, "outputs", broken)
-    frame = np.zeros((32, 32, 3), np.uint8)
-    with pytest.raises(RuntimeError, match="cannot run"):
-        s.run(frame)
-    assert s._nets["lenet5"].trial is None
-    assert [s.run(frame).results["lenet5"].backend for _ in range(3)] == ["torch"] * 3
 
 
 @pytest.mark.slow  # inductor compiles each tap set: seconds

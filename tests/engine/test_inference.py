@@ -141,66 +141,86 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+def slower_alone(monkeypatch):
+    """The load's timing, faked: every core measures twice as fast as the session's threads (each
+    candidate still runs once, so hooks see it)."""
+    import engine.runtime.tuner as tuner
+
+    def timed(passes, runs):
+        return {c: 10.0 if c.threads is None else 5.0 for c in passes if passes[c]() is not None}
+
+    monkeypatch.setattr(tuner, "time_candidates", timed)
+
+
 @pytest.mark.parametrize("gain, heavy", [(100.0, 0.0), (0.0, 0.0), (100.0, 1e9)])
 def test_a_heavy_network_runs_on_every_core_only_where_measured_faster(one_torch_thread, monkeypatch, gain, heavy):
-    """A network at least HEAVY_MS slow on the engine's threads runs on every core when that is
-    measured at most MANY_THREADS_GAIN of its time, and says so; either way its live frames time
-    the two again (a trial), and torch's threads are the engine's again after every frame."""
+    """A network at least HEAVY_MS slow on the engine's threads is timed on every core too, and runs
+    there when that is measured at most MANY_THREADS_GAIN of its time; the record says so, live
+    frames time the two again, and torch's threads are the engine's again after every frame."""
     import os
 
-    import engine.runtime.trials as trials
-    monkeypatch.setattr(trials, "HEAVY_MS", heavy)
-    monkeypatch.setattr(trials, "MANY_THREADS_GAIN", gain)
-    monkeypatch.setattr(trials, "LIVE_DELAY_S", 0.0)
+    import engine.runtime.tuner as tuner
+    monkeypatch.setattr(tuner, "HEAVY_MS", heavy)
+    monkeypatch.setattr(tuner, "MANY_THREADS_GAIN", gain)
+    monkeypatch.setattr(tuner, "RECHECK_RATIO", 1e9)
+    monkeypatch.setattr(tuner, "PRUNE_RATIO", 1e9)
+    monkeypatch.setattr(tuner, "LIVE_DELAY_S", 0.0)
+    slower_alone(monkeypatch)
     s = InferenceSession("cifar10", "cpu", models=["lenet5", "alexnet"], precision="fp32", backend="torch")
     seen: list[int] = []
     s.model("alexnet").register_forward_hook(lambda *_: seen.append(torch.get_num_threads()))
-    threads, note = s._nets["alexnet"].threads, s.backend_of("alexnet")[1]
+    record = s.decision("alexnet")
     s.run(np.zeros((32, 32, 3), np.uint8))
     assert torch.get_num_threads() == 1
-    if gain == 100.0 and heavy == 0.0:
-        assert threads == os.cpu_count() and s.threads_of("alexnet") == (threads, s._nets["alexnet"].threads_note)
-        assert note.startswith(f"{threads} torch threads: ") and "ms on 1 (fp32, batch 1" in note
+    timed = heavy == 0.0
+    assert {m.candidate.threads for m in record.measured} == ({None, os.cpu_count()} if timed else set())
+    if gain == 100.0 and timed:
+        assert record.chosen.threads == os.cpu_count() and s.threads_of("alexnet") == (os.cpu_count(), "")
+        assert record.text().startswith(f"torch eager fp32, {os.cpu_count()} threads: ")
     else:
-        assert threads is None and "torch threads" not in note and s.threads_of("alexnet") == (1, "")
-    timed = heavy == 0.0  # timed at load: its first live frame tries every core, whatever was chosen
-    assert (s._nets["alexnet"].trial is not None) == timed and seen == [os.cpu_count() if timed else 1]
-    assert (s._nets["lenet5"].trial is not None) == timed  # HEAVY_MS 0: even LeNet-5 is timed
+        assert record.chosen.threads is None and s.threads_of("alexnet") == (1, "")
+    # timed at load: its first live frame tries the other count, whatever was chosen
+    assert (s._nets["alexnet"].check is not None) == timed
+    assert seen[-1] == ((1 if record.chosen.threads else os.cpu_count()) if timed else 1)
+    assert (s._nets["lenet5"].check is not None) == timed  # HEAVY_MS 0: even LeNet-5 is timed
 
 
 @pytest.mark.parametrize("live_gain", [100.0, 0.0])
 def test_live_frames_settle_a_heavy_networks_threads(one_torch_thread, monkeypatch, live_gain):
     """The thread choice made at load is timed again on live frames, the two counts alternated in
-    blocks; what they measure is kept, said, and listed once by take_rechecked."""
+    blocks (the runner-up first); a change needs a second check to agree; what they measure is
+    kept, said, and listed once by take_rechecked."""
     import os
 
-    import engine.runtime.trials as trials
+    import engine.runtime.tuner as tuner
     cores = os.cpu_count()
-    monkeypatch.setattr(trials, "HEAVY_MS", 0.0)
-    monkeypatch.setattr(trials, "MANY_THREADS_GAIN", 100.0)
-    monkeypatch.setattr(trials, "TRIAL_BLOCK", 2)
-    monkeypatch.setattr(trials, "TRIAL_BLOCKS", 2)
-    monkeypatch.setattr(trials, "LIVE_DELAY_S", 0.0)
+    monkeypatch.setattr(tuner, "HEAVY_MS", 0.0)
+    monkeypatch.setattr(tuner, "MANY_THREADS_GAIN", 100.0)
+    monkeypatch.setattr(tuner, "RECHECK_RATIO", 1e9)
+    monkeypatch.setattr(tuner, "PRUNE_RATIO", 1e9)
+    monkeypatch.setattr(tuner, "TRIAL_BLOCK", 2)
+    monkeypatch.setattr(tuner, "TRIAL_BLOCKS", 2)
+    monkeypatch.setattr(tuner, "LIVE_DELAY_S", 0.0)
+    slower_alone(monkeypatch)
     s = InferenceSession("cifar10", "cpu", models=["alexnet"], precision="fp32", backend="torch")
-    assert s._nets["alexnet"].threads == cores  # every core at load
-    monkeypatch.setattr(trials, "MANY_THREADS_GAIN", live_gain)
+    assert s.decision("alexnet").chosen.threads == cores  # every core at load
+    monkeypatch.setattr(tuner, "MANY_THREADS_GAIN", live_gain)
     s.warm_up()  # as the engine does: its blank frames are not live frames
     seen: list[int] = []
     s.model("alexnet").register_forward_hook(lambda *_: seen.append(torch.get_num_threads()))
     frame = np.zeros((32, 32, 3), np.uint8)
-    for _ in range(7):
+    checks = 1 if live_gain == 100.0 else 2  # a check that disagrees with load waits for a second
+    for _ in range(8 * checks - 1):
         s.run(frame)
         assert s.take_rechecked() == []
-    s.run(frame)  # the second block of each: settled
-    assert seen == [cores, cores, 1, 1] * 2 and torch.get_num_threads() == 1
+    s.run(frame)  # the second block of the last check: settled
+    assert seen == [1, 1, cores, cores] * 2 * checks and torch.get_num_threads() == 1
     assert [name for name, _ in s.take_rechecked()] == ["alexnet"] and s.take_rechecked() == []
     kept = cores if live_gain == 100.0 else 1
-    threads, note = s.threads_of("alexnet")
-    assert threads == kept and s._nets["alexnet"].trial is None
-    other = 1 if kept == cores else cores
-    assert note.startswith(f"{kept} torch thread")
-    assert f"ms on {other} (medians of 2 live frames each, in blocks of 2 alternated)" in note
-    assert s.backend_of("alexnet")[1].endswith(note)
+    assert s.threads_of("alexnet") == (kept, "") and s._nets["alexnet"].check is None
+    note = s.backend_of("alexnet")[1]
+    assert "(medians of 2 live frames each, in blocks of 2 alternated, on live frames)" in note
+    assert note.endswith("what load chose stays") if kept == cores else note.endswith("a first check agreed")
     s.run(frame)
     assert seen[-1] == kept and s.take_rechecked() == []
 
@@ -209,13 +229,13 @@ def test_every_core_changes_nothing_when_the_session_already_has_them(monkeypatc
     """The command line runs on every core already: no network is timed for more."""
     import os
 
-    import engine.runtime.trials as trials
-    monkeypatch.setattr(trials, "HEAVY_MS", 0.0)
-    monkeypatch.setattr(trials, "MANY_THREADS_GAIN", 100.0)
+    import engine.runtime.tuner as tuner
+    monkeypatch.setattr(tuner, "HEAVY_MS", 0.0)
+    monkeypatch.setattr(tuner, "MANY_THREADS_GAIN", 100.0)
     before = torch.get_num_threads()
     torch.set_num_threads(os.cpu_count() or 1)
     try:
         s = InferenceSession("cifar10", "cpu", models=["lenet5"], backend="torch")
-        assert s._nets["lenet5"].threads is None and "torch threads" not in s.backend_of("lenet5")[1]
+        assert s.decision("lenet5").chosen.threads is None and s.decision("lenet5").measured == ()
     finally:
         torch.set_num_threads(before)

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-import engine.runtime.tuning as tuning
 from engine.models.registry import get_spec
 from engine.models.weights import load_model
 from engine.runtime.precision import PrecisionError, bf16_native, check_precision
@@ -40,13 +39,20 @@ def test_bf16_session_returns_float32_results_close_to_fp32():
 def test_auto_says_what_it_chose_and_why():
     s = InferenceSession("cifar10", models=["lenet5"], precision="auto")
     chosen, note = s.precision_of("lenet5")
-    assert chosen in ("fp32", "bf16") and note.startswith(chosen)
+    record = s.decision("lenet5")
+    assert chosen == record.chosen.precision and chosen in ("fp32", "bf16")
+    if bf16_native(torch.device("cpu")):  # both were timed, and the record says so
+        assert {m.candidate.precision for m in record.measured} == {"fp32", "bf16"}
+        assert s.backend_of("lenet5")[1] == record.text() and "medians of 7" in record.text()
+    else:
+        assert note == "fp32: no native bf16 here" and record.measured == ()
     assert s.dtype("lenet5") == (torch.bfloat16 if chosen == "bf16" else torch.float32)
     assert next(s.model("lenet5").parameters()).dtype == s.dtype("lenet5")
 
 
 def test_bf16_without_native_support_is_refused_and_auto_stays_fp32(monkeypatch):
-    monkeypatch.setattr(tuning, "bf16_native", lambda device: False)
+    monkeypatch.setattr("engine.runtime.backends.torch_eager.bf16_native", lambda device: False)
+    monkeypatch.setattr("engine.runtime.session.bf16_native", lambda device: False)
     monkeypatch.setattr("engine.runtime.precision.bf16_native", lambda device: False)
     with pytest.raises(PrecisionError, match="no native bf16"):
         check_precision("bf16", torch.device("cpu"))

@@ -465,7 +465,7 @@ def _in_thread(fn, timeout: float = 30.0):
 
 
 def test_an_onnx_cache_entry_that_is_a_fifo_or_dev_zero_is_not_read(tmp_path, caplog):
-    from engine.runtime.backends import OnnxCache
+    from engine.runtime.onnx_cache import OnnxCache
 
     cache = OnnxCache(tmp_path / "onnx")
     fifo = _fifo(tmp_path / "onnx" / "cifar10-lenet5-aaaa.onnx")
@@ -535,7 +535,7 @@ def _dead_pid() -> int:
 
 def test_partial_files_of_a_dead_writer_are_swept_from_runs_and_onnx(tmp_path):
     from engine.cli.train import runs_dir, sweep_runs
-    from engine.runtime.backends import OnnxCache
+    from engine.runtime.onnx_cache import OnnxCache
 
     dead, alive = _dead_pid(), os.getpid()
     run = runs_dir() / "vgg16_cifar10"
@@ -637,7 +637,8 @@ def test_a_cached_graph_with_its_ranking_reversed_is_refused_and_exported_again(
 
     from engine.models.adapter import ModelAdapter
     from engine.models.registry import get_spec
-    from engine.runtime.backends import OnnxCache, OrtRunner
+    from engine.runtime.backends.ort import OrtRunner
+    from engine.runtime.onnx_cache import OnnxCache
 
     spec = get_spec("lenet5", "cifar10")
     adapter = ModelAdapter(spec, spec.build().eval())

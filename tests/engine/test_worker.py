@@ -345,18 +345,22 @@ def test_a_named_scene_labels_the_frames_that_follow(tmp_path):
 
 
 def test_a_thread_choice_settled_on_live_frames_comes_as_a_new_card(tmp_path, monkeypatch):
-    """The engine tells of a network whose torch threads its first frames chose: a ModelUpdated
+    """The engine tells of a network whose choice its first live frames settled: a ModelUpdated
     with the new card and a line to read, after the session's SessionReady; its own info follows."""
     import os
 
-    import engine.runtime.trials as trials
+    import engine.runtime.tuner as tuner
     from engine.live.events import ModelUpdated, SessionReady
     if (os.cpu_count() or 1) < 2:
         pytest.skip("needs 2 cores: the engine then leaves one to the decoder")
-    monkeypatch.setattr(trials, "HEAVY_MS", 0.0)  # every network is heavy
-    monkeypatch.setattr(trials, "TRIAL_BLOCK", 2)
-    monkeypatch.setattr(trials, "TRIAL_BLOCKS", 1)
-    monkeypatch.setattr(trials, "LIVE_DELAY_S", 0.0)
+    monkeypatch.setattr(tuner, "HEAVY_MS", 0.0)  # every network is heavy
+    monkeypatch.setattr(tuner, "PRUNE_RATIO", 1e9)
+    monkeypatch.setattr(tuner, "RECHECK_RATIO", 1e9)
+    monkeypatch.setattr(tuner, "TRIAL_BLOCK", 2)
+    monkeypatch.setattr(tuner, "TRIAL_BLOCKS", 1)
+    monkeypatch.setattr(tuner, "LIVE_DELAY_S", 0.0)
+    monkeypatch.setattr(tuner, "MANY_THREADS_GAIN", 1e9)  # every core, at load and live
+    monkeypatch.setattr(tuner, "time_candidates", lambda passes, runs: {c: 5.0 if c.threads else 10.0 for c in passes})
     rec = Recorder()
     engine = Engine(models=["lenet5"], precision="fp32", backend="torch", on_result=rec.on_result,
                     on_event=rec.on_event).start()
@@ -368,10 +372,12 @@ def test_a_thread_choice_settled_on_live_frames_comes_as_a_new_card(tmp_path, mo
         assert kinds.count("ModelUpdated") == 1 and kinds.index("SessionReady") < kinds.index("ModelUpdated")
         update = next(e for e in rec.events if isinstance(e, ModelUpdated))
         ready = next(e for e in rec.events if isinstance(e, SessionReady))
-        assert update.card.threads_note.endswith("(medians of 1 live frames each, in blocks of 2 alternated)")
-        assert update.text == f"LeNet-5 runs on {update.card.threads_note}" and "\n" not in update.text
-        assert update.card.threads in (1, os.cpu_count())
-        assert "live frames" not in ready.card("lenet5").threads_note  # the load's, as it was
+        note = update.card.backend_note
+        assert note == update.card.runtime.text() and note.endswith("what load chose stays")
+        assert "(medians of 1 live frames each, in blocks of 2 alternated, on live frames)" in note
+        assert update.text == f"LeNet-5 runs on {note}" and "\n" not in update.text
+        assert update.card.threads == os.cpu_count()
+        assert "live frames" not in ready.card("lenet5").backend_note  # the load's, as it was
         assert engine.info.card("lenet5") == update.card
     finally:
         assert engine.stop(2.0)
