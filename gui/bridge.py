@@ -207,6 +207,10 @@ class EngineBridge(QObject):
         one line (an ``Error`` event) if it does not fit, and the networks keep what they had."""
         self.engine.load_weights(model, path)
 
+    def set_runtime(self, model: str, backend: str | None) -> None:
+        """Run ``model`` on its own backend (None: the toolbar's again); that network alone is rebuilt."""
+        self.engine.set_runtime(model, backend)
+
     def download_weights(self, model: str) -> bool:
         """Download ``model``'s torchvision weights as a job (``JobProgress``, then ``JobEnded``),
         then load them; False when another job is running."""

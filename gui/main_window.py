@@ -745,6 +745,11 @@ class MainWindow(QMainWindow):
             self.set_status(f"Back to the default weights of {model}\u2026")
         self.bridge.load_weights(model, path or None)
 
+    def _runtime_requested(self, model: str, backend: str) -> None:
+        where = f"on {backend_label(backend)}" if backend else "as the toolbar says"
+        self.set_status(f"Loading {model} again {where}\u2026 (the other networks keep running)")
+        self.bridge.set_runtime(model, backend or None)
+
     def _download_requested(self, model: str) -> None:
         if self.bridge.download_weights(model):
             self.set_status(f"Downloading the ImageNet weights of {model}\u2026")
@@ -788,6 +793,7 @@ class MainWindow(QMainWindow):
             panel.gradcam_target_requested.connect(self._gradcam_target)
             panel.channel_study_requested.connect(self._study_channel)
             panel.lineup_requested.connect(self._lineup_chosen)
+            panel.runtime_requested.connect(self._runtime_requested)
             self.panel_layout.addWidget(panel, 1)
             self.panels.append(panel)
         for i, panel in enumerate(self.panels):

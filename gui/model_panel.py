@@ -39,6 +39,7 @@ from gui.feature_maps import FeatureMapView, shape_text
 from gui.image_canvas import ImageCanvas
 from gui.imaging import blend_channel, blend_class_map, blend_heat, class_shares
 from gui.pinned import Pinned
+from gui.runtime_menu import add_runtime_menu
 from gui.topk_bars import TopKBars
 
 STATUS_BADGES = {  # weights kind -> (text, background)
@@ -175,6 +176,7 @@ class ModelPanel(QFrame):
     gradcam_target_requested = Signal(str, object)  # model, class index to explain (None: its top-1)
     channel_study_requested = Signal(str, str, int)  # model, layer, channel: what does it look for?
     lineup_requested = Signal(str)  # put this network (another VGG depth) in this panel's place
+    runtime_requested = Signal(str, str)  # model name, its own backend ("": the toolbar's)
 
     def __init__(self, index: int, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -219,6 +221,7 @@ class ModelPanel(QFrame):
         self.download_action.setVisible(False)
         self.lineup_menu = menu.addMenu("Network")
         self.lineup_menu.menuAction().setVisible(False)
+        self.runtime_menu = add_runtime_menu(menu, lambda backend: self.runtime_requested.emit(self.name, backend))
         self.weights_button.setMenu(menu)
         head = _row(self.title, self.year, None, self.status)
 

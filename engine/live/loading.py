@@ -32,12 +32,32 @@ class EngineConfig:
     weights: tuple[tuple[str, str], ...]
     precision: str = "fp32"
     backend: str = "torch"
+    runtimes: tuple[tuple[str, str, str], ...] = ()  # (network, backend, precision) of its own
+
+    def runtime_of(self, name: str) -> tuple[str, str]:
+        """(backend, precision) one network is asked to run on: its own, else the session's."""
+        return next(((b, p) for n, b, p in self.runtimes if n == name), (self.backend, self.precision))
+
+    def weights_of(self, name: str) -> str | None:
+        return dict(self.weights).get(name)
+
+
+def kept_networks(running: InferenceSession | None, before: EngineConfig | None, after: EngineConfig) -> dict:
+    """The running session's networks that ``after`` asks for unchanged (same profile, device,
+    weights, backend and precision): a new session takes them as they are, so a change to one
+    network rebuilds that network only."""
+    if running is None or before is None or (before.profile, before.device) != (after.profile, after.device):
+        return {}
+    return {name: running.network(name) for name in running.names
+            if before.weights_of(name) == after.weights_of(name) and before.runtime_of(name) == after.runtime_of(name)}
 
 
 def build_session(config: EngineConfig, *, running: bool, top_k: int, ort_threads: int,
-                  emit: Callable[[EngineEvent], None]) -> tuple[InferenceSession, EngineConfig, torch.device] | None:
+                  emit: Callable[[EngineEvent], None], keep: dict | None = None,
+                  ) -> tuple[InferenceSession, EngineConfig, torch.device] | None:
     """A session for ``config`` (or for the fallback it had to take, which is returned with it),
-    or None after an ``Error``; ``running``: whether a session runs now, which is then kept."""
+    or None after an ``Error``; ``running``: whether a session runs now, which is then kept;
+    ``keep``: its networks to take as they are (:func:`kept_networks`)."""
     try:
         device = resolve_device(config.device)
     except ValueError as e:
@@ -47,7 +67,8 @@ def build_session(config: EngineConfig, *, running: bool, top_k: int, ort_thread
         emit(Error(ErrorCode.DEVICE, f"{config.device} is not available here: running on the CPU"))
     try:
         session = InferenceSession(config.profile, str(device), config.models, dict(config.weights), top_k=top_k,
-                                   precision=config.precision, backend=config.backend, ort_threads=ort_threads)
+                                   precision=config.precision, backend=config.backend, ort_threads=ort_threads,
+                                   runtimes={n: (b, p) for n, b, p in config.runtimes}, keep=keep)
     except WeightsError as e:
         if running:
             emit(Error(ErrorCode.WEIGHTS, f"{e}; the networks keep the weights they had"))

@@ -43,7 +43,7 @@ from engine.live.events import (
 from engine.live.feeder import Feeders
 from engine.live.frames import run_frame
 from engine.live.job_runner import JobRunner
-from engine.live.loading import EngineConfig, build_session, carried_probes
+from engine.live.loading import EngineConfig, build_session, carried_probes, kept_networks
 from engine.live.metrics import MetricsSnapshot, MetricsTracker
 from engine.live.slot import FrameSlot
 from engine.live.sources import Frame, Source
@@ -138,25 +138,40 @@ class Engine:
 
     def configure(self, profile: str | None = None, device: str | None = None, *,
                   models: Iterable[str] | None = None, weights: Mapping[str, str] | None = None,
-                  precision: str | None = None, backend: str | None = None) -> None:
+                  precision: str | None = None, backend: str | None = None,
+                  runtimes: Iterable[tuple[str, str, str]] | None = None) -> None:
         """Rebuild the session (other profile, device, weights, precision: fp32, bf16 or auto, see
-        :mod:`engine.runtime.precision`, or backend: torch, onnxruntime, compile or auto, see
-        :mod:`engine.runtime.backends`) on the worker thread."""
+        :mod:`engine.runtime.precision`, backend: auto or one of :mod:`engine.runtime.backends`, or
+        networks' own (network, backend, precision)) on the worker thread. The networks whose own
+        settings did not change are kept as they run; a session-wide backend or precision ends every
+        network's own."""
         with self._cond:
             base = self.wanted
             new_profile = profile or base.profile
             # a user's checkpoint belongs to one profile's network: another profile starts without it
             kept = base.weights if new_profile == base.profile else ()
+            own = tuple(runtimes) if runtimes is not None else () if (precision or backend) or \
+                new_profile != base.profile else base.runtimes
             self._config = EngineConfig(new_profile, device or base.device,
                                         tuple(models) if models is not None else base.models,
                                         tuple(sorted(weights.items())) if weights is not None else kept,
-                                        precision or base.precision, backend or base.backend)
+                                        precision or base.precision, backend or base.backend, own)
             self._cond.notify_all()
 
     @property
     def wanted(self) -> EngineConfig:
         """The configuration asked for last: pending, being built, or running."""
         return self._config or self._building_config or self._active or EngineConfig("cifar10", "cpu", None, ())
+
+    def set_runtime(self, model: str, backend: str | None, precision: str | None = None) -> None:
+        """Run ``model`` on its own backend and precision (None: the session's again); that network
+        alone is rebuilt. A backend or precision it cannot run is one ``Error`` event."""
+        with self._cond:
+            base = self.wanted
+            own = [r for r in base.runtimes if r[0] != model]
+            if backend is not None or precision is not None:
+                own.append((model, backend or base.backend, precision or base.precision))
+        self.configure(runtimes=own)
 
     def load_weights(self, model: str, path: str | os.PathLike | None) -> None:
         """Run ``model`` on a user's checkpoint (safetensors, or a ``.pth`` in this project's or
@@ -377,8 +392,10 @@ class Engine:
     def _build(self, config: EngineConfig) -> None:
         """A new session for ``config``; on any failure the running session (if any) stays as it was
         and the failure is one ``Error`` event."""
+        keep = kept_networks(self.session, self._active, config) if config.models == getattr(
+            self._active, "models", None) else {}
         built = build_session(config, running=self.session is not None, top_k=self.top_k,
-                              ort_threads=self.threads or engine_ort_threads(), emit=self.emit)
+                              ort_threads=self.threads or engine_ort_threads(), emit=self.emit, keep=keep)
         if built is None:
             return
         session, config, device = built

@@ -29,3 +29,19 @@ def test_a_registered_backend_is_in_the_picker_and_the_analysis_set_up(qtbot, tm
     assert sets["+ fake"] == ("fake",) and "fake" in sets["+ all"]
     view.backends.setCurrentIndex(view.backends.findText("+ fake"))
     assert view.other_backends == ("fake",)
+
+
+def test_a_panels_menu_runs_its_network_on_a_backend_of_its_own(qtbot, fake_backend):  # noqa: F811
+    from gui.model_panel import ModelPanel
+
+    panel = ModelPanel(0)
+    qtbot.addWidget(panel)
+    panel.name = "lenet5"
+    entries = {a.data(): a for a in panel.runtime_menu.actions()}
+    assert set(entries) >= {"", "torch", "onnxruntime", "openvino", "fake"}
+    assert entries["fake"].text() == "fake torch" and entries[""].text() == "what the toolbar says"
+    asked = []
+    panel.runtime_requested.connect(lambda *a: asked.append(a))
+    entries["openvino"].trigger()
+    entries[""].trigger()
+    assert asked == [("lenet5", "openvino"), ("lenet5", "")]
