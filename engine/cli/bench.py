@@ -17,7 +17,7 @@ from engine.models.complexity import complexity
 from engine.models.registry import RegistryError
 from engine.models.weights import WeightsError
 from engine.runtime.backends import BackendError, label
-from engine.runtime.device import clamp_threads, machine_load
+from engine.runtime.device import clamp_threads, cpu_features, device_label, machine_load
 from engine.runtime.onnx_cache import onnxruntime_version
 from engine.runtime.precision import PrecisionError
 from engine.runtime.session import InferenceSession
@@ -58,6 +58,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             if args.device not in ("cpu", "auto") and device.type == "cpu":
                 print(f"warning: {args.device} is not available: measuring on the CPU", flush=True)
             threads = torch.get_num_threads()
+            log(f"CPU: {cpu_features()}" if device.type == "cpu" else f"device: {device_label(device)}")
             log(f"latency on {device}, {threads} thread{'s' if threads != 1 else ''}, "
                 f"{runs} runs per network{'' if args.runs else ' or more'}, backends: {', '.join(backends)} ...")
         session.set_capture({n: (session.spec(n).default_layer,) for n in session.names})
@@ -68,6 +69,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 for name in session.names:
                     models[name]["precision"], models[name]["precision_note"] = session.precision_of(name)
                     models[name]["backend_note"] = session.backend_of(name)[1]
+                    models[name]["runtime"] = session.decision(name).as_dict()
                     # the runtime's own threads at batch 1 (ONNX Runtime may pick 1 at load; batches use all)
                     models[name]["runtime_threads"] = getattr(session.runner(name), "threads", torch.get_num_threads())
                 for i, name in enumerate(session.names):
@@ -97,6 +99,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     first = runs_by_backend[backends[0]]
     report = {"device": str(device), "threads": torch.get_num_threads(), "profile": args.profile,
               "torch": torch.__version__, "onnxruntime": onnxruntime_version(), "backends": list(backends),
+              "cpu": cpu_features(),
               "peak": peak, "peaks": peaks, "by_backend": runs_by_backend, "models": first, "pipeline_fps": None,
               "frames": 0, "rss_start_mb": None, "rss_end_mb": None}
     if args.source:

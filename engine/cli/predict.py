@@ -71,6 +71,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 "weights": session.loaded(name).status,
                 "precision": session.precision_of(name)[0],
                 "backend": session.backend_of(name)[0],
+                "runtime": session.decision(name).as_dict(),  # what runs it and the times it was chosen on
             } for name, r in result.results.items()}})
     if args.json:
         print_json(answers)

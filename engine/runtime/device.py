@@ -113,6 +113,30 @@ def engine_ort_threads() -> int:
     return clamp_threads(wanted, ORT_THREADS_VAR) if wanted else cores()
 
 
+# The CPU features that decide which number formats run natively (Linux's names for them).
+NUMERIC_FLAGS = {"avx512_vnni": "VNNI", "avx_vnni": "AVX-VNNI", "avx512_bf16": "AVX512-BF16",
+                 "amx_bf16": "AMX-BF16", "amx_int8": "AMX-INT8"}
+
+
+def cpu_features() -> str:
+    """The CPU's vector unit as torch dispatches to it (AVX2, AVX512...), with the int8 and bf16
+    instructions it has, in words: ``AVX2; no VNNI, no native bf16``."""
+    level = torch.backends.cpu.get_cpu_capability()
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:  # not Linux: the dispatch level alone
+        return level
+    found = [word for flag, word in NUMERIC_FLAGS.items() if flag in flags]
+    missing = [] if any("VNNI" in w for w in found) else ["no VNNI"]
+    missing += [] if any("BF16" in w for w in found) else ["no native bf16"]
+    return f"{level}; " + ", ".join(found + missing)
+
+
 def machine_load() -> str | None:
     """A sentence when the machine's load over the last minute exceeds its cores, else None."""
     try:

@@ -27,7 +27,8 @@ def test_predict_json_contract_and_exit_status(tmp_path, capsys):
         assert r["timed_runs"] == 5 and r["forward_ms"] > 0 and r["preprocess_ms"] >= 0
         assert r["latency_ms"] > 0  # each a median of the five warm runs
         assert r["precision"] in ("fp32", "bf16")  # auto: what it chose for each network
-        assert r["backend"] in ("torch", "onnxruntime")  # likewise
+        assert r["backend"] in ("torch", "onnxruntime", "openvino")  # likewise, with its record:
+        assert r["runtime"]["chosen"]["backend"] == r["backend"] and r["runtime"]["text"]
     assert answers[1] == {"image": str(bad), "error": "broken.jpg: not an image (unrecognised format)"}
 
 
@@ -48,7 +49,7 @@ def test_bench_json_contract(capsys):
     # --runs 7 means seven timed runs (no more for --min-seconds): enough for the contract
     assert main(["bench", "--runs", "7", "--batch", "16", "--json", "--precision", "fp32"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["device"] == "cpu"
+    assert report["device"] == "cpu" and report["cpu"]  # the CPU's features: AVX2, VNNI, bf16...
     assert set(report["models"]) == {"lenet5", "alexnet", "vgg16", "enet"}
     for m in report["models"].values():
         assert {"raw_ms_p50", "engine_ms_p50", "ratio", "images_per_s"} <= m.keys()
@@ -63,7 +64,8 @@ def test_bench_json_contract(capsys):
         assert m["backend"] == "onnxruntime" and m["runs"] == 7
         # the threads ONNX Runtime runs on: all of torch's, or one where that measured faster at load
         assert m["runtime_threads"] in (1, report["threads"])
-        assert (m["runtime_threads"] == 1 and report["threads"] > 1) == ("1 ONNX Runtime thread" in m["backend_note"])
+        assert m["runtime"]["chosen"]["threads"] == m["runtime_threads"]
+        assert m["backend_note"] == m["runtime"]["text"]  # the tuner's record, as the window prints it
         assert m["overhead"] == pytest.approx(m["engine_ms_p50"] / m["graph_ms_p50"])
         assert m["gflops"] == pytest.approx(2 * m["macs"] / (m["raw_ms_p50"] / 1000) / 1e9)
         assert 0 < m["peak_fraction"] == pytest.approx(m["gflops"] / report["peaks"][m["precision"]]["gflops"])
