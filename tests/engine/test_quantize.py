@@ -1,4 +1,4 @@
-"""int8 on ONNX Runtime: the quantized graph, its cache and record."""
+"""int8 on ONNX Runtime: the quantized graph, its cache and record, and ``eval --precision int8``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from engine.cli import build_parser, run_command
 from engine.models.adapter import ModelAdapter
 from engine.models.registry import get_spec
 from engine.models.weights import load_model
@@ -26,6 +27,7 @@ from engine.runtime.quantize import (
     int8_graph,
 )
 from engine.studies.evaluation import predict_logits
+from tests.engine.test_data import dataset_files, make_archive
 
 CPU = torch.device("cpu")
 
@@ -127,3 +129,61 @@ def test_a_tampered_int8_graph_is_quantized_again(tmp_path, lenet):
     assert redone.seconds > 0 and redone.data == first.data
     other = int8_graph(lenet, calibration[:8], config, cache=cache)  # other calibration images: another key
     assert other.key != first.key
+
+
+def test_int8_on_another_backend_is_one_line_and_exit_2(tmp_path, capsys):
+    args = build_parser().parse_args(["eval", "--data", str(tmp_path / "x.tar.gz"), "--precision", "int8",
+                                      "--backend", "torch"])
+    assert run_command(args) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "int8 runs on ONNX Runtime only" in err
+
+
+def test_int8_needs_a_training_split(tmp_path, capsys):
+    folder = tmp_path / "one-split"
+    for name, blob in dataset_files(0, 1).items():  # class folders only: one split
+        (folder / name.split("/", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name.split("/", 1)[1]).write_bytes(blob)
+    args = build_parser().parse_args(["eval", "--data", str(folder), "--precision", "int8", "--models", "lenet5"])
+    assert run_command(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no training split" in err
+
+
+def test_eval_int8_calibrates_on_the_training_split_only(tmp_path, capsys, monkeypatch):
+    import engine.cli.evaluate as cli_eval
+    import engine.runtime.quantize as quantize
+    from engine.data.datasets import load_cifar10
+
+    archive = make_archive(tmp_path / "tiny.tar.gz", dataset_files(2, 3))
+    splits, calibrated = [], []
+
+    def spy_load(source, split="train", **kw):
+        splits.append(split)
+        return load_cifar10(source, split, **kw)
+
+    def spy_calibration(spec, images, n, seed):
+        calibrated.append(images.copy())
+        return real_calibration(spec, images, n, seed)
+
+    real_calibration = quantize.calibration_inputs
+    monkeypatch.setattr(cli_eval, "load_cifar10", spy_load)
+    monkeypatch.setattr(quantize, "calibration_inputs", spy_calibration)
+    args = build_parser().parse_args(["eval", "--data", str(archive), "--precision", "int8", "--models", "lenet5",
+                                      "--json"])
+    assert run_command(args) == 0
+    result = json.loads(capsys.readouterr().out)["lenet5"]
+    assert sorted(splits) == ["test", "train"]
+    train, test = load_cifar10(archive, "train")[0], load_cifar10(archive, "test")[0]
+    assert len(calibrated) == 1 and np.array_equal(calibrated[0], train) and len(train) != len(test)
+    assert result["fp32"]["images"] == result["int8"]["images"] == len(test)
+    assert result["fp32"]["backend"] == result["int8"]["backend"] == "onnxruntime"
+    assert result["config"] == DEFAULT_CONFIG.key() and isinstance(result["holds"], bool)
+    records = list(Int8Cache().folder.glob("*.record.json"))
+    assert len(records) == 1
+    record = Int8Cache().read_record(records[0])
+    assert record.images == len(test) and record.int8_top1 == result["int8"]["top1"]
+    fewer = build_parser().parse_args(["eval", "--data", str(archive), "--precision", "int8", "--models", "lenet5",
+                                       "--limit", "4", "--json"])
+    assert run_command(fewer) == 0 and json.loads(capsys.readouterr().out)["lenet5"]["int8"]["images"] == 4
+    assert Int8Cache().read_record(records[0]) == record  # the fuller measurement is kept
