@@ -45,7 +45,7 @@ def positive_int(text: str) -> int:
 
 
 MAX_SECONDS = 2_000_000
-PRECISIONS = ("auto", "fp32", "bf16")  # engine.runtime.precision.PRECISIONS, without importing torch for --help
+PRECISIONS = ("auto", "fp32", "bf16", "int8")  # engine.runtime.precision.PRECISIONS, without importing torch for --help
 GRADCAM_METHODS = ("gradcam", "gradcam++", "scorecam")  # engine.probes.gradcam.METHODS, likewise
 TTA_MODES = ("flip", "flip+shift")  # engine.studies.evaluation.TTA_MODES, likewise
 LINEUPS = ("four", "paper", "modern")  # engine.studies.lineup.LINEUPS, likewise
@@ -74,8 +74,10 @@ def backend_help() -> str:
     return (f"what runs the networks: auto (for each network, the fastest of the backends, thread counts and "
             f"number formats it measures at load that agree with torch), or one of {listed}; "
             f"default auto, or $CNN_ARENA_BACKEND")
-PRECISION_HELP = ("number format of the networks: auto (default: bf16 for each network only where this "
-                  "machine runs it natively and it measures faster at load), fp32 or bf16")
+PRECISION_HELP = ("number format of the networks: auto (default: for each network, bf16 where this machine runs "
+                  "it natively, and int8 where its int8 graph measured within 0.5 point of fp32's top-1, each "
+                  "only where it measures faster at load), fp32, bf16, or int8 (ONNX Runtime's int8 graphs, "
+                  "made by eval --precision int8)")
 
 
 def parse_backends(text: str) -> list[str]:

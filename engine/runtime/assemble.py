@@ -40,9 +40,10 @@ class NetworkBuilder:
         loaded = LoadedModel(spec, model, loaded.status, loaded.source, loaded.metrics, loaded.downloadable)
         net = Network(loaded, Preprocess.for_spec(spec), self.device, top_k=min(self.top_k, spec.num_classes))
         untrained = loaded.status == UNTRAINED
-        candidates, left = self.tuner.candidates(spec.name, untrained=untrained)
-        for m in left:  # said once per session, not per network
-            line = f"{m.left_out}: the networks run without it"
+        candidates, left = self.tuner.candidates(spec.name, untrained=untrained, int8=self._has_int8(net, untrained))
+        for m in left:  # a backend missing here is said once per session, not per network
+            line = f"{m.left_out}; it runs in fp32" if m.left_out.startswith(f"{spec.name}:") else \
+                f"{m.left_out}: the networks run without it"
             if line not in self.messages:
                 self.messages.append(line)
         context = BuildContext(self.device, self.tuner.threads, None if untrained else self.cache)
@@ -64,9 +65,13 @@ class NetworkBuilder:
         reference = Candidate("torch") if Candidate("torch") in candidates else None
 
         def agreement(c: Candidate) -> str:
+            """fp32: the same probabilities; bf16 and int8 (whose accuracy was measured): the same top-1."""
             if reference is None:
                 return ""
-            diff = float(np.abs(one_pass(c, probe).probs - one_pass(reference, probe).probs).max())
+            mine, ref = one_pass(c, probe), one_pass(reference, probe)
+            if c.precision != "fp32":
+                return "" if mine.top1 == ref.top1 else "its top-1 on the probe image differs from torch fp32's"
+            diff = float(np.abs(mine.probs - ref.probs).max())
             return "" if diff <= AGREE_P else f"disagrees with torch fp32 (probabilities {diff:.2f} apart)"
 
         if not candidates:  # the backend asked for is not installed (said once, above)
@@ -89,6 +94,16 @@ class NetworkBuilder:
             net.check = LiveCheck(decision.chosen, other, self.tuner.torch_threads)
         net.keep_only(decision.chosen, *([other] if net.check is not None else []))
         return net
+
+    def _has_int8(self, net: Network, untrained: bool) -> bool:
+        """Whether the network has an int8 graph whose accuracy held (only looked for where int8 may run)."""
+        if untrained or self.tuner.precision not in ("auto", "int8") or self.device.type != "cpu" or \
+                not any("int8" in b.precisions(self.device) for b in backends.backends()):
+            return False
+        from engine.runtime.quantize import find_int8
+
+        adapter = ModelAdapter(net.spec, net.loaded.model)
+        return find_int8(adapter, self.layer_names(adapter)) is not None
 
     def _setup(self, net: Network, c: Candidate, context: BuildContext, *, sole: bool) -> Setup:
         spec, model = net.spec, net.loaded.model

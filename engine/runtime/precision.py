@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
 AUTO_GAIN = 0.85  # auto picks bf16 only when its median time is at most this fraction of fp32's
 
 
@@ -36,6 +36,8 @@ def check_precision(precision: str, device: torch.device) -> str:
     """``precision`` if ``device`` can run it, else :class:`PrecisionError` (one line)."""
     if precision not in PRECISIONS:
         raise PrecisionError(f"unknown precision {precision!r}; expected {', '.join(PRECISIONS)}")
+    if precision == "int8" and device.type != "cpu":
+        raise PrecisionError("int8 runs on the CPU here (ONNX Runtime's int8 graphs); use --device cpu")
     if precision == "bf16" and not bf16_native(device):
         raise PrecisionError(f"this {'GPU' if device.type == 'cuda' else 'CPU'} has no native bf16 "
                              f"arithmetic; use --precision fp32")

@@ -133,7 +133,6 @@ class Tuner:
 
     ``backend`` and ``precision`` are what was asked (auto, or one); ``threads`` is the pool a
     runtime may use, ``torch_threads`` the session's torch threads and ``cores`` every core.
-    ``int8_holds(name)`` says whether a network's int8 graph measured within 0.5 point of fp32.
     """
 
     backend: str
@@ -142,11 +141,12 @@ class Tuner:
     threads: int
     torch_threads: int
     cores: int
-    int8_holds: Callable[[str], bool] = lambda name: False
     runs: int = LOAD_RUNS
 
-    def candidates(self, name: str, *, untrained: bool = False) -> tuple[list[Candidate], list[Measured]]:
-        """(the candidates to build and time, the ones left out with why), reference first."""
+    def candidates(self, name: str, *, untrained: bool = False, int8: bool = False,
+                   ) -> tuple[list[Candidate], list[Measured]]:
+        """(the candidates to build and time, the ones left out with why), reference first. ``int8``:
+        whether the network has an int8 graph that held its accuracy (engine.runtime.quantize)."""
         names = [b.name for b in backends.backends() if b.tuned] if self.backend == backends.AUTO else [self.backend]
         if self.backend == backends.AUTO and (untrained or self.device.type != "cpu"):
             # random weights are new at every start: nothing to export and keep; a GPU runs torch
@@ -158,19 +158,16 @@ class Tuner:
             if why is not None:
                 left.append(Measured(Candidate(backend_name), left_out=why))
                 continue
-            for precision in self._precisions(name, entry):
-                for threads in self._threads(entry):
-                    found.append(Candidate(backend_name, precision, threads))
-        if self.precision not in ("auto", "fp32") and not any(c.precision == self.precision for c in found):
-            left.append(Measured(Candidate(self.backend, self.precision),
-                                 left_out=f"{self.precision} does not run on {backends.label(self.backend)} here"))
+            offered = [p for p in entry.precisions(self.device) if p != "int8" or int8]
+            wanted = offered if self.precision == "auto" else [p for p in offered if p == self.precision]
+            found += [Candidate(backend_name, p, t) for p in wanted for t in self._threads(entry)]
+        if not found and self.precision not in ("auto", "fp32"):  # asked for a format nothing here runs
+            why = (f"{name}: no int8 graph here that holds its accuracy (python main.py eval --precision int8 "
+                   f"--data DIR quantizes and measures one)" if self.precision == "int8" else
+                   f"{self.precision} does not run on {backends.label(self.backend)} here")
+            plain = replace(self, precision="fp32").candidates(name, untrained=untrained)
+            return plain[0], [*plain[1], Measured(Candidate(self.backend, self.precision), left_out=why)]
         return found, left
-
-    def _precisions(self, name: str, entry: backends.Backend) -> list[str]:
-        offered = entry.precisions(self.device)
-        if self.precision == "auto":
-            return [p for p in offered if p != "int8" or self.int8_holds(name)]
-        return [self.precision] if self.precision in offered else ["fp32"] if "fp32" in offered else []
 
     def _threads(self, entry: backends.Backend) -> list[int | None]:
         if self.device.type != "cpu":

@@ -239,20 +239,8 @@ def evaluate_results(models: Iterable[Any], images, labels, *, device: torch.dev
             model = copy.deepcopy(model).to(dtype)
         if runner is not None:
             model = runner
-        # A small warm-up batch keeps one-off setup (kernel selection, allocation) out of the timing.
-        predict_logits(loaded.spec, model, images_t[:min(8, images_t.shape[0])], device=device,
-                       batch_size=batch_size, dtype=dtype)
-        synchronize(device)
-        start = time.perf_counter()
-        batch_times: list[tuple[int, float]] = []
-        logits = predict_logits(loaded.spec, model, images_t, device=device, batch_size=batch_size, tta=tta,
-                                dtype=dtype, on_batch=on_batch, batch_times=batch_times)
-        synchronize(device)
-        seconds = time.perf_counter() - start
-        top1, top5 = topk_accuracy(logits, labels_t)
-        full = [k / t for k, t in batch_times if k == batch_size and t > 0]
-        results.append(EvalResult(loaded.spec.name, top1, top5, int(labels_t.shape[0]), seconds,
-                                  loaded.status, loaded.source, tuple(full), backend))
+        results.append(_measure(loaded, model, images_t, labels_t, device=device, batch_size=batch_size,
+                                tta=tta, dtype=dtype, on_batch=on_batch, backend=backend))
     if job is not None:
         job.report(JobProgress("eval", n * len(models), n * len(models), "done", "images"))
     return results
@@ -264,6 +252,117 @@ def _runs_in(backend: str, precision: str, device: torch.device) -> str:
     from engine.runtime.backends import backend as backend_entry
 
     return precision if precision in backend_entry(backend).precisions(device) else "fp32"
+
+
+def _measure(loaded, model: nn.Module | Runner, images_t: torch.Tensor, labels_t: torch.Tensor, *,
+             device: torch.device, batch_size: int, tta: bool | str, dtype: torch.dtype = torch.float32,
+             on_batch: Callable[[int], None] | None = None, backend: str = "torch") -> EvalResult:
+    """One network's accuracy and speed on the images (warm: a small batch runs first)."""
+    # A small warm-up batch keeps one-off setup (kernel selection, allocation) out of the timing.
+    predict_logits(loaded.spec, model, images_t[:min(8, images_t.shape[0])], device=device,
+                   batch_size=batch_size, dtype=dtype)
+    synchronize(device)
+    start = time.perf_counter()
+    batch_times: list[tuple[int, float]] = []
+    logits = predict_logits(loaded.spec, model, images_t, device=device, batch_size=batch_size, tta=tta,
+                            dtype=dtype, on_batch=on_batch, batch_times=batch_times)
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    top1, top5 = topk_accuracy(logits, labels_t)
+    full = [k / t for k, t in batch_times if k == batch_size and t > 0]
+    return EvalResult(loaded.spec.name, top1, top5, int(labels_t.shape[0]), seconds,
+                      loaded.status, loaded.source, tuple(full), backend)
+
+
+@dataclass(frozen=True)
+class Int8Result:
+    """One network in fp32 and int8 on ONNX Runtime, on the same test images."""
+
+    fp32: EvalResult
+    int8: EvalResult
+    record: Any  # engine.runtime.quantize.Int8Record
+    holds: bool  # int8 top-1 within HOLD_POINTS of fp32
+    quantize_seconds: float  # 0 when the int8 graph came from the cache
+
+    @property
+    def name(self) -> str:
+        return self.fp32.name
+
+    def as_dict(self) -> dict[str, Any]:
+        from engine.runtime.quantize import HOLD_POINTS
+
+        return {"fp32": self.fp32.as_dict(), "int8": self.int8.as_dict(),
+                "drop_points": round(self.record.drop_points, 3), "holds": self.holds,
+                "limit_points": HOLD_POINTS, "config": self.record.config_key,
+                "quantize_seconds": round(self.quantize_seconds, 2)}
+
+
+def evaluate_int8(models: Sequence[Any], images, labels, train_images: np.ndarray, *, config=None,
+                  batch_size: int = EVAL_BATCH, tta: bool | str = False,
+                  job: JobState | None = None) -> list[Int8Result]:
+    """Each network on ONNX Runtime in fp32 and in int8 (:mod:`engine.runtime.quantize`), quantized
+    with ``config`` (default: the quantize module's) and calibrated on ``train_images`` (uint8 NHWC,
+    the training split), on the test ``images``; an :class:`~engine.runtime.quantize.Int8Record` of
+    each trained network is written beside its int8 graph (without test-time augmentation only).
+    ``models`` are LoadedModel objects."""
+    from engine.models.weights import UNTRAINED
+    from engine.runtime.backends.ort import OrtRunner
+    from engine.runtime.layers import feature_layers
+    from engine.runtime.quantize import (
+        DEFAULT_CONFIG,
+        Int8Cache,
+        Int8Graphs,
+        Int8Record,
+        calibration_inputs,
+        fingerprint,
+        holds,
+        int8_graph,
+        now_utc,
+    )
+
+    config = config or DEFAULT_CONFIG
+    cpu = torch.device("cpu")
+    images_t, labels_t = torch.as_tensor(images), torch.as_tensor(labels).long()
+    n, total = int(images_t.shape[0]), 2 * int(images_t.shape[0]) * len(models)
+    for loaded in models:
+        check_labels(labels_t, n, loaded.spec.num_classes)
+    test_set = fingerprint(np.concatenate([images_t.numpy().reshape(-1), labels_t.numpy().view(np.uint8)]))
+    results: list[Int8Result] = []
+    if job is not None:
+        job.partial["results"] = results
+    for i, loaded in enumerate(models):
+        spec, cache = loaded.spec, Int8Cache() if loaded.status != UNTRAINED else None
+        adapter = ModelAdapter(spec, loaded.model.to(cpu).eval())
+        calibration = calibration_inputs(spec, train_images, config.images, config.seed)
+        # quantized with every layer the window shows as an output, as the live engine cuts its tap
+        # sets from it (engine.runtime.backends.ort.int8_runner); measured with none
+        layers = tuple(layer.name for layer in feature_layers(adapter, cpu))
+        graph = int8_graph(adapter, calibration, config, cache=cache, layers=layers)
+        int8_runner = OrtRunner(adapter, spec.has_class_map, threads=torch.get_num_threads(), precision="int8",
+                                graphs=Int8Graphs(graph, layers, spec.has_class_map))
+        measured = []
+        for k, runner in enumerate((make_runner("onnxruntime", adapter, device=cpu, cache=cache is not None),
+                                    int8_runner)):
+            on_batch = None
+            if job is not None:
+                def on_batch(done: int, offset: int = (2 * i + k) * n, name: str = spec.name) -> None:
+                    job.check()
+                    job.report(JobProgress("eval", offset + done, total, name, "images"))
+            measured.append(_measure(loaded, runner, images_t, labels_t, device=cpu, batch_size=batch_size,
+                                     tta=tta, on_batch=on_batch, backend="onnxruntime"))
+        fp32, int8 = measured
+        record = Int8Record(spec.name, spec.profile, graph.weights_digest, graph.config_key, graph.calibration,
+                            test_set, n, fp32.top1, int8.top1, now_utc())
+        if cache is not None and tta_mode(tta) is None:  # a record is of the plain top-1s
+            path = cache.record_path(spec, graph.key)
+            known = cache.read_record(path, {"weights_digest": graph.weights_digest, "config_key": graph.config_key,
+                                             "calibration": graph.calibration})
+            if known is None or known.images <= n:  # a --limit run never replaces a fuller measurement
+                cache.write_record(path, record)
+        results.append(Int8Result(fp32, int8, record, holds(record), graph.seconds))
+    if job is not None:
+        job.report(JobProgress("eval", total, total, "done", "images"))
+    return results
 
 
 def sample_indices(n: int, limit: int | None, seed: int = 0) -> np.ndarray:

@@ -93,8 +93,12 @@ def test_candidates_follow_what_was_asked_and_what_is_here(monkeypatch):
     assert cpu_tuner().candidates("vgg16", untrained=True)[0] == [TORCH, Candidate("torch", threads=2)]
     only, _ = cpu_tuner(backend="onnxruntime").candidates("vgg16")
     assert only == [Candidate("onnxruntime", threads=2), Candidate("onnxruntime", threads=1)]
-    int8 = cpu_tuner(precision="auto", int8_holds=lambda name: name == "vgg16")
-    assert all(c.precision != "bf16" for c in int8.candidates("vgg16")[0])  # emulated bf16: never
+    auto = cpu_tuner(precision="auto")
+    assert all(c.precision != "bf16" for c in auto.candidates("vgg16", int8=True)[0])  # emulated bf16: never
+    assert Candidate("onnxruntime", "int8", 2) in auto.candidates("vgg16", int8=True)[0]
+    assert not any(c.precision == "int8" for c in auto.candidates("vgg16", int8=False)[0])  # no record: no int8
+    asked, left = cpu_tuner(precision="int8").candidates("vgg16", int8=False)
+    assert all(c.precision == "fp32" for c in asked) and "no int8 graph here" in left[-1].left_out
 
 
 @pytest.mark.parametrize("live, kept, checks, said", [

@@ -32,14 +32,15 @@ class OrtRunner(Runner):
     MAX_SESSIONS = 4  # tap sets kept ready in memory, most recent first (2 for a big graph)
 
     def __init__(self, adapter: ModelAdapter, with_map: bool, *, threads: int, max_threads: int | None = None,
-                 full_layers: Sequence[str] = (), cache=None, graphs: ExportedGraphs | None = None) -> None:
-        super().__init__(adapter, with_map, "fp32", threads)
+                 full_layers: Sequence[str] = (), cache=None, graphs=None, precision: str = "fp32") -> None:
+        super().__init__(adapter, with_map, precision, threads)
         try:
             import onnxruntime as ort
         except ImportError:
             raise BackendError("ONNX Runtime is not installed (pip install onnxruntime)") from None
         self._ort = ort
         self.max_threads = max(threads, max_threads or threads)  # batches run on these
+        # the float32 exports (ExportedGraphs), or an int8 graph cut the same way (quantize.Int8Graphs)
         self.graphs = graphs or ExportedGraphs(adapter, with_map, self._probe_run, full_layers=full_layers, cache=cache)
         self._sessions: OrderedDict[tuple[str, ...], object] = OrderedDict()
         self._batch_session = None
@@ -53,22 +54,7 @@ class OrtRunner(Runner):
         return self._session(data).run(None, {"x": x})
 
     def _session(self, data: bytes, threads: int | None = None):
-        ort = self._ort
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or self.threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        if _spin_bounded(ort.__version__):
-            options.add_session_config_entry("session.intra_op.allow_spinning", "1")  # briefly: SPIN_US
-            options.add_session_config_entry("session.intra_op.spin_duration_us", str(SPIN_US))
-        else:
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-        except Exception as e:  # noqa: BLE001 - ORT raises its own exception types for bad models
-            raise BackendError(f"{self.spec.name}: ONNX Runtime cannot load the export: {error_line(e, 200)}") from None
+        return ort_session(data, threads or self.threads, self.spec.name)
 
     def set_taps(self, layers: Sequence[str]) -> None:
         layers = tuple(dict.fromkeys(layers))
@@ -105,6 +91,28 @@ class OrtRunner(Runner):
         self._batch_session = None
 
 
+def ort_session(data: bytes, threads: int, network: str):
+    """An ONNX Runtime CPU session: sequential, every graph optimisation, pool threads spinning
+    briefly between operators (SPIN_US)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    if _spin_bounded(ort.__version__):
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1")  # briefly: SPIN_US
+        options.add_session_config_entry("session.intra_op.spin_duration_us", str(SPIN_US))
+    else:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - ORT raises its own exception types for bad models
+        raise BackendError(f"{network}: ONNX Runtime cannot load the graph: {error_line(e, 200)}") from None
+
+
 def _spin_bounded(version: str) -> bool:
     """Whether this ONNX Runtime honours ``session.intra_op.spin_duration_us`` (SPIN_BOUND_FROM on)."""
     try:
@@ -118,6 +126,11 @@ def _available() -> str | None:
 
 
 def _make(adapter: ModelAdapter, precision: str, threads: int, taps: Sequence[str], context: BuildContext) -> Runner:
+    if precision == "int8":
+        runner = int8_runner(adapter, threads, context.full_layers)
+        if taps:
+            runner.set_taps(taps)
+        return runner
     runner = OrtRunner(adapter, adapter.spec.has_class_map, threads=threads, max_threads=context.threads,
                        full_layers=context.full_layers, cache=context.cache, graphs=context.shared.get(BACKEND_NAME))
     context.shared[BACKEND_NAME] = runner.graphs  # another thread count reuses the exports
@@ -126,5 +139,22 @@ def _make(adapter: ModelAdapter, precision: str, threads: int, taps: Sequence[st
     return runner
 
 
+def int8_runner(adapter: ModelAdapter, threads: int, layers: Sequence[str]) -> OrtRunner:
+    """``adapter``'s int8 graph on ONNX Runtime: the one quantized with ``layers`` tapped whose record
+    holds (engine.runtime.quantize), else :class:`BackendError` saying how to make one."""
+    from engine.runtime.quantize import Int8Graphs, find_int8
+
+    found = find_int8(adapter, layers)
+    if found is None:
+        raise BackendError(f"{adapter.spec.name}: no int8 graph here that holds its accuracy (python main.py eval "
+                           f"--precision int8 --data DIR quantizes and measures one)")
+    return OrtRunner(adapter, adapter.spec.has_class_map, threads=threads, precision="int8",
+                     graphs=Int8Graphs(found[0], layers, adapter.spec.has_class_map))
+
+
+def _precisions(device: torch.device) -> tuple[str, ...]:
+    return ("fp32", "int8") if device.type == "cpu" else ("fp32",)
+
+
 BACKEND_NAME = "onnxruntime"
-BACKEND = Backend(BACKEND_NAME, "ONNX Runtime", "ORT", "^", _make, available=_available)
+BACKEND = Backend(BACKEND_NAME, "ONNX Runtime", "ORT", "^", _make, available=_available, precisions=_precisions)
