@@ -150,9 +150,11 @@ def runtime_caption(entries: Sequence[TableEntry]) -> str:
     ENet) and torch eager (AlexNet), fp32"."""
     groups: dict[str, list[str]] = {}
     for e in entries:
-        groups.setdefault(backend_label(e.backend) + (", bf16" if e.precision == "bf16" else ""), []).append(e.title)
+        groups.setdefault(backend_label(e.backend) + (f", {e.precision}" if e.precision != "fp32" else ""),
+                          []).append(e.title)
     if len(groups) == 1:
-        return f"on {next(iter(groups))}" if ", bf16" in next(iter(groups)) else f"on {next(iter(groups))}, fp32"
+        only = next(iter(groups))
+        return f"on {only}" if "," in only else f"on {only}, fp32"
     return "on " + " and ".join(f"{how} ({', '.join(names)})" for how, names in groups.items())
 
 

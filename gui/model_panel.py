@@ -369,7 +369,7 @@ class ModelPanel(QFrame):
         cost = info.complexity
         if cost is not None:
             self.cost.setText(f"{human_count(cost.params, 3)} params \u00b7 {human_count(cost.macs, 3)} MACs"
-                              + (" \u00b7 bf16" if info.precision == "bf16" else "")
+                              + (f" \u00b7 {info.precision}" if info.precision != "fp32" else "")
                               + (f" \u00b7 {backend_short(info.backend)}" if info.backend != "torch" else ""))
             # bf16 and a backend other than torch eager are worth saying (their numbers differ
             # slightly from fp32 eager's); fp32 on torch is the norm

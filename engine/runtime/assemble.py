@@ -47,7 +47,7 @@ class NetworkBuilder:
             if line not in self.messages:
                 self.messages.append(line)
         context = BuildContext(self.device, self.tuner.threads, None if untrained else self.cache)
-        probe = np.random.default_rng(1).integers(0, 256, (*spec.input_size[1:], 3), dtype=np.uint8)
+        probe = probe_image(spec.input_size[1:])
 
         def setup(c: Candidate) -> Setup:
             if c not in net.setups:
@@ -65,13 +65,11 @@ class NetworkBuilder:
         reference = Candidate("torch") if Candidate("torch") in candidates else None
 
         def agreement(c: Candidate) -> str:
-            """fp32: the same probabilities; bf16 and int8 (whose accuracy was measured): the same top-1."""
-            if reference is None:
+            """The same probabilities as torch fp32 on the probe image. int8's agreement is its record:
+            top-1 on the test set within 0.5 point (one image says little of a rounding's cost)."""
+            if reference is None or c.precision == "int8":
                 return ""
-            mine, ref = one_pass(c, probe), one_pass(reference, probe)
-            if c.precision != "fp32":
-                return "" if mine.top1 == ref.top1 else "its top-1 on the probe image differs from torch fp32's"
-            diff = float(np.abs(mine.probs - ref.probs).max())
+            diff = float(np.abs(one_pass(c, probe).probs - one_pass(reference, probe).probs).max())
             return "" if diff <= AGREE_P else f"disagrees with torch fp32 (probabilities {diff:.2f} apart)"
 
         if not candidates:  # the backend asked for is not installed (said once, above)
@@ -121,6 +119,15 @@ class NetworkBuilder:
                                    context.shared)
         runner = entry.make_runner(adapter, c.precision, c.threads or context.threads, (), context)
         return Setup(c, adapter, runner)
+
+
+def probe_image(size: tuple[int, int], seed: int = 1) -> np.ndarray:
+    """A fixed picture-like image (broad colour fields, smoothly blended) to compare answers on:
+    on uniform noise every class is a near tie, and any rounding flips the ranking."""
+    import cv2
+
+    small = np.random.default_rng(seed).uniform(0, 255, (4, 4, 3)).astype(np.float32)
+    return np.clip(cv2.resize(small, (size[1], size[0]), interpolation=cv2.INTER_CUBIC), 0, 255).astype(np.uint8)
 
 
 def _input(net: Network, setup: Setup, view: np.ndarray, device: torch.device) -> torch.Tensor:

@@ -308,3 +308,27 @@ def test_torch_compile_answers_as_torch_and_the_engine_reads_its_taps_and_class_
         assert not got.activations[layer].flags.writeable
     np.testing.assert_allclose(got.class_map_confidence, expected.class_map_confidence, atol=1e-4)
     assert (got.class_map == expected.class_map).mean() > 0.99 and got.class_map.dtype == np.uint8
+
+
+def test_openvino_answers_as_torch_with_its_taps_and_class_map(cache):
+    """OpenVINO runs the same export as ONNX Runtime, compiled at batch 1: the engine reads its
+    probabilities, ranking, tapped layers and ENet's class map as it reads torch's."""
+    pytest.importorskip("openvino")
+    sessions = {b: InferenceSession("cifar10", "cpu", models=["enet"], backend=b, precision="fp32", onnx_cache=cache)
+                for b in ("openvino", "torch")}
+    layers = ["stage2.bottleneck2_1", "initial"]
+    for session in sessions.values():
+        session.set_capture({"enet": layers})
+    assert sessions["openvino"].runner("enet").backend == "openvino"
+    frame = np.random.default_rng(11).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    got, expected = (sessions[b].run(frame).results["enet"] for b in ("openvino", "torch"))
+    assert got.backend == "openvino" and expected.backend == "torch"
+    np.testing.assert_allclose(got.probs, expected.probs, atol=1e-4)
+    assert list(got.top_indices) == list(expected.top_indices)
+    for layer in layers:
+        np.testing.assert_allclose(got.activations[layer], expected.activations[layer], atol=1e-3)
+        assert not got.activations[layer].flags.writeable
+    assert (got.class_map == expected.class_map).mean() > 0.99
+    again = sessions["openvino"].run(frame).results["enet"]  # the request's buffers are reused: the first stays
+    np.testing.assert_array_equal(got.probs, again.probs)
+    assert got.probs is not again.probs

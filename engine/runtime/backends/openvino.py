@@ -92,10 +92,9 @@ class OpenVinoRunner(Runner):
 
     def outputs(self, x: torch.Tensor) -> Sequence[np.ndarray]:
         n = int(x.shape[0])
-        request, count = (self._request, self._count) if n == 1 else self._batch_request(n)
-        request.infer({0: float32_input(x)})
-        # the request's buffers are reused by its next call: each result keeps a copy of its own
-        return [request.get_output_tensor(i).data.copy() for i in range(count)]
+        request = self._request if n == 1 else self._batch_request(n)[0]
+        # infer copies the outputs out of the request's buffers, which its next call reuses
+        return request.infer({0: float32_input(x)}).to_tuple()
 
     def _batch_request(self, n: int) -> tuple[object, int]:
         """(an infer request, its output count) for the bare graph at batch ``n``."""
