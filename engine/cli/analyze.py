@@ -32,6 +32,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         return cmd_analyze_lineup(args)
     args.max_batch = args.max_batch or (8 if args.quick else 64)
     backends = [b for b in parse_backends(args.backend) if b != "auto"]
+    if any(":" in b for b in backends):
+        raise CliError("--backend: analyze measures every backend in --precision; a backend's own number format "
+                       "(NAME:PRECISION) is for bench")
     try:
         key = cache_key(args.profile, args.device, args.precision, args.max_batch, backends=backends)
     except (RegistryError, ValueError) as e:

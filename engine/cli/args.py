@@ -84,10 +84,12 @@ def parse_backends(text: str) -> list[str]:
     """``--backend``: one name, a comma-separated list, or ``all``; unknown names are a CliError."""
     known = backend_names()
     names = list(known[1:]) if text.strip() == "all" else [t.strip() for t in text.split(",") if t.strip()]
-    unknown = [n for n in names if n not in known]
+    unknown = [n for n in names if n.partition(":")[0] not in known or
+               (":" in n and n.partition(":")[2] not in PRECISIONS)]
     if unknown or not names:
         raise CliError(f"--backend: unknown backend {unknown[0] if unknown else text!r}; expected "
-                       f"{', '.join(known)}, a comma-separated list, or all")
+                       f"{', '.join(known)} (each with :PRECISION if you like, e.g. onnxruntime:fp32), "
+                       f"a comma-separated list, or all")
     return list(dict.fromkeys(names))
 
 

@@ -46,9 +46,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     runs_by_backend: dict[str, dict] = {}
     device = None
     for backend in backends:
+        name, _, precision = backend.partition(":")  # onnxruntime:fp32 - its own number format
         try:
-            session = InferenceSession(args.profile, args.device, weights=weights, precision=args.precision,
-                                       backend=backend)
+            session = InferenceSession(args.profile, args.device, weights=weights,
+                                       precision=precision or args.precision, backend=name)
         except (RegistryError, WeightsError, PrecisionError, BackendError) as e:
             raise CliError(str(e)) from None
         for message in session.messages:
@@ -110,7 +111,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
             log(f"pipeline: {args.frames} frames of {args.source} through the engine on {backend} ...")
             try:
                 pipeline = bench_pipeline({"profile": args.profile, "device": args.device, "threads": args.threads,
-                                           "weights": weights, "precision": args.precision, "backend": backend},
+                                           "weights": weights,
+                                           "precision": backend.partition(":")[2] or args.precision,
+                                           "backend": backend.partition(":")[0]},
                                           args.source, args.frames)
             except InputError as e:
                 raise CliError(str(e)) from None
@@ -124,7 +127,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         for n, m in models.items():
             graph = f"{m['graph_ms_p50']:.3f}" if "graph_ms_p50" in m else ""
             overhead = f"{m['overhead']:.2f}" if "overhead" in m else ""
-            rows.append([n, label(m["backend"]) + ("" if m["backend"] == backend else f" (asked {backend})"),
+            rows.append([n, label(m["backend"]) + ("" if m["backend"] == backend.partition(":")[0]
+                                                   else f" (asked {backend})"),
                          m["precision"], f"{m['raw_ms_p50']:.3f}", f"{m['raw_ms_p95']:.3f}", graph,
                          f"{m['engine_ms_p50']:.3f}", f"{m['ratio']:.2f}", overhead,
                          f"{m['gflops']:.1f}" if m["gflops"] else "", f"{100 * m['peak_fraction']:.0f}%"
@@ -146,7 +150,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 if note:
                     print(f"  {n} ({backend}): {note}")
     for backend, pipeline in report.get("pipelines", {}).items():
-        print(f"pipeline on {label(backend) if backend != 'auto' else 'auto'}: {pipeline['pipeline_fps']:.1f} "
+        name, _, precision = backend.partition(":")
+        print(f"pipeline on {label(name)}{' ' + precision if precision else ''}: {pipeline['pipeline_fps']:.1f} "
               f"frames/s over {pipeline['frames']} frames ({pipeline['dropped']} dropped); resident memory "
               f"{pipeline['rss_start_mb']:.0f} MB -> {pipeline['rss_end_mb']:.0f} MB "
               f"({pipeline['rss_end_mb'] - pipeline['rss_start_mb']:+.1f} MB); "

@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     bench.add_argument("--backend", default="torch,onnxruntime", metavar="NAMES",
                        help=f"the backends to compare side by side: a comma-separated list of {every_backend} "
-                            f"and auto, or all ({every_backend}); default torch,onnxruntime")
+                            f"and auto, each with its own number format if you like (onnxruntime:fp32,auto), or "
+                            f"all ({every_backend}); default torch,onnxruntime")
     bench.add_argument("--source", metavar="PATH", help="also run this source through the whole engine")
     bench.add_argument("--frames", type=positive_int, default=300, metavar="N")
     bench.add_argument("--batch", type=positive_int, metavar="N",

@@ -142,8 +142,9 @@ class InferenceSession:
         return chosen, "fp32: no native bf16 here" if alone else ""
 
     def backend_of(self, name: str) -> tuple[str, str]:
-        """(the backend's name, the tuner's record in words) for one network."""
-        return self._nets[name].backend, self._nets[name].decision.text()
+        """(the backend's name, the tuner's record in words where it measured or fell back) for one network."""
+        decision = self._nets[name].decision
+        return self._nets[name].backend, decision.text() if decision.measured or decision.why else ""
 
     def threads_of(self, name: str) -> tuple[int | None, str]:
         """(the threads its forward pass runs on, their pool's kind); None on a GPU. Why: backend_of."""
@@ -258,8 +259,7 @@ class InferenceSession:
 
     def input_for(self, name: str, view: np.ndarray) -> torch.Tensor:
         """A prepared view as the input tensor of what runs ``name`` now."""
-        net = self._nets[name]
-        return _input(net, net.setup, view, self.device)
+        return _input(self._nets[name], self._nets[name].setup, view, self.device)
 
     def _order(self) -> tuple[str, ...]:
         def leaves_a_core(net: Network) -> bool:

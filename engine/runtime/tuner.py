@@ -174,6 +174,8 @@ class Tuner:
             return [None]
         if entry.reference:
             return [None, self.cores] if self.torch_threads < self.cores else [None]
+        if not entry.pool:  # it runs on torch's threads (torch.compile)
+            return [None]
         return [self.threads, 1] if self.threads > 1 else [self.threads]
 
     def reference(self, candidates: list[Candidate]) -> Candidate:

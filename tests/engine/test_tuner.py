@@ -231,3 +231,14 @@ def test_a_backend_is_one_registry_entry_and_a_runner(fake_backend, cache, monke
     assert got.backend == "fake"
     np.testing.assert_allclose(got.probs, expected.probs, atol=1e-5)
     np.testing.assert_allclose(got.activations["features.c3"], expected.activations["features.c3"], atol=1e-5)
+
+
+def test_bench_takes_a_backends_own_number_format_and_refuses_unknown_ones():
+    from engine.cli.args import parse_backends
+    from engine.cli.output import CliError
+
+    assert parse_backends("onnxruntime:fp32,auto") == ["onnxruntime:fp32", "auto"]
+    assert parse_backends("all") == list(backends.names())
+    for bad in ("onnxruntime:fp8", "tensorrt", "torch:"):
+        with pytest.raises(CliError, match="unknown backend"):
+            parse_backends(bad)

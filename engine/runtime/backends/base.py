@@ -52,6 +52,7 @@ class Backend:
     precisions: Callable[[torch.device], tuple[str, ...]] = lambda device: ("fp32",)
     devices: tuple[str, ...] = ("cpu",)  # the device types it runs on
     tuned: bool = True  # whether auto's tuner tries it (torch.compile's seconds per network: not)
+    pool: bool = False  # whether it runs on a thread pool of its own, whose size is then a candidate
     reference: bool = False  # torch eager: what every other candidate is compared with
 
     def refusal(self, device: torch.device, precision: str | None = None) -> str | None:

@@ -131,4 +131,5 @@ def _make(adapter: ModelAdapter, precision: str, threads: int, taps: Sequence[st
     return runner
 
 
-BACKEND = Backend("openvino", "OpenVINO", "OpenVINO", "D", _make, available=_available, precisions=_precisions)
+BACKEND = Backend("openvino", "OpenVINO", "OpenVINO", "D", _make, available=_available, precisions=_precisions,
+                  pool=True)

@@ -157,4 +157,5 @@ def _precisions(device: torch.device) -> tuple[str, ...]:
 
 
 BACKEND_NAME = "onnxruntime"
-BACKEND = Backend(BACKEND_NAME, "ONNX Runtime", "ORT", "^", _make, available=_available, precisions=_precisions)
+BACKEND = Backend(BACKEND_NAME, "ONNX Runtime", "ORT", "^", _make, available=_available, precisions=_precisions,
+                  pool=True)
