@@ -224,14 +224,24 @@ class Tuner:
                 measured.append(Measured(c, warm[c], f"its first passes were over {PRUNE_RATIO:g} times the fastest's"))
                 continue
             why = agreement(c) if c != ref else ""
-            if not why and c != ref and ms > margin(ref, c, self.torch_threads) * times[ref]:
-                why = f"not {round(100 * (1 - margin(ref, c, self.torch_threads)))}% faster"
+            for other in ([ref] if c != ref else []) + self._siblings(c):  # the reference, then its own kind
+                if not why and other in times and ms > margin(other, c, self.torch_threads) * times[other]:
+                    gain = round(100 * (1 - margin(other, c, self.torch_threads)))
+                    why = f"not {gain}% faster" + ("" if other == ref else f" than {other.text()}")
             measured.append(Measured(c, ms, why))
             if not why:
                 eligible.append(c)
         chosen = min(eligible, key=lambda c: times[c])
         how = f"batch 1, medians of {self.runs} timed in turn, measured at load"
         return Decision(name, chosen, asked, tuple(sorted(measured, key=_by_time)), how)
+
+    def _siblings(self, c: Candidate) -> list[Candidate]:
+        """The same backend with one of ``c``'s departures undone: in fp32, on its default threads.
+        A departure must pay for itself against them: int8 is kept only where it beats the same
+        runtime's fp32, one pool thread only where it beats the whole pool."""
+        default = None if backends.backend(c.backend).reference or c.threads is None else self.threads
+        found = [replace(c, precision="fp32")] if c.precision != "fp32" else []
+        return found + ([replace(c, threads=default)] if c.threads != default else [])
 
     def _worth_trying(self, c: Candidate, warm: Mapping[Candidate, float]) -> bool:
         """Every core only for a heavy torch network; one pool thread only for a graph that is not

@@ -242,3 +242,16 @@ def test_bench_takes_a_backends_own_number_format_and_refuses_unknown_ones():
     for bad in ("onnxruntime:fp8", "tensorrt", "torch:"):
         with pytest.raises(CliError, match="unknown backend"):
             parse_backends(bad)
+
+
+def test_int8_or_one_thread_must_pay_for_itself_against_the_same_runtime():
+    """A departure from the same runtime's fp32 on its whole pool is kept only where it beats that by
+    its own margin, however far ahead of torch eager both are (ENet: int8 2.47 ms against fp32 2.58)."""
+    int8, one = Candidate("onnxruntime", "int8", 2), Candidate("onnxruntime", threads=1)
+    times = {TORCH: 11.6, ORT: 2.58, int8: 2.47, one: 2.40}
+    with pytest.MonkeyPatch.context() as mp:
+        fake_times(mp, times)
+        decision = cpu_tuner(precision="auto").choose("enet", {c: (lambda: 1) for c in times}, [], lambda c: "")
+    assert decision.chosen == one  # 2.40 <= 0.95 x 2.58
+    why = {m.candidate: m.left_out for m in decision.measured}
+    assert why[int8] == f"not 15% faster than {ORT.text()}"
