@@ -225,7 +225,8 @@ class ModelPanel(QFrame):
         self.weights_button.setMenu(menu)
         head = _row(self.title, self.year, None, self.status)
 
-        self.cost = _label(self, "dim")
+        self.cost = ElidedLabel("", self)  # a narrow panel ends it with an ellipsis, not a cut letter
+        self.cost.setObjectName("dim")
         self.latency = _label(self, width=72)
         self.latency.setStyleSheet("font-weight: bold;")
         self.latency.ensurePolished()  # the bold font's width: a slow frame's "1113.6 ms" was cut to "l113.6 ms"
@@ -368,9 +369,11 @@ class ModelPanel(QFrame):
     def _set_cost(self, info: ModelCard) -> None:
         cost = info.complexity
         if cost is not None:
-            self.cost.setText(f"{human_count(cost.params, 3)} params \u00b7 {human_count(cost.macs, 3)} MACs"
-                              + (f" \u00b7 {info.precision}" if info.precision != "fp32" else "")
-                              + (f" \u00b7 {backend_short(info.backend)}" if info.backend != "torch" else ""))
+            # what runs it first, where it is not torch eager in fp32: a narrow panel cuts the end
+            runtime = " ".join(([backend_short(info.backend)] if info.backend != "torch" else []) +
+                               ([info.precision] if info.precision != "fp32" else []))
+            self.cost.setText((f"{runtime} \u00b7 " if runtime else "") +
+                              f"{human_count(cost.params, 3)} params \u00b7 {human_count(cost.macs, 3)} MACs")
             # bf16 and a backend other than torch eager are worth saying (their numbers differ
             # slightly from fp32 eager's); fp32 on torch is the norm
             self.cost.setToolTip(f"{cost.params:,} parameters, {cost.macs:,} multiply-accumulates per image, "

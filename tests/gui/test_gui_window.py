@@ -184,7 +184,7 @@ def test_a_pasted_or_dropped_image_is_shown(make_window, tmp_path, qtbot):
                                 Qt.KeyboardModifier.NoModifier))
     qtbot.waitUntil(lambda: window.bridge.latest is not None and all(
         r.backend == "onnxruntime" for r in window.bridge.latest[0].results.values()), timeout=LONG)
-    qtbot.waitUntil(lambda: all(p.cost.text().endswith("\u00b7 ORT") for p in _panels(window).values()),
+    qtbot.waitUntil(lambda: all(p.cost.text().startswith("ORT \u00b7 ") for p in _panels(window).values()),
                     timeout=LONG)
     qtbot.waitUntil(lambda: "forward on ONNX Runtime, fp32" in window.table.caption.text(), timeout=LONG)
 
