@@ -245,7 +245,12 @@ class Tuner:
 
     def _worth_trying(self, c: Candidate, warm: Mapping[Candidate, float]) -> bool:
         """Every core only for a heavy torch network; one pool thread only for a graph that is not
-        (a big graph's convolutions split well, and its second session would hold its weights again)."""
+        (a big graph's convolutions split well, and its second session would hold its weights again);
+        nothing more of a backend whose first candidate was already over PRUNE_RATIO times the fastest
+        (building it costs the load a session or a compile)."""
+        siblings = [warm[s] for s in self._siblings(c) if s in warm]
+        if siblings and min(siblings) > PRUNE_RATIO * min(warm.values()):
+            return False
         if c.backend == "torch" and c.threads is not None:
             few = warm.get(replace(c, threads=None))
             return few is None or few >= HEAVY_MS
