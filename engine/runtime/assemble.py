@@ -40,13 +40,14 @@ class NetworkBuilder:
         loaded = LoadedModel(spec, model, loaded.status, loaded.source, loaded.metrics, loaded.downloadable)
         net = Network(loaded, Preprocess.for_spec(spec), self.device, top_k=min(self.top_k, spec.num_classes))
         untrained = loaded.status == UNTRAINED
-        candidates, left = self.tuner.candidates(spec.name, untrained=untrained, int8=self._has_int8(net, untrained))
+        context = BuildContext(self.device, self.tuner.threads, None if untrained else self.cache)
+        int8 = self._has_int8(net, untrained, context.shared)
+        candidates, left = self.tuner.candidates(spec.name, untrained=untrained, int8=int8)
         for m in left:  # a backend missing here is said once per session, not per network
             line = f"{m.left_out}; it runs in fp32" if m.left_out.startswith(f"{spec.name}:") else \
                 f"{m.left_out}: the networks run without it"
             if line not in self.messages:
                 self.messages.append(line)
-        context = BuildContext(self.device, self.tuner.threads, None if untrained else self.cache)
         probe = probe_image(spec.input_size[1:])
 
         def setup(c: Candidate) -> Setup:
@@ -93,15 +94,17 @@ class NetworkBuilder:
         net.keep_only(decision.chosen, *([other] if net.check is not None else []))
         return net
 
-    def _has_int8(self, net: Network, untrained: bool) -> bool:
-        """Whether the network has an int8 graph whose accuracy held (only looked for where int8 may run)."""
+    def _has_int8(self, net: Network, untrained: bool, shared: dict) -> bool:
+        """Whether the network has an int8 graph whose accuracy held (only looked for where int8 may run);
+        what was found goes in ``shared`` for the int8 runners (engine.runtime.backends.ort)."""
         if untrained or self.tuner.precision not in ("auto", "int8") or self.device.type != "cpu" or \
                 not any("int8" in b.precisions(self.device) for b in backends.backends()):
             return False
         from engine.runtime.quantize import find_int8
 
         adapter = ModelAdapter(net.spec, net.loaded.model)
-        return find_int8(adapter, self.layer_names(adapter)) is not None
+        shared["int8"] = find_int8(adapter, self.layer_names(adapter))
+        return shared["int8"] is not None
 
     def _setup(self, net: Network, c: Candidate, context: BuildContext, *, sole: bool) -> Setup:
         spec, model = net.spec, net.loaded.model

@@ -127,7 +127,7 @@ def _available() -> str | None:
 
 def _make(adapter: ModelAdapter, precision: str, threads: int, taps: Sequence[str], context: BuildContext) -> Runner:
     if precision == "int8":
-        runner = int8_runner(adapter, threads, context.full_layers)
+        runner = int8_runner(adapter, threads, context.full_layers, context.shared.get("int8"))
         if taps:
             runner.set_taps(taps)
         return runner
@@ -139,12 +139,13 @@ def _make(adapter: ModelAdapter, precision: str, threads: int, taps: Sequence[st
     return runner
 
 
-def int8_runner(adapter: ModelAdapter, threads: int, layers: Sequence[str]) -> OrtRunner:
+def int8_runner(adapter: ModelAdapter, threads: int, layers: Sequence[str], found=None) -> OrtRunner:
     """``adapter``'s int8 graph on ONNX Runtime: the one quantized with ``layers`` tapped whose record
-    holds (engine.runtime.quantize), else :class:`BackendError` saying how to make one."""
+    holds (engine.runtime.quantize; ``found``, where it was looked up already), else
+    :class:`BackendError` saying how to make one."""
     from engine.runtime.quantize import Int8Graphs, find_int8
 
-    found = find_int8(adapter, layers)
+    found = found or find_int8(adapter, layers)
     if found is None:
         raise BackendError(f"{adapter.spec.name}: no int8 graph here that holds its accuracy (python main.py eval "
                            f"--precision int8 --data DIR quantizes and measures one)")
