@@ -48,7 +48,7 @@ class ModelCard:
     precision: str = "fp32"  # what it runs in: fp32, or bf16 weights and inputs (engine.runtime.precision)
     precision_note: str = ""  # why, when the session's precision was auto: the two times measured
     gradcam_layer: str = ""  # the layer Grad-CAM explains by default (engine.probes.gradcam)
-    backend: str = "torch"  # what runs its forward pass: torch, onnxruntime or compile (engine.runtime.backends)
+    backend: str = "torch"  # what runs its forward pass: a backend of engine.runtime.backends
     # why, when the session's backend was auto (the two times) or fell back; then threads_note, if any
     backend_note: str = ""
     threads: int | None = None  # torch's threads for its forward pass on the CPU (None: not torch on the CPU)

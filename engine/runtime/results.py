@@ -41,7 +41,7 @@ class ModelResult(NamedTuple):
     class_map_confidence: np.ndarray | None = None  # (H, W) float32 softmax max of the same
     probes: Mapping[str, object] = MappingProxyType({})  # probe name -> result, for probes other
     # than activations (engine.probes); not included in forward_ms. Gradient probes run on torch.
-    backend: str = "torch"  # what ran the forward pass: torch, onnxruntime or compile (engine.runtime.backends)
+    backend: str = "torch"  # what ran the forward pass: a backend of engine.runtime.backends
 
     @property
     def top_probs(self) -> np.ndarray:

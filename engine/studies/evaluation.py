@@ -201,7 +201,7 @@ def evaluate_results(models: Iterable[Any], images, labels, *, device: torch.dev
                      batch_size: int = EVAL_BATCH, tta: bool | str = False, job: JobState | None = None,
                      precision: str = "fp32", backend: str = "torch") -> list[EvalResult]:
     """:func:`evaluate`'s results as :class:`EvalResult` objects. ``backend`` runs the networks on
-    ONNX Runtime or torch.compile instead of torch eager (:mod:`engine.runtime.backends`; a network it
+    another backend than torch eager (:mod:`engine.runtime.backends`; a network it
     cannot run raises :class:`~engine.runtime.backends.BackendError`)."""
     from engine.models.weights import UNTRAINED, LoadedModel, load_model
 

@@ -255,3 +255,18 @@ def test_int8_or_one_thread_must_pay_for_itself_against_the_same_runtime():
     assert decision.chosen == one  # 2.40 <= 0.95 x 2.58
     why = {m.candidate: m.left_out for m in decision.measured}
     assert why[int8] == f"not 15% faster than {ORT.text()}"
+
+
+@pytest.mark.parametrize("native, bf16_ms, chosen", [(False, 1.0, "fp32"), (True, 3.0, "bf16"), (True, 4.0, "fp32")])
+def test_bf16_is_a_candidate_only_where_native_and_kept_only_where_clearly_faster(monkeypatch, native, bf16_ms, chosen):
+    """On a CPU with native bf16 (AVX512-BF16, AMX) torch's bf16 is timed and kept where it takes at most
+    85% of fp32's time; where bf16 is emulated it is never a candidate, however it would time."""
+    monkeypatch.setattr("engine.runtime.backends.torch_eager.bf16_native", lambda device: native)
+    tuner_ = cpu_tuner(backend="torch", precision="auto")
+    found, _ = tuner_.candidates("vgg16")
+    assert (Candidate("torch", "bf16") in found) == native
+    times = {c: (bf16_ms if c.precision == "bf16" else 4.5) for c in found if c.threads is None}
+    with pytest.MonkeyPatch.context() as mp:
+        fake_times(mp, times)
+        decision = tuner_.choose("vgg16", {c: (lambda: 1) for c in times}, [], lambda c: "")
+    assert decision.chosen.precision == chosen
