@@ -91,7 +91,8 @@ def _print_human(answers: list[dict], session: InferenceSession) -> None:
         for name, r in answer["results"].items():
             tops = ", ".join(f"{t['label']} {100 * t['prob']:.1f}%" for t in r["top"])
             status = "" if r["weights"] != "untrained" else "  (UNTRAINED: random weights)"
-            rows.append([name, label(r["backend"]), f"{r['forward_ms']:.2f}", f"{r['preprocess_ms']:.2f}",
+            runs_on = label(r["backend"]) + (f" {r['precision']}" if r["precision"] != "fp32" else "")
+            rows.append([name, runs_on, f"{r['forward_ms']:.2f}", f"{r['preprocess_ms']:.2f}",
                          tops + status])
         print(format_table(["model", "backend", "forward ms", "prep ms", "top predictions"], rows, right={2, 3}))
         print()

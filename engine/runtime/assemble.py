@@ -44,8 +44,11 @@ class NetworkBuilder:
         int8 = self._has_int8(net, untrained, context.shared)
         candidates, left = self.tuner.candidates(spec.name, untrained=untrained, int8=int8)
         for m in left:  # a backend missing here is said once per session, not per network
-            line = f"{m.left_out}; it runs in fp32" if m.left_out.startswith(f"{spec.name}:") else \
-                f"{m.left_out}: the networks run without it"
+            if m.candidate.precision != "fp32":  # a number format asked for that does not run here
+                who = "it runs" if m.left_out.startswith(f"{spec.name}:") else "the networks run"
+                line = f"{m.left_out}; {who} in fp32"
+            else:  # a backend that is not installed
+                line = f"{m.left_out}: the networks run without it"
             if line not in self.messages:
                 self.messages.append(line)
         probe = probe_image(spec.input_size[1:])
@@ -85,7 +88,8 @@ class NetworkBuilder:
             self.messages.append(f"{e}; {spec.name} runs on torch eager")
             setup(decision.chosen)
         for m in decision.measured:
-            if m.left_out.startswith(f"{spec.name}:"):  # a build failure, as the backend said it
+            # a build failure, as the backend said it (what was left out before building is said above)
+            if m.left_out.startswith(f"{spec.name}:") and not any(m.left_out in line for line in self.messages):
                 self.messages.append(f"{m.left_out}; {spec.name} runs on {decision.chosen.text()}")
         net.setup, net.decision = net.setups[decision.chosen], decision
         other = self.tuner.challenger(decision)

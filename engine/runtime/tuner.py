@@ -162,9 +162,14 @@ class Tuner:
             wanted = offered if self.precision == "auto" else [p for p in offered if p == self.precision]
             found += [Candidate(backend_name, p, t) for p in wanted for t in self._threads(entry)]
         if not found and self.precision not in ("auto", "fp32"):  # asked for a format nothing here runs
-            why = (f"{name}: no int8 graph here that holds its accuracy (python main.py eval --precision int8 "
-                   f"--data DIR quantizes and measures one)" if self.precision == "int8" else
-                   f"{self.precision} does not run on {backends.label(self.backend)} here")
+            offers = [b.label for b in backends.backends() if self.precision in b.precisions(self.device)]
+            asked = backends.label(self.backend) if self.backend != backends.AUTO else "any backend"
+            if self.precision == "int8" and (self.backend == backends.AUTO or backends.label(self.backend) in offers):
+                why = (f"{name}: no int8 graph here that holds its accuracy (python main.py eval --precision int8 "
+                       f"--data DIR quantizes and measures one)")
+            else:
+                why = f"{self.precision} does not run on {asked} here" + (f" ({', '.join(offers)} runs it)"
+                                                                          if offers else "")
             plain = replace(self, precision="fp32").candidates(name, untrained=untrained)
             return plain[0], [*plain[1], Measured(Candidate(self.backend, self.precision), left_out=why)]
         return found, left

@@ -99,6 +99,9 @@ def test_candidates_follow_what_was_asked_and_what_is_here(monkeypatch):
     assert not any(c.precision == "int8" for c in auto.candidates("vgg16", int8=False)[0])  # no record: no int8
     asked, left = cpu_tuner(precision="int8").candidates("vgg16", int8=False)
     assert all(c.precision == "fp32" for c in asked) and "no int8 graph here" in left[-1].left_out
+    on_torch, left = cpu_tuner(backend="torch", precision="int8").candidates("vgg16", int8=True)
+    assert on_torch == [TORCH, Candidate("torch", threads=2)]
+    assert left[-1].left_out == "int8 does not run on torch eager here (ONNX Runtime runs it)"
 
 
 @pytest.mark.parametrize("live, kept, checks, said", [
