@@ -34,9 +34,12 @@ def test_sigterm_closes_like_the_close_button_with_a_screenshot_and_a_report(qap
     hook, term = sys.excepthook, signal.getsignal(signal.SIGTERM)
     from gui.main_window import MainWindow
 
+    earlier = {id(w) for w in qapp.topLevelWidgets()}  # another test's window may not be deleted yet
+
     def term_after_frames() -> None:  # SIGTERM is what `timeout` sends
-        windows = [w for w in qapp.topLevelWidgets() if isinstance(w, MainWindow)]
-        if windows and windows[0].frames_shown >= 3:
+        windows = [w for w in qapp.topLevelWidgets() if isinstance(w, MainWindow) and id(w) not in earlier]
+        # only once the app handles SIGTERM: sent before, it would end the test run itself
+        if windows and windows[0].frames_shown >= 3 and signal.getsignal(signal.SIGTERM) is not term:
             os.kill(os.getpid(), signal.SIGTERM)
         else:
             QTimer.singleShot(100, term_after_frames)

@@ -6,6 +6,7 @@ settings), beside the ONNX exports they come from."""
 
 from __future__ import annotations
 
+import sys
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -30,10 +31,9 @@ class OpenVinoRunner(Runner):
     def __init__(self, adapter: ModelAdapter, with_map: bool, *, threads: int, precision: str = "fp32",
                  full_layers: Sequence[str] = (), cache=None, graphs: ExportedGraphs | None = None) -> None:
         super().__init__(adapter, with_map, precision, threads)
-        try:
-            import openvino
-        except ImportError:
-            raise BackendError("OpenVINO is not installed (pip install openvino)") from None
+        openvino = _openvino()
+        if openvino is None:
+            raise BackendError("OpenVINO is not installed (pip install openvino)")
         self._core = openvino.Core()
         if cache is not None:
             folder = cache.folder.parent / "openvino"
@@ -109,12 +109,21 @@ class OpenVinoRunner(Runner):
         self._batch = None
 
 
-def _available() -> str | None:
+def _openvino():
+    """The openvino module, or None where it is not installed. Its model converter, imported with
+    it, starts a telemetry sender thread at import unless its telemetry package is missing; the app
+    converts nothing with it and sends nothing, so that package is kept out (its stub is used)."""
+    if "openvino" not in sys.modules:
+        sys.modules.setdefault("openvino_telemetry", None)
     try:
-        import openvino  # noqa: F401
+        import openvino
     except ImportError:
-        return "OpenVINO is not installed (pip install openvino)"
-    return None
+        return None
+    return openvino
+
+
+def _available() -> str | None:
+    return None if _openvino() is not None else "OpenVINO is not installed (pip install openvino)"
 
 
 def _precisions(device: torch.device) -> tuple[str, ...]:
