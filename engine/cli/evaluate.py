@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 from engine.cli.args import parse_weights
 from engine.cli.output import CliError, JobProgressBar, format_table, print_json, stop_on_signals
@@ -70,18 +71,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     images, labels = images[idx], labels[idx]
     if args.precision == "int8":
         return _eval_int8(args, loaded, images, labels)
-    job = JobState(on_progress=JobProgressBar())
-    status = 0
-    with stop_on_signals(job):
-        try:
-            results = evaluate_results(loaded, images, labels, device=device, tta=args.tta, job=job,
-                                       precision=args.precision, backend=backend)
-        except BackendError as e:
-            raise CliError(str(e)) from None
-        except Cancelled:  # Ctrl-C: what was finished is still worth printing
-            results, status = job.partial["results"], 130
-            done = ", ".join(r.name for r in results) or "none"
-            print(f"eval stopped: finished networks: {done}", file=sys.stderr)
+    results, status = _as_job(lambda job: evaluate_results(loaded, images, labels, device=device, tta=args.tta,
+                                                           job=job, precision=args.precision, backend=backend))
     if args.json:
         print_json({r.name: r.as_dict() for r in results})
         return status
@@ -104,23 +95,29 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return status
 
 
+def _as_job(evaluate: Callable[[JobState], list]) -> tuple[list, int]:
+    """``evaluate(job)`` with a progress bar, and Ctrl-C stopping it between batches: (its results,
+    or the networks finished when it stopped, which are still worth printing; the exit status)."""
+    job = JobState(on_progress=JobProgressBar())
+    with stop_on_signals(job):
+        try:
+            return evaluate(job), 0
+        except BackendError as e:
+            raise CliError(str(e)) from None
+        except Cancelled:
+            results = job.partial["results"]
+            print(f"eval stopped: finished networks: {', '.join(r.name for r in results) or 'none'}",
+                  file=sys.stderr)
+            return results, 130
+
+
 def _eval_int8(args: argparse.Namespace, loaded, images, labels) -> int:
     """Each network in fp32 and int8 on ONNX Runtime, side by side (``--precision int8``)."""
     try:
         train, _ = load_cifar10(args.data, "train", warn=_warn)
     except DataError as e:
         raise CliError(str(e)) from None
-    job = JobState(on_progress=JobProgressBar())
-    status = 0
-    with stop_on_signals(job):
-        try:
-            results = evaluate_int8(loaded, images, labels, train, tta=args.tta, job=job)
-        except BackendError as e:
-            raise CliError(str(e)) from None
-        except Cancelled:
-            results, status = job.partial["results"], 130
-            done = ", ".join(r.name for r in results) or "none"
-            print(f"eval stopped: finished networks: {done}", file=sys.stderr)
+    results, status = _as_job(lambda job: evaluate_int8(loaded, images, labels, train, tta=args.tta, job=job))
     if args.json:
         print_json({r.name: r.as_dict() for r in results})
         return status
